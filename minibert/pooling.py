@@ -1,0 +1,112 @@
+"""SBERT pooling: token vectors (B, L, C) -> one sentence vector (B, k*C), padding never included.
+
+Modes follow sentence-transformers' ``Pooling`` exactly; several modes are concatenated in the
+order the config lists them (the legacy boolean format has a fixed order, kept below).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+# The old boolean keys of 1_Pooling/config.json, in sentence-transformers' concatenation order.
+LEGACY_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+@dataclass
+class PoolingConfig:
+    modes: tuple[str, ...] = ("mean",)
+    embedding_dimension: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.modes, str):
+            self.modes = (self.modes,)
+        self.modes = tuple(self.modes)
+        if not self.modes:
+            raise ValueError("at least one pooling mode is needed")
+        for mode in self.modes:
+            if mode not in POOLING_MODES:
+                raise ValueError(f"unknown pooling mode {mode!r}; choose from {POOLING_MODES}")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> PoolingConfig:
+        """Read ``1_Pooling/config.json`` in either the current or the legacy boolean format."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"pooling config not found: {path}")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        dim = raw.get("embedding_dimension", raw.get("word_embedding_dimension"))
+        if raw.get("include_prompt", True) is False:
+            raise ValueError(f"{path}: include_prompt=false (prompt-excluding pooling) is not supported")
+        if "pooling_mode" in raw:
+            modes = raw["pooling_mode"]
+        else:
+            modes = tuple(mode for key, mode in LEGACY_KEYS.items() if raw.get(key, False)) or ("mean",)
+        try:
+            return cls(modes=modes, embedding_dimension=dim)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    def to_json_dict(self) -> dict:
+        """The legacy boolean form, which every sentence-transformers version reads (it fixes the order)."""
+        legacy_order = tuple(m for m in LEGACY_KEYS.values() if m in self.modes)
+        if legacy_order == self.modes:
+            out = {"word_embedding_dimension": self.embedding_dimension}
+            out.update({key: mode in self.modes for key, mode in LEGACY_KEYS.items()})
+            return out
+        return {"embedding_dimension": self.embedding_dimension, "pooling_mode": list(self.modes)}
+
+
+class Pooling(nn.Module):
+    """Pools token vectors with one or more modes; ``mask`` is (B, L) with 1 for real tokens."""
+
+    def __init__(self, config: PoolingConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or PoolingConfig()
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.cat([pool(mode, hidden, mask) for mode in self.config.modes], dim=-1)
+
+    def output_dim(self, hidden_size: int) -> int:
+        return len(self.config.modes) * hidden_size
+
+
+def pool(mode: str, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One pooling mode. Sums accumulate in float32 even for bf16/fp16 hidden states."""
+    B, L, C = hidden.shape
+    keep = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1): multiplying by it zeroes the pads
+    acc = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
+    if mode == "cls":  # the first real token: [CLS] with right padding
+        first = mask.to(torch.int).argmax(dim=1)
+        return hidden[torch.arange(B, device=hidden.device), first]
+    if mode == "max":  # pads become -inf so they never win the max
+        return hidden.masked_fill(keep == 0, float("-inf")).max(dim=1).values
+    if mode in ("mean", "mean_sqrt_len_tokens"):
+        summed = (hidden * keep).sum(dim=1, dtype=acc)
+        count = keep.sum(dim=1, dtype=acc).clamp(min=1e-9)
+        # mean_sqrt_len divides by sqrt(n): longer sentences get slightly longer vectors
+        return (summed / (count if mode == "mean" else count.sqrt())).to(hidden.dtype)
+    if mode == "weightedmean":  # token t (counting from 1) gets weight t: later tokens count more
+        weights = torch.arange(1, L + 1, device=hidden.device, dtype=acc).view(1, L, 1)
+        weights = weights - mask.to(torch.int32).argmax(dim=1).view(B, 1, 1)  # start at the first real token
+        weighted = keep.to(acc) * weights
+        return ((hidden * weighted).sum(dim=1) / weighted.sum(dim=1).clamp(min=1e-9)).to(hidden.dtype)
+    if mode == "lasttoken":  # the last real token ([SEP] for BERT)
+        last = L - 1 - mask.flip(1).to(torch.int).argmax(dim=1)
+        return (hidden * keep)[torch.arange(B, device=hidden.device), last]
+    raise ValueError(f"unknown pooling mode {mode!r}; choose from {POOLING_MODES}")

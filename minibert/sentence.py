@@ -1,0 +1,161 @@
+"""SentenceEncoder: BERT + SBERT pooling (+ L2 normalisation) behind a one-call ``encode``.
+
+A sentence-transformers folder is a pipeline listed in ``modules.json``: a Transformer (the BERT
+folder), a Pooling module (``1_Pooling/config.json``) and, optionally, Normalize. We read that list
+and rebuild the same pipeline from minibert's own modules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minibert.hub import DEFAULT_MODEL, resolve_model
+from minibert.model import AttnImplementation, BertModel
+from minibert.pooling import Pooling, PoolingConfig
+from minibert.tokenizer import Batch, Tokenizer, read_json
+
+
+def read_modules(folder: Path) -> tuple[Path, Path | None, bool]:
+    """(transformer folder, pooling folder or None, normalize?) from a folder's modules.json."""
+    path = folder / "modules.json"
+    if not path.is_file():  # a plain BERT folder: mean pooling, as sentence-transformers defaults to
+        return folder, None, False
+    transformer, pooling, normalize = None, None, False
+    for module in sorted(read_json(path), key=lambda m: m.get("idx", 0)):
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        if kind == "Transformer":
+            transformer = folder / module.get("path", "")
+        elif kind == "Pooling":
+            pooling = folder / module.get("path", "")
+        elif kind == "Normalize":
+            normalize = True
+        else:
+            raise ValueError(f"{path}: module {module.get('type')!r} (path {module.get('path')!r}) "
+                             "is not supported by minibert (supported: Transformer, Pooling, Normalize)")
+    if transformer is None:
+        raise ValueError(f"{path}: lists no Transformer module")
+    return transformer, pooling, normalize
+
+
+class SentenceEncoder(nn.Module):
+    """Text in, one vector per text out."""
+
+    def __init__(self, bert: BertModel, tokenizer: Tokenizer, pooling: Pooling | None = None,
+                 normalize: bool = False) -> None:
+        super().__init__()
+        self.bert = bert
+        self.tokenizer = tokenizer
+        self.pooling = pooling or Pooling()
+        self.normalize = normalize  # True when the model was trained with a Normalize module
+        if tokenizer.vocab_size > bert.config.vocab_size:
+            raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                             f"{bert.config.vocab_size} embeddings")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None,
+                        attn_implementation: AttnImplementation = "sdpa") -> SentenceEncoder:
+        folder = resolve_model(name_or_path)
+        transformer, pooling_folder, normalize = read_modules(folder)
+        bert = BertModel.from_pretrained(transformer, dtype=dtype, device=device,
+                                         attn_implementation=attn_implementation)
+        tokenizer = Tokenizer.from_pretrained(transformer)
+        pooling_config = PoolingConfig.from_json(pooling_folder / "config.json") if pooling_folder else PoolingConfig()
+        dim = pooling_config.embedding_dimension
+        if dim is not None and dim != bert.config.hidden_size:
+            raise ValueError(f"{pooling_folder / 'config.json'}: embedding dimension {dim} does not match the "
+                             f"model's hidden_size {bert.config.hidden_size}")
+        return cls(bert, tokenizer, Pooling(pooling_config), normalize).eval()
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.pooling.output_dim(self.bert.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, batch: Batch, normalize: bool | None = None) -> torch.Tensor:
+        """Embeddings (B, D) for a tokenized batch; differentiable, for training."""
+        hidden = self.bert(batch.input_ids, batch.attention_mask, batch.token_type_ids).last_hidden_state
+        emb = self.pooling(hidden, batch.attention_mask)
+        if self.normalize if normalize is None else normalize:
+            emb = F.normalize(emb, p=2, dim=-1)
+        return emb
+
+    @torch.inference_mode()
+    def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool | None = None,
+               convert_to: Literal["numpy", "torch"] = "numpy", show_progress_bar: bool = False,
+               device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> np.ndarray | torch.Tensor:
+        """Embed sentences; row i of the result belongs to ``sentences[i]``.
+
+        Sentences are tokenized once, then batched longest-first, so each batch pads to a similar
+        length and little compute is spent on padding. ``normalize_embeddings=None`` follows the
+        model folder (its Normalize module). ``device``/``dtype`` move the model, as
+        sentence-transformers does. A single string gives a 1-D vector.
+        """
+        single = isinstance(sentences, str)
+        sentences = [sentences] if single else list(sentences)
+        for i, s in enumerate(sentences):
+            if not isinstance(s, str):
+                raise TypeError(f"sentences[{i}] is {type(s).__name__}, expected str")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+        was_training = self.training
+        self.eval()
+
+        encodings = self.tokenizer.encode(sentences)
+        order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))
+        out = torch.empty(len(sentences), self.embedding_dim, dtype=next(self.parameters()).dtype)
+        starts = range(0, len(sentences), batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc="Batches", unit="batch")
+        for start in starts:
+            idx = order[start:start + batch_size]
+            batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
+            out[idx] = self(batch, normalize=normalize_embeddings).to("cpu", out.dtype)
+        self.train(was_training)
+
+        result = out if convert_to == "torch" else out.float().numpy()  # numpy has no bfloat16
+        return result[0] if single else result
+
+
+def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
+    """Cosine similarity matrix between the rows of ``a`` and ``b`` (default: ``a`` with itself)."""
+    as_numpy = isinstance(a, np.ndarray)
+    a_t = torch.as_tensor(a, dtype=torch.float32).reshape(-1, np.shape(a)[-1])
+    b_t = a_t if b is None else torch.as_tensor(b, dtype=torch.float32).reshape(-1, np.shape(b)[-1])
+    sim = F.normalize(a_t, dim=-1) @ F.normalize(b_t, dim=-1).T
+    return sim.numpy() if as_numpy else sim
+
+
+def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Path) -> None:
+    """Write ``encoder`` as a sentence-transformers folder (Transformer at the root, 1_Pooling, Normalize)."""
+    from minibert.weights import save_pretrained_bert
+
+    folder = Path(folder)
+    save_pretrained_bert(encoder.bert, folder)
+    encoder.tokenizer.save(folder)
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    pooling = encoder.pooling.config
+    pooling_json = PoolingConfig(pooling.modes, encoder.bert.config.hidden_size).to_json_dict()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_json, indent=2) + "\n")
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": encoder.tokenizer.max_length, "do_lower_case": False}, indent=2) + "\n")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if encoder.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")

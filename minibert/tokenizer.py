@@ -1,0 +1,148 @@
+"""WordPiece tokenization through the `tokenizers` library, plus padding into tensors.
+
+A folder's ``tokenizer.json`` is used as is. A folder with only ``vocab.txt`` gets the standard BERT
+pipeline built from it (BERT normaliser, BERT pre-tokenizer, WordPiece, [CLS] ... [SEP] template).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Encoding, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer as BackendTokenizer
+
+
+@dataclass
+class Batch:
+    """Padded model inputs. ``word_ids[i][t]`` is the word of token t of text i (None for specials and pads)."""
+
+    input_ids: torch.Tensor  # (B, L) int64
+    attention_mask: torch.Tensor  # (B, L) int64, 1 = real token
+    token_type_ids: torch.Tensor  # (B, L) int64, 0 = first segment, 1 = second
+    word_ids: list[list[int | None]]
+
+    def to(self, device: str | torch.device) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
+                     self.token_type_ids.to(device), self.word_ids)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def wordpiece_from_vocab(vocab_path: Path, lowercase: bool = True, strip_accents: bool | None = None,
+                         chinese_chars: bool = True) -> BackendTokenizer:
+    """The BERT tokenizer pipeline, built from a plain ``vocab.txt`` (line i holds token i)."""
+    vocab: dict[str, int] = {}
+    for i, line in enumerate(vocab_path.read_text(encoding="utf-8").split("\n")):
+        token = line.rstrip("\r")
+        if not token and i == len(vocab):  # allow the trailing newline
+            continue
+        if token in vocab:
+            raise ValueError(f"{vocab_path}:{i + 1}: duplicate token {token!r} (first on line {vocab[token] + 1})")
+        vocab[token] = i
+    for special in ("[UNK]", "[CLS]", "[SEP]", "[PAD]"):
+        if special not in vocab:
+            raise ValueError(f"{vocab_path}: special token {special} is missing from the vocabulary")
+    tok = BackendTokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=chinese_chars,
+                                                strip_accents=strip_accents, lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+class Tokenizer:
+    """Turns text into padded ``Batch``es; truncates to ``max_length`` tokens (specials included)."""
+
+    def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]") -> None:
+        pad_id = backend.token_to_id(pad_token)
+        if pad_id is None:
+            raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
+        self.backend = backend
+        self.pad_id = pad_id
+        self.max_length = max_length
+        # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
+        # tokenizer.json was saved with.
+        backend.no_padding()
+        backend.enable_truncation(max_length)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, max_length: int | None = None) -> Tokenizer:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"tokenizer folder not found: {folder}")
+        tok_config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+        if (folder / "tokenizer.json").is_file():
+            try:
+                backend = BackendTokenizer.from_file(str(folder / "tokenizer.json"))
+            except Exception as e:  # the Rust side raises plain Exceptions
+                raise ValueError(f"{folder / 'tokenizer.json'}: cannot be read as a tokenizer ({e})") from e
+        elif (folder / "vocab.txt").is_file():
+            backend = wordpiece_from_vocab(folder / "vocab.txt", lowercase=tok_config.get("do_lower_case", True),
+                                           strip_accents=tok_config.get("strip_accents"),
+                                           chinese_chars=tok_config.get("tokenize_chinese_chars", True))
+        else:
+            raise FileNotFoundError(f"no tokenizer.json or vocab.txt in {folder}")
+        if max_length is None:
+            max_length = default_max_length(folder)
+        return cls(backend, max_length, pad_token=tok_config.get("pad_token", "[PAD]"))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def encode(self, texts: list[str] | list[tuple[str, str]] | list[list[str]], is_pretokenized: bool = False,
+               warn_truncation: bool = True) -> list[Encoding]:
+        """Tokenize without padding. Texts may be strings, (a, b) pairs, or word lists (pretokenized)."""
+        encodings = self.backend.encode_batch(texts, is_pretokenized=is_pretokenized) if texts else []
+        truncated = [i for i, e in enumerate(encodings) if e.overflowing]
+        if truncated and warn_truncation:
+            warnings.warn(f"{len(truncated)} input(s) longer than {self.max_length} tokens were truncated "
+                          f"(first at index {truncated[0]})", stacklevel=2)
+        return encodings
+
+    def pad(self, encodings: list[Encoding]) -> Batch:
+        """Right-pad a list of encodings to the longest one into int64 tensors."""
+        L = max((len(e.ids) for e in encodings), default=0)
+        ids = np.full((len(encodings), L), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), L), dtype=np.int64)
+        types = np.zeros((len(encodings), L), dtype=np.int64)
+        for i, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[i, :n] = e.ids
+            mask[i, :n] = 1
+            types[i, :n] = e.type_ids
+        word_ids = [e.word_ids + [None] * (L - len(e.ids)) for e in encodings]
+        return Batch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), word_ids)
+
+    def __call__(self, texts: list[str] | list[tuple[str, str]] | list[list[str]],
+                 is_pretokenized: bool = False) -> Batch:
+        return self.pad(self.encode(texts, is_pretokenized=is_pretokenized))
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.backend.save(str(folder / "tokenizer.json"))
+
+
+def default_max_length(folder: Path) -> int:
+    """sentence_bert_config.json's max_seq_length, else the model's max_position_embeddings, else 512."""
+    if (folder / "sentence_bert_config.json").is_file():
+        value = read_json(folder / "sentence_bert_config.json").get("max_seq_length")
+        if value:
+            return int(value)
+    if (folder / "config.json").is_file():
+        return int(read_json(folder / "config.json").get("max_position_embeddings", 512))
+    return 512

@@ -1,0 +1,191 @@
+"""Loading Hugging Face BERT checkpoints from safetensors, strictly.
+
+Like nanoGPT's ``from_pretrained``: an explicit map from every minibert parameter to its
+checkpoint key, a shape check on every tensor, and a count of what was loaded. Anything missing,
+unexpected or mis-shaped is an error that names the keys and the file; the model is built on the
+``meta`` device, so a parameter that was not loaded cannot silently keep a random value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from minibert.config import BertConfig
+from minibert.model import AttnImplementation, BertModel
+
+log = logging.getLogger(__name__)
+
+# Keys in BERT checkpoints that are not part of the encoder: they are skipped and reported.
+# `position_ids` is a legacy buffer (arange(512)) that older transformers versions saved.
+IGNORED_SUFFIXES = ("embeddings.position_ids",)
+TASK_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.")
+MODEL_PREFIXES = ("bert.",)  # BertFor... checkpoints nest the encoder under "bert."
+
+
+def bert_key_map(num_layers: int, with_pooler: bool) -> dict[str, str]:
+    """minibert parameter name -> Hugging Face key (without any model prefix)."""
+    names = {
+        "embeddings.word.weight": "embeddings.word_embeddings.weight",
+        "embeddings.position.weight": "embeddings.position_embeddings.weight",
+        "embeddings.token_type.weight": "embeddings.token_type_embeddings.weight",
+        "embeddings.norm.weight": "embeddings.LayerNorm.weight",
+        "embeddings.norm.bias": "embeddings.LayerNorm.bias",
+    }
+    per_layer = {
+        "attention.query": "attention.self.query",
+        "attention.key": "attention.self.key",
+        "attention.value": "attention.self.value",
+        "attention_out": "attention.output.dense",
+        "attention_norm": "attention.output.LayerNorm",
+        "ffn_in": "intermediate.dense",
+        "ffn_out": "output.dense",
+        "ffn_norm": "output.LayerNorm",
+    }
+    for i in range(num_layers):
+        for ours, theirs in per_layer.items():
+            for p in ("weight", "bias"):
+                names[f"blocks.{i}.{ours}.{p}"] = f"encoder.layer.{i}.{theirs}.{p}"
+    if with_pooler:
+        names["pooler.dense.weight"] = "pooler.dense.weight"
+        names["pooler.dense.bias"] = "pooler.dense.bias"
+    return names
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    """The checkpoint's files: model.safetensors, or the shards an index lists."""
+    single = folder / "model.safetensors"
+    index = folder / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{index}: not a valid safetensors index ({e!r})") from e
+        shards = [folder / name for name in dict.fromkeys(weight_map.values())]
+        for shard in shards:
+            if not shard.is_file():
+                raise FileNotFoundError(f"shard listed in {index} not found: {shard}")
+        return shards
+    raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+
+
+def load_safetensors(path: str | Path) -> dict[str, tuple[torch.Tensor, Path]]:
+    """Every tensor of a file or of a sharded folder, with the file it came from."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"not found: {path}")
+    files = safetensors_files(path) if path.is_dir() else [path]
+    tensors: dict[str, tuple[torch.Tensor, Path]] = {}
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():
+                    if key in tensors:
+                        raise ValueError(f"tensor {key!r} appears in both {tensors[key][1]} and {file}")
+                    tensors[key] = (f.get_tensor(key), file)
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise ValueError(f"{file}: not a readable safetensors file (truncated or corrupt?): {e}") from e
+    return tensors
+
+
+@dataclass
+class LoadReport:
+    """What ``load_bert_state_dict`` did, for the user to read."""
+
+    source: str
+    loaded: int = 0
+    prefix: str = ""
+    skipped: list[str] = field(default_factory=list)  # task heads and legacy buffers, on purpose
+
+    def __str__(self) -> str:
+        msg = f"loaded {self.loaded} tensors from {self.source}"
+        if self.prefix:
+            msg += f" (prefix {self.prefix!r})"
+        if self.skipped:
+            msg += f"; skipped {len(self.skipped)} non-encoder tensors: {', '.join(self.skipped)}"
+        return msg
+
+
+def detect_prefix(keys: list[str]) -> str:
+    for prefix in MODEL_PREFIXES:
+        if any(k.startswith(prefix + "embeddings.") for k in keys):
+            return prefix
+    return ""
+
+
+def convert_state_dict(tensors: dict[str, tuple[torch.Tensor, Path]], config: BertConfig,
+                       source: str) -> tuple[dict[str, torch.Tensor], LoadReport, bool]:
+    """Map checkpoint keys to minibert names, strictly. Returns (state_dict, report, has_pooler)."""
+    prefix = detect_prefix(list(tensors))
+    report = LoadReport(source=source, prefix=prefix)
+    encoder: dict[str, tuple[torch.Tensor, Path]] = {}
+    for key, value in tensors.items():
+        bare = key[len(prefix):] if key.startswith(prefix) else key
+        if bare.endswith(IGNORED_SUFFIXES) or key.startswith(TASK_HEAD_PREFIXES):
+            report.skipped.append(key)
+        else:
+            encoder[bare] = value
+    has_pooler = "pooler.dense.weight" in encoder or "pooler.dense.bias" in encoder
+    key_map = bert_key_map(config.num_hidden_layers, has_pooler)
+
+    missing = [prefix + k for k in key_map.values() if k not in encoder]
+    unexpected = [prefix + k for k in encoder if k not in set(key_map.values())]
+    if missing or unexpected:
+        parts = [f"{what} {len(keys)} tensors: {', '.join(keys[:10])}" + (" ..." if len(keys) > 10 else "")
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise ValueError(f"{source}: checkpoint does not match the config ({config.num_hidden_layers} layers): "
+                         + "; ".join(parts))
+
+    model_shapes = expected_shapes(config, has_pooler)
+    state: dict[str, torch.Tensor] = {}
+    for ours, theirs in key_map.items():
+        tensor, file = encoder[theirs]
+        if tuple(tensor.shape) != model_shapes[ours]:
+            raise ValueError(f"{file}: tensor {prefix + theirs} has shape {tuple(tensor.shape)}, "
+                             f"but the config implies {model_shapes[ours]}")
+        state[ours] = tensor
+    report.loaded = len(state)
+    return state, report, has_pooler
+
+
+def expected_shapes(config: BertConfig, with_pooler: bool) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = BertModel(config, add_pooler=with_pooler)
+    return {name: tuple(p.shape) for name, p in model.state_dict().items()}
+
+
+def load_pretrained_bert(path: str | Path, dtype: torch.dtype | None = None,
+                         device: str | torch.device | None = None,
+                         attn_implementation: AttnImplementation = "sdpa") -> BertModel:
+    """A BertModel with every parameter taken from the checkpoint in ``path`` (a HF folder)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    config = BertConfig.from_json(folder / "config.json")
+    tensors = load_safetensors(folder)
+    state, report, has_pooler = convert_state_dict(tensors, config, source=str(folder))
+    with torch.device("meta"):  # no random init to throw away, and nothing left unloaded by accident
+        model = BertModel(config, add_pooler=has_pooler, attn_implementation=attn_implementation)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.to(device=device, dtype=dtype).eval()  # a loaded model starts in inference mode, as in transformers
+    log.info("%s", report)
+    model.load_report = report
+    return model
+
+
+def save_pretrained_bert(model: BertModel, folder: str | Path) -> None:
+    """Write config.json + model.safetensors with Hugging Face's key names (bare, as BertModel saves)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_json(folder / "config.json")
+    key_map = bert_key_map(model.config.num_hidden_layers, model.pooler is not None)
+    state = {key_map[name]: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})

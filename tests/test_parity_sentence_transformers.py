@@ -1,0 +1,66 @@
+"""Parity with sentence_transformers.SentenceTransformer loaded from the same folder, every pooling mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from minibert import SentenceEncoder
+from minibert.pooling import LEGACY_KEYS, POOLING_MODES
+
+st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the parity reference")
+
+
+def test_default_model_embeddings_match(minilm_dir, minilm, sentences):
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu")
+    ref = reference.encode(sentences, batch_size=7)
+    ours = minilm.encode(sentences, batch_size=7)
+    assert ours.shape == ref.shape == (len(sentences), 384)
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+    assert minilm.normalize  # modules.json lists Normalize
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+
+
+POOLING_CONFIGS = [{"pooling_mode": mode} for mode in POOLING_MODES] + [
+    {"pooling_mode": ["mean", "cls", "max"]},  # new format: concatenated in the order given
+    {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True},  # legacy
+]
+
+
+@pytest.mark.parametrize("pooling", POOLING_CONFIGS, ids=lambda c: "+".join(
+    c["pooling_mode"] if isinstance(c["pooling_mode"], list) else [c["pooling_mode"]]) if "pooling_mode" in c
+    else "legacy-" + "+".join(LEGACY_KEYS[k] for k in c))
+@pytest.mark.parametrize("normalize", [True, False], ids=["normalize", "raw"])
+def test_every_pooling_mode_matches(model_copy, sentences, pooling, normalize):
+    folder = model_copy()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 384, **pooling}))
+    if not normalize:
+        modules = [m for m in json.loads((folder / "modules.json").read_text()) if not m["type"].endswith("Normalize")]
+        (folder / "modules.json").write_text(json.dumps(modules))
+    reference = st.SentenceTransformer(str(folder), device="cpu")
+    ours = SentenceEncoder.from_pretrained(folder)
+    ref = reference.encode(sentences, batch_size=8, convert_to_tensor=True)
+    out = ours.encode(sentences, batch_size=8, convert_to="torch")
+    assert out.shape == ref.shape
+    assert_close(out, ref.cpu(), atol=1e-5, rtol=0)
+    assert ours.normalize == normalize
+
+
+def test_padding_never_leaks_into_pooled_vectors(model_copy, sentences):
+    """A sentence alone and beside much longer ones: the same embedding within 1e-6, every mode."""
+    folder = model_copy()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": list(POOLING_MODES)}))
+    encoder = SentenceEncoder.from_pretrained(folder)
+    short = sentences[1]
+    long_ones = [s for s in sentences if len(s) > 120]
+    assert long_ones
+    alone = encoder.encode([short], convert_to="torch")
+    batch = encoder.tokenizer([short] + long_ones)
+    assert batch.attention_mask[0].sum() < batch.attention_mask.shape[1] / 5, "short sentence is mostly padding"
+    with torch.no_grad():
+        together = encoder(batch)[:1]
+    assert_close(together, alone, atol=1e-6, rtol=0)

@@ -1,0 +1,84 @@
+"""Tokenization: tokenizer.json, the vocab.txt-only fallback, truncation, pairs and word ids."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from minibert import Tokenizer
+
+transformers = pytest.importorskip("transformers", reason="transformers' tokenizer is the reference")
+
+TRICKY = ["Héllo, WORLD!", "naïve café résumé", "中文字符 mixed with English", "tab\there", "  spaces  ",
+          "", "unaffable unbelievable antidisestablishmentarianism", "C++ & Rust: 2×faster?"]
+
+
+def test_matches_transformers_tokenizer(minilm_dir, sentences):
+    ours = Tokenizer.from_pretrained(minilm_dir)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
+    texts = sentences + TRICKY
+    batch = ours(texts)
+    ref = theirs(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    assert batch.input_ids.tolist() == ref["input_ids"].tolist()
+    assert batch.attention_mask.tolist() == ref["attention_mask"].tolist()
+    assert batch.token_type_ids.tolist() == ref["token_type_ids"].tolist()
+
+
+def test_vocab_txt_only_folder_gives_the_same_ids(model_copy, sentences):
+    folder = model_copy(skip=("tokenizer.json",))
+    from_vocab = Tokenizer.from_pretrained(folder)
+    from_json = Tokenizer.from_pretrained(model_copy("with-json"))
+    texts = sentences + TRICKY
+    assert from_vocab(texts).input_ids.tolist() == from_json(texts).input_ids.tolist()
+    pairs = list(zip(texts, reversed(texts), strict=True))
+    a, b = from_vocab(pairs), from_json(pairs)
+    assert a.input_ids.tolist() == b.input_ids.tolist()
+    assert a.token_type_ids.tolist() == b.token_type_ids.tolist()
+
+
+def test_vocab_txt_honours_do_lower_case(model_copy):
+    folder = model_copy(skip=("tokenizer.json",))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    cased = Tokenizer.from_pretrained(folder)  # do_lower_case: true in this model
+    assert cased.backend.encode("HELLO").tokens == ["[CLS]", "hello", "[SEP]"]
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
+    uncased = Tokenizer.from_pretrained(folder)
+    tokens = uncased.backend.encode("HELLO").tokens
+    assert "hello" not in tokens  # the vocabulary is lower-case, so upper-case text falls apart
+    ref = transformers.BertTokenizer(str(folder / "vocab.txt"), do_lower_case=False)
+    assert uncased.backend.encode("HELLO World").ids == ref("HELLO World")["input_ids"]
+
+
+def test_truncation_to_max_seq_length_with_one_warning(minilm_dir):
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    assert tok.max_length == 256  # sentence_bert_config.json, not the 512 positions
+    long_text = "word " * 1000
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = tok([long_text, "short", long_text])
+    assert len(caught) == 1 and "2 input(s)" in str(caught[0].message) and "index 0" in str(caught[0].message)
+    assert batch.input_ids.shape == (3, 256)
+    assert batch.input_ids[0, -1].item() == tok.backend.token_to_id("[SEP]")
+
+
+def test_max_length_falls_back_to_max_position_embeddings(model_copy):
+    folder = model_copy(skip=("sentence_bert_config.json",))
+    assert Tokenizer.from_pretrained(folder).max_length == 512
+
+
+def test_word_ids_map_pieces_to_words(minilm_dir):
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    batch = tok([["Unaffable", "Johanson", "lives"], ["in", "Berlin"]], is_pretokenized=True)
+    words = batch.word_ids[0]
+    assert words[0] is None and words[-1] is None  # [CLS] ... [SEP]
+    assert sorted({w for w in words if w is not None}) == [0, 1, 2]
+    assert words.count(0) > 1  # "unaffable" is several pieces
+    assert batch.word_ids[1][:4] == [None, 0, 1, None] and all(w is None for w in batch.word_ids[1][4:])
+
+
+def test_duplicate_vocab_entry_names_the_line(tmp_path):
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nhello\n")
+    with pytest.raises(ValueError, match=r"vocab.txt:6: duplicate token 'hello'"):
+        Tokenizer.from_pretrained(tmp_path)
