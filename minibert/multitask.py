@@ -1,0 +1,371 @@
+"""One shared encoder, several named task heads.
+
+    sentences ─▶ Tokenizer ─▶ BertModel ─┬─ token states ──▶ TokenClassificationHead     (NER tags)
+                                         └─ Pooling ─▶ u ─┬─ SentenceClassificationHead (topic, sentiment)
+                          (second sentence ─▶ ... ─▶ v) ──┴─ NLIHead(u, v, |u-v|)  /  STSHead cos(u, v)
+
+Tasks are described by plain ``TaskSpec``s (name, type, label names, head options), saved next
+to the weights as ``tasks.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from minibert.heads import IGNORE_INDEX, NLIHead, SentenceClassificationHead, STSHead, TokenClassificationHead
+from minibert.ner import align_labels, bio_to_entities, check_bio_labels, first_piece_index
+from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
+from minibert.tokenizer import Batch
+
+TASK_TYPES = ("classification", "token_classification", "nli", "sts")
+PAIR_TASKS = ("nli", "sts")
+NLI_LABELS = ["entailment", "neutral", "contradiction"]
+SPEC_FILE, HEADS_FILE = "tasks.json", "heads.safetensors"
+
+
+@dataclass
+class TaskSpec:
+    """What a task is: its name, type, label names and head options."""
+
+    name: str
+    type: str
+    labels: list[str] = field(default_factory=list)
+    dropout: float = 0.1
+    hidden_layer: bool = False  # classification: an extra linear + GELU + LayerNorm
+    label_all_pieces: bool = False  # token_classification: label every word piece, not just the first
+    concat_rep: bool = True  # nli: the SoftmaxLoss flags
+    concat_difference: bool = True
+    concat_multiplication: bool = False
+    loss: str = "cosine_mse"  # sts: "cosine_mse" (CosineSimilarityLoss) or "cosent"
+    max_score: float = 5.0  # sts: gold scores run 0..max_score
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", str(self.name)):
+            raise ValueError(f"task name {self.name!r}: use letters, digits, '_' and '-' only")
+        if self.type not in TASK_TYPES:
+            raise ValueError(f"task {self.name!r}: unknown type {self.type!r}; choose from {TASK_TYPES}")
+        if self.type == "nli" and not self.labels:
+            self.labels = list(NLI_LABELS)
+        if self.type != "sts" and len(self.labels) < 2:
+            raise ValueError(f"task {self.name!r}: needs at least two label names, got {self.labels}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"task {self.name!r}: duplicate label names in {self.labels}")
+        if self.type == "token_classification":
+            check_bio_labels(self.labels, self.name)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TaskSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"task {raw.get('name')!r}: unknown option(s) {unknown}; known: {sorted(known)}")
+        missing = [k for k in ("name", "type") if k not in raw]
+        if missing:
+            raise ValueError(f"task specification {raw} lacks {missing}")
+        return cls(**raw)
+
+
+def build_head(spec: TaskSpec, dim: int, hidden_size: int) -> nn.Module:
+    if spec.type == "classification":
+        return SentenceClassificationHead(dim, len(spec.labels), spec.dropout, spec.hidden_layer)
+    if spec.type == "token_classification":
+        return TokenClassificationHead(hidden_size, len(spec.labels), spec.dropout)
+    if spec.type == "nli":
+        return NLIHead(dim, len(spec.labels), spec.concat_rep, spec.concat_difference, spec.concat_multiplication)
+    return STSHead(spec.loss, spec.max_score)
+
+
+class TaskOutput(NamedTuple):
+    loss: torch.Tensor | None  # None when the batch has no labels
+    logits: torch.Tensor  # classification/nli: (B, labels); token: (B, L, labels); sts: cosine (B,)
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, encoder: SentenceEncoder, tasks: list[TaskSpec]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tasks: dict[str, TaskSpec] = {}
+        for spec in tasks:
+            if spec.name in self.tasks:
+                raise ValueError(f"task name {spec.name!r} is used twice")
+            self.tasks[spec.name] = spec
+        dim, hidden = encoder.embedding_dim, encoder.bert.config.hidden_size
+        self.heads = nn.ModuleDict({spec.name: build_head(spec, dim, hidden) for spec in tasks})
+        self.freeze_pooler()
+
+    def freeze_pooler(self) -> None:
+        """SBERT pooling replaces BERT's pooler: we keep its weights (for export) but never train them."""
+        if self.encoder.bert.pooler is not None:
+            self.encoder.bert.pooler.requires_grad_(False)
+
+    @classmethod
+    def from_encoder(cls, name_or_path: str | Path, tasks: list[TaskSpec | dict], seed: int = 0,
+                     **kwargs) -> MultiTaskModel:
+        """A pretrained encoder with freshly initialised heads."""
+        encoder = SentenceEncoder.from_pretrained(name_or_path, **kwargs)
+        torch.manual_seed(seed)
+        specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_dict(t) for t in tasks]
+        model = cls(encoder, specs)
+        # eval, like every from_pretrained: call .train() to fine-tune
+        return model.to(encoder.device, next(encoder.parameters()).dtype).eval()
+
+    # ---- inputs ----------------------------------------------------------------------------------
+
+    def spec(self, task: str) -> TaskSpec:
+        if task not in self.tasks:
+            raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(self.tasks) or '(none)'}")
+        return self.tasks[task]
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    def label_ids(self, task: str, labels) -> torch.Tensor:
+        """Label names (or ids) -> a tensor of ids; an unknown label names the task, label and example."""
+        spec = self.spec(task)
+        if isinstance(labels, torch.Tensor):
+            labels = labels.tolist()
+        ids = []
+        for i, label in enumerate(labels):
+            if isinstance(label, str):
+                if label not in spec.labels:
+                    raise ValueError(f"task {task!r}: label {label!r} (example {i}) is not one of {spec.labels}")
+                ids.append(spec.labels.index(label))
+            elif isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(spec.labels):
+                ids.append(int(label))
+            else:
+                raise ValueError(f"task {task!r}: label {label!r} (example {i}) is not a label name or an id "
+                                 f"in 0..{len(spec.labels) - 1}")
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
+    def tokenize_words(self, words: list[list[str]]) -> Batch:
+        return self.encoder.tokenizer(words, is_pretokenized=True).to(self.device)
+
+    def token_labels(self, task: str, batch: Batch, words: list[list[str]], labels: list[list]) -> torch.Tensor:
+        spec = self.spec(task)
+        inside_of = {spec.labels.index(t): spec.labels.index("I-" + t[2:]) for t in spec.labels
+                     if t.startswith("B-") and "I-" + t[2:] in spec.labels}
+        rows = []
+        for i, (sentence_words, sentence_labels) in enumerate(zip(words, labels, strict=True)):
+            if len(sentence_words) != len(sentence_labels):
+                raise ValueError(f"task {task!r}: sentence {i} has {len(sentence_words)} words but "
+                                 f"{len(sentence_labels)} labels")
+            ids = self.label_ids(task, sentence_labels).tolist()
+            rows.append(align_labels(batch.word_ids[i], ids, spec.label_all_pieces, inside_of))
+        return torch.tensor(rows, dtype=torch.long, device=self.device).view(len(rows), -1)
+
+    # ---- forward ---------------------------------------------------------------------------------
+
+    def forward(self, task: str, batch: dict) -> TaskOutput:
+        """One task's logits and (when the batch has labels) loss.
+
+        batch keys by task type: classification ``texts`` [+ ``labels``]; token_classification ``words``
+        (a list of words per sentence) [+ ``labels``, one per word]; nli ``a``, ``b`` [+ ``labels``];
+        sts ``a``, ``b`` [+ ``scores``, gold 0..max_score]. Labels may be names or ids.
+        """
+        spec, head = self.spec(task), self.heads[task]
+        tokenizer = self.encoder.tokenizer
+        if spec.type == "classification":
+            logits = head(self.encoder(tokenizer(batch["texts"]).to(self.device)))
+            target = self.label_ids(task, batch["labels"]) if "labels" in batch else None
+        elif spec.type == "token_classification":
+            tokens = self.tokenize_words(batch["words"])
+            hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids)
+            logits = head(hidden.last_hidden_state)
+            target = self.token_labels(task, tokens, batch["words"], batch["labels"]) if "labels" in batch else None
+        else:
+            if len(batch["a"]) != len(batch["b"]):
+                raise ValueError(f"task {task!r}: {len(batch['a'])} first sentences but {len(batch['b'])} second")
+            u = self.encoder(tokenizer(batch["a"]).to(self.device))
+            v = self.encoder(tokenizer(batch["b"]).to(self.device))
+            logits = head(u, v)
+            if spec.type == "nli":
+                target = self.label_ids(task, batch["labels"]) if "labels" in batch else None
+            else:
+                target = torch.as_tensor(batch["scores"], dtype=torch.float32, device=self.device) \
+                    if "scores" in batch else None
+        return TaskOutput(head.loss(logits, target) if target is not None else None, logits)
+
+    # ---- prediction ------------------------------------------------------------------------------
+
+    def split_words(self, text: str) -> list[str]:
+        """Words as BERT's pre-tokenizer sees them (whitespace and punctuation split)."""
+        return [w for w, _ in self.encoder.tokenizer.backend.pre_tokenizer.pre_tokenize_str(text)]
+
+    @torch.inference_mode()
+    def predict(self, sentences: list[str], batch_size: int = 32) -> list[dict]:
+        """Every single-sentence task's prediction and the embedding, for each sentence (one encoder pass)."""
+        was_training = self.training
+        self.eval()
+        results = []
+        for start in range(0, len(sentences), batch_size):
+            chunk = sentences[start:start + batch_size]
+            words = [self.split_words(s) for s in chunk]
+            tokens = self.tokenize_words(words)
+            hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids).last_hidden_state
+            emb = self.encoder.pooling(hidden, tokens.attention_mask)
+            if self.encoder.normalize:
+                emb = nn.functional.normalize(emb, dim=-1)
+            rows = [{"text": s, "embedding": emb[i].float().cpu().numpy()} for i, s in enumerate(chunk)]
+            for name, spec in self.tasks.items():
+                if spec.type == "classification":
+                    probs = self.heads[name](emb).float().softmax(-1).cpu()
+                    for i, row in enumerate(rows):
+                        row[name] = label_result(spec.labels, probs[i])
+                elif spec.type == "token_classification":
+                    tag_ids = self.heads[name](hidden).argmax(-1).cpu()
+                    for i, row in enumerate(rows):
+                        first = first_piece_index(tokens.word_ids[i], len(words[i]))
+                        tags = [spec.labels[tag_ids[i, p]] if p is not None else "O" for p in first]
+                        row[name] = {"words": words[i], "tags": tags,
+                                     "entities": [e.as_dict() for e in bio_to_entities(tags, words[i])]}
+            results.extend(rows)
+        self.train(was_training)
+        return results
+
+    @torch.inference_mode()
+    def predict_pairs(self, a: list[str], b: list[str], batch_size: int = 32) -> list[dict]:
+        """For each pair: every NLI task's label and probabilities, and the cosine similarity."""
+        if len(a) != len(b):
+            raise ValueError(f"predict_pairs: {len(a)} first sentences but {len(b)} second")
+        was_training = self.training
+        self.eval()
+        u = self.encoder.encode(a, batch_size=batch_size, convert_to="torch").to(self.device)
+        v = self.encoder.encode(b, batch_size=batch_size, convert_to="torch").to(self.device)
+        cosine = nn.functional.cosine_similarity(u.float(), v.float(), dim=-1).cpu()
+        rows = [{"a": x, "b": y, "similarity": float(cosine[i])} for i, (x, y) in enumerate(zip(a, b, strict=True))]
+        for name, spec in self.tasks.items():
+            if spec.type == "nli":
+                probs = self.heads[name](u, v).float().softmax(-1).cpu()
+                for i, row in enumerate(rows):
+                    row[name] = label_result(spec.labels, probs[i])
+            elif spec.type == "sts":
+                for i, row in enumerate(rows):
+                    row[name] = {"score": float(cosine[i]) * spec.max_score}
+        self.train(was_training)
+        return rows
+
+    # ---- freezing --------------------------------------------------------------------------------
+
+    def parts(self) -> dict[str, list[nn.Parameter]]:
+        """Named groups of parameters, in the order a batch meets them."""
+        bert = self.encoder.bert
+        groups = {"embeddings": list(bert.embeddings.parameters())}
+        for i, block in enumerate(bert.blocks):
+            groups[f"layer.{i}"] = list(block.parameters())
+        if bert.pooler is not None:
+            groups["pooler"] = list(bert.pooler.parameters())
+        for name, head in self.heads.items():
+            groups[f"head:{name}"] = list(head.parameters())
+        return groups
+
+    def select(self, part: str) -> list[nn.Parameter]:
+        """'embeddings', 'encoder' (everything below the heads), 'layers:K' (the first K blocks), 'layer.I',
+        'head:NAME' or 'heads'."""
+        groups = self.parts()
+        if part in groups:
+            return groups[part]
+        if part == "encoder":
+            return list(self.encoder.parameters())
+        if part == "heads":
+            return list(self.heads.parameters())
+        if part.startswith("layers:"):
+            k = int(part.split(":", 1)[1])
+            if not 0 <= k <= len(self.encoder.bert.blocks):
+                raise ValueError(f"layers:{k}: the encoder has {len(self.encoder.bert.blocks)} layers")
+            return [p for i in range(k) for p in groups[f"layer.{i}"]]
+        if part.startswith("head:"):
+            self.spec(part[5:])  # raises, listing the known tasks
+        raise ValueError(f"unknown part {part!r}; use embeddings, encoder, layers:K, layer.I, heads, or one of "
+                         f"{', '.join(groups)}")
+
+    def freeze(self, *parts: str) -> None:
+        for part in parts:
+            for p in self.select(part):
+                p.requires_grad_(False)
+
+    def unfreeze(self, *parts: str) -> None:
+        for part in parts:
+            for p in self.select(part):
+                p.requires_grad_(True)
+        self.freeze_pooler()
+
+    def trainable_report(self) -> str:
+        lines = [f"{'part':22}{'trainable':>12}{'total':>12}"]
+        trainable_sum = total_sum = 0
+        for name, params in self.parts().items():
+            trainable = sum(p.numel() for p in params if p.requires_grad)
+            total = sum(p.numel() for p in params)
+            trainable_sum, total_sum = trainable_sum + trainable, total_sum + total
+            lines.append(f"{name:22}{trainable:12,}{total:12,}")
+        lines.append(f"{'all':22}{trainable_sum:12,}{total_sum:12,}")
+        return "\n".join(lines)
+
+    # ---- saving ----------------------------------------------------------------------------------
+
+    def export_sentence_transformers(self, folder: str | Path) -> None:
+        """The encoder + pooling (+ Normalize) as a folder that sentence-transformers loads."""
+        save_sentence_transformers_folder(self.encoder, folder)
+
+    def save(self, folder: str | Path) -> None:
+        """Encoder in Hugging Face / sentence-transformers layout, every head in heads.safetensors,
+        and the task specifications in tasks.json."""
+        folder = Path(folder)
+        self.export_sentence_transformers(folder)
+        heads = {f"{name}.{k}": t.detach().contiguous().cpu() for name, head in self.heads.items()
+                 for k, t in head.state_dict().items()}
+        save_file(heads, str(folder / HEADS_FILE), metadata={"format": "pt"})
+        spec = {"format": "minibert-multitask", "version": 1, "tasks": [asdict(t) for t in self.tasks.values()]}
+        (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None) -> MultiTaskModel:
+        folder = Path(folder)
+        spec_path = folder / SPEC_FILE
+        if not spec_path.is_file():
+            raise FileNotFoundError(f"no {SPEC_FILE} in {folder}: not a saved multi-task model")
+        try:
+            raw = json.loads(spec_path.read_text(encoding="utf-8"))
+            tasks = [TaskSpec.from_dict(t) for t in raw["tasks"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{spec_path}: not a valid task specification ({e!r})") from e
+        model = cls(SentenceEncoder.from_pretrained(folder), tasks)
+        heads_path = folder / HEADS_FILE
+        if not heads_path.is_file():
+            raise FileNotFoundError(f"head weights not found: {heads_path}")
+        try:
+            saved = load_file(heads_path)
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{heads_path}: not a readable safetensors file ({e})") from e
+        expected = {f"{name}.{k}": t for name, head in model.heads.items() for k, t in head.state_dict().items()}
+        missing = sorted(set(expected) - set(saved))
+        unexpected = sorted(set(saved) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{heads_path} does not match {spec_path}: missing {missing}, unexpected {unexpected}")
+        for key, tensor in saved.items():
+            if tensor.shape != expected[key].shape:
+                raise ValueError(f"{heads_path}: {key} has shape {tuple(tensor.shape)} but {spec_path} implies "
+                                 f"{tuple(expected[key].shape)} (label count changed?)")
+        for name, head in model.heads.items():
+            head.load_state_dict({k[len(name) + 1:]: t for k, t in saved.items() if k.startswith(name + ".")})
+        return model.to(device=device, dtype=dtype).eval()
+
+
+def label_result(labels: list[str], probs: torch.Tensor) -> dict:
+    best = int(probs.argmax())
+    return {"label": labels[best], "probability": float(probs[best]),
+            "probabilities": {label: float(p) for label, p in zip(labels, probs, strict=True)}}
+
+
+__all__ = ["IGNORE_INDEX", "MultiTaskModel", "TaskOutput", "TaskSpec"]
