@@ -88,6 +88,7 @@ def build_head(spec: TaskSpec, dim: int, hidden_size: int) -> nn.Module:
 class TaskOutput(NamedTuple):
     loss: torch.Tensor | None  # None when the batch has no labels
     logits: torch.Tensor  # classification/nli: (B, labels); token: (B, L, labels); sts: cosine (B,)
+    num_tokens: int = 0  # real (unpadded) tokens the encoder processed, for throughput figures
 
 
 class MultiTaskModel(nn.Module):
@@ -176,31 +177,53 @@ class MultiTaskModel(nn.Module):
         spec, head = self.spec(task), self.heads[task]
         tokenizer = self.encoder.tokenizer
         if spec.type == "classification":
-            logits = head(self.encoder(tokenizer(batch["texts"]).to(self.device)))
+            tokens = tokenizer(batch["texts"]).to(self.device)
+            logits = head(self.encoder(tokens))
             target = self.label_ids(task, batch["labels"]) if "labels" in batch else None
+            num_tokens = int(tokens.attention_mask.sum())
         elif spec.type == "token_classification":
             tokens = self.tokenize_words(batch["words"])
             hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids)
             logits = head(hidden.last_hidden_state)
             target = self.token_labels(task, tokens, batch["words"], batch["labels"]) if "labels" in batch else None
+            num_tokens = int(tokens.attention_mask.sum())
         else:
             if len(batch["a"]) != len(batch["b"]):
                 raise ValueError(f"task {task!r}: {len(batch['a'])} first sentences but {len(batch['b'])} second")
-            u = self.encoder(tokenizer(batch["a"]).to(self.device))
-            v = self.encoder(tokenizer(batch["b"]).to(self.device))
+            tokens_a, tokens_b = tokenizer(batch["a"]).to(self.device), tokenizer(batch["b"]).to(self.device)
+            u, v = self.encoder(tokens_a), self.encoder(tokens_b)
             logits = head(u, v)
+            num_tokens = int(tokens_a.attention_mask.sum() + tokens_b.attention_mask.sum())
             if spec.type == "nli":
                 target = self.label_ids(task, batch["labels"]) if "labels" in batch else None
             else:
                 target = torch.as_tensor(batch["scores"], dtype=torch.float32, device=self.device) \
                     if "scores" in batch else None
-        return TaskOutput(head.loss(logits, target) if target is not None else None, logits)
+        return TaskOutput(head.loss(logits, target) if target is not None else None, logits, num_tokens)
 
     # ---- prediction ------------------------------------------------------------------------------
 
     def split_words(self, text: str) -> list[str]:
         """Words as BERT's pre-tokenizer sees them (whitespace and punctuation split)."""
         return [w for w, _ in self.encoder.tokenizer.backend.pre_tokenizer.pre_tokenize_str(text)]
+
+    @torch.inference_mode()
+    def predict_tags(self, task: str, words: list[list[str]], batch_size: int = 32) -> list[list[str]]:
+        """One tag per word (from the word's first piece; 'O' for words cut off by truncation)."""
+        spec = self.spec(task)
+        if spec.type != "token_classification":
+            raise ValueError(f"task {task!r} is {spec.type}, not token_classification")
+        was_training = self.training
+        self.eval()
+        tags = []
+        for start in range(0, len(words), batch_size):
+            chunk = words[start:start + batch_size]
+            tokens = self.tokenize_words(chunk)
+            hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids)
+            tag_ids = self.heads[task](hidden.last_hidden_state).argmax(-1).cpu()
+            tags += [words_to_tags(spec.labels, tag_ids[i], tokens.word_ids[i], len(w)) for i, w in enumerate(chunk)]
+        self.train(was_training)
+        return tags
 
     @torch.inference_mode()
     def predict(self, sentences: list[str], batch_size: int = 32) -> list[dict]:
@@ -225,8 +248,7 @@ class MultiTaskModel(nn.Module):
                 elif spec.type == "token_classification":
                     tag_ids = self.heads[name](hidden).argmax(-1).cpu()
                     for i, row in enumerate(rows):
-                        first = first_piece_index(tokens.word_ids[i], len(words[i]))
-                        tags = [spec.labels[tag_ids[i, p]] if p is not None else "O" for p in first]
+                        tags = words_to_tags(spec.labels, tag_ids[i], tokens.word_ids[i], len(words[i]))
                         row[name] = {"words": words[i], "tags": tags,
                                      "entities": [e.as_dict() for e in bio_to_entities(tags, words[i])]}
             results.extend(rows)
@@ -360,6 +382,10 @@ class MultiTaskModel(nn.Module):
         for name, head in model.heads.items():
             head.load_state_dict({k[len(name) + 1:]: t for k, t in saved.items() if k.startswith(name + ".")})
         return model.to(device=device, dtype=dtype).eval()
+
+
+def words_to_tags(labels: list[str], tag_ids: torch.Tensor, word_ids: list[int | None], num_words: int) -> list[str]:
+    return [labels[tag_ids[p]] if p is not None else "O" for p in first_piece_index(word_ids, num_words)]
 
 
 def label_result(labels: list[str], probs: torch.Tensor) -> dict:

@@ -86,3 +86,79 @@ def model_copy(minilm_dir, tmp_path):
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+# ---- tiny models and data for the training tests -------------------------------------------------
+
+TINY_DATA = {
+    "sts.tsv": [f"g\ts\t2012\t{i:04d}\t{score}\t{a}\t{b}" for i, (score, a, b) in enumerate([
+        ("5.000", "A man plays a guitar.", "A man is playing a guitar."),
+        ("0.500", "A cat sleeps.", "Stocks fell sharply today."),
+        ("3.800", "Kids play soccer in a park.", "Children are playing football outside."),
+        ("1.200", "A woman cooks pasta.", "A woman is riding a horse."),
+        ("4.400", "The dog runs on the beach.", "A dog is running on sand."),
+        ("0.000", "The sky is blue.", "He sold his car."),
+        ("2.600", "A man cuts an onion.", "A man cuts a tomato."),
+        ("4.000", "Two birds fly.", "A pair of birds are flying."),
+    ])],
+    "topic.tsv": ["Stocks rallied as markets rose.\tBusiness", "The team won the final.\tSports",
+                  "Rebels attacked the capital.\tWorld", "A new chip doubles speed.\tSci/Tech",
+                  "Oil prices fell again.\tBusiness", "The striker scored twice.\tSports",
+                  "Elections were held on Sunday.\tWorld", "Scientists cloned a gene.\tSci/Tech"],
+    "sentiment.tsv": ["sentence\tlabel", "a wonderful film\t1", "boring and far too long\t0", "i loved it\t1",
+                      "a mess\t0", "great acting\t1", "dull\t0"],
+    "nli.tsv": ["a man plays guitar\ta person plays music\t0", "a man plays guitar\tthe man sleeps\t2",
+                "a dog runs\tan animal moves\t0", "a dog runs\tthe dog is big\t1", "kids play\tnobody plays\t2",
+                "kids play\tkids play in a park\t1"],
+    "ner.txt": ["-DOCSTART- -X- -X- O", "", "EU NNP B-NP B-ORG", "rejects VBZ B-VP O", "German JJ B-NP B-MISC",
+                "call NN I-NP O", "", "Peter NNP B-NP B-PER", "Blackburn NNP I-NP I-PER", "", "BRUSSELS NNP B-NP B-LOC",
+                "1996-08-22 CD I-NP O", "", "Japan NNP B-NP B-LOC", "wins VBZ B-VP O", "at IN B-PP O",
+                "Olympics NNPS B-NP B-MISC", ""],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-data")
+    for name, lines in TINY_DATA.items():
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer, 32-wide random BERT with all-MiniLM-L6-v2's tokenizer and no dropout (so that one
+    process and several compute the same function)."""
+    from minibert import BertConfig, BertModel
+    from minibert.weights import save_pretrained_bert
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    save_pretrained_bert(BertModel(config), folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        shutil.copy(minilm_dir / name, folder / name)
+    return folder
+
+
+def tiny_config(model_dir: Path, data: Path, out: Path, **overrides) -> dict:
+    """A training configuration with all five task types on the tiny data (as a plain dict)."""
+    no_dropout = {"dropout": 0.0}
+    config = {
+        "model": str(model_dir), "output_dir": str(out), "steps": 12, "batch_size": 4, "lr": 1e-3,
+        "eval_every": 6, "checkpoint_every": 4, "log_every": 2, "sampling": "round_robin", "plot": False,
+        "tasks": [
+            {"name": "sts", "type": "sts", "train": str(data / "sts.tsv"), "dev": str(data / "sts.tsv"),
+             "test": str(data / "sts.tsv")},
+            {"name": "topic", "type": "classification", "train": str(data / "topic.tsv"),
+             "dev": str(data / "topic.tsv"), "head": no_dropout},
+            {"name": "sentiment", "type": "classification", "train": str(data / "sentiment.tsv"),
+             "labels": ["negative", "positive"], "head": no_dropout},
+            {"name": "nli", "type": "nli", "train": str(data / "nli.tsv"), "dev": str(data / "nli.tsv")},
+            {"name": "ner", "type": "token_classification", "train": str(data / "ner.txt"),
+             "dev": str(data / "ner.txt"), "head": no_dropout},
+        ],
+    }
+    config.update(overrides)
+    return config

@@ -1,0 +1,7 @@
+"""Multi-task fine-tuning: configuration, data streams, optimisation, evaluation, the training loop."""
+
+from minibert.train.config import TaskConfig, TrainConfig, load_config
+from minibert.train.evaluate import evaluate_task
+from minibert.train.trainer import Trainer, train
+
+__all__ = ["TaskConfig", "TrainConfig", "Trainer", "evaluate_task", "load_config", "train"]

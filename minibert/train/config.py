@@ -1,0 +1,180 @@
+"""One training configuration: a TOML or JSON file, plus ``key=value`` overrides from the command line.
+
+Every run writes the resolved configuration (overrides applied, variables expanded) next to its
+checkpoints as ``config.json``, so ``--config runs/x/config.json`` repeats it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from minibert.hub import DEFAULT_MODEL
+
+SCHEDULES = ("linear", "cosine", "constant")
+SAMPLING = ("round_robin", "proportional", "temperature")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TaskConfig:
+    name: str
+    type: str  # classification | token_classification | nli | sts
+    train: str | None = None  # paths; the reader is chosen by the task type (see minibert.data)
+    dev: str | None = None
+    test: str | None = None
+    dev_split: float = 0.0  # with no dev file: hold out this fraction of the training file as dev
+    labels: list[str] | None = None  # default: the label names found in the training data
+    loss_weight: float = 1.0
+    max_train_examples: int | None = None  # a seeded random subset, for big sets or quick runs
+    max_dev_examples: int | None = None
+    head: dict[str, Any] = field(default_factory=dict)  # TaskSpec options: dropout, hidden_layer, loss, ...
+
+
+@dataclass
+class TrainConfig:
+    tasks: list[TaskConfig]
+    model: str = DEFAULT_MODEL  # name or folder of the pretrained encoder
+    output_dir: str = "runs/run"
+    seed: int = 42
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 32  # examples per optimizer step (over all processes and accumulation steps)
+    grad_accum: int = 1
+    lr: float = 5e-5  # the top encoder layer's learning rate
+    layer_decay: float = 1.0  # layer i gets lr * layer_decay^(top - i); embeddings the lowest
+    head_lr: float | None = None  # heads' learning rate (default: lr); usually the highest
+    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    precision: str = "fp32"  # bf16: autocast on CPU and CUDA; fp16: autocast + gradient scaler, CUDA only
+    attn_implementation: str = "sdpa"
+    sampling: str = "proportional"  # which task each step trains
+    temperature: float = 2.0  # for sampling="temperature": p ~ n^(1/T)
+    freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see MultiTaskModel.select)
+    freeze_encoder_steps: int = 0  # train only the heads for the first N steps
+    max_seq_length: int | None = None
+    eval_every: int = 0  # 0: evaluate at the end only
+    eval_batch_size: int = 64
+    best_metric: str = "mean"  # "mean" of the tasks' main metrics, or one of them, e.g. "sts/spearman"
+    checkpoint_every: int = 100
+    log_every: int = 20
+    device: str = "auto"
+    plot: bool = True
+
+    def __post_init__(self) -> None:
+        self.tasks = [t if isinstance(t, TaskConfig) else task_from_dict(t) for t in self.tasks]
+        if not self.tasks:
+            raise ValueError("the configuration names no tasks")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        for name, allowed in (("schedule", SCHEDULES), ("sampling", SAMPLING), ("precision", PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        for t in self.tasks:
+            if t.train is None:
+                raise ValueError(f"task {t.name!r} has no training file")
+            if not 0.0 <= t.dev_split < 1.0 or (t.dev_split and t.dev):
+                raise ValueError(f"task {t.name!r}: dev_split must be in [0, 1) and only used without a dev file")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def task_from_dict(raw: dict) -> TaskConfig:
+    check_keys(raw, TaskConfig, f"task {raw.get('name')!r}")
+    return TaskConfig(**raw)
+
+
+def check_keys(raw: dict, cls, where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+
+
+VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def expand(value: Any) -> Any:
+    """${VAR} and ${VAR:-default} in strings, recursively."""
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) in os.environ:
+                return os.environ[m.group(1)]
+            if m.group(2) is not None:
+                return m.group(2)
+            raise ValueError(f"variable ${{{m.group(1)}}} is not set (use ${{{m.group(1)}:-default}})")
+        return VARIABLE.sub(sub, value)
+    if isinstance(value, list):
+        return [expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: expand(v) for k, v in value.items()}
+    return value
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: {e}") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """'steps=200', 'tasks.sts.loss_weight=2', 'freeze=["embeddings"]' (values parsed as JSON when they can be)."""
+    if "=" not in assignment:
+        raise ValueError(f"override {assignment!r} is not KEY=VALUE")
+    key, text = assignment.split("=", 1)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    parts = key.strip().split(".")
+    if parts[0] == "tasks" and len(parts) >= 3:
+        by_name = {t.get("name"): t for t in raw.get("tasks", [])}
+        if parts[1] not in by_name:
+            raise ValueError(f"override {assignment!r}: no task named {parts[1]!r} (tasks: {list(by_name)})")
+        target, parts = by_name[parts[1]], parts[2:]
+    else:
+        target = raw
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:
+    raw = read_config_file(path) if path else dict(base or {})
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    raw = expand(raw)
+    check_keys(raw, TrainConfig, str(path or "configuration"))
+    if "tasks" not in raw:
+        raise ValueError(f"{path or 'configuration'}: no [[tasks]]")
+    try:
+        return TrainConfig(**raw)
+    except TypeError as e:
+        raise ValueError(f"{path or 'configuration'}: {e}") from e

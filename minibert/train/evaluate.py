@@ -1,0 +1,43 @@
+"""Scoring a multi-task model on labelled examples, one task at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from minibert.metrics import accuracy, entity_prf, macro_f1, pearson, spearman
+from minibert.multitask import MultiTaskModel
+from minibert.train.tasks import to_batch
+
+MAIN_METRIC = {"sts": "spearman", "nli": "accuracy", "classification": "accuracy", "token_classification": "f1"}
+
+
+@torch.inference_mode()
+def evaluate_task(model: MultiTaskModel, task: str, examples: list, batch_size: int = 64) -> dict[str, float]:
+    """STS: Spearman and Pearson of the cosine scores; classification and NLI: accuracy and macro-F1;
+    NER: entity-level precision, recall and F1 (conlleval)."""
+    spec = model.spec(task)
+    if not examples:
+        raise ValueError(f"task {task!r}: no examples to evaluate")
+    was_training = model.training
+    model.eval()
+    try:
+        if spec.type == "token_classification":
+            pred = model.predict_tags(task, [e.words for e in examples], batch_size=batch_size)
+            return entity_prf(pred, [e.tags for e in examples])
+        outputs = [model(task, {k: v for k, v in to_batch(spec.type, examples[i:i + batch_size]).items()
+                                if k not in ("labels", "scores")}).logits.float().cpu()
+                   for i in range(0, len(examples), batch_size)]
+        logits = torch.cat(outputs)
+        if spec.type == "sts":
+            gold = np.array([e.label for e in examples], dtype=np.float64)
+            return {"spearman": spearman(logits.numpy(), gold), "pearson": pearson(logits.numpy(), gold)}
+        gold = model.label_ids(task, [e.label for e in examples]).tolist()
+        pred = logits.argmax(-1).tolist()
+        return {"accuracy": accuracy(pred, gold), "macro_f1": macro_f1(pred, gold, len(spec.labels))}
+    finally:
+        model.train(was_training)
+
+
+def main_metric(model: MultiTaskModel, task: str, metrics: dict[str, float]) -> float:
+    return metrics[MAIN_METRIC[model.spec(task).type]]

@@ -1,0 +1,80 @@
+"""Multi-task vs single-task, same budget: each task's test metric from one multi-task run, next to the
+same model fine-tuned on that task alone for exactly as many steps as the multi-task run gave it
+(same batch size, learning rates, precision and everything else). Prints a markdown table.
+
+    python scripts/bench_multitask.py [--config scripts/configs/multitask.toml] [--set steps=600 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+
+from minibert.train import TrainConfig, load_config, train
+from minibert.train.evaluate import MAIN_METRIC
+from minibert.train.tasks import hold_out, read_split, subsample, task_for_step, task_probabilities
+
+
+def steps_per_task(config: TrainConfig) -> dict[str, int]:
+    """How many optimizer steps each task gets in the multi-task run (the schedule is deterministic)."""
+    sizes = []
+    for i, task in enumerate(config.tasks):
+        examples = read_split(task.type, task.train)
+        if task.dev_split:
+            examples, _ = hold_out(examples, task.dev_split, config.seed)
+        sizes.append(len(subsample(examples, task.max_train_examples, config.seed + i)))
+    p = task_probabilities(sizes, config.sampling, config.temperature)
+    counts = [0] * len(sizes)
+    for step in range(config.steps):
+        counts[task_for_step(step, len(sizes), config.sampling, p, config.seed)] += 1
+    return {t.name: c for t, c in zip(config.tasks, counts, strict=True)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="scripts/configs/multitask.toml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--only", choices=["multi", "single"], help="run one half (the other must exist)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    multi = load_config(args.config, args.set)
+    budget = steps_per_task(multi)
+    out = Path(multi.output_dir)
+    seconds = {}
+    if args.only != "single":
+        start = time.perf_counter()
+        train(multi)
+        seconds["multi-task"] = time.perf_counter() - start
+    results = {"multi-task": json.loads((out / "result.json").read_text())["test"]}
+    for task in multi.tasks:
+        single = copy.deepcopy(multi)
+        single.tasks = [task]
+        single.steps = budget[task.name]
+        single.output_dir = str(out.with_name(out.name + f"-only-{task.name}"))
+        single.eval_every = max(1, single.steps // 3)
+        single.checkpoint_every = single.steps
+        single.best_metric = "mean"
+        if args.only != "multi":
+            start = time.perf_counter()
+            train(single)
+            seconds[task.name] = time.perf_counter() - start
+        results[task.name] = json.loads((Path(single.output_dir) / "result.json").read_text())["test"]
+
+    lines = [f"| task | metric (test) | steps alone | multi-task ({multi.steps} steps, all tasks) | alone |",
+             "|---|---|---|---|---|"]
+    for task in multi.tasks:
+        metric = MAIN_METRIC[task.type]
+        lines.append(f"| {task.name} | {metric} | {budget[task.name]} | "
+                     f"{results['multi-task'][task.name][metric]:.4f} | {results[task.name][task.name][metric]:.4f} |")
+    table = "\n".join(lines)
+    print(table)
+    print("wall-clock seconds:", json.dumps({k: round(v) for k, v in seconds.items()}))
+    (out.with_name(out.name + "-bench.md")).write_text(table + "\n\nseconds: " + json.dumps(seconds) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Training on tiny models and data (CPU): the loop, checkpoints, kill-and-resume, DDP, freezing, precision."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+from minibert.multitask import MultiTaskModel
+from minibert.train import load_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_config(config: dict, path: Path):
+    path.write_text(json.dumps(config))
+    return load_config(path)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return {**load_file(folder / "model.safetensors"), **{"head." + k: v for k, v in
+                                                          load_file(folder / "heads.safetensors").items()}}
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_trains_logs_evaluates_and_saves(tiny_model_dir, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    config = run_config(tiny_config(tiny_model_dir, tiny_data, out, plot=True), tmp_path / "c.json")
+    result = train(config)
+    assert result["steps"] == 12
+    records = read_log(out)
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [2, 4, 6, 8, 10, 12]
+    assert all(r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in losses)
+    trained_tasks = {t for r in losses for t in r["loss"]}
+    assert trained_tasks == {"sts", "topic", "sentiment", "nli", "ner"}  # round robin reaches every task
+    dev = [r for r in records if "dev" in r]
+    assert [r["step"] for r in dev] == [6, 12]
+    assert set(dev[0]["dev"]) == {"sts", "topic", "nli", "ner", "mean"}
+    assert 0.0 <= dev[-1]["dev"]["ner"]["f1"] <= 1.0 and "macro_f1" in dev[-1]["dev"]["topic"]
+    assert "test" in result and "spearman" in result["test"]["sts"]
+    assert json.loads((out / "config.json").read_text())["steps"] == 12  # the resolved configuration
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for folder in ("best", "final"):  # both load as multi-task models
+        model = MultiTaskModel.load(out / folder)
+        assert set(model.tasks) == {"sts", "topic", "sentiment", "nli", "ner"}
+    assert model.tasks["sentiment"].labels == ["negative", "positive"]
+    assert model.tasks["topic"].labels == ["Business", "Sci/Tech", "Sports", "World"]  # found in the data
+    best_step = json.loads((out / "result.json").read_text())["best"]["step"]
+    assert best_step in (6, 12)
+
+
+def test_training_lowers_the_loss(tiny_model_dir, tiny_data, tmp_path):
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=60, eval_every=0, log_every=5,
+                         checkpoint_every=60, lr=3e-3, warmup_ratio=0.0)
+    config["tasks"] = [t for t in config["tasks"] if t["name"] == "topic"]
+    train(run_config(config, tmp_path / "c.json"))
+    losses = [r["loss"]["topic"] for r in read_log(tmp_path / "run") if "loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def launch(config_path: Path, *extra: str, nproc: int = 1) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    script = [str(ROOT / "scripts" / "train.py"), "--config", str(config_path), *extra]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", str(29500 + os.getpid() % 1000), *script]
+    else:
+        cmd = [sys.executable, *script]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def test_sigkill_then_resume_ends_with_the_same_weights(tiny_model_dir, tiny_data, tmp_path):
+    steps = 400
+    base = tiny_config(tiny_model_dir, tiny_data, tmp_path / "a", steps=steps, eval_every=100, checkpoint_every=10,
+                       log_every=10)
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps({**base, "output_dir": str(tmp_path / "b")}))
+    finish(launch(tmp_path / "a.json"))  # uninterrupted
+
+    killed = launch(tmp_path / "b.json")
+    checkpoint = tmp_path / "b" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    state = torch.load(checkpoint, weights_only=False)
+    assert 0 < state["step"] < steps
+    assert not (tmp_path / "b" / "final").exists()
+
+    finish(launch(tmp_path / "b.json", "--resume"))
+    a, b = weights(tmp_path / "a" / "final"), weights(tmp_path / "b" / "final")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs after resuming from step {state['step']}"
+    dev_a = [r["dev"] for r in read_log(tmp_path / "a") if "dev" in r]
+    dev_b = [r["dev"] for r in read_log(tmp_path / "b") if "dev" in r]
+    assert dev_a == dev_b  # the same evaluations at the same steps
+    steps_logged = [r["step"] for r in read_log(tmp_path / "b") if "loss" in r]
+    assert steps_logged == sorted(set(steps_logged)), "resumed log repeats steps"
+
+
+def test_resume_refuses_a_changed_configuration(tiny_model_dir, tiny_data, tmp_path):
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=4, eval_every=0)
+    train(run_config(config, tmp_path / "c.json"))
+    with pytest.raises(ValueError, match=r"different configuration \(changed: \['lr'\]\)"):
+        train(run_config({**config, "lr": 0.5}, tmp_path / "c2.json"), resume=True)
+
+
+def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_path):
+    """DDP on 2 CPU processes (gloo, loopback): replicas identical and equal to one process with the
+    same global batch (the tiny model has no dropout, so both compute the same function)."""
+    base = tiny_config(tiny_model_dir, tiny_data, tmp_path / "single", steps=8, batch_size=4, eval_every=0,
+                       checkpoint_every=8)
+    base["tasks"] = [t for t in base["tasks"] if t["type"] in ("classification", "sts", "nli")]
+    (tmp_path / "single.json").write_text(json.dumps(base))
+    (tmp_path / "ddp.json").write_text(json.dumps({**base, "output_dir": str(tmp_path / "ddp")}))
+    single = launch(tmp_path / "single.json")
+    finish(single)
+    finish(launch(tmp_path / "ddp.json", nproc=2))
+    assert {"step": 8, "replicas_identical": True} in read_log(tmp_path / "ddp")
+    a, b = weights(tmp_path / "single" / "final"), weights(tmp_path / "ddp" / "final")
+    changed = 0
+    initial = load_file(tiny_model_dir / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=lambda m, k=key: f"{k}: {m}")
+        changed += key in initial and not torch.equal(a[key], initial[key])
+    assert changed > 10  # the encoder did train
+
+
+def test_encoder_frozen_for_the_first_steps(tiny_model_dir, tiny_data, tmp_path):
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=6, eval_every=0, freeze_encoder_steps=6)
+    train(run_config(config, tmp_path / "c.json"))
+    initial = load_file(tiny_model_dir / "model.safetensors")
+    final = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    assert all(torch.equal(initial[k], final[k]) for k in initial)
+    config.update(output_dir=str(tmp_path / "run2"), steps=8, freeze_encoder_steps=4, freeze=["embeddings"])
+    train(run_config(config, tmp_path / "c2.json"))
+    final = load_file(tmp_path / "run2" / "final" / "model.safetensors")
+    assert torch.equal(initial["embeddings.word_embeddings.weight"], final["embeddings.word_embeddings.weight"])
+    assert not torch.equal(initial["encoder.layer.1.output.dense.weight"], final["encoder.layer.1.output.dense.weight"])
+
+
+def test_bf16_autocast_on_cpu_trains(tiny_model_dir, tiny_data, tmp_path):
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=5, eval_every=0, precision="bf16")
+    train(run_config(config, tmp_path / "c.json"))
+    losses = [v for r in read_log(tmp_path / "run") if "loss" in r for v in r["loss"].values()]
+    assert losses and all(0 < v < 100 for v in losses)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of fp16")
+def test_fp16_needs_cuda(tiny_model_dir, tiny_data, tmp_path):
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", precision="fp16")
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        train(run_config(config, tmp_path / "c.json"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+def test_cuda_sdpa_uses_a_fused_kernel(minilm_dir):
+    """With the math fallback disabled, SDPA must still run: flash or memory-efficient attention."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from minibert import SentenceEncoder
+
+    encoder = SentenceEncoder.from_pretrained(minilm_dir, device="cuda", dtype=torch.bfloat16)
+    batch = encoder.tokenizer(["a short one", "a somewhat longer sentence with more tokens in it"]).to("cuda")
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        emb = encoder(batch)
+        emb.float().sum().backward()
+    assert torch.isfinite(emb).all()
