@@ -8,13 +8,13 @@ TORCH  ?= torch==2.13.0
 MODEL  ?= all-MiniLM-L6-v2
 export HF_HUB_OFFLINE = 1
 
-.PHONY: demo test lint bench weights install fixture clean
+.PHONY: demo test lint bench weights install fixture clean train train-stsb bench-multitask demo-multitask
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,train]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -45,3 +45,24 @@ fixture: install weights
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# Training (issue: multi-task training). Data defaults to ../shared/data; set MINIBERT_DATA to move it.
+train: install weights
+	$(PY) scripts/train.py --config scripts/configs/multitask.toml
+
+train-stsb: install weights
+	$(PY) scripts/train.py --config scripts/configs/stsb.toml
+
+bench-multitask: install weights
+	$(PY) scripts/bench_multitask.py --config scripts/configs/multitask.toml
+
+# Every task's prediction for a few sentences, from the model `make train` saved.
+demo-multitask: install
+	$(PY) -m minibert predict --model runs/multitask/best \
+	    "Angela Merkel met Emmanuel Macron in Paris on Monday." \
+	    "The Lakers beat the Celtics 102-99 last night." \
+	    "Apple shares fell 3% after the iPhone launch." \
+	    "What a wonderful, heartfelt film."
+	$(PY) -m minibert predict --model runs/multitask/best --pairs \
+	    "A man is playing a guitar on stage." "A musician is performing." \
+	    "A man is playing a guitar on stage." "The stage is empty."

@@ -32,6 +32,11 @@ class Batch:
                      self.token_type_ids.to(device), self.word_ids)
 
 
+def optional_json(path: Path) -> dict:
+    """The JSON object in `path`, or {} when the file does not exist."""
+    return read_json(path) if path.is_file() else {}
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -71,7 +76,7 @@ class Tokenizer:
     TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
     def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]",
-                 source: Path | None = None) -> None:
+                 source: Path | None = None, lowercase_input: bool = False) -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
@@ -79,6 +84,7 @@ class Tokenizer:
         self.pad_id = pad_id
         self.max_length = max_length
         self.source = source  # the folder it was read from: `save` copies its files verbatim
+        self.lowercase_input = lowercase_input  # sentence_bert_config.json's do_lower_case, applied to raw text
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
@@ -89,7 +95,7 @@ class Tokenizer:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"tokenizer folder not found: {folder}")
-        tok_config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+        tok_config = optional_json(folder / "tokenizer_config.json")
         if (folder / "tokenizer.json").is_file():
             try:
                 backend = BackendTokenizer.from_file(str(folder / "tokenizer.json"))
@@ -101,9 +107,12 @@ class Tokenizer:
                                            chinese_chars=tok_config.get("tokenize_chinese_chars", True))
         else:
             raise FileNotFoundError(f"no tokenizer.json or vocab.txt in {folder}")
-        if max_length is None:
-            max_length = default_max_length(folder)
-        return cls(backend, max_length, pad_token=tok_config.get("pad_token", "[PAD]"), source=folder)
+        sbert = optional_json(folder / "sentence_bert_config.json")
+        if max_length is None:  # sentence_bert_config's max_seq_length, else the model's position count
+            max_length = int(sbert.get("max_seq_length")
+                             or optional_json(folder / "config.json").get("max_position_embeddings", 512))
+        return cls(backend, max_length, pad_token=tok_config.get("pad_token", "[PAD]"), source=folder,
+                   lowercase_input=bool(sbert.get("do_lower_case", False)))
 
     @property
     def vocab_size(self) -> int:
@@ -112,6 +121,9 @@ class Tokenizer:
     def encode(self, texts: list[str] | list[tuple[str, str]] | list[list[str]], is_pretokenized: bool = False,
                warn_truncation: bool = True) -> list[Encoding]:
         """Tokenize without padding. Texts may be strings, (a, b) pairs, or word lists (pretokenized)."""
+        if self.lowercase_input:  # as sentence-transformers does, before the tokenizer's own normaliser
+            texts = [[w.lower() for w in t] if is_pretokenized else
+                     (t.lower() if isinstance(t, str) else tuple(x.lower() for x in t)) for t in texts]
         encodings = self.backend.encode_batch(texts, is_pretokenized=is_pretokenized) if texts else []
         truncated = [i for i, e in enumerate(encodings) if e.overflowing]
         if truncated and warn_truncation:
@@ -150,14 +162,3 @@ class Tokenizer:
             data = json.loads(self.backend.to_str())
             data["truncation"] = data["padding"] = None
             (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-
-
-def default_max_length(folder: Path) -> int:
-    """sentence_bert_config.json's max_seq_length, else the model's max_position_embeddings, else 512."""
-    if (folder / "sentence_bert_config.json").is_file():
-        value = read_json(folder / "sentence_bert_config.json").get("max_seq_length")
-        if value:
-            return int(value)
-    if (folder / "config.json").is_file():
-        return int(read_json(folder / "config.json").get("max_position_embeddings", 512))
-    return 512

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 
 from minibert import Tokenizer
@@ -82,3 +83,20 @@ def test_duplicate_vocab_entry_names_the_line(tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nhello\n")
     with pytest.raises(ValueError, match=r"vocab.txt:6: duplicate token 'hello'"):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_sentence_bert_do_lower_case_lowers_the_text(model_copy, sentences):
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the reference")
+    from minibert import SentenceEncoder
+
+    folder = model_copy()
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": True}))
+    (folder / "tokenizer.json").unlink()  # vocab.txt with do_lower_case=false: only the sbert flag lowers
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
+    ours = SentenceEncoder.from_pretrained(folder)
+    assert ours.tokenizer.lowercase_input and ours.tokenizer.max_length == 128
+    assert "hello" in ours.tokenizer.encode(["HELLO"])[0].tokens  # lowered before the (cased) WordPiece
+    assert "hello" not in ours.tokenizer.backend.encode("HELLO").tokens
+    reference = st.SentenceTransformer(str(folder), device="cpu")
+    np.testing.assert_allclose(ours.encode(sentences), reference.encode(sentences), atol=1e-5)

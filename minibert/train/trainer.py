@@ -186,6 +186,7 @@ class Trainer:
         micro = len(local) // cfg.grad_accum
         if not any(p.requires_grad for p in [*self.model.heads[task].parameters(), *self.model.encoder.parameters()]):
             # e.g. STS (no head weights) while the encoder is frozen: nothing to learn from this batch
+            self.optimizer.step()  # a no-op without gradients; keeps the scheduler's bookkeeping in order
             self.scheduler.step()
             self.step += 1
             return {"task": task, "loss": float("nan"), "grad_norm": 0.0, "samples": 0, "tokens": 0}
