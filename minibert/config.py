@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from minibert.files import read_json
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
@@ -51,14 +53,7 @@ class BertConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> BertConfig:
         """Read a Hugging Face ``config.json``; unknown keys are ignored, unsupported values are errors."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_json(path, "config file"), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> BertConfig:

@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from minibert.files import read_json
 from minibert.heads import IGNORE_INDEX, NLIHead, SentenceClassificationHead, STSHead, TokenClassificationHead
 from minibert.ner import align_labels, bio_to_entities, check_bio_labels, first_piece_index
 from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
@@ -357,10 +358,10 @@ class MultiTaskModel(nn.Module):
         spec_path = folder / SPEC_FILE
         if not spec_path.is_file():
             raise FileNotFoundError(f"no {SPEC_FILE} in {folder}: not a saved multi-task model")
+        raw = read_json(spec_path)
         try:
-            raw = json.loads(spec_path.read_text(encoding="utf-8"))
             tasks = [TaskSpec.from_dict(t) for t in raw["tasks"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (KeyError, TypeError) as e:
             raise ValueError(f"{spec_path}: not a valid task specification ({e!r})") from e
         model = cls(SentenceEncoder.from_pretrained(folder), tasks)
         heads_path = folder / HEADS_FILE

@@ -6,12 +6,13 @@ order the config lists them (the legacy boolean format has a fixed order, kept b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from minibert.files import read_json
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 # The old boolean keys of 1_Pooling/config.json, in sentence-transformers' concatenation order.
@@ -43,13 +44,7 @@ class PoolingConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> PoolingConfig:
         """Read ``1_Pooling/config.json`` in either the current or the legacy boolean format."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"pooling config not found: {path}")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raw = read_json(path, "pooling config")
         dim = raw.get("embedding_dimension", raw.get("word_embedding_dimension"))
         if raw.get("include_prompt", True) is False:
             raise ValueError(f"{path}: include_prompt=false (prompt-excluding pooling) is not supported")

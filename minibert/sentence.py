@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minibert.files import read_json
 from minibert.hub import DEFAULT_MODEL, resolve_model
 from minibert.model import AttnImplementation, BertModel
 from minibert.pooling import Pooling, PoolingConfig
-from minibert.tokenizer import Batch, Tokenizer, read_json
+from minibert.tokenizer import Batch, Tokenizer
 
 
 def read_modules(folder: Path) -> tuple[Path, Path | None, bool]:

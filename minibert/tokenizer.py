@@ -17,6 +17,8 @@ import torch
 from tokenizers import Encoding, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as BackendTokenizer
 
+from minibert.files import optional_json
+
 
 @dataclass
 class Batch:
@@ -30,18 +32,6 @@ class Batch:
     def to(self, device: str | torch.device) -> Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device),
                      self.token_type_ids.to(device), self.word_ids)
-
-
-def optional_json(path: Path) -> dict:
-    """The JSON object in `path`, or {} when the file does not exist."""
-    return read_json(path) if path.is_file() else {}
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 def wordpiece_from_vocab(vocab_path: Path, lowercase: bool = True, strip_accents: bool | None = None,

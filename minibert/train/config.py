@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from minibert.files import read_json
 from minibert.hub import DEFAULT_MODEL
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -128,20 +130,14 @@ def expand(value: Any) -> Any:
 
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
+    if path.suffix != ".toml":
+        return read_json(path, "config file")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        import tomllib
-
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: {e}") from e
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def apply_override(raw: dict, assignment: str) -> None:
