@@ -20,6 +20,10 @@ from tokenizers import Tokenizer as BackendTokenizer
 from minibert.files import optional_json
 
 
+class TruncationWarning(UserWarning):
+    """Some inputs were longer than the tokenizer's max_length and were cut."""
+
+
 @dataclass
 class Batch:
     """Padded model inputs. ``word_ids[i][t]`` is the word of token t of text i (None for specials and pads)."""
@@ -118,7 +122,7 @@ class Tokenizer:
         truncated = [i for i, e in enumerate(encodings) if e.overflowing]
         if truncated and warn_truncation:
             warnings.warn(f"{len(truncated)} input(s) longer than {self.max_length} tokens were truncated "
-                          f"(first at index {truncated[0]})", stacklevel=2)
+                          f"(first at index {truncated[0]})", TruncationWarning, stacklevel=2)
         return encodings
 
     def pad(self, encodings: list[Encoding]) -> Batch:

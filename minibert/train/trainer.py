@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from minibert.multitask import MultiTaskModel
+from minibert.tokenizer import TruncationWarning
 from minibert.train.config import TrainConfig
 from minibert.train.evaluate import evaluate_task, main_metric
 from minibert.train.optim import make_scheduler, param_groups
@@ -108,11 +110,32 @@ class Trainer:
                              f"{cfg.grad_accum} accumulation steps")
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 needs CUDA (use bf16 on the CPU)")
+        specs = self.load_data()
+        self.model = MultiTaskModel.from_encoder(cfg.model, specs, seed=cfg.seed, device=self.device,
+                                                 attn_implementation=cfg.attn_implementation)  # same heads everywhere
         random.seed(cfg.seed + self.rank)
         np.random.seed(cfg.seed + self.rank)
-        torch.manual_seed(cfg.seed + self.rank)  # dropout masks differ between replicas, as they should
+        torch.manual_seed(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
+        if cfg.max_seq_length:
+            self.model.encoder.tokenizer.max_length = cfg.max_seq_length
+            self.model.encoder.tokenizer.backend.enable_truncation(cfg.max_seq_length)
+        if self.rank == 0:
+            self.report_truncation()
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr,
+                                                        cfg.weight_decay), lr=cfg.lr)
+        self.scheduler = make_scheduler(self.optimizer, cfg.steps, cfg.warmup_ratio, cfg.schedule)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+        self.step, self.best = 0, None
+        if resume:
+            self.load_checkpoint()
+        elif self.rank == 0:
+            cfg.save(self.out / "config.json")
+            (self.out / "metrics.jsonl").write_text("")
+        self.apply_freezing()
 
-        # data: every process reads everything and takes its share of each global batch
+    def load_data(self) -> list:
+        """Every process reads every file and later takes its share of each global batch."""
+        cfg = self.config
         self.train_sets, self.dev_sets, self.test_sets, specs = {}, {}, {}, []
         for i, task in enumerate(cfg.tasks):
             train, dev = read_split(task.type, task.train), None
@@ -134,23 +157,19 @@ class Trainer:
         self.probabilities = task_probabilities([len(self.train_sets[n]) for n in self.names], cfg.sampling,
                                                 cfg.temperature)
         self.weights = {t.name: t.loss_weight for t in cfg.tasks}
+        return specs
 
-        self.model = MultiTaskModel.from_encoder(cfg.model, specs, seed=cfg.seed, device=self.device,
-                                                 attn_implementation=cfg.attn_implementation)
-        if cfg.max_seq_length:
-            self.model.encoder.tokenizer.max_length = cfg.max_seq_length
-            self.model.encoder.tokenizer.backend.enable_truncation(cfg.max_seq_length)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr,
-                                                        cfg.weight_decay), lr=cfg.lr)
-        self.scheduler = make_scheduler(self.optimizer, cfg.steps, cfg.warmup_ratio, cfg.schedule)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
-        self.step, self.best, self.history = 0, None, []
-        if resume:
-            self.load_checkpoint()
-        elif self.rank == 0:
-            cfg.save(self.out / "config.json")
-            (self.out / "metrics.jsonl").write_text("")
-        self.apply_freezing()
+    def report_truncation(self) -> None:
+        """How many training inputs exceed max_seq_length, said once per task instead of every batch."""
+        tokenizer = self.model.encoder.tokenizer
+        for name, examples in self.train_sets.items():
+            batch = to_batch(self.model.spec(name).type, examples)
+            fields = [(batch[k], k == "words") for k in ("texts", "a", "b", "words") if k in batch]
+            long = sum(bool(e.overflowing) for texts, pretokenized in fields
+                       for e in tokenizer.encode(texts, is_pretokenized=pretokenized, warn_truncation=False))
+            if long:
+                log.info("task %s: %d training inputs are longer than %d tokens and will be truncated",
+                         name, long, tokenizer.max_length)
 
     # ---- freezing and the DDP wrapper ------------------------------------------------------------
 
@@ -300,6 +319,11 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------------------
 
     def fit(self) -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncationWarning)  # counted once per task in __init__
+            return self._fit()
+
+    def _fit(self) -> dict:
         cfg = self.config
         from tqdm.auto import tqdm
 
