@@ -32,6 +32,7 @@ TASK_TYPES = ("classification", "token_classification", "nli", "sts")
 PAIR_TASKS = ("nli", "sts")
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 SPEC_FILE, HEADS_FILE = "tasks.json", "heads.safetensors"
+BATCH_KEYS = {"classification": ("texts",), "token_classification": ("words",), "nli": ("a", "b"), "sts": ("a", "b")}
 
 
 @dataclass
@@ -176,6 +177,9 @@ class MultiTaskModel(nn.Module):
         sts ``a``, ``b`` [+ ``scores``, gold 0..max_score]. Labels may be names or ids.
         """
         spec, head = self.spec(task), self.heads[task]
+        needed = BATCH_KEYS[spec.type]
+        if not all(k in batch for k in needed):
+            raise ValueError(f"task {task!r} ({spec.type}) needs batch keys {list(needed)}, got {sorted(batch)}")
         tokenizer = self.encoder.tokenizer
         if spec.type == "classification":
             tokens = tokenizer(batch["texts"]).to(self.device)

@@ -174,6 +174,8 @@ def test_bad_input_names_the_culprit(model):
         model("ner", {"words": [["a"], ["b", "c"]], "labels": [["O"], ["O", "O", "O"]]})
     with pytest.raises(ValueError, match="task 'ner': label 'B-FOO'"):
         model("ner", {"words": [["a"]], "labels": [["B-FOO"]]})
+    with pytest.raises(ValueError, match=r"task 'nli' \(nli\) needs batch keys \['a', 'b'\], got \['a', 'labels'\]"):
+        model("nli", {"a": ["x"], "labels": [0]})
     with pytest.raises(ValueError, match="unknown type 'regression'"):
         TaskSpec("x", "regression")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['hiden_layer'\]"):
