@@ -35,10 +35,11 @@ def plot_curves(log_path: str | Path, png_path: str | Path) -> bool:
                 name = next((m for m in MAIN_METRIC.values() if m in metrics), None)
                 if name:
                     dev.setdefault(f"{task} {name}", []).append((r["step"], metrics[name]))
+    colors = {task: f"C{i}" for i, task in enumerate(dict.fromkeys([*losses, *(k.split()[0] for k in dev)]))}
     for task, points in losses.items():
-        ax_loss.plot(*zip(*points, strict=True), label=task)
+        ax_loss.plot(*zip(*points, strict=True), label=task, color=colors[task])
     for label, points in dev.items():
-        ax_dev.plot(*zip(*points, strict=True), marker="o", label=label)
+        ax_dev.plot(*zip(*points, strict=True), marker="o", label=label, color=colors[label.split()[0]])
     ax_loss.set(title="training loss", xlabel="step", yscale="log")
     ax_dev.set(title="dev metric", xlabel="step")
     for ax in (ax_loss, ax_dev):
