@@ -219,3 +219,29 @@ def test_cli_predict(model, tmp_path, capsys):
     row = model.predict_pairs(["a man sleeps"], ["a person rests"])[0]
     assert f"{row['nli']['label']} ({row['nli']['probability']:.2f})" in out and f"{row['similarity']:.4f}" in out
     assert main(["predict", "--model", str(tmp_path / "mt"), "--pairs", "odd"]) == 2
+
+
+def test_evaluation_scores_examples_in_any_order(model):
+    """evaluate_task sorts by length for speed; predictions must stay paired with their gold labels."""
+    from minibert.data import PairExample, TaggedSentence, TextExample
+    from minibert.metrics import accuracy, entity_prf, spearman
+    from minibert.train.evaluate import evaluate_task
+
+    sts = BATCHES["sts"]
+    scores = [4.0, 0.5, 2.0] * 2
+    pairs = [PairExample(a, b, s) for a, b, s in zip(sts["a"] * 2, sts["b"][::-1] + sts["b"], scores, strict=True)]
+    with torch.inference_mode():
+        model.eval()
+        cos = model("sts", {"a": [p.a for p in pairs], "b": [p.b for p in pairs]}).logits.numpy()
+        texts = BATCHES["topic"]["texts"] + BATCHES["sentiment"]["texts"] + ["A much longer headline about markets."]
+        gold = ["Business", "Sports", "World", "Sci/Tech", "Business"]
+        pred = model("topic", {"texts": texts}).logits.argmax(-1).tolist()
+    assert evaluate_task(model, "sts", pairs, batch_size=2)["spearman"] == pytest.approx(
+        spearman(cos, np.array([p.label for p in pairs])), abs=1e-6)
+    topic = evaluate_task(model, "topic", [TextExample(t, g) for t, g in zip(texts, gold, strict=True)], batch_size=2)
+    assert topic["accuracy"] == pytest.approx(accuracy(pred, model.label_ids("topic", gold).tolist()))
+    ner = BATCHES["ner"]
+    tags = ner["labels"] + [["O"] * 4, ["B-PER", "O", "O"]]
+    sentences = [TaggedSentence(w, t) for w, t in zip(ner["words"] * 2, tags, strict=True)]
+    expected = entity_prf(model.predict_tags("ner", [s.words for s in sentences]), [s.tags for s in sentences])
+    assert evaluate_task(model, "ner", sentences, batch_size=1) == pytest.approx(expected)
