@@ -6,12 +6,17 @@ import json
 from pathlib import Path
 
 
-def read_json(path: str | Path, what: str = "file") -> dict | list:
+def read_text(path: str | Path, what: str = "file") -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
+    return path.read_text(encoding="utf-8")
+
+
+def read_json(path: str | Path, what: str = "file") -> dict | list:
+    text = read_text(path, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
 

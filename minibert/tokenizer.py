@@ -76,13 +76,24 @@ class Tokenizer:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
         self.backend = backend
         self.pad_id = pad_id
-        self.max_length = max_length
         self.source = source  # the folder it was read from: `save` copies its files verbatim
         self.lowercase_input = lowercase_input  # sentence_bert_config.json's do_lower_case, applied to raw text
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
-        backend.enable_truncation(max_length)
+        self.max_length = max_length
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        """Kept in one place: the limit we report and the backend's truncation must never disagree."""
+        if value < 2:
+            raise ValueError(f"max_length must leave room for [CLS] and [SEP], got {value}")
+        self._max_length = int(value)
+        self.backend.enable_truncation(self._max_length)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, max_length: int | None = None) -> Tokenizer:

@@ -16,17 +16,12 @@ from pathlib import Path
 
 from minibert.train import TrainConfig, load_config, train
 from minibert.train.evaluate import MAIN_METRIC
-from minibert.train.tasks import hold_out, read_split, subsample, task_for_step, task_probabilities
+from minibert.train.tasks import load_task_data, task_for_step, task_probabilities
 
 
 def steps_per_task(config: TrainConfig) -> dict[str, int]:
     """How many optimizer steps each task gets in the multi-task run (the schedule is deterministic)."""
-    sizes = []
-    for i, task in enumerate(config.tasks):
-        examples = read_split(task.type, task.train)
-        if task.dev_split:
-            examples, _ = hold_out(examples, task.dev_split, config.seed)
-        sizes.append(len(subsample(examples, task.max_train_examples, config.seed + i)))
+    sizes = [len(load_task_data(task, i, config.seed)[0]) for i, task in enumerate(config.tasks)]
     p = task_probabilities(sizes, config.sampling, config.temperature)
     counts = [0] * len(sizes)
     for step in range(config.steps):

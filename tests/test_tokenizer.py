@@ -64,6 +64,17 @@ def test_truncation_to_max_seq_length_with_one_warning(minilm_dir):
     assert batch.input_ids[0, -1].item() == tok.backend.token_to_id("[SEP]")
 
 
+def test_changing_max_length_changes_the_truncation(minilm_dir):
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    full = tok.backend.encode("word " * 100).ids
+    tok.max_length = 16
+    with pytest.warns(UserWarning, match="longer than 16 tokens"):
+        ids = tok(["word " * 100]).input_ids[0].tolist()
+    assert ids == full[:15] + [tok.backend.token_to_id("[SEP]")]
+    with pytest.raises(ValueError, match="max_length"):
+        tok.max_length = 1
+
+
 def test_max_length_falls_back_to_max_position_embeddings(model_copy):
     folder = model_copy(skip=("sentence_bert_config.json",))
     assert Tokenizer.from_pretrained(folder).max_length == 512

@@ -15,8 +15,10 @@ import torch
 from conftest import tiny_config
 from safetensors.torch import load_file
 
+from minibert.data import read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
+from minibert.train.evaluate import evaluate_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +62,8 @@ def test_a_run_trains_logs_evaluates_and_saves(tiny_model_dir, tiny_data, tmp_pa
     assert model.tasks["topic"].labels == ["Business", "Sci/Tech", "Sports", "World"]  # found in the data
     best_step = json.loads((out / "result.json").read_text())["best"]["step"]
     assert best_step in (6, 12)
+    best = MultiTaskModel.load(out / "best")  # the test numbers are best/'s, scored once at the end
+    assert result["test"]["sts"] == evaluate_task(best, "sts", read_sts_tsv(tiny_data / "sts.tsv"))
 
 
 def test_training_lowers_the_loss(tiny_model_dir, tiny_data, tmp_path):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from minibert.files import read_json
+from minibert.files import read_json, read_text
 from minibert.hub import DEFAULT_MODEL
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -132,10 +132,9 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if path.suffix != ".toml":
         return read_json(path, "config file")
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    text = read_text(path, "config file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: {e}") from e
 

@@ -36,6 +36,20 @@ def hold_out(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     return [examples[i] for i in np.sort(order[k:])], [examples[i] for i in np.sort(order[:k])]
 
 
+def load_task_data(task: TaskConfig, index: int, seed: int) -> tuple[list, list]:
+    """(train, dev) examples of the `index`-th task, after hold-out and subsampling. The trainer and
+    the benchmark both call this, so they always see the same training sets."""
+    train, dev = read_split(task.type, task.train), []
+    if task.dev_split:
+        train, dev = hold_out(train, task.dev_split, seed)
+    elif task.dev:
+        dev = read_split(task.type, task.dev)
+    train = subsample(train, task.max_train_examples, seed + index)
+    if not train:
+        raise ValueError(f"task {task.name!r}: {task.train} holds no examples")
+    return train, subsample(dev, task.max_dev_examples, seed)
+
+
 def infer_labels(task: TaskConfig, examples: list) -> list[str]:
     """Label names for a task whose configuration does not list them."""
     if task.type == "sts":

@@ -30,10 +30,9 @@ from minibert.train.evaluate import evaluate_task, main_metric
 from minibert.train.optim import make_scheduler, param_groups
 from minibert.train.tasks import (
     TaskStream,
-    hold_out,
     infer_labels,
+    load_task_data,
     read_split,
-    subsample,
     task_for_step,
     task_probabilities,
     task_spec,
@@ -118,7 +117,6 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
         if cfg.max_seq_length:
             self.model.encoder.tokenizer.max_length = cfg.max_seq_length
-            self.model.encoder.tokenizer.backend.enable_truncation(cfg.max_seq_length)
         if self.rank == 0:
             self.report_truncation()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr,
@@ -138,17 +136,10 @@ class Trainer:
         cfg = self.config
         self.train_sets, self.dev_sets, self.test_sets, specs = {}, {}, {}, []
         for i, task in enumerate(cfg.tasks):
-            train, dev = read_split(task.type, task.train), None
-            if task.dev_split:
-                train, dev = hold_out(train, task.dev_split, cfg.seed)
-            elif task.dev:
-                dev = read_split(task.type, task.dev)
-            train = subsample(train, task.max_train_examples, cfg.seed + i)
-            if not train:
-                raise ValueError(f"task {task.name!r}: {task.train} holds no examples")
+            train, dev = load_task_data(task, i, cfg.seed)
             self.train_sets[task.name] = train
             if dev:
-                self.dev_sets[task.name] = subsample(dev, task.max_dev_examples, cfg.seed)
+                self.dev_sets[task.name] = dev
             if task.test:
                 self.test_sets[task.name] = read_split(task.type, task.test)
             specs.append(task_spec(task, task.labels or infer_labels(task, train)))
@@ -236,10 +227,11 @@ class Trainer:
 
     # ---- evaluation, checkpoints, logging --------------------------------------------------------
 
-    def evaluate(self, sets: dict[str, list]) -> dict:
-        metrics = {name: evaluate_task(self.model, name, examples, self.config.eval_batch_size)
+    def evaluate(self, sets: dict[str, list], model: MultiTaskModel | None = None) -> dict:
+        model = model or self.model
+        metrics = {name: evaluate_task(model, name, examples, self.config.eval_batch_size)
                    for name, examples in sets.items()}
-        mains = [main_metric(self.model, name, m) for name, m in metrics.items()]
+        mains = [main_metric(model, name, m) for name, m in metrics.items()]
         if mains:
             metrics["mean"] = float(np.mean(mains))
         return metrics
@@ -356,9 +348,7 @@ class Trainer:
             replace_folder(self.model.save, self.out / "final")
             if self.test_sets:  # the reported number: the best checkpoint (by dev) on the test files, once
                 chosen = MultiTaskModel.load(self.out / "best", device=self.device) if self.best else self.model
-                scorer, self.model = self.model, chosen
-                result["test"] = self.evaluate(self.test_sets)
-                self.model = scorer
+                result["test"] = self.evaluate(self.test_sets, chosen)
                 self.log({"step": self.step, "test": result["test"]})
             (self.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
             if cfg.plot:
