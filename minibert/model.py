@@ -162,6 +162,17 @@ class BertModel(nn.Module):
         for block in self.blocks:
             block.attention.attn_implementation = attn_implementation
 
+    def set_dropout(self, p: float) -> None:
+        """One dropout rate for the embeddings, attention links and residual branches (fine-tuning knob)."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+        self.config.hidden_dropout_prob = self.config.attention_probs_dropout_prob = p  # saved with the model
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            if isinstance(module, SelfAttention):
+                module.dropout_p = p
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """BERT's initialisation: N(0, initializer_range) for weights, zero biases, unit LayerNorms."""

@@ -78,6 +78,25 @@ def test_attention_dropout_only_in_training():
         assert not torch.equal(c, d), f"{attn}: dropout should make two training passes differ"
 
 
+def test_set_dropout_reaches_every_dropout():
+    """set_dropout(0) must switch off the attention links too, not only the nn.Dropout modules."""
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, attention_probs_dropout_prob=0.5, hidden_dropout_prob=0.5)
+    ids = torch.randint(0, 50, (2, 12))
+    for attn in ("eager", "sdpa"):
+        model = BertModel(config, attn_implementation=attn)
+        model.eval()
+        reference = model(ids).last_hidden_state
+        model.train()
+        model.set_dropout(0.0)
+        assert_close(model(ids).last_hidden_state, reference, atol=0, rtol=0)
+        assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0
+        model.set_dropout(0.3)
+        assert not torch.equal(model(ids).last_hidden_state, reference)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        model.set_dropout(1.0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_cuda_matches_cpu(minilm_dir, sentences, attn):

@@ -167,10 +167,16 @@ def test_encoder_frozen_for_the_first_steps(tiny_model_dir, tiny_data, tmp_path)
 
 
 def test_bf16_autocast_on_cpu_trains(tiny_model_dir, tiny_data, tmp_path):
-    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=5, eval_every=0, precision="bf16")
-    train(run_config(config, tmp_path / "c.json"))
-    losses = [v for r in read_log(tmp_path / "run") if "loss" in r for v in r["loss"].values()]
-    assert losses and all(0 < v < 100 for v in losses)
+    """bf16 autocast must really run (losses differ from fp32 in the last bits) and follow fp32 closely."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        config = tiny_config(tiny_model_dir, tiny_data, out, steps=6, eval_every=0, log_every=1, precision=precision)
+        train(run_config(config, tmp_path / f"{precision}.json"))
+        losses[precision] = [v for r in read_log(out) if "loss" in r for v in r["loss"].values()]
+    assert len(losses["bf16"]) == len(losses["fp32"]) == 6
+    assert losses["bf16"] != losses["fp32"]
+    torch.testing.assert_close(torch.tensor(losses["bf16"]), torch.tensor(losses["fp32"]), rtol=0.05, atol=0.01)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of fp16")
@@ -193,3 +199,11 @@ def test_cuda_sdpa_uses_a_fused_kernel(minilm_dir):
         emb = encoder(batch)
         emb.float().sum().backward()
     assert torch.isfinite(emb).all()
+
+
+def test_dropout_option_reaches_the_encoder(tiny_model_dir, tiny_data, tmp_path):
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=2, eval_every=0, dropout=0.25)
+    train(run_config(config, tmp_path / "c.json"))
+    saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.25
+    assert json.loads((tiny_model_dir / "config.json").read_text())["hidden_dropout_prob"] == 0.0

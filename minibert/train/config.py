@@ -60,6 +60,7 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see MultiTaskModel.select)
     freeze_encoder_steps: int = 0  # train only the heads for the first N steps
     max_seq_length: int | None = None
+    dropout: float | None = None  # the encoder's dropout (default: the checkpoint's); 0 can help regression
     eval_every: int = 0  # 0: evaluate at the end only
     eval_batch_size: int = 64
     best_metric: str = "mean"  # "mean" of the tasks' main metrics, or one of them, e.g. "sts/spearman"

@@ -117,6 +117,8 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
         if cfg.max_seq_length:
             self.model.encoder.tokenizer.max_length = cfg.max_seq_length
+        if cfg.dropout is not None:
+            self.model.encoder.bert.set_dropout(cfg.dropout)
         if self.rank == 0:
             self.report_truncation()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr,
