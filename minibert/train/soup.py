@@ -1,0 +1,75 @@
+"""Model soups (Wortsman et al., 2022): average the weights of runs fine-tuned from one checkpoint.
+
+Runs that start from the same pretrained weights and differ only in seed or hyper-parameters tend to
+end in one low-loss basin, so the mean of their weights is itself a good model (often better than
+each of them) at the inference cost of one. The greedy recipe adds runs best-first and keeps each
+only when the soup's dev score does not drop, so the choice is made on dev, never on test.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from minibert.multitask import MultiTaskModel
+from minibert.train.evaluate import evaluate_task, main_metric
+
+
+def average_weights(models: list[MultiTaskModel], names: list[str] | None = None) -> MultiTaskModel:
+    """A new model whose every floating-point tensor is the mean of the models' tensors."""
+    if not models:
+        raise ValueError("nothing to average: no models given")
+    names = names or [f"model {i}" for i in range(len(models))]
+    if len(names) != len(models):
+        raise ValueError(f"{len(models)} models but {len(names)} names")
+    states = [m.state_dict() for m in models]
+    first, first_tasks = states[0], [asdict(t) for t in models[0].tasks.values()]
+    for name, model, state in zip(names[1:], models[1:], states[1:], strict=True):
+        if [asdict(t) for t in model.tasks.values()] != first_tasks:
+            raise ValueError(f"{name}: its tasks differ from {names[0]}'s, so the heads cannot be averaged")
+        if set(state) != set(first):
+            raise ValueError(f"{name}: weights {sorted(set(state) ^ set(first))[:5]} are not in both "
+                             f"{names[0]} and {name}")
+        for key, tensor in state.items():
+            if tensor.shape != first[key].shape:
+                raise ValueError(f"{name}: {key} has shape {tuple(tensor.shape)} but {tuple(first[key].shape)} "
+                                 f"in {names[0]}")
+    mean = {}
+    for key, tensor in first.items():
+        stack = [state[key] for state in states]
+        if tensor.is_floating_point():
+            mean[key] = torch.stack([t.float() for t in stack]).mean(0).to(tensor.dtype)
+        elif all(torch.equal(t, tensor) for t in stack):
+            mean[key] = tensor  # integer buffers cannot be averaged; they must agree
+        else:
+            raise ValueError(f"{key} is not a float tensor and differs between the models")
+    soup = copy.deepcopy(models[0])
+    soup.load_state_dict(mean)
+    return soup
+
+
+def dev_score(model: MultiTaskModel, task: str, dev: list, batch_size: int = 64) -> float:
+    return main_metric(model, task, evaluate_task(model, task, dev, batch_size))
+
+
+def greedy_soup(folders: list[str | Path], task: str, dev: list, batch_size: int = 64,
+                device: str = "cpu") -> tuple[MultiTaskModel, list[dict]]:
+    """Rank the runs by dev score, then add each to the soup if the soup's dev score does not drop.
+
+    Returns the soup and a log of every decision (folder, its own dev score, the soup's with it).
+    """
+    models = {str(f): MultiTaskModel.load(f, device=device) for f in folders}
+    alone = {f: dev_score(m, task, dev, batch_size) for f, m in models.items()}
+    ranked = sorted(alone, key=alone.get, reverse=True)
+    chosen, best = [ranked[0]], alone[ranked[0]]
+    log = [{"model": ranked[0], "dev": alone[ranked[0]], "soup_dev": best, "kept": True}]
+    for f in ranked[1:]:
+        score = dev_score(average_weights([models[c] for c in [*chosen, f]], [*chosen, f]), task, dev, batch_size)
+        kept = score >= best
+        log.append({"model": f, "dev": alone[f], "soup_dev": score, "kept": kept})
+        if kept:
+            chosen, best = [*chosen, f], score
+    return average_weights([models[c] for c in chosen], chosen), log

@@ -1,0 +1,65 @@
+"""STS-B alone, every choice made on dev: one run of scripts/configs/stsb.toml per seed (its test file
+withheld), a greedy model soup of the runs' best checkpoints (minibert.train.soup), then the test
+scores of the soup and of the single run with the best dev score. Prints a markdown table.
+
+    python scripts/bench_stsb.py [--seeds 1 2 3 4 5] [--out runs/stsb-seeds] [--set lr=3e-5 ...]
+
+A seed whose run has finished (`final/` exists) is not trained again; one with a checkpoint resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+from pathlib import Path
+
+from minibert.multitask import MultiTaskModel
+from minibert.train import load_config, train
+from minibert.train.evaluate import evaluate_task
+from minibert.train.soup import greedy_soup
+from minibert.train.tasks import read_split
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="scripts/configs/stsb.toml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--out", default="runs/stsb-seeds")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    base = load_config(args.config, args.set)
+    if len(base.tasks) != 1 or base.tasks[0].type != "sts" or not (base.tasks[0].dev and base.tasks[0].test):
+        raise ValueError(f"{args.config}: needs exactly one sts task with dev and test files")
+    task, out = base.tasks[0], Path(args.out)
+
+    folders = []
+    for seed in args.seeds:
+        run = copy.deepcopy(base)
+        run.seed, run.output_dir, run.tasks[0].test = seed, str(out / f"seed{seed}"), None  # test stays unseen
+        if not (out / f"seed{seed}" / "final").is_dir():
+            train(run, resume=(out / f"seed{seed}" / "checkpoint.pt").is_file())
+        folders.append(out / f"seed{seed}" / "best")
+
+    soup, log = greedy_soup(folders, task.name, read_split("sts", task.dev))
+    soup.save(out / "soup")
+    (out / "soup" / "soup.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+
+    # Only now is the test file read, for the two models chosen on dev.
+    test = read_split("sts", task.test)
+    best_single = MultiTaskModel.load(log[0]["model"])
+    scores = {"best single run (by dev)": evaluate_task(best_single, task.name, test),
+              f"greedy soup ({sum(r['kept'] for r in log)} of {len(log)} runs)": evaluate_task(soup, task.name, test)}
+    lines = ["| run | dev Spearman | soup dev Spearman with it | kept |", "|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['dev']:.4f} | {r['soup_dev']:.4f} | {'yes' if r['kept'] else 'no'} |" for r in log]
+    lines += ["", "| model | test Spearman | test Pearson |", "|---|---|---|"]
+    lines += [f"| {name} | {m['spearman']:.4f} | {m['pearson']:.4f} |" for name, m in scores.items()]
+    table = "\n".join(lines)
+    print(table)
+    (out / "bench.md").write_text(table + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

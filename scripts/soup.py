@@ -1,0 +1,30 @@
+"""Average several fine-tuned runs of one task into one model, chosen on dev (a greedy model soup):
+`python scripts/soup.py --models runs/a/best runs/b/best --task sts --dev ../shared/data/stsb/dev.tsv
+--out runs/soup`. Score the result on test with scripts/evaluate.py."""
+
+import argparse
+import json
+from pathlib import Path
+
+from minibert.multitask import MultiTaskModel
+from minibert.train.soup import greedy_soup
+from minibert.train.tasks import read_split
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", nargs="+", required=True, help="folders written by MultiTaskModel.save")
+    parser.add_argument("--task", required=True, help="the task whose dev score decides")
+    parser.add_argument("--dev", required=True, help="the task's dev file (never the test file)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    task_type = MultiTaskModel.load(args.models[0]).spec(args.task).type
+    soup, log = greedy_soup(args.models, args.task, read_split(task_type, args.dev), args.batch_size, args.device)
+    for row in log:
+        print(f"{'kept   ' if row['kept'] else 'dropped'} {row['model']}: dev {row['dev']:.4f}, "
+              f"soup dev {row['soup_dev']:.4f}")
+    soup.save(args.out)
+    (Path(args.out) / "soup.json").write_text(json.dumps({"task": args.task, "dev": args.dev, "log": log},
+                                                          indent=2) + "\n", encoding="utf-8")
+    print(f"soup of {sum(r['kept'] for r in log)} runs written to {args.out}")
