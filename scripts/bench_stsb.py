@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 from pathlib import Path
 
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
 from minibert.train.evaluate import evaluate_task
-from minibert.train.soup import greedy_soup
+from minibert.train.soup import greedy_soup, save_soup
 from minibert.train.tasks import read_split
 
 
@@ -44,8 +43,7 @@ def main() -> None:
         folders.append(out / f"seed{seed}" / "best")
 
     soup, log = greedy_soup(folders, task.name, read_split("sts", task.dev))
-    soup.save(out / "soup")
-    (out / "soup" / "soup.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+    save_soup(soup, log, out / "soup", task.name, task.dev)
 
     # Only now is the test file read, for the two models chosen on dev.
     test = read_split("sts", task.test)

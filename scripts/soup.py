@@ -3,11 +3,9 @@
 --out runs/soup`. Score the result on test with scripts/evaluate.py."""
 
 import argparse
-import json
-from pathlib import Path
 
 from minibert.multitask import MultiTaskModel
-from minibert.train.soup import greedy_soup
+from minibert.train.soup import greedy_soup, save_soup
 from minibert.train.tasks import read_split
 
 if __name__ == "__main__":
@@ -24,7 +22,5 @@ if __name__ == "__main__":
     for row in log:
         print(f"{'kept   ' if row['kept'] else 'dropped'} {row['model']}: dev {row['dev']:.4f}, "
               f"soup dev {row['soup_dev']:.4f}")
-    soup.save(args.out)
-    (Path(args.out) / "soup.json").write_text(json.dumps({"task": args.task, "dev": args.dev, "log": log},
-                                                          indent=2) + "\n", encoding="utf-8")
+    save_soup(soup, log, args.out, args.task, args.dev)
     print(f"soup of {sum(r['kept'] for r in log)} runs written to {args.out}")

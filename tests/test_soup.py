@@ -11,7 +11,7 @@ from conftest import tiny_config
 from minibert.data import read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
-from minibert.train.soup import average_weights, dev_score, greedy_soup
+from minibert.train.soup import average_weights, dev_score, greedy_soup, save_soup
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_average_refuses_models_with_other_tasks(runs, tiny_model_dir, tiny_data
         average_weights(models, ["first-run", "other-run"])
 
 
-def test_greedy_soup_never_lowers_the_dev_score(runs, tiny_data):
+def test_greedy_soup_never_lowers_the_dev_score(runs, tiny_data, tmp_path):
     dev = read_sts_tsv(tiny_data / "sts.tsv")
     soup, log = greedy_soup(runs, "sts", dev)
     alone = {str(f): dev_score(MultiTaskModel.load(f), "sts", dev) for f in runs}
@@ -58,3 +58,7 @@ def test_greedy_soup_never_lowers_the_dev_score(runs, tiny_data):
     kept = [row for row in log if row["kept"]]
     assert dev_score(soup, "sts", dev) == pytest.approx(kept[-1]["soup_dev"], abs=1e-6)
     assert kept[-1]["soup_dev"] >= max(alone.values())
+    save_soup(soup, log, tmp_path / "soup", "sts", str(tiny_data / "sts.tsv"))
+    loaded = MultiTaskModel.load(tmp_path / "soup")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), soup.state_dict().values(), strict=True))
+    assert json.loads((tmp_path / "soup" / "soup.json").read_text())["log"] == log

@@ -9,6 +9,7 @@ only when the soup's dev score does not drop, so the choice is made on dev, neve
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -73,3 +74,10 @@ def greedy_soup(folders: list[str | Path], task: str, dev: list, batch_size: int
         if kept:
             chosen, best = [*chosen, f], score
     return average_weights([models[c] for c in chosen], chosen), log
+
+
+def save_soup(soup: MultiTaskModel, log: list[dict], folder: str | Path, task: str, dev_file: str) -> None:
+    """The soup as a saved multi-task model, plus soup.json: which runs went in, and their dev scores."""
+    soup.save(folder)
+    record = {"task": task, "dev": str(dev_file), "log": log}
+    (Path(folder) / "soup.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
