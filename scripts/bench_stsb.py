@@ -40,14 +40,15 @@ def main() -> None:
         run.seed, run.output_dir, run.tasks[0].test = seed, str(out / f"seed{seed}"), None  # test stays unseen
         if not (out / f"seed{seed}" / "final").is_dir():
             train(run, resume=(out / f"seed{seed}" / "checkpoint.pt").is_file())
-        folders.append(out / f"seed{seed}" / "best")
+        folders.append(str(out / f"seed{seed}" / "best"))
 
-    soup, log = greedy_soup(folders, task.name, read_split("sts", task.dev))
+    models = {folder: MultiTaskModel.load(folder) for folder in folders}
+    soup, log = greedy_soup(models, task.name, read_split("sts", task.dev))
     save_soup(soup, log, out / "soup", task.name, task.dev)
 
     # Only now is the test file read, for the two models chosen on dev.
     test = read_split("sts", task.test)
-    best_single = MultiTaskModel.load(log[0]["model"])
+    best_single = models[log[0]["model"]]
     scores = {"best single run (by dev)": evaluate_task(best_single, task.name, test),
               f"greedy soup ({sum(r['kept'] for r in log)} of {len(log)} runs)": evaluate_task(soup, task.name, test)}
     lines = ["| run | dev Spearman | soup dev Spearman with it | kept |", "|---|---|---|---|"]

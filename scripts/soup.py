@@ -17,8 +17,9 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    task_type = MultiTaskModel.load(args.models[0]).spec(args.task).type
-    soup, log = greedy_soup(args.models, args.task, read_split(task_type, args.dev), args.batch_size, args.device)
+    models = {path: MultiTaskModel.load(path, device=args.device) for path in args.models}
+    dev = read_split(models[args.models[0]].spec(args.task).type, args.dev)
+    soup, log = greedy_soup(models, args.task, dev, args.batch_size)
     for row in log:
         print(f"{'kept   ' if row['kept'] else 'dropped'} {row['model']}: dev {row['dev']:.4f}, "
               f"soup dev {row['soup_dev']:.4f}")

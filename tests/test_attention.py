@@ -64,35 +64,37 @@ def test_bf16_paths_agree_and_stay_close_to_fp32(minilm_dir, sentences):
         assert F.cosine_similarity(emb.float(), reference).min() > 0.999
 
 
-def test_attention_dropout_only_in_training():
-    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, attention_probs_dropout_prob=0.5, hidden_dropout_prob=0.0)
-    ids = torch.randint(0, 50, (2, 12))
-    for attn in ("eager", "sdpa"):
-        model = BertModel(config, attn_implementation=attn)
-        model.eval()
-        a, b = model(ids).last_hidden_state, model(ids).last_hidden_state
-        assert torch.equal(a, b)
-        model.train()
-        c, d = model(ids).last_hidden_state, model(ids).last_hidden_state
-        assert not torch.equal(c, d), f"{attn}: dropout should make two training passes differ"
-
-
-def test_set_dropout_reaches_every_dropout():
-    """set_dropout(0) must switch off the attention links too, not only the nn.Dropout modules."""
+def small_bert(attn: str, attention_dropout: float, hidden_dropout: float) -> tuple[BertModel, torch.Tensor]:
+    """A 2-layer random BERT and a batch of ids, for the dropout tests."""
     config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, attention_probs_dropout_prob=0.5, hidden_dropout_prob=0.5)
-    ids = torch.randint(0, 50, (2, 12))
-    for attn in ("eager", "sdpa"):
-        model = BertModel(config, attn_implementation=attn)
-        model.eval()
-        reference = model(ids).last_hidden_state
-        model.train()
-        model.set_dropout(0.0)
-        assert_close(model(ids).last_hidden_state, reference, atol=0, rtol=0)
-        assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0
-        model.set_dropout(0.3)
-        assert not torch.equal(model(ids).last_hidden_state, reference)
+                        intermediate_size=64, attention_probs_dropout_prob=attention_dropout,
+                        hidden_dropout_prob=hidden_dropout)
+    return BertModel(config, attn_implementation=attn), torch.randint(0, 50, (2, 12))
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_attention_dropout_only_in_training(attn):
+    model, ids = small_bert(attn, attention_dropout=0.5, hidden_dropout=0.0)
+    model.eval()
+    a, b = model(ids).last_hidden_state, model(ids).last_hidden_state
+    assert torch.equal(a, b)
+    model.train()
+    c, d = model(ids).last_hidden_state, model(ids).last_hidden_state
+    assert not torch.equal(c, d), f"{attn}: dropout should make two training passes differ"
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_set_dropout_reaches_every_dropout(attn):
+    """set_dropout(0) must switch off the attention links too, not only the nn.Dropout modules."""
+    model, ids = small_bert(attn, attention_dropout=0.5, hidden_dropout=0.5)
+    model.eval()
+    reference = model(ids).last_hidden_state
+    model.train()
+    model.set_dropout(0.0)
+    assert_close(model(ids).last_hidden_state, reference, atol=0, rtol=0)
+    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.0
+    model.set_dropout(0.3)
+    assert not torch.equal(model(ids).last_hidden_state, reference)
     with pytest.raises(ValueError, match="dropout must be in"):
         model.set_dropout(1.0)
 

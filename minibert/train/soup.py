@@ -56,24 +56,25 @@ def dev_score(model: MultiTaskModel, task: str, dev: list, batch_size: int = 64)
     return main_metric(model, task, evaluate_task(model, task, dev, batch_size))
 
 
-def greedy_soup(folders: list[str | Path], task: str, dev: list, batch_size: int = 64,
-                device: str = "cpu") -> tuple[MultiTaskModel, list[dict]]:
-    """Rank the runs by dev score, then add each to the soup if the soup's dev score does not drop.
-
-    Returns the soup and a log of every decision (folder, its own dev score, the soup's with it).
-    """
-    models = {str(f): MultiTaskModel.load(f, device=device) for f in folders}
-    alone = {f: dev_score(m, task, dev, batch_size) for f, m in models.items()}
+def greedy_soup(models: dict[str, MultiTaskModel], task: str, dev: list,
+                batch_size: int = 64) -> tuple[MultiTaskModel, list[dict]]:
+    """Rank the runs (name -> loaded model) by dev score, then add each to the soup if the soup's dev
+    score does not drop. Returns the soup and a log of every decision (run, its own dev score, the
+    soup's dev score with it, kept or not)."""
+    if not models:
+        raise ValueError("nothing to average: no models given")
+    alone = {name: dev_score(m, task, dev, batch_size) for name, m in models.items()}
     ranked = sorted(alone, key=alone.get, reverse=True)
-    chosen, best = [ranked[0]], alone[ranked[0]]
-    log = [{"model": ranked[0], "dev": alone[ranked[0]], "soup_dev": best, "kept": True}]
-    for f in ranked[1:]:
-        score = dev_score(average_weights([models[c] for c in [*chosen, f]], [*chosen, f]), task, dev, batch_size)
+    chosen, soup, best = [ranked[0]], models[ranked[0]], alone[ranked[0]]
+    log = [{"model": ranked[0], "dev": best, "soup_dev": best, "kept": True}]
+    for name in ranked[1:]:
+        candidate = average_weights([models[c] for c in [*chosen, name]], [*chosen, name])
+        score = dev_score(candidate, task, dev, batch_size)
         kept = score >= best
-        log.append({"model": f, "dev": alone[f], "soup_dev": score, "kept": kept})
+        log.append({"model": name, "dev": alone[name], "soup_dev": score, "kept": kept})
         if kept:
-            chosen, best = [*chosen, f], score
-    return average_weights([models[c] for c in chosen], chosen), log
+            chosen, soup, best = [*chosen, name], candidate, score
+    return soup, log
 
 
 def save_soup(soup: MultiTaskModel, log: list[dict], folder: str | Path, task: str, dev_file: str) -> None:
