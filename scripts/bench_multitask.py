@@ -1,6 +1,7 @@
 """Multi-task vs single-task, same budget: each task's test metric from one multi-task run, next to the
 same model fine-tuned on that task alone for exactly as many steps as the multi-task run gave it
-(same batch size, learning rates, precision and everything else). Prints a markdown table.
+(same batch size, learning rates, precision and everything else; a loss weight only balances tasks
+against each other, so alone it is 1). Prints a markdown table.
 
     python scripts/bench_multitask.py [--config scripts/configs/multitask.toml] [--set steps=600 ...]
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -47,7 +49,7 @@ def main() -> None:
     results = {"multi-task": json.loads((out / "result.json").read_text())["test"]}
     for task in multi.tasks:
         single = copy.deepcopy(multi)
-        single.tasks = [task]
+        single.tasks = [dataclasses.replace(task, loss_weight=1.0)]  # weights balance tasks; alone, none
         single.steps = budget[task.name]
         single.output_dir = str(out.with_name(out.name + f"-only-{task.name}"))
         single.eval_every = max(1, single.steps // 3)
