@@ -51,8 +51,9 @@ def test_average_refuses_models_with_other_tasks(runs, tiny_model_dir, tiny_data
 
 def test_greedy_soup_never_lowers_the_dev_score(runs, tiny_data, tmp_path):
     dev = read_sts_tsv(tiny_data / "sts.tsv")
-    soup, log = greedy_soup({str(f): MultiTaskModel.load(f) for f in runs}, "sts", dev)
-    alone = {str(f): dev_score(MultiTaskModel.load(f), "sts", dev) for f in runs}
+    models = {str(f): MultiTaskModel.load(f) for f in runs}
+    soup, log = greedy_soup(models, "sts", dev)
+    alone = {name: dev_score(model, "sts", dev) for name, model in models.items()}
     assert log[0]["model"] == max(alone, key=alone.get) and log[0]["kept"]
     assert [row["dev"] for row in log] == sorted(alone.values(), reverse=True)
     kept = [row for row in log if row["kept"]]
