@@ -98,7 +98,7 @@ def print_pair_predictions(model, a: list[str], b: list[str]) -> None:
         for name, spec in model.tasks.items():
             if spec.type == "nli":
                 print(f"  {name:12} {format_label(row[name])}")
-            elif spec.type == "sts":
+            elif spec.type in ("sts", "cross_sts"):
                 print(f"  {name:12} {row[name]['score']:.2f} / {spec.max_score:g}")
         print(f"  {'cosine':12} {row['similarity']:.4f}")
 

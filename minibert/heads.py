@@ -1,7 +1,8 @@
 """Task heads: small modules on top of the shared encoder, each with its own loss.
 
 Sentence tasks read the pooled sentence embedding; token tasks read the per-token hidden states;
-pair tasks (NLI, STS) read the embeddings u and v of the two sentences, as in SBERT.
+pair tasks (NLI, STS) read the embeddings u and v of the two sentences, as in SBERT; a cross-encoder
+reads both sentences as one input.
 """
 
 from __future__ import annotations
@@ -105,3 +106,30 @@ class STSHead(nn.Module):
         diff = s[None, :] - s[:, None]  # diff[i, j] = s_j - s_i
         wrong_order = diff[target[:, None] > target[None, :]]
         return torch.logsumexp(torch.cat([wrong_order.new_zeros(1), wrong_order]), dim=0)
+
+
+class CrossEncoderHead(nn.Module):
+    """Both sentences in one input, "[CLS] a [SEP] b [SEP]": the [CLS] state -> dropout -> linear -> one logit.
+
+    Every token of a attends to every token of b, a comparison that cosine(u, v) cannot make; with
+    enough training that usually makes it the better scorer (not from all-MiniLM-L6-v2 on STS-B alone:
+    see the README). It runs the encoder once per *pair*, which makes it too slow to search with.
+    AugSBERT (Thakur et al., 2021) uses it to label extra pairs for a bi-encoder. The loss is
+    sentence-transformers' CrossEncoder default for one label: binary cross-entropy against the gold
+    score scaled to [0, 1]; sigmoid(logit) * max_score is the predicted score.
+    """
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1, max_score: float = 5.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, 1)
+        self.max_score = max_score
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(hidden[:, 0])).squeeze(-1)  # (B,) logits, from the [CLS] position
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float()) * self.max_score
+
+    def loss(self, logits: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), scores.float() / self.max_score)

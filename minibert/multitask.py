@@ -3,6 +3,7 @@
     sentences ─▶ Tokenizer ─▶ BertModel ─┬─ token states ──▶ TokenClassificationHead     (NER tags)
                                          └─ Pooling ─▶ u ─┬─ SentenceClassificationHead (topic, sentiment)
                           (second sentence ─▶ ... ─▶ v) ──┴─ NLIHead(u, v, |u-v|)  /  STSHead cos(u, v)
+    "[CLS] a [SEP] b [SEP]" ─▶ Tokenizer ─▶ BertModel ─▶ [CLS] state ─▶ CrossEncoderHead    (pair score)
 
 Tasks are described by plain ``TaskSpec``s (name, type, label names, head options), saved next
 to the weights as ``tasks.json``.
@@ -23,16 +24,24 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from minibert.files import read_json
-from minibert.heads import IGNORE_INDEX, NLIHead, SentenceClassificationHead, STSHead, TokenClassificationHead
+from minibert.heads import (
+    IGNORE_INDEX,
+    CrossEncoderHead,
+    NLIHead,
+    SentenceClassificationHead,
+    STSHead,
+    TokenClassificationHead,
+)
 from minibert.ner import align_labels, bio_to_entities, check_bio_labels, first_piece_index
 from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
 from minibert.tokenizer import Batch
 
-TASK_TYPES = ("classification", "token_classification", "nli", "sts")
-PAIR_TASKS = ("nli", "sts")
+TASK_TYPES = ("classification", "token_classification", "nli", "sts", "cross_sts")
+SCORE_TASKS = ("sts", "cross_sts")  # gold is a number (0..max_score), not a label
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 SPEC_FILE, HEADS_FILE = "tasks.json", "heads.safetensors"
-BATCH_KEYS = {"classification": ("texts",), "token_classification": ("words",), "nli": ("a", "b"), "sts": ("a", "b")}
+BATCH_KEYS = {"classification": ("texts",), "token_classification": ("words",), "nli": ("a", "b"), "sts": ("a", "b"),
+              "cross_sts": ("a", "b")}
 
 
 @dataclass
@@ -49,7 +58,7 @@ class TaskSpec:
     concat_difference: bool = True
     concat_multiplication: bool = False
     loss: str = "cosine_mse"  # sts: "cosine_mse" (CosineSimilarityLoss) or "cosent"
-    max_score: float = 5.0  # sts: gold scores run 0..max_score
+    max_score: float = 5.0  # sts, cross_sts: gold scores run 0..max_score
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", str(self.name)):
@@ -58,7 +67,7 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: unknown type {self.type!r}; choose from {TASK_TYPES}")
         if self.type == "nli" and not self.labels:
             self.labels = list(NLI_LABELS)
-        if self.type != "sts" and len(self.labels) < 2:
+        if self.type not in SCORE_TASKS and len(self.labels) < 2:
             raise ValueError(f"task {self.name!r}: needs at least two label names, got {self.labels}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r}: duplicate label names in {self.labels}")
@@ -84,12 +93,14 @@ def build_head(spec: TaskSpec, dim: int, hidden_size: int) -> nn.Module:
         return TokenClassificationHead(hidden_size, len(spec.labels), spec.dropout)
     if spec.type == "nli":
         return NLIHead(dim, len(spec.labels), spec.concat_rep, spec.concat_difference, spec.concat_multiplication)
+    if spec.type == "cross_sts":
+        return CrossEncoderHead(hidden_size, spec.dropout, spec.max_score)
     return STSHead(spec.loss, spec.max_score)
 
 
 class TaskOutput(NamedTuple):
     loss: torch.Tensor | None  # None when the batch has no labels
-    logits: torch.Tensor  # classification/nli: (B, labels); token: (B, L, labels); sts: cosine (B,)
+    logits: torch.Tensor  # classification/nli: (B, labels); token: (B, L, labels); sts: cosine (B,); cross_sts: (B,)
     num_tokens: int = 0  # real (unpadded) tokens the encoder processed, for throughput figures
 
 
@@ -174,7 +185,7 @@ class MultiTaskModel(nn.Module):
 
         batch keys by task type: classification ``texts`` [+ ``labels``]; token_classification ``words``
         (a list of words per sentence) [+ ``labels``, one per word]; nli ``a``, ``b`` [+ ``labels``];
-        sts ``a``, ``b`` [+ ``scores``, gold 0..max_score]. Labels may be names or ids.
+        sts and cross_sts ``a``, ``b`` [+ ``scores``, gold 0..max_score]. Labels may be names or ids.
         """
         spec, head = self.spec(task), self.heads[task]
         needed = BATCH_KEYS[spec.type]
@@ -195,15 +206,21 @@ class MultiTaskModel(nn.Module):
         else:
             if len(batch["a"]) != len(batch["b"]):
                 raise ValueError(f"task {task!r}: {len(batch['a'])} first sentences but {len(batch['b'])} second")
+            target = torch.as_tensor(batch["scores"], dtype=torch.float32, device=self.device) \
+                if "scores" in batch else None
+            if spec.type == "cross_sts":
+                # one input per pair; token_type_ids mark which sentence each token belongs to
+                tokens = tokenizer(list(zip(batch["a"], batch["b"], strict=True))).to(self.device)
+                hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids)
+                logits = head(hidden.last_hidden_state)
+                loss = head.loss(logits, target) if target is not None else None
+                return TaskOutput(loss, logits, int(tokens.attention_mask.sum()))
             tokens_a, tokens_b = tokenizer(batch["a"]).to(self.device), tokenizer(batch["b"]).to(self.device)
             u, v = self.encoder(tokens_a), self.encoder(tokens_b)
             logits = head(u, v)
             num_tokens = int(tokens_a.attention_mask.sum() + tokens_b.attention_mask.sum())
             if spec.type == "nli":
                 target = self.label_ids(task, batch["labels"]) if "labels" in batch else None
-            else:
-                target = torch.as_tensor(batch["scores"], dtype=torch.float32, device=self.device) \
-                    if "scores" in batch else None
         return TaskOutput(head.loss(logits, target) if target is not None else None, logits, num_tokens)
 
     # ---- prediction ------------------------------------------------------------------------------
@@ -262,7 +279,8 @@ class MultiTaskModel(nn.Module):
 
     @torch.inference_mode()
     def predict_pairs(self, a: list[str], b: list[str], batch_size: int = 32) -> list[dict]:
-        """For each pair: every NLI task's label and probabilities, and the cosine similarity."""
+        """For each pair: every NLI task's label and probabilities, the cosine similarity, and every
+        cross-encoder's score."""
         if len(a) != len(b):
             raise ValueError(f"predict_pairs: {len(a)} first sentences but {len(b)} second")
         was_training = self.training
@@ -279,8 +297,24 @@ class MultiTaskModel(nn.Module):
             elif spec.type == "sts":
                 for i, row in enumerate(rows):
                     row[name] = {"score": float(cosine[i]) * spec.max_score}
+            elif spec.type == "cross_sts":
+                scores = self.cross_scores(name, a, b, batch_size)
+                for i, row in enumerate(rows):
+                    row[name] = {"score": float(scores[i])}
         self.train(was_training)
         return rows
+
+    @torch.inference_mode()
+    def cross_scores(self, task: str, a: list[str], b: list[str], batch_size: int = 32) -> torch.Tensor:
+        """A cross_sts task's predicted score (0..max_score) for each pair (a[i], b[i]), on the CPU."""
+        if self.spec(task).type != "cross_sts":
+            raise ValueError(f"task {task!r} is {self.spec(task).type}, not cross_sts")
+        was_training = self.training
+        self.eval()
+        logits = [self(task, {"a": a[i:i + batch_size], "b": b[i:i + batch_size]}).logits
+                  for i in range(0, len(a), batch_size)]
+        self.train(was_training)
+        return self.heads[task].score(torch.cat(logits)).cpu()
 
     # ---- freezing --------------------------------------------------------------------------------
 

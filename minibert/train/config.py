@@ -25,8 +25,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 @dataclass
 class TaskConfig:
     name: str
-    type: str  # classification | token_classification | nli | sts
-    train: str | None = None  # paths; the reader is chosen by the task type (see minibert.data)
+    type: str  # classification | token_classification | nli | sts | cross_sts
+    train: str | list[str] | None = None  # paths; the reader is chosen by the task type (see minibert.data);
+    # several training files are read one after the other (gold pairs plus silver pairs, for example)
     dev: str | None = None
     test: str | None = None
     dev_split: float = 0.0  # with no dev file: hold out this fraction of the training file as dev
@@ -85,8 +86,8 @@ class TrainConfig:
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         for t in self.tasks:
-            if t.train is None:
-                raise ValueError(f"task {t.name!r} has no training file")
+            if not t.train or (isinstance(t.train, list) and not all(isinstance(p, str) for p in t.train)):
+                raise ValueError(f"task {t.name!r}: train must be a path or a list of paths, got {t.train!r}")
             if not 0.0 <= t.dev_split < 1.0 or (t.dev_split and t.dev):
                 raise ValueError(f"task {t.name!r}: dev_split must be in [0, 1) and only used without a dev file")
 

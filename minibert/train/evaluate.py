@@ -6,16 +6,17 @@ import numpy as np
 import torch
 
 from minibert.metrics import accuracy, entity_prf, macro_f1, pearson, spearman
-from minibert.multitask import MultiTaskModel
+from minibert.multitask import SCORE_TASKS, MultiTaskModel
 from minibert.train.tasks import to_batch
 
-MAIN_METRIC = {"sts": "spearman", "nli": "accuracy", "classification": "accuracy", "token_classification": "f1"}
+MAIN_METRIC = {"sts": "spearman", "cross_sts": "spearman", "nli": "accuracy", "classification": "accuracy",
+               "token_classification": "f1"}
 
 
 @torch.inference_mode()
 def evaluate_task(model: MultiTaskModel, task: str, examples: list, batch_size: int = 64) -> dict[str, float]:
-    """STS: Spearman and Pearson of the cosine scores; classification and NLI: accuracy and macro-F1;
-    NER: entity-level precision, recall and F1 (conlleval)."""
+    """STS: Spearman and Pearson of the cosine scores (cross-encoders: of the predicted scores);
+    classification and NLI: accuracy and macro-F1; NER: entity-level precision, recall and F1 (conlleval)."""
     spec = model.spec(task)
     if not examples:
         raise ValueError(f"task {task!r}: no examples to evaluate")
@@ -32,7 +33,9 @@ def evaluate_task(model: MultiTaskModel, task: str, examples: list, batch_size: 
                                 if k not in ("labels", "scores")}).logits.float().cpu()
                    for i in range(0, len(examples), batch_size)]
         logits = torch.cat(outputs)
-        if spec.type == "sts":
+        if spec.type == "cross_sts":
+            logits = model.heads[task].score(logits)  # the predicted 0..max_score, for Pearson
+        if spec.type in SCORE_TASKS:
             gold = np.array([e.label for e in examples], dtype=np.float64)
             return {"spearman": spearman(logits.numpy(), gold), "pearson": pearson(logits.numpy(), gold)}
         gold = model.label_ids(task, [e.label for e in examples]).tolist()

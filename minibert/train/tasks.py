@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from minibert.data import read_classification, read_conll, read_nli, read_sts_tsv
-from minibert.multitask import NLI_LABELS, TaskSpec
+from minibert.multitask import NLI_LABELS, SCORE_TASKS, TaskSpec
 from minibert.train.config import TaskConfig
 
-READERS = {"sts": read_sts_tsv, "nli": read_nli, "classification": read_classification,
+READERS = {"sts": read_sts_tsv, "cross_sts": read_sts_tsv, "nli": read_nli, "classification": read_classification,
            "token_classification": read_conll}
 
 
@@ -39,7 +39,8 @@ def hold_out(examples: list, fraction: float, seed: int) -> tuple[list, list]:
 def load_task_data(task: TaskConfig, index: int, seed: int) -> tuple[list, list]:
     """(train, dev) examples of the `index`-th task, after hold-out and subsampling. The trainer and
     the benchmark both call this, so they always see the same training sets."""
-    train, dev = read_split(task.type, task.train), []
+    paths = [task.train] if isinstance(task.train, str) else task.train
+    train, dev = [ex for path in paths for ex in read_split(task.type, path)], []
     if task.dev_split:
         train, dev = hold_out(train, task.dev_split, seed)
     elif task.dev:
@@ -52,7 +53,7 @@ def load_task_data(task: TaskConfig, index: int, seed: int) -> tuple[list, list]
 
 def infer_labels(task: TaskConfig, examples: list) -> list[str]:
     """Label names for a task whose configuration does not list them."""
-    if task.type == "sts":
+    if task.type in SCORE_TASKS:
         return []
     if task.type == "nli":
         return list(NLI_LABELS)
