@@ -93,12 +93,14 @@ def print_predictions(model, sentences: list[str]) -> None:
 
 
 def print_pair_predictions(model, a: list[str], b: list[str]) -> None:
+    from minibert.multitask import SCORE_TASKS
+
     for row in model.predict_pairs(a, b):
         print(f"{row['a']!r}  vs  {row['b']!r}")
         for name, spec in model.tasks.items():
             if spec.type == "nli":
                 print(f"  {name:12} {format_label(row[name])}")
-            elif spec.type in ("sts", "cross_sts"):
+            elif spec.type in SCORE_TASKS:
                 print(f"  {name:12} {row[name]['score']:.2f} / {spec.max_score:g}")
         print(f"  {'cosine':12} {row['similarity']:.4f}")
 

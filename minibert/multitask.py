@@ -206,21 +206,22 @@ class MultiTaskModel(nn.Module):
         else:
             if len(batch["a"]) != len(batch["b"]):
                 raise ValueError(f"task {task!r}: {len(batch['a'])} first sentences but {len(batch['b'])} second")
-            target = torch.as_tensor(batch["scores"], dtype=torch.float32, device=self.device) \
-                if "scores" in batch else None
             if spec.type == "cross_sts":
                 # one input per pair; token_type_ids mark which sentence each token belongs to
                 tokens = tokenizer(list(zip(batch["a"], batch["b"], strict=True))).to(self.device)
                 hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids)
                 logits = head(hidden.last_hidden_state)
-                loss = head.loss(logits, target) if target is not None else None
-                return TaskOutput(loss, logits, int(tokens.attention_mask.sum()))
-            tokens_a, tokens_b = tokenizer(batch["a"]).to(self.device), tokenizer(batch["b"]).to(self.device)
-            u, v = self.encoder(tokens_a), self.encoder(tokens_b)
-            logits = head(u, v)
-            num_tokens = int(tokens_a.attention_mask.sum() + tokens_b.attention_mask.sum())
+                num_tokens = int(tokens.attention_mask.sum())
+            else:  # a bi-encoder: each sentence on its own, then the head compares u and v
+                tokens_a, tokens_b = tokenizer(batch["a"]).to(self.device), tokenizer(batch["b"]).to(self.device)
+                u, v = self.encoder(tokens_a), self.encoder(tokens_b)
+                logits = head(u, v)
+                num_tokens = int(tokens_a.attention_mask.sum() + tokens_b.attention_mask.sum())
             if spec.type == "nli":
                 target = self.label_ids(task, batch["labels"]) if "labels" in batch else None
+            else:
+                target = torch.as_tensor(batch["scores"], dtype=torch.float32, device=self.device) \
+                    if "scores" in batch else None
         return TaskOutput(head.loss(logits, target) if target is not None else None, logits, num_tokens)
 
     # ---- prediction ------------------------------------------------------------------------------

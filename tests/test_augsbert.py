@@ -130,7 +130,9 @@ def test_gold_plus_silver_training_files(tiny_model_dir, tiny_data, tmp_path):
     assert [(e.a, e.b) for e in train_examples] == [(e.a, e.b) for e in gold] + [("A man cuts an onion.",
                                                                                   "Two birds fly.")]
     result = train(resolved)
-    assert "sts" not in result["test"] and -1.0 <= result["test"]["cross"]["spearman"] <= 1.0  # sts has no test file
+    assert "sts" not in result["test"]  # it has no test file
+    best = MultiTaskModel.load(tmp_path / "run" / "best")
+    assert result["test"]["cross"] == pytest.approx(evaluate_task(best, "cross", gold))  # the saved cross-encoder
     config["tasks"][0]["train"] = [str(silver), 3]
     (tmp_path / "c.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="train must be a path or a list of paths"):
