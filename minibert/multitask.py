@@ -36,7 +36,15 @@ from minibert.ner import align_labels, bio_to_entities, check_bio_labels, first_
 from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
 from minibert.tokenizer import Batch
 
-TASK_TYPES = ("classification", "token_classification", "nli", "sts", "cross_sts")
+# The head options each task type reads; setting any other one is an error, not silently ignored.
+HEAD_OPTIONS = {
+    "classification": ("dropout", "hidden_layer"),
+    "token_classification": ("dropout", "label_all_pieces"),
+    "nli": ("concat_rep", "concat_difference", "concat_multiplication"),
+    "sts": ("loss", "max_score"),
+    "cross_sts": ("dropout", "max_score"),
+}
+TASK_TYPES = tuple(HEAD_OPTIONS)
 SCORE_TASKS = ("sts", "cross_sts")  # gold is a number (0..max_score), not a label
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 SPEC_FILE, HEADS_FILE = "tasks.json", "heads.safetensors"
@@ -65,6 +73,15 @@ class TaskSpec:
             raise ValueError(f"task name {self.name!r}: use letters, digits, '_' and '-' only")
         if self.type not in TASK_TYPES:
             raise ValueError(f"task {self.name!r}: unknown type {self.type!r}; choose from {TASK_TYPES}")
+        ignored = [f.name for f in fields(self)
+                   if f.name not in ("name", "type", "labels", *HEAD_OPTIONS[self.type])
+                   and getattr(self, f.name) != f.default]
+        if ignored:
+            raise ValueError(f"task {self.name!r}: option(s) {ignored} do not apply to type {self.type!r}; "
+                             f"its options are {list(HEAD_OPTIONS[self.type])}")
+        if self.type in SCORE_TASKS and self.labels:
+            raise ValueError(f"task {self.name!r} ({self.type}) scores pairs and takes no label names, "
+                             f"got {self.labels}")
         if self.type == "nli" and not self.labels:
             self.labels = list(NLI_LABELS)
         if self.type not in SCORE_TASKS and len(self.labels) < 2:

@@ -111,6 +111,12 @@ def test_toml_config_with_overrides_and_variables(tmp_path, monkeypatch):
     ("stepz=3", r"unknown key\(s\) \['stepz'\]"),
     ("tasks.pos.lr=1", "no task named 'pos'"),
     ("tasks.topic.dropuot=1", r"task 'topic': unknown key\(s\) \['dropuot'\]"),
+    ('tasks.sts.head={"loss": "cosent", "dropout": 0.2}',
+     r"task 'sts': head option\(s\) \['dropout'\] are not options of a 'sts' task; "
+     r"its options are \['loss', 'max_score'\]"),
+    ("tasks.topic.head.hiden_layer=true", r"task 'topic': head option\(s\) \['hiden_layer'\]"),
+    ("tasks.topic.head=dropout", "task 'topic': head must be a table of options, got 'dropout'"),
+    ("tasks.topic.type=regression", "task 'topic': unknown type 'regression'"),
     ("sampling=random", "sampling must be one of"),
     ("grad_accum=3", "not divisible by grad_accum"),
     ("steps", "is not KEY=VALUE"),

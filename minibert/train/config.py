@@ -16,6 +16,7 @@ from typing import Any
 
 from minibert.files import read_json, read_text
 from minibert.hub import DEFAULT_MODEL
+from minibert.multitask import HEAD_OPTIONS
 
 SCHEDULES = ("linear", "cosine", "constant")
 SAMPLING = ("round_robin", "proportional", "temperature")
@@ -36,6 +37,17 @@ class TaskConfig:
     max_train_examples: int | None = None  # a seeded random subset, for big sets or quick runs
     max_dev_examples: int | None = None
     head: dict[str, Any] = field(default_factory=dict)  # TaskSpec options: dropout, hidden_layer, loss, ...
+
+    def __post_init__(self) -> None:
+        # Checked here too, not only when the model is built, so a bad option fails before the data is read.
+        if self.type not in HEAD_OPTIONS:
+            raise ValueError(f"task {self.name!r}: unknown type {self.type!r}; choose from {list(HEAD_OPTIONS)}")
+        if not isinstance(self.head, dict):
+            raise ValueError(f"task {self.name!r}: head must be a table of options, got {self.head!r}")
+        wrong = sorted(set(self.head) - set(HEAD_OPTIONS[self.type]))
+        if wrong:
+            raise ValueError(f"task {self.name!r}: head option(s) {wrong} are not options of a {self.type!r} task; "
+                             f"its options are {list(HEAD_OPTIONS[self.type])}")
 
 
 @dataclass
