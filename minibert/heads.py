@@ -81,6 +81,9 @@ class NLIHead(nn.Module):
         return F.cross_entropy(logits.float(), labels)
 
 
+STS_LOSSES = ("cosine_mse", "cosent")
+
+
 class STSHead(nn.Module):
     """Similarity regression: cosine(u, v) is the prediction; it has no weights of its own.
 
@@ -90,8 +93,8 @@ class STSHead(nn.Module):
 
     def __init__(self, loss: str = "cosine_mse", max_score: float = 5.0, cosent_scale: float = 20.0) -> None:
         super().__init__()
-        if loss not in ("cosine_mse", "cosent"):
-            raise ValueError(f"STS loss must be 'cosine_mse' or 'cosent', got {loss!r}")
+        if loss not in STS_LOSSES:
+            raise ValueError(f"STS loss must be one of {STS_LOSSES}, got {loss!r}")
         self.loss_name, self.max_score, self.cosent_scale = loss, max_score, cosent_scale
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

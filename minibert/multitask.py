@@ -26,6 +26,7 @@ from torch import nn
 from minibert.files import read_json
 from minibert.heads import (
     IGNORE_INDEX,
+    STS_LOSSES,
     CrossEncoderHead,
     NLIHead,
     SentenceClassificationHead,
@@ -82,6 +83,10 @@ class TaskSpec:
         if self.type in SCORE_TASKS and self.labels:
             raise ValueError(f"task {self.name!r} ({self.type}) scores pairs and takes no label names, "
                              f"got {self.labels}")
+        if self.type == "sts" and self.loss not in STS_LOSSES:
+            raise ValueError(f"task {self.name!r}: loss {self.loss!r} is not one of {STS_LOSSES}")
+        if self.type in SCORE_TASKS and not self.max_score > 0:
+            raise ValueError(f"task {self.name!r}: max_score must be positive, got {self.max_score}")
         if self.type == "nli" and not self.labels:
             self.labels = list(NLI_LABELS)
         if self.type not in SCORE_TASKS and len(self.labels) < 2:

@@ -186,6 +186,10 @@ def test_bad_input_names_the_culprit(model):
         TaskSpec("x", "nli", dropout=0.3, hidden_layer=True)
     with pytest.raises(ValueError, match=r"task 'x' \(sts\) scores pairs and takes no label names, got \['a'\]"):
         TaskSpec("x", "sts", ["a"])
+    with pytest.raises(ValueError, match=r"task 'x': loss 'mse' is not one of \('cosine_mse', 'cosent'\)"):
+        TaskSpec("x", "sts", loss="mse")
+    with pytest.raises(ValueError, match="task 'x': max_score must be positive, got 0"):
+        TaskSpec("x", "cross_sts", max_score=0)
     with pytest.raises(ValueError, match="'PER' is not a BIO tag"):
         TaskSpec("ner2", "token_classification", ["O", "PER"])
     with pytest.raises(ValueError, match="used twice"):
