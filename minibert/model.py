@@ -7,6 +7,8 @@ Hugging Face checkpoint keys to these names.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal, NamedTuple
 
 import torch
@@ -27,6 +29,18 @@ def activation(name: str):
     if name == "relu":
         return nn.ReLU()
     raise ValueError(f"unsupported activation {name!r}")
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Dropout off for inference; afterwards (even after an error) the module's mode is what it was,
+    so predicting in the middle of training does not leave training without dropout."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 class Embeddings(nn.Module):

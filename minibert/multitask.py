@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +34,7 @@ from minibert.heads import (
     STSHead,
     TokenClassificationHead,
 )
+from minibert.model import eval_mode
 from minibert.ner import align_labels, bio_to_entities, check_bio_labels, first_piece_index
 from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
 from minibert.tokenizer import Batch
@@ -51,6 +53,17 @@ NLI_LABELS = ["entailment", "neutral", "contradiction"]
 SPEC_FILE, HEADS_FILE = "tasks.json", "heads.safetensors"
 BATCH_KEYS = {"classification": ("texts",), "token_classification": ("words",), "nli": ("a", "b"), "sts": ("a", "b"),
               "cross_sts": ("a", "b")}
+
+
+def check_head_options(name: str, task_type: str, options: Iterable[str]) -> None:
+    """The task type exists and reads every one of these head options (TaskSpec and the training
+    configuration both check through here)."""
+    if task_type not in HEAD_OPTIONS:
+        raise ValueError(f"task {name!r}: unknown type {task_type!r}; choose from {TASK_TYPES}")
+    wrong = sorted(set(options) - set(HEAD_OPTIONS[task_type]))
+    if wrong:
+        raise ValueError(f"task {name!r}: option(s) {wrong} do not apply to task type {task_type!r}; "
+                         f"its options are {list(HEAD_OPTIONS[task_type])}")
 
 
 @dataclass
@@ -72,14 +85,9 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", str(self.name)):
             raise ValueError(f"task name {self.name!r}: use letters, digits, '_' and '-' only")
-        if self.type not in TASK_TYPES:
-            raise ValueError(f"task {self.name!r}: unknown type {self.type!r}; choose from {TASK_TYPES}")
-        ignored = [f.name for f in fields(self)
-                   if f.name not in ("name", "type", "labels", *HEAD_OPTIONS[self.type])
-                   and getattr(self, f.name) != f.default]
-        if ignored:
-            raise ValueError(f"task {self.name!r}: option(s) {ignored} do not apply to type {self.type!r}; "
-                             f"its options are {list(HEAD_OPTIONS[self.type])}")
+        set_options = [f.name for f in fields(self)
+                       if f.name not in ("name", "type", "labels") and getattr(self, f.name) != f.default]
+        check_head_options(self.name, self.type, set_options)  # saved specs hold every option, at its default
         if self.type in SCORE_TASKS and self.labels:
             raise ValueError(f"task {self.name!r} ({self.type}) scores pairs and takes no label names, "
                              f"got {self.labels}")
@@ -258,46 +266,44 @@ class MultiTaskModel(nn.Module):
         spec = self.spec(task)
         if spec.type != "token_classification":
             raise ValueError(f"task {task!r} is {spec.type}, not token_classification")
-        was_training = self.training
-        self.eval()
         tags = []
-        for start in range(0, len(words), batch_size):
-            chunk = words[start:start + batch_size]
-            tokens = self.tokenize_words(chunk)
-            hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids)
-            tag_ids = self.heads[task](hidden.last_hidden_state).argmax(-1).cpu()
-            tags += [words_to_tags(spec.labels, tag_ids[i], tokens.word_ids[i], len(w)) for i, w in enumerate(chunk)]
-        self.train(was_training)
+        with eval_mode(self):
+            for start in range(0, len(words), batch_size):
+                chunk = words[start:start + batch_size]
+                tokens = self.tokenize_words(chunk)
+                hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids)
+                tag_ids = self.heads[task](hidden.last_hidden_state).argmax(-1).cpu()
+                tags += [words_to_tags(spec.labels, tag_ids[i], tokens.word_ids[i], len(w))
+                         for i, w in enumerate(chunk)]
         return tags
 
     @torch.inference_mode()
     def predict(self, sentences: list[str], batch_size: int = 32) -> list[dict]:
         """Every single-sentence task's prediction and the embedding, for each sentence (one encoder pass)."""
-        was_training = self.training
-        self.eval()
         results = []
-        for start in range(0, len(sentences), batch_size):
-            chunk = sentences[start:start + batch_size]
-            words = [self.split_words(s) for s in chunk]
-            tokens = self.tokenize_words(words)
-            hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask, tokens.token_type_ids).last_hidden_state
-            emb = self.encoder.pooling(hidden, tokens.attention_mask)
-            if self.encoder.normalize:
-                emb = nn.functional.normalize(emb, dim=-1)
-            rows = [{"text": s, "embedding": emb[i].float().cpu().numpy()} for i, s in enumerate(chunk)]
-            for name, spec in self.tasks.items():
-                if spec.type == "classification":
-                    probs = self.heads[name](emb).float().softmax(-1).cpu()
-                    for i, row in enumerate(rows):
-                        row[name] = label_result(spec.labels, probs[i])
-                elif spec.type == "token_classification":
-                    tag_ids = self.heads[name](hidden).argmax(-1).cpu()
-                    for i, row in enumerate(rows):
-                        tags = words_to_tags(spec.labels, tag_ids[i], tokens.word_ids[i], len(words[i]))
-                        row[name] = {"words": words[i], "tags": tags,
-                                     "entities": [e.as_dict() for e in bio_to_entities(tags, words[i])]}
-            results.extend(rows)
-        self.train(was_training)
+        with eval_mode(self):
+            for start in range(0, len(sentences), batch_size):
+                chunk = sentences[start:start + batch_size]
+                words = [self.split_words(s) for s in chunk]
+                tokens = self.tokenize_words(words)
+                hidden = self.encoder.bert(tokens.input_ids, tokens.attention_mask,
+                                           tokens.token_type_ids).last_hidden_state
+                emb = self.encoder.pooling(hidden, tokens.attention_mask)
+                if self.encoder.normalize:
+                    emb = nn.functional.normalize(emb, dim=-1)
+                rows = [{"text": s, "embedding": emb[i].float().cpu().numpy()} for i, s in enumerate(chunk)]
+                for name, spec in self.tasks.items():
+                    if spec.type == "classification":
+                        probs = self.heads[name](emb).float().softmax(-1).cpu()
+                        for i, row in enumerate(rows):
+                            row[name] = label_result(spec.labels, probs[i])
+                    elif spec.type == "token_classification":
+                        tag_ids = self.heads[name](hidden).argmax(-1).cpu()
+                        for i, row in enumerate(rows):
+                            tags = words_to_tags(spec.labels, tag_ids[i], tokens.word_ids[i], len(words[i]))
+                            row[name] = {"words": words[i], "tags": tags,
+                                         "entities": [e.as_dict() for e in bio_to_entities(tags, words[i])]}
+                results.extend(rows)
         return results
 
     @torch.inference_mode()
@@ -306,25 +312,23 @@ class MultiTaskModel(nn.Module):
         cross-encoder's score."""
         if len(a) != len(b):
             raise ValueError(f"predict_pairs: {len(a)} first sentences but {len(b)} second")
-        was_training = self.training
-        self.eval()
-        u = self.encoder.encode(a, batch_size=batch_size, convert_to="torch").to(self.device)
-        v = self.encoder.encode(b, batch_size=batch_size, convert_to="torch").to(self.device)
-        cosine = nn.functional.cosine_similarity(u.float(), v.float(), dim=-1).cpu()
-        rows = [{"a": x, "b": y, "similarity": float(cosine[i])} for i, (x, y) in enumerate(zip(a, b, strict=True))]
-        for name, spec in self.tasks.items():
-            if spec.type == "nli":
-                probs = self.heads[name](u, v).float().softmax(-1).cpu()
-                for i, row in enumerate(rows):
-                    row[name] = label_result(spec.labels, probs[i])
-            elif spec.type == "sts":
-                for i, row in enumerate(rows):
-                    row[name] = {"score": float(cosine[i]) * spec.max_score}
-            elif spec.type == "cross_sts":
-                scores = self.cross_scores(name, a, b, batch_size)
-                for i, row in enumerate(rows):
-                    row[name] = {"score": float(scores[i])}
-        self.train(was_training)
+        with eval_mode(self):
+            u = self.encoder.encode(a, batch_size=batch_size, convert_to="torch").to(self.device)
+            v = self.encoder.encode(b, batch_size=batch_size, convert_to="torch").to(self.device)
+            cosine = nn.functional.cosine_similarity(u.float(), v.float(), dim=-1).cpu()
+            rows = [{"a": x, "b": y, "similarity": float(cosine[i])} for i, (x, y) in enumerate(zip(a, b, strict=True))]
+            for name, spec in self.tasks.items():
+                if spec.type == "nli":
+                    probs = self.heads[name](u, v).float().softmax(-1).cpu()
+                    for i, row in enumerate(rows):
+                        row[name] = label_result(spec.labels, probs[i])
+                elif spec.type == "sts":
+                    for i, row in enumerate(rows):
+                        row[name] = {"score": float(cosine[i]) * spec.max_score}
+                elif spec.type == "cross_sts":
+                    scores = self.cross_scores(name, a, b, batch_size)
+                    for i, row in enumerate(rows):
+                        row[name] = {"score": float(scores[i])}
         return rows
 
     @torch.inference_mode()
@@ -332,11 +336,9 @@ class MultiTaskModel(nn.Module):
         """A cross_sts task's predicted score (0..max_score) for each pair (a[i], b[i]), on the CPU."""
         if self.spec(task).type != "cross_sts":
             raise ValueError(f"task {task!r} is {self.spec(task).type}, not cross_sts")
-        was_training = self.training
-        self.eval()
-        logits = [self(task, {"a": a[i:i + batch_size], "b": b[i:i + batch_size]}).logits
-                  for i in range(0, len(a), batch_size)]
-        self.train(was_training)
+        with eval_mode(self):
+            logits = [self(task, {"a": a[i:i + batch_size], "b": b[i:i + batch_size]}).logits
+                      for i in range(0, len(a), batch_size)]
         return self.heads[task].score(torch.cat(logits)).cpu()
 
     # ---- freezing --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from torch import nn
 
 from minibert.files import read_json
 from minibert.hub import DEFAULT_MODEL, resolve_model
-from minibert.model import AttnImplementation, BertModel
+from minibert.model import AttnImplementation, BertModel, eval_mode
 from minibert.pooling import Pooling, PoolingConfig
 from minibert.tokenizer import Batch, Tokenizer
 
@@ -113,21 +113,18 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
-        was_training = self.training
-        self.eval()
-
-        encodings = self.tokenizer.encode(sentences)
-        order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))
-        out = torch.empty(len(sentences), self.embedding_dim, dtype=next(self.parameters()).dtype)
-        starts = range(0, len(sentences), batch_size)
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-            starts = tqdm(starts, desc="Batches", unit="batch")
-        for start in starts:
-            idx = order[start:start + batch_size]
-            batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
-            out[idx] = self(batch, normalize=normalize_embeddings).to("cpu", out.dtype)
-        self.train(was_training)
+        with eval_mode(self):
+            encodings = self.tokenizer.encode(sentences)
+            order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))
+            out = torch.empty(len(sentences), self.embedding_dim, dtype=next(self.parameters()).dtype)
+            starts = range(0, len(sentences), batch_size)
+            if show_progress_bar:
+                from tqdm.auto import tqdm
+                starts = tqdm(starts, desc="Batches", unit="batch")
+            for start in starts:
+                idx = order[start:start + batch_size]
+                batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
+                out[idx] = self(batch, normalize=normalize_embeddings).to("cpu", out.dtype)
 
         result = out if convert_to == "torch" else out.float().numpy()  # numpy has no bfloat16
         return result[0] if single else result

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from minibert import BertConfig, BertModel, SentenceEncoder
+from minibert.model import eval_mode
 
 # bf16 keeps 8 significant bits: one unit in the last place is 2^-5 = 0.031 for the largest hidden
 # values of all-MiniLM-L6-v2 (|x| in [4, 8)) and 2^-9 ~ 0.002 around the 0.3 of a normalised
@@ -81,6 +82,23 @@ def test_attention_dropout_only_in_training(attn):
     model.train()
     c, d = model(ids).last_hidden_state, model(ids).last_hidden_state
     assert not torch.equal(c, d), f"{attn}: dropout should make two training passes differ"
+
+
+def test_eval_mode_switches_dropout_off_and_restores_the_mode():
+    model, ids = small_bert("eager", attention_dropout=0.5, hidden_dropout=0.5)
+    model.eval()
+    reference = model(ids).last_hidden_state
+    model.train()
+    with eval_mode(model):
+        assert_close(model(ids).last_hidden_state, reference, atol=0, rtol=0)
+    assert model.training and all(m.training for m in model.modules())
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training  # restored after an error too
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

@@ -180,9 +180,9 @@ def test_bad_input_names_the_culprit(model):
         TaskSpec("x", "regression")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['hiden_layer'\]"):
         TaskSpec.from_dict({"name": "x", "type": "classification", "labels": ["a", "b"], "hiden_layer": True})
-    with pytest.raises(ValueError, match=r"task 'x': option\(s\) \['loss'\] do not apply to type 'cross_sts'"):
+    with pytest.raises(ValueError, match=r"task 'x': option\(s\) \['loss'\] do not apply to task type 'cross_sts'"):
         TaskSpec.from_dict({"name": "x", "type": "cross_sts", "loss": "cosent"})
-    with pytest.raises(ValueError, match=r"option\(s\) \['dropout', 'hidden_layer'\] do not apply to type 'nli'"):
+    with pytest.raises(ValueError, match=r"option\(s\) \['dropout', 'hidden_layer'\] do not apply to task type 'nli'"):
         TaskSpec("x", "nli", dropout=0.3, hidden_layer=True)
     with pytest.raises(ValueError, match=r"task 'x' \(sts\) scores pairs and takes no label names, got \['a'\]"):
         TaskSpec("x", "sts", ["a"])

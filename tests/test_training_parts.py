@@ -112,9 +112,10 @@ def test_toml_config_with_overrides_and_variables(tmp_path, monkeypatch):
     ("tasks.pos.lr=1", "no task named 'pos'"),
     ("tasks.topic.dropuot=1", r"task 'topic': unknown key\(s\) \['dropuot'\]"),
     ('tasks.sts.head={"loss": "cosent", "dropout": 0.2}',
-     r"task 'sts': head option\(s\) \['dropout'\] are not options of a 'sts' task; "
+     r"task 'sts': option\(s\) \['dropout'\] do not apply to task type 'sts'; "
      r"its options are \['loss', 'max_score'\]"),
-    ("tasks.topic.head.hiden_layer=true", r"task 'topic': head option\(s\) \['hiden_layer'\]"),
+    ("tasks.topic.head.hiden_layer=true",
+     r"task 'topic': option\(s\) \['hiden_layer'\] do not apply to task type 'classification'"),
     ("tasks.topic.head=dropout", "task 'topic': head must be a table of options, got 'dropout'"),
     ("tasks.topic.type=regression", "task 'topic': unknown type 'regression'"),
     ("sampling=random", "sampling must be one of"),

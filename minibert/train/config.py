@@ -16,7 +16,7 @@ from typing import Any
 
 from minibert.files import read_json, read_text
 from minibert.hub import DEFAULT_MODEL
-from minibert.multitask import HEAD_OPTIONS
+from minibert.multitask import check_head_options
 
 SCHEDULES = ("linear", "cosine", "constant")
 SAMPLING = ("round_robin", "proportional", "temperature")
@@ -40,14 +40,9 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         # Checked here too, not only when the model is built, so a bad option fails before the data is read.
-        if self.type not in HEAD_OPTIONS:
-            raise ValueError(f"task {self.name!r}: unknown type {self.type!r}; choose from {list(HEAD_OPTIONS)}")
         if not isinstance(self.head, dict):
             raise ValueError(f"task {self.name!r}: head must be a table of options, got {self.head!r}")
-        wrong = sorted(set(self.head) - set(HEAD_OPTIONS[self.type]))
-        if wrong:
-            raise ValueError(f"task {self.name!r}: head option(s) {wrong} are not options of a {self.type!r} task; "
-                             f"its options are {list(HEAD_OPTIONS[self.type])}")
+        check_head_options(self.name, self.type, self.head)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from minibert.metrics import accuracy, entity_prf, macro_f1, pearson, spearman
+from minibert.model import eval_mode
 from minibert.multitask import SCORE_TASKS, MultiTaskModel
 from minibert.train.tasks import to_batch
 
@@ -23,9 +24,7 @@ def evaluate_task(model: MultiTaskModel, task: str, examples: list, batch_size: 
     # Longest first, so each batch holds inputs of similar length and little compute goes to padding.
     # Every metric here is a function of (prediction, gold) pairs, so the order does not change it.
     examples = sorted(examples, key=example_length, reverse=True)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if spec.type == "token_classification":
             pred = model.predict_tags(task, [e.words for e in examples], batch_size=batch_size)
             return entity_prf(pred, [e.tags for e in examples])
@@ -41,8 +40,6 @@ def evaluate_task(model: MultiTaskModel, task: str, examples: list, batch_size: 
         gold = model.label_ids(task, [e.label for e in examples]).tolist()
         pred = logits.argmax(-1).tolist()
         return {"accuracy": accuracy(pred, gold), "macro_f1": macro_f1(pred, gold, len(spec.labels))}
-    finally:
-        model.train(was_training)
 
 
 def example_length(example) -> int:
