@@ -13,9 +13,11 @@ import torch
 
 from minibert.data import read_classification, read_conll, read_nli, read_sts_tsv
 from minibert.metrics import entity_prf, macro_f1
+from minibert.multitask import BATCH_KEYS, HEAD_OPTIONS, TASK_TYPES
 from minibert.train.config import load_config
+from minibert.train.evaluate import MAIN_METRIC
 from minibert.train.optim import lr_multiplier, param_groups
-from minibert.train.tasks import TaskStream, hold_out, infer_labels, task_for_step, task_probabilities
+from minibert.train.tasks import READERS, TaskStream, hold_out, infer_labels, task_for_step, task_probabilities
 
 # ---- readers -------------------------------------------------------------------------------------
 
@@ -105,6 +107,11 @@ def test_toml_config_with_overrides_and_variables(tmp_path, monkeypatch):
     assert load_config(path).tasks[0].train == "/elsewhere/sts.tsv"
     config.save(tmp_path / "resolved.json")  # a resolved configuration reads back the same
     assert load_config(tmp_path / "resolved.json").to_dict() == config.to_dict()
+
+
+def test_every_task_type_has_a_reader_batch_keys_and_a_metric():
+    """The per-type tables must name the same types, or a new type would fail with a bare KeyError."""
+    assert set(READERS) == set(BATCH_KEYS) == set(MAIN_METRIC) == set(HEAD_OPTIONS) == set(TASK_TYPES)
 
 
 @pytest.mark.parametrize("override,match", [
