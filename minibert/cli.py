@@ -93,7 +93,7 @@ def print_predictions(model, sentences: list[str]) -> None:
 
 
 def print_pair_predictions(model, a: list[str], b: list[str]) -> None:
-    from minibert.multitask import SCORE_TASKS
+    from minibert.task_spec import SCORE_TASKS
 
     for row in model.predict_pairs(a, b):
         print(f"{row['a']!r}  vs  {row['b']!r}")

@@ -14,8 +14,9 @@ import argparse
 import numpy as np
 
 from minibert.metrics import spearman
-from minibert.multitask import SCORE_TASKS, MultiTaskModel
+from minibert.multitask import MultiTaskModel
 from minibert.sentence import SentenceEncoder
+from minibert.task_spec import SCORE_TASKS
 from minibert.train.silver import label_pairs, predict_scores, sample_silver_pairs, write_sts_tsv
 from minibert.train.tasks import read_split
 

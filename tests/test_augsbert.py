@@ -13,7 +13,8 @@ from torch.testing import assert_close
 
 from minibert.data import PairExample, read_sts_tsv
 from minibert.metrics import pearson, spearman
-from minibert.multitask import MultiTaskModel, TaskSpec
+from minibert.multitask import MultiTaskModel
+from minibert.task_spec import TaskSpec
 from minibert.train import load_config, train
 from minibert.train.evaluate import evaluate_task
 from minibert.train.silver import (

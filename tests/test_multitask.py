@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from minibert.multitask import MultiTaskModel, TaskSpec
+from minibert.multitask import MultiTaskModel
+from minibert.task_spec import TaskSpec
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 TASKS = [

@@ -13,7 +13,8 @@ import torch
 
 from minibert.data import read_classification, read_conll, read_nli, read_sts_tsv
 from minibert.metrics import entity_prf, macro_f1
-from minibert.multitask import BATCH_KEYS, HEAD_OPTIONS, TASK_TYPES
+from minibert.multitask import BATCH_KEYS
+from minibert.task_spec import HEAD_OPTIONS, TASK_TYPES
 from minibert.train.config import load_config
 from minibert.train.evaluate import MAIN_METRIC
 from minibert.train.optim import lr_multiplier, param_groups

@@ -16,7 +16,7 @@ from typing import Any
 
 from minibert.files import read_json, read_text
 from minibert.hub import DEFAULT_MODEL
-from minibert.multitask import check_head_options
+from minibert.task_spec import check_head_options
 
 SCHEDULES = ("linear", "cosine", "constant")
 SAMPLING = ("round_robin", "proportional", "temperature")

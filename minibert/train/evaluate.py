@@ -7,7 +7,8 @@ import torch
 
 from minibert.metrics import accuracy, entity_prf, macro_f1, pearson, spearman
 from minibert.model import eval_mode
-from minibert.multitask import SCORE_TASKS, MultiTaskModel
+from minibert.multitask import MultiTaskModel
+from minibert.task_spec import SCORE_TASKS
 from minibert.train.tasks import to_batch
 
 MAIN_METRIC = {"sts": "spearman", "cross_sts": "spearman", "nli": "accuracy", "classification": "accuracy",

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from minibert.data import PairExample
-from minibert.multitask import SCORE_TASKS, MultiTaskModel
+from minibert.multitask import MultiTaskModel
 from minibert.sentence import SentenceEncoder
+from minibert.task_spec import SCORE_TASKS
 
 
 def distinct_sentences(examples: list[PairExample]) -> list[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minibert.data import read_classification, read_conll, read_nli, read_sts_tsv
-from minibert.multitask import NLI_LABELS, SCORE_TASKS, TaskSpec
+from minibert.task_spec import NLI_LABELS, SCORE_TASKS, TaskSpec
 from minibert.train.config import TaskConfig
 
 READERS = {"sts": read_sts_tsv, "cross_sts": read_sts_tsv, "nli": read_nli, "classification": read_classification,
