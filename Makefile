@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 MODEL  ?= all-MiniLM-L6-v2
 export HF_HUB_OFFLINE = 1
 
-.PHONY: demo test lint bench weights install fixture clean train train-stsb bench-stsb augsbert bench-multitask demo-multitask
+.PHONY: demo test lint bench weights install fixture clean train train-stsb bench-stsb augsbert bench-multitask demo-multitask stsb-reference
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ augsbert: install weights
 	$(PY) scripts/silver.py --teachers runs/stsb-seeds/seed*/best runs/stsb-cross/best \
 	    --train $(DATA)/stsb/train.tsv --dev $(DATA)/stsb/dev.tsv --out runs/stsb-silver.tsv
 	$(PY) scripts/train.py --config scripts/configs/stsb_augsbert.toml --set tasks.sts.test=null
+
+# The same STS-B recipe through sentence-transformers' own trainer (a reference; about 15 minutes).
+stsb-reference: install weights
+	$(PY) -m pip install --quiet -e ".[reference-train]"
+	$(PY) scripts/stsb_reference.py
 
 bench-multitask: install weights
 	$(PY) scripts/bench_multitask.py --config scripts/configs/multitask.toml

@@ -21,6 +21,7 @@ import torch
 
 from minibert.data import read_sts_tsv
 from minibert.multitask import MultiTaskModel
+from minibert.train.optim import make_optimizer
 
 DEFAULT_DATA = os.environ.get("MINIBERT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
@@ -31,7 +32,7 @@ def sync(device: str) -> None:
 
 
 def run(model: MultiTaskModel, batches: list[dict], precision: str, device: str) -> dict:
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    optimizer = make_optimizer(model, 1e-5)  # the training script's
     model.train()
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if precision == "bf16" \
         else contextlib.nullcontext()

@@ -17,7 +17,7 @@ from minibert.multitask import BATCH_KEYS
 from minibert.task_spec import HEAD_OPTIONS, TASK_TYPES
 from minibert.train.config import load_config
 from minibert.train.evaluate import MAIN_METRIC
-from minibert.train.optim import lr_multiplier, param_groups
+from minibert.train.optim import lr_multiplier, make_optimizer, param_groups
 from minibert.train.tasks import READERS, TaskStream, hold_out, infer_labels, task_for_step, task_probabilities
 
 # ---- readers -------------------------------------------------------------------------------------
@@ -202,6 +202,29 @@ def test_param_groups_decay_and_layerwise_rates(tiny_model_dir):
     in_groups = {id(p) for g in groups.values() for p in g["params"]}
     pooler = {id(p) for p in model.encoder.bert.pooler.parameters()}
     assert in_groups | pooler == {id(p) for p in model.parameters()} and not in_groups & pooler
+
+
+def test_fused_optimizer_takes_the_same_step_as_plain_adamw(tiny_model_dir):
+    from minibert.multitask import MultiTaskModel
+
+    spec = [{"name": "t", "type": "classification", "labels": ["a", "b"]}]
+    fused_model, plain_model = (MultiTaskModel.from_encoder(tiny_model_dir, spec, seed=0) for _ in range(2))
+    fused = make_optimizer(fused_model, lr=1e-3, layer_decay=0.5, head_lr=1e-2, weight_decay=0.1)
+    plain = torch.optim.AdamW(param_groups(plain_model, 1e-3, 0.5, 1e-2, 0.1), lr=1e-3, fused=False, foreach=False)
+    assert fused.defaults["fused"] and [g["lr"] for g in fused.param_groups] == [g["lr"] for g in plain.param_groups]
+    batch = {"texts": ["a b c", "d e"], "labels": ["a", "b"]}
+    for step in range(3):
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            torch.manual_seed(step)  # the same dropout masks for both
+            model.train()
+            model("t", batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    start = MultiTaskModel.from_encoder(tiny_model_dir, spec, seed=0).state_dict()
+    for (name, a), b in zip(fused_model.state_dict().items(), plain_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    moved = [k for k, v in fused_model.state_dict().items() if not torch.equal(v, start[k])]
+    assert len(moved) > 10  # the steps did move the weights
 
 
 def test_schedules():

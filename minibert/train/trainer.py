@@ -27,7 +27,7 @@ from minibert.multitask import MultiTaskModel
 from minibert.tokenizer import TruncationWarning
 from minibert.train.config import TrainConfig
 from minibert.train.evaluate import evaluate_task, main_metric
-from minibert.train.optim import make_scheduler, param_groups
+from minibert.train.optim import make_optimizer, make_scheduler
 from minibert.train.tasks import (
     TaskStream,
     infer_labels,
@@ -121,8 +121,7 @@ class Trainer:
             self.model.encoder.bert.set_dropout(cfg.dropout)
         if self.rank == 0:
             self.report_truncation()
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr,
-                                                        cfg.weight_decay), lr=cfg.lr)
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr, cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg.steps, cfg.warmup_ratio, cfg.schedule)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
         self.step, self.best = 0, None
