@@ -17,15 +17,14 @@ import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
 
-import torch  # noqa: E402
+from minibert.data import read_sts_tsv
+from minibert.hub import resolve_model
+from minibert.multitask import MultiTaskModel
+from minibert.train.optim import make_optimizer
 
-from minibert.data import read_sts_tsv  # noqa: E402
-from minibert.hub import resolve_model  # noqa: E402
-from minibert.multitask import MultiTaskModel  # noqa: E402
-from minibert.train.optim import make_optimizer  # noqa: E402
-
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
 DEFAULT_DATA = os.environ.get("MINIBERT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 

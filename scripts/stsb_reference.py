@@ -12,10 +12,10 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from minibert.hub import resolve_model
+from minibert.train.tasks import read_split
 
-from minibert.hub import resolve_model  # noqa: E402
-from minibert.train.tasks import read_split  # noqa: E402
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
