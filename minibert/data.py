@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,13 @@ class TextExample:
 class TaggedSentence:
     words: list[str]
     tags: list[str]
+
+
+def default_data_dir() -> Path:
+    """The datasets folder the scripts read by default: $MINIBERT_DATA, else ``shared/data`` beside this
+    checkout (the layout of the project's machines)."""
+    env = os.environ.get("MINIBERT_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 class BadLineError(ValueError):

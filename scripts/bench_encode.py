@@ -21,10 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
-from minibert.data import read_sts_tsv
+from minibert.data import default_data_dir, read_sts_tsv
 from minibert.metrics import spearman
-
-DEFAULT_DATA = os.environ.get("MINIBERT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def encoder_flops(encoder: SentenceEncoder, sentences: list[str], batch_size: int) -> float:
@@ -72,7 +70,7 @@ def timed(fn, device: str) -> tuple[float, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=DEFAULT_DATA, help="folder with stsb/test.tsv (or $MINIBERT_DATA)")
+    parser.add_argument("--data", default=default_data_dir(), help="folder with stsb/test.tsv (or $MINIBERT_DATA)")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)

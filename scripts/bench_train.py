@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from minibert.data import read_sts_tsv
+from minibert.data import default_data_dir, read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train.optim import make_optimizer
-
-DEFAULT_DATA = os.environ.get("MINIBERT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+from minibert.train.tasks import to_batch
 
 
 def sync(device: str) -> None:
@@ -60,7 +58,7 @@ def run(model: MultiTaskModel, batches: list[dict], precision: str, device: str)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--data", default=default_data_dir())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
@@ -70,8 +68,7 @@ def main() -> None:
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "train.tsv")
     need = (args.steps + 3) * args.batch_size
     pairs = (pairs * (need // len(pairs) + 1))[:need]
-    batches = [{"a": [p.a for p in pairs[i:i + args.batch_size]], "b": [p.b for p in pairs[i:i + args.batch_size]],
-                "scores": [p.label for p in pairs[i:i + args.batch_size]]} for i in range(0, need, args.batch_size)]
+    batches = [to_batch("sts", pairs[i:i + args.batch_size]) for i in range(0, need, args.batch_size)]
     configs = {"fp32 + eager attention": ("fp32", "eager"), "bf16 autocast + SDPA": ("bf16", "sdpa")}
     results: dict[str, list[dict]] = {name: [] for name in configs}
     for _ in range(args.rounds):

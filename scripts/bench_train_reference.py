@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from minibert.data import read_sts_tsv
+from minibert.data import default_data_dir, read_sts_tsv
 from minibert.hub import resolve_model
 from minibert.multitask import MultiTaskModel
 from minibert.train.optim import make_optimizer
+from minibert.train.tasks import to_batch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
-DEFAULT_DATA = os.environ.get("MINIBERT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def minibert_stepper(path: str):
@@ -64,7 +64,7 @@ def sentence_transformers_stepper(path: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--data", default=default_data_dir())
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per round (after 3 untimed)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -74,8 +74,7 @@ def main() -> None:
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "train.tsv")
     random.Random(0).shuffle(pairs)  # batches mix the genres, as in training (the file is sorted by genre)
     n = args.batch_size
-    batches = [{"a": [p.a for p in pairs[i:i + n]], "b": [p.b for p in pairs[i:i + n]],
-                "scores": [p.label for p in pairs[i:i + n]]} for i in range(0, (args.steps + 3) * n, n)]
+    batches = [to_batch("sts", pairs[i:i + n]) for i in range(0, (args.steps + 3) * n, n)]
     steppers = {"minibert": minibert_stepper(path), "sentence-transformers": sentence_transformers_stepper(path)}
     times: dict[str, list[float]] = {name: [] for name in steppers}
     for _ in range(args.rounds):

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from minibert.data import default_data_dir
 from minibert.hub import resolve_model
 from minibert.train.tasks import read_split
 
@@ -19,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local fo
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("MINIBERT_DATA", "../shared/data"))
+    parser.add_argument("--data", default=default_data_dir(), type=Path)
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="runs/stsb-reference")
