@@ -104,6 +104,12 @@ def test_silver_pairs_are_new_pairs_of_training_sentences(cross):
     assert pairs and all(frozenset(p) not in gold_pairs and p[0] != p[1] for p in pairs)
     assert all(a in sentences and b in sentences for a, b in pairs)
     assert len({frozenset(p) for p in pairs}) == len(pairs)
+    # against brute force: each sentence's 2 most cosine-similar others, gold pairs removed
+    emb = cross.encoder.encode(sentences, normalize_embeddings=True)
+    cos = emb @ emb.T
+    np.fill_diagonal(cos, -np.inf)
+    nearest = {frozenset((sentences[i], sentences[j])) for i in range(len(sentences)) for j in np.argsort(-cos[i])[:2]}
+    assert {frozenset(p) for p in pairs} == nearest - gold_pairs
 
 
 def test_silver_file_reads_back_as_sts(tmp_path):
