@@ -4,6 +4,7 @@ same model fine-tuned on that task alone for exactly as many steps as the multi-
 against each other, so alone it is 1). Prints a markdown table.
 
     python scripts/bench_multitask.py [--config scripts/configs/multitask.toml] [--set steps=600 ...]
+    python scripts/bench_multitask.py --only single --single-tasks sentiment topic   # redo two of them
 """
 
 from __future__ import annotations
@@ -31,14 +32,30 @@ def steps_per_task(config: TrainConfig) -> dict[str, int]:
     return {t.name: c for t, c in zip(config.tasks, counts, strict=True)}
 
 
+def read_test_scores(run_dir: Path) -> dict:
+    path = run_dir / "result.json"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: that run has not been trained (drop --only or --single-tasks)")
+    result = json.loads(path.read_text())
+    if "test" not in result:
+        raise SystemExit(f"{path} has no test scores: its configuration named no test files")
+    return result["test"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="scripts/configs/multitask.toml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--only", choices=["multi", "single"], help="run one half (the other must exist)")
+    parser.add_argument("--single-tasks", nargs="+", metavar="NAME",
+                        help="train only these tasks' single-task runs (the others' results must exist)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     multi = load_config(args.config, args.set)
+    names = [t.name for t in multi.tasks]
+    unknown = sorted(set(args.single_tasks or []) - set(names))
+    if unknown:
+        parser.error(f"--single-tasks: no task named {', '.join(unknown)} in {args.config} (tasks: {', '.join(names)})")
     budget = steps_per_task(multi)
     out = Path(multi.output_dir)
     seconds = {}
@@ -46,7 +63,7 @@ def main() -> None:
         start = time.perf_counter()
         train(multi)
         seconds["multi-task"] = time.perf_counter() - start
-    results = {"multi-task": json.loads((out / "result.json").read_text())["test"]}
+    results = {"multi-task": read_test_scores(out)}
     for task in multi.tasks:
         single = copy.deepcopy(multi)
         single.tasks = [dataclasses.replace(task, loss_weight=1.0)]  # weights balance tasks; alone, none
@@ -55,11 +72,11 @@ def main() -> None:
         single.eval_every = max(1, single.steps // 3)
         single.checkpoint_every = single.steps
         single.best_metric = "mean"
-        if args.only != "multi":
+        if args.only != "multi" and (args.single_tasks is None or task.name in args.single_tasks):
             start = time.perf_counter()
             train(single)
             seconds[task.name] = time.perf_counter() - start
-        results[task.name] = json.loads((Path(single.output_dir) / "result.json").read_text())["test"]
+        results[task.name] = read_test_scores(Path(single.output_dir))
 
     lines = [f"| task | metric (test) | steps alone | multi-task ({multi.steps} steps, all tasks) | alone |",
              "|---|---|---|---|---|"]
