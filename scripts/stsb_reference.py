@@ -1,10 +1,11 @@
 """The STS-B benchmark's recipe run by sentence-transformers' own trainer, as a reference for
-minibert's trainer: same model folder, data files, objective (CosineSimilarityLoss: MSE between the
-cosine and score/5), epochs, batch size, learning rate, warm-up, weight decay, clipping and dev
-schedule as scripts/configs/stsb.toml. The best checkpoint by dev Spearman is scored on test.
+minibert's trainer. Model, data files, steps, batch size, learning rate, warm-up, schedule, weight
+decay, clipping and dev interval are read from the same configuration (scripts/configs/stsb.toml);
+the objective is CosineSimilarityLoss (MSE between the cosine and score/5). The best checkpoint by
+dev Spearman is scored on test.
 
     pip install -e .[reference-train]     # sentence-transformers with its trainer (datasets, accelerate)
-    python scripts/stsb_reference.py [--seed 1] [--out runs/stsb-reference]
+    python scripts/stsb_reference.py [--config scripts/configs/stsb.toml] [--seed 1] [--out runs/stsb-reference]
 """
 
 import argparse
@@ -12,19 +13,24 @@ import json
 import os
 from pathlib import Path
 
-from minibert.data import default_data_dir
 from minibert.hub import resolve_model
+from minibert.train import load_config
 from minibert.train.tasks import read_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=default_data_dir(), type=Path)
-    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--config", default="scripts/configs/stsb.toml")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="runs/stsb-reference")
     args = parser.parse_args()
+    cfg = load_config(args.config)
+    task = cfg.tasks[0]
+    if (len(cfg.tasks) != 1 or task.type != "sts" or task.head.get("loss", "cosine_mse") != "cosine_mse"
+            or not isinstance(task.train, str) or not task.dev or not task.test):
+        raise SystemExit(f"{args.config}: the reference runs one STS task with the cosine_mse loss and one "
+                         "train, dev and test file each")
 
     from datasets import Dataset
     from sentence_transformers import (
@@ -35,7 +41,7 @@ if __name__ == "__main__":
     )
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
-    split = {name: read_split("sts", Path(args.data) / "stsb" / f"{name}.tsv") for name in ("train", "dev", "test")}
+    split = {name: read_split("sts", getattr(task, name)) for name in ("train", "dev", "test")}
 
     def evaluator(name: str) -> EmbeddingSimilarityEvaluator:
         rows = split[name]
@@ -44,11 +50,13 @@ if __name__ == "__main__":
 
     train = Dataset.from_dict({"sentence1": [r.a for r in split["train"]], "sentence2": [r.b for r in split["train"]],
                                "score": [r.label / 5.0 for r in split["train"]]})
-    model = SentenceTransformer(str(resolve_model(args.model)), device="cpu")
+    model = SentenceTransformer(str(resolve_model(cfg.model)), device="cpu")
     training_args = SentenceTransformerTrainingArguments(
-        output_dir=args.out, seed=args.seed, num_train_epochs=4, per_device_train_batch_size=16,
-        learning_rate=2e-5, warmup_ratio=0.1, lr_scheduler_type="linear", weight_decay=0.01, max_grad_norm=1.0,
-        eval_strategy="steps", eval_steps=180, save_strategy="steps", save_steps=180, save_total_limit=1,
+        output_dir=args.out, seed=args.seed, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr, warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=cfg.schedule,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        eval_strategy="steps", eval_steps=cfg.eval_every, save_strategy="steps", save_steps=cfg.eval_every,
+        save_total_limit=1,
         load_best_model_at_end=True, metric_for_best_model="eval_sts-dev_spearman_cosine", greater_is_better=True,
         logging_steps=60, use_cpu=True, report_to="none", dataloader_drop_last=False,
     )
