@@ -38,7 +38,13 @@ def main() -> None:
     for seed in args.seeds:
         run = copy.deepcopy(base)
         run.seed, run.output_dir, run.tasks[0].test = seed, str(out / f"seed{seed}"), None  # test stays unseen
-        if not (out / f"seed{seed}" / "final").is_dir():
+        if (out / f"seed{seed}" / "final").is_dir():  # finished: reuse it, but only if it is this recipe
+            saved = out / f"seed{seed}" / "config.json"
+            earlier = load_config(saved)  # options added since then read as their defaults
+            earlier.output_dir = run.output_dir  # the folder may have moved
+            if earlier.to_dict() != run.to_dict():
+                raise ValueError(f"{saved}: that run used a different configuration; pass another --out")
+        else:
             train(run, resume=(out / f"seed{seed}" / "checkpoint.pt").is_file())
         folders.append(str(out / f"seed{seed}" / "best"))
 

@@ -2,7 +2,9 @@
 minibert's trainer. Model, data files, steps, batch size, learning rate, warm-up, schedule, weight
 decay, clipping and dev interval are read from the same configuration (scripts/configs/stsb.toml);
 the objective is CosineSimilarityLoss (MSE between the cosine and score/5). The best checkpoint by
-dev Spearman is scored on test.
+dev Spearman is scored on test. sentence-transformers' trainer has no sharpness-aware minimisation,
+so the reference takes plain AdamW steps and says so when the configuration sets sam_rho: compare it
+with minibert's runs of the plain recipe (`scripts/train.py ... --set sam_rho=0`), not with the SAM runs.
 
     pip install -e .[reference-train]     # sentence-transformers with its trainer (datasets, accelerate)
     python scripts/stsb_reference.py [--config scripts/configs/stsb.toml] [--seed 1] [--out runs/stsb-reference]
@@ -11,6 +13,7 @@ dev Spearman is scored on test.
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from minibert.hub import resolve_model
@@ -31,6 +34,9 @@ if __name__ == "__main__":
             or not isinstance(task.train, str) or not task.dev or not task.test):
         raise SystemExit(f"{args.config}: the reference runs one STS task with the cosine_mse loss and one "
                          "train, dev and test file each")
+    if cfg.sam_rho:
+        print(f"{args.config}: sam_rho={cfg.sam_rho} is not used: sentence-transformers' trainer has no SAM, "
+              "so the reference runs the recipe with plain AdamW steps", file=sys.stderr)
 
     from datasets import Dataset
     from sentence_transformers import (

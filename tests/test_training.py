@@ -207,3 +207,39 @@ def test_dropout_option_reaches_the_encoder(tiny_model_dir, tiny_data, tmp_path)
     saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.25
     assert json.loads((tiny_model_dir / "config.json").read_text())["hidden_dropout_prob"] == 0.0
+
+
+def test_sam_takes_the_gradient_at_the_perturbed_weights(tiny_model_dir, tiny_data, tmp_path):
+    """One SAM step = the plain step's optimizer fed the gradient at w + rho * g / |g|, from weights w."""
+    from minibert.train.trainer import Trainer
+
+    rho = 0.5
+
+    def first_step(sam_rho: float, shift=None) -> tuple[list, list]:
+        config = tiny_config(tiny_model_dir, tiny_data, tmp_path / f"run{sam_rho}", steps=1, eval_every=0,
+                             sam_rho=sam_rho, max_grad_norm=1e9)
+        config["tasks"] = [t for t in config["tasks"] if t["name"] == "topic"]
+        trainer = Trainer(run_config(config, tmp_path / "c.json"))
+        params = list(trainer.model.parameters())
+        if shift is not None:
+            with torch.no_grad():
+                torch._foreach_add_(params, shift)
+        seen = {}
+
+        def record(optimizer, args, kwargs) -> None:  # what the optimizer is about to use
+            seen["weights"] = [p.detach().clone() for p in params]
+            seen["grads"] = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+
+        trainer.optimizer.register_step_pre_hook(record)
+        trainer.train_step()
+        return seen["weights"], seen["grads"]
+
+    w, g = first_step(0.0)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in g]))
+    _, g_perturbed = first_step(0.0, shift=[x * rho / norm for x in g])
+    w_sam, g_sam = first_step(rho)
+    for a, b in zip(w_sam, w, strict=True):
+        assert torch.equal(a, b)  # the weights are put back before the optimizer steps
+    for a, b in zip(g_sam, g_perturbed, strict=True):
+        torch.testing.assert_close(a, b)
+    assert sum(not torch.allclose(a, plain) for a, plain in zip(g_sam, g, strict=True)) > 10

@@ -128,6 +128,7 @@ def test_every_task_type_has_a_reader_batch_keys_and_a_metric():
     ("tasks.topic.type=regression", "task 'topic': unknown type 'regression'"),
     ("sampling=random", "sampling must be one of"),
     ("grad_accum=3", "not divisible by grad_accum"),
+    ("sam_rho=-0.05", "sam_rho must be >= 0, got -0.05"),
     ("steps", "is not KEY=VALUE"),
 ])
 def test_bad_configuration_names_the_key(tmp_path, override, match):

@@ -68,6 +68,7 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see MultiTaskModel.select)
     freeze_encoder_steps: int = 0  # train only the heads for the first N steps
     max_seq_length: int | None = None
+    sam_rho: float = 0.0  # > 0: sharpness-aware minimisation with this radius (two passes per step)
     dropout: float | None = None  # the encoder's dropout (default: the checkpoint's); 0 can help regression
     eval_every: int = 0  # 0: evaluate at the end only
     eval_batch_size: int = 64
@@ -90,6 +91,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sam_rho < 0:
+            raise ValueError(f"sam_rho must be >= 0, got {self.sam_rho}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         for t in self.tasks:

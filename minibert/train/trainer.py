@@ -203,18 +203,35 @@ class Trainer:
             return {"task": task, "loss": float("nan"), "grad_norm": 0.0, "samples": 0, "tokens": 0}
         model = self.ddp or self.model
         model.train()
-        total_loss, tokens = 0.0, 0
-        for j in range(cfg.grad_accum):
-            chunk = local[j * micro:(j + 1) * micro]
-            last = j == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
-            with sync:
-                with self.autocast():
-                    out = model(task, to_batch(self.model.spec(task).type, chunk))
-                loss = out.loss * self.weights[task] / cfg.grad_accum
-                self.scaler.scale(loss).backward()
-            total_loss += loss.item()
-            tokens += out.num_tokens
+
+        def forward_backward() -> tuple[float, int]:
+            total_loss, tokens = 0.0, 0
+            for j in range(cfg.grad_accum):
+                chunk = local[j * micro:(j + 1) * micro]
+                last = j == cfg.grad_accum - 1
+                sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+                with sync:
+                    with self.autocast():
+                        out = model(task, to_batch(self.model.spec(task).type, chunk))
+                    loss = out.loss * self.weights[task] / cfg.grad_accum
+                    self.scaler.scale(loss).backward()
+                total_loss += loss.item()
+                tokens += out.num_tokens
+            return total_loss, tokens
+
+        total_loss, tokens = forward_backward()
+        if cfg.sam_rho:
+            # Sharpness-aware minimisation: step to the worst point within rho of the weights (along the
+            # gradient), take the gradient there, come back, and let the optimizer use that gradient.
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            with torch.no_grad():
+                weights = [p.detach().clone() for p in params]
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+                torch._foreach_add_(params, [p.grad * (cfg.sam_rho / (norm + 1e-12)) for p in params])
+            self.optimizer.zero_grad(set_to_none=True)
+            forward_backward()
+            with torch.no_grad():
+                torch._foreach_copy_(params, weights)  # back to w exactly (w + e - e is not w in floats)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                    cfg.max_grad_norm)
