@@ -16,6 +16,7 @@ from pathlib import Path
 
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
+from minibert.train.config import changed_keys
 from minibert.train.evaluate import evaluate_task
 from minibert.train.soup import greedy_soup, save_soup
 from minibert.train.tasks import read_split
@@ -41,9 +42,10 @@ def main() -> None:
         if (out / f"seed{seed}" / "final").is_dir():  # finished: reuse it, but only if it is this recipe
             saved = out / f"seed{seed}" / "config.json"
             earlier = load_config(saved)  # options added since then read as their defaults
-            earlier.output_dir = run.output_dir  # the folder may have moved
-            if earlier.to_dict() != run.to_dict():
-                raise ValueError(f"{saved}: that run used a different configuration; pass another --out")
+            changed = changed_keys({**earlier.to_dict(), "output_dir": None}, {**run.to_dict(), "output_dir": None})
+            if changed:  # (the folder may have moved, so output_dir does not count)
+                raise ValueError(f"{saved}: that run used a different configuration (changed: {changed}); "
+                                 "pass another --out")
         else:
             train(run, resume=(out / f"seed{seed}" / "checkpoint.pt").is_file())
         folders.append(str(out / f"seed{seed}" / "best"))

@@ -108,6 +108,11 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
+def changed_keys(saved: dict, now: dict) -> list[str]:
+    """The top-level keys on which two resolved configurations (``TrainConfig.to_dict()``) differ."""
+    return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+
+
 def task_from_dict(raw: dict) -> TaskConfig:
     check_keys(raw, TaskConfig, f"task {raw.get('name')!r}")
     return TaskConfig(**raw)

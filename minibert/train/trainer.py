@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minibert.multitask import MultiTaskModel
 from minibert.tokenizer import TruncationWarning
-from minibert.train.config import TrainConfig
+from minibert.train.config import TrainConfig, changed_keys
 from minibert.train.evaluate import evaluate_task, main_metric
 from minibert.train.optim import make_optimizer, make_scheduler
 from minibert.train.tasks import (
@@ -227,11 +227,13 @@ class Trainer:
             with torch.no_grad():
                 weights = [p.detach().clone() for p in params]
                 norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-                torch._foreach_add_(params, [p.grad * (cfg.sam_rho / (norm + 1e-12)) for p in params])
+                for p in params:
+                    p.add_(p.grad, alpha=cfg.sam_rho / (float(norm) + 1e-12))
             self.optimizer.zero_grad(set_to_none=True)
             forward_backward()
             with torch.no_grad():
-                torch._foreach_copy_(params, weights)  # back to w exactly (w + e - e is not w in floats)
+                for p, w in zip(params, weights, strict=True):
+                    p.copy_(w)  # back to w exactly (w + e - e is not w in floats)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                    cfg.max_grad_norm)
@@ -290,7 +292,7 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
         state = torch.load(path, map_location=self.device, weights_only=False)  # our own file
         saved, now = state["config"], self.config.to_dict()
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        changed = changed_keys(saved, now)
         if changed:
             raise ValueError(f"--resume: {path} was written with a different configuration (changed: {changed})")
         if state["world"] != self.world:
