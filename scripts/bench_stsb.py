@@ -16,7 +16,7 @@ from pathlib import Path
 
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
-from minibert.train.config import changed_keys
+from minibert.train.config import check_finished_run
 from minibert.train.evaluate import evaluate_task
 from minibert.train.soup import greedy_soup, save_soup
 from minibert.train.tasks import read_split
@@ -40,12 +40,7 @@ def main() -> None:
         run = copy.deepcopy(base)
         run.seed, run.output_dir, run.tasks[0].test = seed, str(out / f"seed{seed}"), None  # test stays unseen
         if (out / f"seed{seed}" / "final").is_dir():  # finished: reuse it, but only if it is this recipe
-            saved = out / f"seed{seed}" / "config.json"
-            earlier = load_config(saved)  # options added since then read as their defaults
-            changed = changed_keys({**earlier.to_dict(), "output_dir": None}, {**run.to_dict(), "output_dir": None})
-            if changed:  # (the folder may have moved, so output_dir does not count)
-                raise ValueError(f"{saved}: that run used a different configuration (changed: {changed}); "
-                                 "pass another --out")
+            check_finished_run(out / f"seed{seed}", run)
         else:
             train(run, resume=(out / f"seed{seed}" / "checkpoint.pt").is_file())
         folders.append(str(out / f"seed{seed}" / "best"))

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from minibert.data import read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
+from minibert.train.config import check_finished_run
 from minibert.train.evaluate import evaluate_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +131,10 @@ def test_resume_refuses_a_changed_configuration(tiny_model_dir, tiny_data, tmp_p
     train(run_config(config, tmp_path / "c.json"))
     with pytest.raises(ValueError, match=r"different configuration \(changed: \['lr'\]\)"):
         train(run_config({**config, "lr": 0.5}, tmp_path / "c2.json"), resume=True)
+    # A finished run stands in for the same recipe elsewhere (benchmarks reuse runs), never for another.
+    check_finished_run(tmp_path / "run", run_config({**config, "output_dir": "moved"}, tmp_path / "c3.json"))
+    with pytest.raises(ValueError, match=r"run.config\.json: that run used a different configuration .*'lr'"):
+        check_finished_run(tmp_path / "run", run_config({**config, "lr": 0.5}, tmp_path / "c2.json"))
 
 
 def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_path):
@@ -179,11 +184,44 @@ def test_bf16_autocast_on_cpu_trains(tiny_model_dir, tiny_data, tmp_path):
     torch.testing.assert_close(torch.tensor(losses["bf16"]), torch.tensor(losses["fp32"]), rtol=0.05, atol=0.01)
 
 
+def test_a_process_without_its_gpu_is_a_clear_error(monkeypatch):
+    """Under torchrun each process takes GPU LOCAL_RANK; more processes than GPUs must say so."""
+    from minibert.train.trainer import pick_device
+
+    monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))  # one past the last GPU (0 on CI)
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=\d+ needs GPU \d+, but this machine has \d+"):
+        pick_device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")  # a CPU run never asks for a GPU
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of fp16")
 def test_fp16_needs_cuda(tiny_model_dir, tiny_data, tmp_path):
     config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", precision="fp16")
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         train(run_config(config, tmp_path / "c.json"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_mixed_precision_follows_fp32(tiny_model_dir, tiny_data, tmp_path, precision):
+    """On CUDA, bf16 autocast and fp16 with the gradient scaler train like fp32; the checkpoint holds the
+    scaler state and resumes on the GPU."""
+    losses = {}
+    for p in ("fp32", precision):
+        out = tmp_path / p
+        config = tiny_config(tiny_model_dir, tiny_data, out, steps=6, eval_every=0, log_every=1, precision=p,
+                             device="cuda", checkpoint_every=3)
+        train(run_config(config, tmp_path / f"{p}.json"))
+        losses[p] = [v for r in read_log(out) if "loss" in r for v in r["loss"].values()]
+    assert losses[precision] != losses["fp32"]  # autocast really ran
+    torch.testing.assert_close(torch.tensor(losses[precision]), torch.tensor(losses["fp32"]), rtol=0.05, atol=0.01)
+    scaler = torch.load(tmp_path / precision / "checkpoint.pt", weights_only=False)["scaler"]
+    assert bool(scaler) == (precision == "fp16")  # a disabled scaler saves an empty state
+    if precision == "fp16":
+        assert scaler["scale"] > 0 and scaler["_growth_tracker"] >= 0
+    trained = weights(tmp_path / precision / "final")
+    train(load_config(tmp_path / f"{precision}.json"), resume=True)  # CPU and CUDA RNG states, scaler, optimizer
+    assert all(torch.equal(trained[k], v) for k, v in weights(tmp_path / precision / "final").items())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")

@@ -190,3 +190,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
         return TrainConfig(**raw)
     except TypeError as e:
         raise ValueError(f"{path or 'configuration'}: {e}") from e
+
+
+def check_finished_run(folder: str | Path, config: TrainConfig) -> None:
+    """A finished run in ``folder`` may stand in for ``config`` only if it used the same recipe. The
+    folder may have moved, so ``output_dir`` does not count; options added since read as their defaults."""
+    saved = Path(folder) / "config.json"
+    earlier = load_config(saved)
+    changed = changed_keys({**earlier.to_dict(), "output_dir": None}, {**config.to_dict(), "output_dir": None})
+    if changed:
+        raise ValueError(f"{saved}: that run used a different configuration (changed: {changed}); pass another --out")

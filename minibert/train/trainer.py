@@ -43,18 +43,24 @@ log = logging.getLogger("minibert.train")
 CHECKPOINT = "checkpoint.pt"
 
 
-def init_distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); starts the process group when torchrun launched us."""
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); starts the process group when torchrun launched us. NCCL for GPUs, gloo
+    for the CPU, whatever else the machine has (a CPU run on a GPU machine still talks over gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return int(os.environ.get("RANK", "0")), world
 
 
-def pick_device(name: str, local_rank: int) -> torch.device:
+def pick_device(name: str) -> torch.device:
+    """The configured device; "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK under torchrun."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this machine has "
+                             f"{torch.cuda.device_count()}; start fewer processes or set device=cpu")
         name = f"cuda:{local_rank}"
     device = torch.device(name)
     if device.type == "cuda":
@@ -99,8 +105,8 @@ def replace_folder(save, target: Path) -> None:
 class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.config = cfg = config
-        self.rank, self.world, local_rank = init_distributed()
-        self.device = pick_device(cfg.device, local_rank)
+        self.device = pick_device(cfg.device)
+        self.rank, self.world = init_distributed(self.device)
         self.out = Path(cfg.output_dir)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +296,9 @@ class Trainer:
         path = self.out / CHECKPOINT
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        state = torch.load(path, map_location=self.device, weights_only=False)  # our own file
+        # Our own file. Loaded onto the CPU: the RNG states must stay CPU byte tensors, and
+        # load_state_dict copies the rest onto the devices of the parameters they belong to.
+        state = torch.load(path, map_location="cpu", weights_only=False)
         saved, now = state["config"], self.config.to_dict()
         changed = changed_keys(saved, now)
         if changed:
