@@ -53,7 +53,7 @@ train: install weights
 train-stsb: install weights
 	$(PY) scripts/train.py --config scripts/configs/stsb.toml
 
-# Five seeds of train-stsb, a greedy model soup chosen on dev, then test (hours: a SAM run took 47 min).
+# Five seeds of train-stsb, a greedy model soup chosen on dev, then test (hours: a 6-epoch SAM run took 80 min).
 bench-stsb: install weights
 	$(PY) scripts/bench_stsb.py --config scripts/configs/stsb.toml
 
