@@ -16,7 +16,7 @@ from pathlib import Path
 
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
-from minibert.train.config import check_finished_run
+from minibert.train.config import check_finished_run, single_sts_task
 from minibert.train.evaluate import evaluate_task
 from minibert.train.soup import greedy_soup, save_soup
 from minibert.train.tasks import read_split
@@ -31,9 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     base = load_config(args.config, args.set)
-    if len(base.tasks) != 1 or base.tasks[0].type != "sts" or not (base.tasks[0].dev and base.tasks[0].test):
-        raise ValueError(f"{args.config}: needs exactly one sts task with dev and test files")
-    task, out = base.tasks[0], Path(args.out)
+    task, out = single_sts_task(base, args.config), Path(args.out)
 
     folders = []
     for seed in args.seeds:

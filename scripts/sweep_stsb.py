@@ -28,14 +28,14 @@ import torch
 
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config
-from minibert.train.config import check_finished_run
+from minibert.train.config import check_finished_run, single_sts_task
 from minibert.train.evaluate import evaluate_task
 from minibert.train.tasks import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def best_dev(folder: Path, task: str) -> list[float]:
+def dev_scores(folder: Path, task: str) -> list[float]:
     """The run's dev Spearman at each evaluation, from its metrics.jsonl."""
     lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [r["dev"][task]["spearman"] for r in map(json.loads, lines) if "dev" in r]
@@ -58,7 +58,8 @@ def run_all(runs: dict[tuple[str, int], tuple[list[str], Path]], parallel: int, 
             key, (sets, log) = queue.pop(0)
             cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--config", config]
             cmd += [arg for s in sets for arg in ("--set", s)]
-            running.append((key, subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT), log))
+            with open(log, "w") as f:  # the child keeps its own copy of the file descriptor
+                running.append((key, subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT), log))
             print(f"started {key[0]} seed {key[1]} ({len(queue)} waiting)", flush=True)
         time.sleep(2)
 
@@ -77,9 +78,7 @@ def main() -> None:
     if not option or not values:
         raise ValueError(f"--grid: expected KEY=V1,V2,..., got {args.grid!r}")
     base = load_config(args.config, args.set)
-    if len(base.tasks) != 1 or base.tasks[0].type != "sts" or not (base.tasks[0].dev and base.tasks[0].test):
-        raise ValueError(f"{args.config}: needs exactly one sts task with dev and test files")
-    task, out = base.tasks[0], Path(args.out)
+    task, out = single_sts_task(base, args.config), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     folders, todo = {}, {}
@@ -97,7 +96,7 @@ def main() -> None:
                 todo[key] = (sets, out / f"{option}{value}-seed{seed}.log")
     run_all(todo, args.parallel, args.config)
 
-    devs = {key: best_dev(folder, task.name) for key, folder in folders.items()}
+    devs = {key: dev_scores(folder, task.name) for key, folder in folders.items()}
     labels = [f"{option}={v}" for v in values]
     mean_dev = {label: statistics.mean(max(devs[(label, s)]) for s in args.seeds) for label in labels}
     chosen = max(labels, key=mean_dev.get)

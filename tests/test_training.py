@@ -219,8 +219,10 @@ def test_cuda_mixed_precision_follows_fp32(tiny_model_dir, tiny_data, tmp_path, 
     assert bool(scaler) == (precision == "fp16")  # a disabled scaler saves an empty state
     if precision == "fp16":
         assert scaler["scale"] > 0 and scaler["_growth_tracker"] >= 0
+    # Resuming from the last checkpoint loads every state on the GPU (RNG, scaler, optimizer) and runs no
+    # step; mid-run resumption is the CPU kill-and-resume test's job.
     trained = weights(tmp_path / precision / "final")
-    train(load_config(tmp_path / f"{precision}.json"), resume=True)  # CPU and CUDA RNG states, scaler, optimizer
+    train(load_config(tmp_path / f"{precision}.json"), resume=True)
     assert all(torch.equal(trained[k], v) for k, v in weights(tmp_path / precision / "final").items())
 
 
@@ -261,7 +263,8 @@ def test_sam_takes_the_gradient_at_the_perturbed_weights(tiny_model_dir, tiny_da
         params = list(trainer.model.parameters())
         if shift is not None:
             with torch.no_grad():
-                torch._foreach_add_(params, shift)
+                for p, s in zip(params, shift, strict=True):
+                    p.add_(s)
         seen = {}
 
         def record(optimizer, args, kwargs) -> None:  # what the optimizer is about to use

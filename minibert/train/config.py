@@ -192,6 +192,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
         raise ValueError(f"{path or 'configuration'}: {e}") from e
 
 
+def single_sts_task(config: TrainConfig, where: str) -> TaskConfig:
+    """The one STS task of a benchmark configuration, which must name dev and test files."""
+    if len(config.tasks) != 1 or config.tasks[0].type != "sts" or not (config.tasks[0].dev and config.tasks[0].test):
+        raise ValueError(f"{where}: needs exactly one sts task with dev and test files")
+    return config.tasks[0]
+
+
 def check_finished_run(folder: str | Path, config: TrainConfig) -> None:
     """A finished run in ``folder`` may stand in for ``config`` only if it used the same recipe. The
     folder may have moved, so ``output_dir`` does not count; options added since read as their defaults."""
