@@ -15,11 +15,38 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def read_lines(path: str) -> list[str]:
     """One sentence per line; blank lines are kept (row i of the output is line i)."""
-    text = Path(path).read_text(encoding="utf-8") if path != "-" else sys.stdin.read()
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"input file not found: {path}")
+        data = Path(path).read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ValueError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from e
     lines = text.split("\n")
     if lines and lines[-1] == "":  # the newline that ends the last line does not start a new one
         lines.pop()
     return [line.removesuffix("\r") for line in lines]
+
+
+def check_device(name: str | None) -> None:
+    """A device this torch can use, or a one-line error (instead of torch's traceback)."""
+    import torch
+
+    if name is None:
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name}: {e}") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
 
 
 def load_encoder(args: argparse.Namespace):
@@ -27,6 +54,7 @@ def load_encoder(args: argparse.Namespace):
 
     from minibert.sentence import SentenceEncoder
 
+    check_device(args.device)
     return SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
 
 
@@ -79,29 +107,37 @@ def format_label(result: dict) -> str:
     return f"{result['label']} ({result['probability']:.2f})   [" + ", ".join(f"{k} {v:.2f}" for k, v in top) + "]"
 
 
+def format_prediction(task, result: dict) -> str:
+    """One task's prediction on one line, by what it holds: a label, entity spans or a score."""
+    if "label" in result:
+        return format_label(result)
+    if "entities" in result:
+        return ", ".join(f"{e['text']} [{e['type']}]" for e in result["entities"]) or "(none)"
+    if "score" in result:
+        return f"{result['score']:.2f} / {task.max_score:g}"
+    return str(result)
+
+
 def print_predictions(model, sentences: list[str]) -> None:
-    for row in model.predict(sentences):
+    from minibert.predict import predict
+
+    for row in predict(model, sentences):
         print(f"{row['text']}")
-        for name, spec in model.tasks.items():
-            if spec.type == "classification":
-                print(f"  {name:12} {format_label(row[name])}")
-            elif spec.type == "token_classification":
-                spans = ", ".join(f"{e['text']} [{e['type']}]" for e in row[name]["entities"]) or "(none)"
-                print(f"  {name:12} {spans}")
+        for name, task in model.tasks.items():
+            if name in row:
+                print(f"  {name:12} {format_prediction(task, row[name])}")
         preview = ", ".join(f"{v:+.3f}" for v in row["embedding"][:4])
         print(f"  {'embedding':12} {len(row['embedding'])} dims [{preview}, ...]")
 
 
 def print_pair_predictions(model, a: list[str], b: list[str]) -> None:
-    from minibert.task_spec import SCORE_TASKS
+    from minibert.predict import predict_pairs
 
-    for row in model.predict_pairs(a, b):
+    for row in predict_pairs(model, a, b):
         print(f"{row['a']!r}  vs  {row['b']!r}")
-        for name, spec in model.tasks.items():
-            if spec.type == "nli":
-                print(f"  {name:12} {format_label(row[name])}")
-            elif spec.type in SCORE_TASKS:
-                print(f"  {name:12} {row[name]['score']:.2f} / {spec.max_score:g}")
+        for name, task in model.tasks.items():
+            if name in row:
+                print(f"  {name:12} {format_prediction(task, row[name])}")
         print(f"  {'cosine':12} {row['similarity']:.4f}")
 
 
@@ -114,6 +150,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not sentences:
         print("error: give sentences as arguments or with --input FILE", file=sys.stderr)
         return 2
+    check_device(args.device)
     model = MultiTaskModel.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     if args.pairs:
         if len(sentences) % 2:

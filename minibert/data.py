@@ -19,19 +19,19 @@ from pathlib import Path
 class PairExample:
     a: str
     b: str
-    label: float | int | str  # STS: gold score; NLI: class id or name
+    label: float | int | str | None = None  # STS: gold score; NLI: class id or name; None: unlabelled
 
 
 @dataclass
 class TextExample:
     text: str
-    label: int | str  # a class id (for "0", "1", ...) or a label name
+    label: int | str | None = None  # a class id (for "0", "1", ...) or a label name
 
 
 @dataclass
 class TaggedSentence:
     words: list[str]
-    tags: list[str]
+    tags: list[str] | None = None  # one BIO tag per word
 
 
 def default_data_dir() -> Path:

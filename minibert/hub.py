@@ -50,7 +50,7 @@ def candidate_folders(name: str) -> list[Path]:
     short = short_name(name)
     roots = [Path(os.environ["MINIBERT_WEIGHTS"])] if os.environ.get("MINIBERT_WEIGHTS") else []
     roots += [REPO_WEIGHTS, Path.cwd() / "weights"]
-    folders = [root / short for root in roots]
+    folders = list(dict.fromkeys(root / short for root in roots))  # the cwd may be the checkout
     packaged = PACKAGED_MODELS.get(short)
     if packaged is not None:
         spec = importlib.util.find_spec(packaged.module)  # finds the package without importing it

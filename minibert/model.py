@@ -2,22 +2,26 @@
 
 A batch flows: token ids -> Embeddings -> N x EncoderBlock -> last hidden states (-> Pooler).
 Every module here keeps its own readable names; ``minibert.weights`` holds the explicit map from
-Hugging Face checkpoint keys to these names.
+Hugging Face checkpoint keys to these names, and ``BertModel.from_pretrained`` loads through it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minibert import weights
 from minibert.config import BertConfig
 
 AttnImplementation = Literal["eager", "sdpa"]
+log = logging.getLogger(__name__)
 
 
 def activation(name: str):
@@ -213,12 +217,28 @@ class BertModel(nn.Module):
         return BertOutput(x, pooled)
 
     @classmethod
-    def from_pretrained(cls, path: str, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None,
                         attn_implementation: AttnImplementation = "sdpa") -> BertModel:
-        """Load a Hugging Face BERT folder (config.json + safetensors). See ``minibert.weights``."""
-        from minibert.weights import load_pretrained_bert
+        """Every parameter from a Hugging Face BERT folder (config.json + safetensors), strictly.
 
-        return load_pretrained_bert(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        The model is built on the ``meta`` device: no random init to throw away, and a parameter the
+        checkpoint does not fill cannot silently keep a random value (``load_state_dict`` is strict).
+        """
+        folder = Path(path)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        config = BertConfig.from_json(folder / "config.json")
+        tensors, report = weights.split_encoder_tensors(weights.load_safetensors(folder), source=str(folder))
+        with torch.device("meta"):
+            model = cls(config, add_pooler=weights.has_pooler(tensors), attn_implementation=attn_implementation)
+        shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+        state = weights.convert_state_dict(tensors, report, config, shapes)
+        model.load_state_dict(state, strict=True, assign=True)
+        model.to(device=device, dtype=dtype).eval()  # a loaded model starts in inference mode, as in transformers
+        log.info("%s", report)
+        model.load_report = report
+        return model
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

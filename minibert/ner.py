@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minibert.heads import IGNORE_INDEX
+IGNORE_INDEX = -100  # the label of word pieces that carry none (cross_entropy skips them)
 
 
 def check_bio_labels(labels: list[str], task: str = "ner") -> None:

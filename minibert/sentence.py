@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +43,13 @@ def read_modules(folder: Path) -> tuple[Path, Path | None, bool]:
     if transformer is None:
         raise ValueError(f"{path}: lists no Transformer module")
     return transformer, pooling, normalize
+
+
+class SentenceFeatures(NamedTuple):
+    """What the encoder computes for a batch: every token's state and the sentence embedding."""
+
+    token_states: torch.Tensor  # (B, L, C), the last hidden states (padding rows included)
+    embedding: torch.Tensor  # (B, D), pooled over the real tokens (and L2-normalised if the model is)
 
 
 class SentenceEncoder(nn.Module):
@@ -83,13 +90,19 @@ class SentenceEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, batch: Batch, normalize: bool | None = None) -> torch.Tensor:
-        """Embeddings (B, D) for a tokenized batch; differentiable, for training."""
-        hidden = self.bert(batch.input_ids, batch.attention_mask, batch.token_type_ids).last_hidden_state
-        emb = self.pooling(hidden, batch.attention_mask)
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None, normalize: bool | None = None) -> SentenceFeatures:
+        """Token states and sentence embeddings from one encoder pass; differentiable, for training.
+        Token-level heads read the first, sentence-level heads the second."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        emb = self.pooling(hidden, attention_mask)
         if self.normalize if normalize is None else normalize:
             emb = F.normalize(emb, p=2, dim=-1)
-        return emb
+        return SentenceFeatures(hidden, emb)
+
+    def forward(self, batch: Batch, normalize: bool | None = None) -> torch.Tensor:
+        """Embeddings (B, D) for a tokenized batch."""
+        return self.features(batch.input_ids, batch.attention_mask, batch.token_type_ids, normalize).embedding
 
     @torch.inference_mode()
     def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool | None = None,
@@ -151,7 +164,8 @@ def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Pa
     pooling_json = PoolingConfig(pooling.modes, encoder.bert.config.hidden_size).to_json_dict()
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_json, indent=2) + "\n")
     (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": encoder.tokenizer.max_length, "do_lower_case": False}, indent=2) + "\n")
+        json.dumps({"max_seq_length": encoder.tokenizer.max_length,
+                    "do_lower_case": encoder.tokenizer.lowercase_input}, indent=2) + "\n")
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
     if encoder.normalize:

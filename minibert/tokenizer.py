@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Encoding, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Encoding, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as BackendTokenizer
 
 from minibert.files import optional_json
+
+SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")  # the first four must be in every vocabulary
 
 
 class TruncationWarning(UserWarning):
@@ -37,6 +39,13 @@ class Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device),
                      self.token_type_ids.to(device), self.word_ids)
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The model inputs as a dict of tensors, with ``word_ids`` as a (B, L) tensor (-1 for None)."""
+        word_ids = torch.tensor([[-1 if w is None else w for w in row] for row in self.word_ids],
+                                dtype=torch.long).view(self.input_ids.shape)
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "token_type_ids": self.token_type_ids, "word_ids": word_ids}
+
 
 def wordpiece_from_vocab(vocab_path: Path, lowercase: bool = True, strip_accents: bool | None = None,
                          chinese_chars: bool = True) -> BackendTokenizer:
@@ -49,10 +58,14 @@ def wordpiece_from_vocab(vocab_path: Path, lowercase: bool = True, strip_accents
         if token in vocab:
             raise ValueError(f"{vocab_path}:{i + 1}: duplicate token {token!r} (first on line {vocab[token] + 1})")
         vocab[token] = i
-    for special in ("[UNK]", "[CLS]", "[SEP]", "[PAD]"):
+    for special in SPECIAL_TOKENS[:4]:
         if special not in vocab:
             raise ValueError(f"{vocab_path}: special token {special} is missing from the vocabulary")
     tok = BackendTokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    # Special tokens written in the text ("[CLS] a [SEP]") stay one token each, as tokenizer.json files
+    # and transformers' BertTokenizer have it: matched before the normaliser (which would lower-case
+    # them) and the pre-tokenizer (which would split off the brackets).
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS if t in vocab])
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=chinese_chars,
                                                 strip_accents=strip_accents, lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -135,6 +148,10 @@ class Tokenizer:
             warnings.warn(f"{len(truncated)} input(s) longer than {self.max_length} tokens were truncated "
                           f"(first at index {truncated[0]})", TruncationWarning, stacklevel=2)
         return encodings
+
+    def split_words(self, text: str) -> list[str]:
+        """Words as BERT's pre-tokenizer sees them (split at whitespace and punctuation)."""
+        return [w for w, _ in self.backend.pre_tokenizer.pre_tokenize_str(text)]
 
     def pad(self, encodings: list[Encoding]) -> Batch:
         """Right-pad a list of encodings to the longest one into int64 tensors."""

@@ -2,14 +2,13 @@
 
 Like nanoGPT's ``from_pretrained``: an explicit map from every minibert parameter to its
 checkpoint key, a shape check on every tensor, and a count of what was loaded. Anything missing,
-unexpected or mis-shaped is an error that names the keys and the file; the model is built on the
-``meta`` device, so a parameter that was not loaded cannot silently keep a random value.
+unexpected or mis-shaped is an error that names the keys and the file. This module only reads and
+maps tensors; ``BertModel.from_pretrained`` (model.py) builds the model and loads them into it.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +17,6 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from minibert.config import BertConfig
-from minibert.model import AttnImplementation, BertModel
-
-log = logging.getLogger(__name__)
 
 # Keys in BERT checkpoints that are not part of the encoder: they are skipped and reported.
 # `position_ids` is a legacy buffer (arange(512)) that older transformers versions saved.
@@ -98,7 +94,7 @@ def load_safetensors(path: str | Path) -> dict[str, tuple[torch.Tensor, Path]]:
 
 @dataclass
 class LoadReport:
-    """What ``load_bert_state_dict`` did, for the user to read."""
+    """What a load did, for the user to read (``BertModel.from_pretrained`` keeps it as ``model.load_report``)."""
 
     source: str
     loaded: int = 0
@@ -121,9 +117,9 @@ def detect_prefix(keys: list[str]) -> str:
     return ""
 
 
-def convert_state_dict(tensors: dict[str, tuple[torch.Tensor, Path]], config: BertConfig,
-                       source: str) -> tuple[dict[str, torch.Tensor], LoadReport, bool]:
-    """Map checkpoint keys to minibert names, strictly. Returns (state_dict, report, has_pooler)."""
+def split_encoder_tensors(tensors: dict[str, tuple[torch.Tensor, Path]],
+                          source: str) -> tuple[dict[str, tuple[torch.Tensor, Path]], LoadReport]:
+    """Strip the model prefix and set aside task heads and legacy buffers (reported, not loaded)."""
     prefix = detect_prefix(list(tensors))
     report = LoadReport(source=source, prefix=prefix)
     encoder: dict[str, tuple[torch.Tensor, Path]] = {}
@@ -133,8 +129,19 @@ def convert_state_dict(tensors: dict[str, tuple[torch.Tensor, Path]], config: Be
             report.skipped.append(key)
         else:
             encoder[bare] = value
-    has_pooler = "pooler.dense.weight" in encoder or "pooler.dense.bias" in encoder
-    key_map = bert_key_map(config.num_hidden_layers, has_pooler)
+    return encoder, report
+
+
+def has_pooler(encoder_tensors: dict) -> bool:
+    return "pooler.dense.weight" in encoder_tensors or "pooler.dense.bias" in encoder_tensors
+
+
+def convert_state_dict(encoder: dict[str, tuple[torch.Tensor, Path]], report: LoadReport, config: BertConfig,
+                       model_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """Map checkpoint keys to minibert names, strictly: every key of the map present, nothing extra, and
+    every tensor the shape the model (``model_shapes``: minibert name -> shape) expects."""
+    prefix, source = report.prefix, report.source
+    key_map = bert_key_map(config.num_hidden_layers, has_pooler(encoder))
 
     missing = [prefix + k for k in key_map.values() if k not in encoder]
     unexpected = [prefix + k for k in encoder if k not in set(key_map.values())]
@@ -144,7 +151,6 @@ def convert_state_dict(tensors: dict[str, tuple[torch.Tensor, Path]], config: Be
         raise ValueError(f"{source}: checkpoint does not match the config ({config.num_hidden_layers} layers): "
                          + "; ".join(parts))
 
-    model_shapes = expected_shapes(config, has_pooler)
     state: dict[str, torch.Tensor] = {}
     for ours, theirs in key_map.items():
         tensor, file = encoder[theirs]
@@ -153,36 +159,12 @@ def convert_state_dict(tensors: dict[str, tuple[torch.Tensor, Path]], config: Be
                              f"but the config implies {model_shapes[ours]}")
         state[ours] = tensor
     report.loaded = len(state)
-    return state, report, has_pooler
+    return state
 
 
-def expected_shapes(config: BertConfig, with_pooler: bool) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        model = BertModel(config, add_pooler=with_pooler)
-    return {name: tuple(p.shape) for name, p in model.state_dict().items()}
-
-
-def load_pretrained_bert(path: str | Path, dtype: torch.dtype | None = None,
-                         device: str | torch.device | None = None,
-                         attn_implementation: AttnImplementation = "sdpa") -> BertModel:
-    """A BertModel with every parameter taken from the checkpoint in ``path`` (a HF folder)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
-    config = BertConfig.from_json(folder / "config.json")
-    tensors = load_safetensors(folder)
-    state, report, has_pooler = convert_state_dict(tensors, config, source=str(folder))
-    with torch.device("meta"):  # no random init to throw away, and nothing left unloaded by accident
-        model = BertModel(config, add_pooler=has_pooler, attn_implementation=attn_implementation)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.to(device=device, dtype=dtype).eval()  # a loaded model starts in inference mode, as in transformers
-    log.info("%s", report)
-    model.load_report = report
-    return model
-
-
-def save_pretrained_bert(model: BertModel, folder: str | Path) -> None:
-    """Write config.json + model.safetensors with Hugging Face's key names (bare, as BertModel saves)."""
+def save_pretrained_bert(model, folder: str | Path) -> None:
+    """Write a ``BertModel`` as config.json + model.safetensors with Hugging Face's key names (bare, as
+    transformers' BertModel saves them)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save_json(folder / "config.json")

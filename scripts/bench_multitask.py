@@ -17,14 +17,14 @@ import logging
 import time
 from pathlib import Path
 
+from minibert.tasks import task_type
 from minibert.train import TrainConfig, load_config, train
-from minibert.train.evaluate import MAIN_METRIC
-from minibert.train.tasks import load_task_data, task_for_step, task_probabilities
+from minibert.train.batches import load_task_data, task_for_step, task_probabilities
 
 
 def steps_per_task(config: TrainConfig) -> dict[str, int]:
     """How many optimizer steps each task gets in the multi-task run (the schedule is deterministic)."""
-    sizes = [len(load_task_data(task, i, config.seed)[0]) for i, task in enumerate(config.tasks)]
+    sizes = [len(load_task_data(config, task, i)[0]) for i, task in enumerate(config.tasks)]
     p = task_probabilities(sizes, config.sampling, config.temperature)
     counts = [0] * len(sizes)
     for step in range(config.steps):
@@ -81,7 +81,7 @@ def main() -> None:
     lines = [f"| task | metric (test) | steps alone | multi-task ({multi.steps} steps, all tasks) | alone |",
              "|---|---|---|---|---|"]
     for task in multi.tasks:
-        metric = MAIN_METRIC[task.type]
+        metric = task_type(task.type).main_metric
         lines.append(f"| {task.name} | {metric} | {budget[task.name]} | "
                      f"{results['multi-task'][task.name][metric]:.4f} | {results[task.name][task.name][metric]:.4f} |")
     table = "\n".join(lines)

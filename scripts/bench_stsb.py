@@ -14,12 +14,13 @@ import copy
 import logging
 from pathlib import Path
 
+from minibert.train.soup import greedy_soup, save_soup
+from minibert.train.tasks import read_split
+
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
 from minibert.train.config import check_finished_run, single_sts_task
 from minibert.train.evaluate import evaluate_task
-from minibert.train.soup import greedy_soup, save_soup
-from minibert.train.tasks import read_split
 
 
 def main() -> None:

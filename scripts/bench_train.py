@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
+from minibert.train.tasks import to_batch
 
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train.optim import make_optimizer
-from minibert.train.tasks import to_batch
 
 
 def sync(device: str) -> None:

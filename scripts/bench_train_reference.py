@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import torch
+from minibert.train.tasks import to_batch
 
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.hub import resolve_model
 from minibert.multitask import MultiTaskModel
 from minibert.train.optim import make_optimizer
-from minibert.train.tasks import to_batch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
 

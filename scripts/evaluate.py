@@ -4,9 +4,10 @@
 import argparse
 import json
 
+from minibert.train.tasks import read_split
+
 from minibert.multitask import MultiTaskModel
 from minibert.train.evaluate import evaluate_task
-from minibert.train.tasks import read_split
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

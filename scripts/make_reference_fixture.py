@@ -12,23 +12,19 @@ it with nothing but minibert's own dependencies installed.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from sentence_transformers import SentenceTransformer
+from transformers import AutoTokenizer, BertModel
+
+from minibert import DEFAULT_MODEL, resolve_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import SENTENCES  # noqa: E402
-from sentence_transformers import SentenceTransformer  # noqa: E402
-from transformers import AutoTokenizer, BertModel  # noqa: E402
-
-from minibert import DEFAULT_MODEL, resolve_model  # noqa: E402
-
-OUT = ROOT / "tests" / "fixtures" / f"{DEFAULT_MODEL}-reference.npz"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+SENTENCES = (FIXTURES / "sentences.txt").read_text(encoding="utf-8").splitlines()  # the tests' sentences
+OUT = FIXTURES / f"{DEFAULT_MODEL}-reference.npz"
 
 if __name__ == "__main__":
     folder = str(resolve_model(DEFAULT_MODEL))

@@ -12,13 +12,13 @@ A teacher is a folder saved by MultiTaskModel.save with one sts or cross_sts tas
 import argparse
 
 import numpy as np
+from minibert.task_spec import SCORE_TASKS
+from minibert.train.silver import label_pairs, predict_scores, sample_silver_pairs, write_sts_tsv
+from minibert.train.tasks import read_split
 
 from minibert.metrics import spearman
 from minibert.multitask import MultiTaskModel
 from minibert.sentence import SentenceEncoder
-from minibert.task_spec import SCORE_TASKS
-from minibert.train.silver import label_pairs, predict_scores, sample_silver_pairs, write_sts_tsv
-from minibert.train.tasks import read_split
 
 
 def load_teacher(arg: str) -> tuple[MultiTaskModel, str]:

@@ -4,9 +4,10 @@
 
 import argparse
 
-from minibert.multitask import MultiTaskModel
 from minibert.train.soup import greedy_soup, save_soup
 from minibert.train.tasks import read_split
+
+from minibert.multitask import MultiTaskModel
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -16,9 +16,10 @@ import os
 import sys
 from pathlib import Path
 
+from minibert.train.tasks import read_split
+
 from minibert.hub import resolve_model
 from minibert.train import load_config
-from minibert.train.tasks import read_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
 

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import torch
+from minibert.train.tasks import read_split
 
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config
 from minibert.train.config import check_finished_run, single_sts_task
 from minibert.train.evaluate import evaluate_task
-from minibert.train.tasks import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,31 +12,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Real sentences of very different lengths (the padded batch is what parity must survive).
-SENTENCES = [
-    "A man is playing a guitar.",
-    "Hi",
-    "The quick brown fox jumps over the lazy dog while the farmer, unaware of the commotion, keeps "
-    "repairing the old red tractor that has stood in the barn since the summer of 1974.",
-    "Stocks fell sharply on Wednesday after the central bank raised interest rates by half a point.",
-    "Two women are embracing while holding to-go packages.",
-    "Quantum entanglement defies classical intuition.",
-    "¿Dónde está la biblioteca? Müller's café serves crème brûlée.",
-    "東京は日本の首都です。",
-    "I loved this movie!!! :)",
-    "The cat sat on the mat.",
-    "A woman is slicing an onion in the kitchen with a very sharp knife.",
-    "NASA's Perseverance rover collected its 20th rock sample on Mars in 2023.",
-    "no",
-    "Researchers at the university published a study showing that regular exercise improves memory, "
-    "sleep quality and mood in adults over sixty, even when the exercise is light.",
-    "The team won the championship.",
-    "e-mail me at someone@example.com or call +1 (555) 010-9999",
-    "He said: \"it's fine\" — and left.",
-    "A dog runs through the snow.",
-    "Markets rallied.",
-    "The children are playing soccer in the park near the river on a sunny afternoon.",
-]
+# Real sentences of very different lengths (the padded batch is what parity must survive), one a line;
+# scripts/make_reference_fixture.py reads the same file.
+SENTENCES = (Path(__file__).parent / "fixtures" / "sentences.txt").read_text(encoding="utf-8").splitlines()
 
 
 @pytest.fixture(scope="session")

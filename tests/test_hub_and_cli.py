@@ -97,3 +97,31 @@ def test_python_dash_m_works():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "shape (1, 384)" in result.stdout
+
+
+def test_cli_device_without_cuda_is_one_line(capsys):
+    """cuda:99 exists on no machine: on a CPU-only torch and on a GPU machine alike, one line, no traceback."""
+    assert main(["encode", "--device", "cuda:99", "hello"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("minibert: error: --device cuda:99: ") and err.count("\n") == 1
+    assert main(["encode", "--device", "tpu", "hello"]) == 1
+    assert "--device tpu:" in capsys.readouterr().err
+
+
+def test_cli_non_utf8_input_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("first line\nsecond line\ncaf\xe9 au lait\n".encode("latin-1"))
+    assert main(["encode", "--input", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:3: not UTF-8 text (byte 0xe9" in err and err.count("\n") == 1
+    assert main(["encode", "--input", str(tmp_path / "nope.txt")]) == 1
+    assert f"input file not found: {tmp_path / 'nope.txt'}" in capsys.readouterr().err
+
+
+def test_model_not_found_lists_each_place_once(monkeypatch):
+    monkeypatch.delenv("MINIBERT_WEIGHTS", raising=False)
+    monkeypatch.chdir(hub.REPO_WEIGHTS.parent)  # from the checkout, ./weights is the repository's weights/
+    with pytest.raises(FileNotFoundError) as caught:
+        hub.resolve_model("bert-nonexistent")
+    looked = str(caught.value).split("looked in: ")[1].split(")")[0].split(", ")
+    assert len(looked) == len(set(looked)) == 1 and looked[0] == str(hub.REPO_WEIGHTS / "bert-nonexistent")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minibert.heads import IGNORE_INDEX as X
+from minibert.ner import IGNORE_INDEX as X
 from minibert.ner import align_labels, bio_to_entities, check_bio_labels, first_piece_index
 
 

@@ -111,3 +111,37 @@ def test_sentence_bert_do_lower_case_lowers_the_text(model_copy, sentences):
     assert "hello" not in ours.tokenizer.backend.encode("HELLO").tokens
     reference = st.SentenceTransformer(str(folder), device="cpu")
     np.testing.assert_allclose(ours.encode(sentences), reference.encode(sentences), atol=1e-5)
+
+
+def test_do_lower_case_survives_save_and_reload(model_copy, tmp_path, sentences):
+    """A model read with sentence_bert_config's do_lower_case: true keeps lowering after it is saved."""
+    from minibert import SentenceEncoder
+    from minibert.sentence import save_sentence_transformers_folder
+
+    folder = model_copy()
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": True}))
+    (folder / "tokenizer.json").unlink()
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
+    original = SentenceEncoder.from_pretrained(folder)
+    save_sentence_transformers_folder(original, tmp_path / "saved")
+    reloaded = SentenceEncoder.from_pretrained(tmp_path / "saved")
+    assert reloaded.tokenizer.lowercase_input
+    texts = [s.upper() for s in sentences]
+    np.testing.assert_array_equal(reloaded.encode(texts), original.encode(texts))
+
+
+def test_special_tokens_written_in_the_text_match_the_reference(model_copy):
+    """"[CLS] [SEP] [PAD]" in the text is three special tokens for tokenizer.json folders and for
+    transformers' tokenizer built from vocab.txt; a vocab.txt-only folder must read it the same way."""
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the reference")
+    from minibert import SentenceEncoder
+
+    folder = model_copy(skip=("tokenizer.json",))
+    texts = ["[CLS] [SEP] [PAD]", "hello [MASK] world [UNK]", "[cls] is lower case, so it is text"]
+    ours = SentenceEncoder.from_pretrained(folder)
+    with_json = Tokenizer.from_pretrained(model_copy("with-json"))
+    assert ours.tokenizer(texts).input_ids.tolist() == with_json(texts).input_ids.tolist()
+    assert ours.tokenizer.backend.encode(texts[0]).tokens == ["[CLS]", "[CLS]", "[SEP]", "[PAD]", "[SEP]"]
+    reference = st.SentenceTransformer(str(folder), device="cpu")
+    np.testing.assert_allclose(ours.encode(texts), reference.encode(texts), atol=1e-5)

@@ -15,10 +15,9 @@ import torch
 from conftest import tiny_config
 from safetensors.torch import load_file
 
-from minibert.data import read_sts_tsv
+from minibert.data import read_conll, read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
-from minibert.train.config import check_finished_run
 from minibert.train.evaluate import evaluate_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +51,11 @@ def test_a_run_trains_logs_evaluates_and_saves(tiny_model_dir, tiny_data, tmp_pa
     dev = [r for r in records if "dev" in r]
     assert [r["step"] for r in dev] == [6, 12]
     assert set(dev[0]["dev"]) == {"sts", "topic", "nli", "ner", "mean"}
-    assert 0.0 <= dev[-1]["dev"]["ner"]["f1"] <= 1.0 and "macro_f1" in dev[-1]["dev"]["topic"]
-    assert "test" in result and "spearman" in result["test"]["sts"]
+    final = MultiTaskModel.load(out / "final")  # the last dev evaluation scored the final weights
+    assert dev[-1]["dev"]["ner"] == pytest.approx(evaluate_task(final, "ner", read_conll(tiny_data / "ner.txt")))
+    mains = [dev[-1]["dev"][t][m] for t, m in (("sts", "spearman"), ("topic", "accuracy"), ("nli", "accuracy"),
+                                                ("ner", "f1"))]
+    assert dev[-1]["dev"]["mean"] == pytest.approx(sum(mains) / 4)
     assert json.loads((out / "config.json").read_text())["steps"] == 12  # the resolved configuration
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for folder in ("best", "final"):  # both load as multi-task models
@@ -62,7 +64,7 @@ def test_a_run_trains_logs_evaluates_and_saves(tiny_model_dir, tiny_data, tmp_pa
     assert model.tasks["sentiment"].labels == ["negative", "positive"]
     assert model.tasks["topic"].labels == ["Business", "Sci/Tech", "Sports", "World"]  # found in the data
     best_step = json.loads((out / "result.json").read_text())["best"]["step"]
-    assert best_step in (6, 12)
+    assert best_step == max(dev, key=lambda r: (r["dev"]["mean"], -r["step"]))["step"]  # the first of the best
     best = MultiTaskModel.load(out / "best")  # the test numbers are best/'s, scored once at the end
     assert result["test"]["sts"] == evaluate_task(best, "sts", read_sts_tsv(tiny_data / "sts.tsv"))
 
@@ -131,24 +133,21 @@ def test_resume_refuses_a_changed_configuration(tiny_model_dir, tiny_data, tmp_p
     train(run_config(config, tmp_path / "c.json"))
     with pytest.raises(ValueError, match=r"different configuration \(changed: \['lr'\]\)"):
         train(run_config({**config, "lr": 0.5}, tmp_path / "c2.json"), resume=True)
-    # A finished run stands in for the same recipe elsewhere (benchmarks reuse runs), never for another.
-    check_finished_run(tmp_path / "run", run_config({**config, "output_dir": "moved"}, tmp_path / "c3.json"))
-    with pytest.raises(ValueError, match=r"run.config\.json: that run used a different configuration .*'lr'"):
-        check_finished_run(tmp_path / "run", run_config({**config, "lr": 0.5}, tmp_path / "c2.json"))
 
 
 def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_path):
     """DDP on 2 CPU processes (gloo, loopback): replicas identical and equal to one process with the
-    same global batch (the tiny model has no dropout, so both compute the same function)."""
-    base = tiny_config(tiny_model_dir, tiny_data, tmp_path / "single", steps=8, batch_size=4, eval_every=0,
-                       checkpoint_every=8)
-    base["tasks"] = [t for t in base["tasks"] if t["type"] in ("classification", "sts", "nli")]
+    same global batch (the tiny model has no dropout, so both compute the same function). NER is in:
+    its loss averages over labelled word pieces, which the two halves of a batch hold unequal numbers of."""
+    base = tiny_config(tiny_model_dir, tiny_data, tmp_path / "single", steps=10, batch_size=4, eval_every=0,
+                       checkpoint_every=10)
+    base["tasks"] = [t for t in base["tasks"] if t["type"] != "nli"]
     (tmp_path / "single.json").write_text(json.dumps(base))
     (tmp_path / "ddp.json").write_text(json.dumps({**base, "output_dir": str(tmp_path / "ddp")}))
     single = launch(tmp_path / "single.json")
     finish(single)
     finish(launch(tmp_path / "ddp.json", nproc=2))
-    assert {"step": 8, "replicas_identical": True} in read_log(tmp_path / "ddp")
+    assert {"step": 10, "replicas_identical": True} in read_log(tmp_path / "ddp")
     a, b = weights(tmp_path / "single" / "final"), weights(tmp_path / "ddp" / "final")
     changed = 0
     initial = load_file(tiny_model_dir / "model.safetensors")
@@ -238,7 +237,9 @@ def test_cuda_sdpa_uses_a_fused_kernel(minilm_dir):
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
         emb = encoder(batch)
         emb.float().sum().backward()
-    assert torch.isfinite(emb).all()
+    reference = SentenceEncoder.from_pretrained(minilm_dir)(batch.to("cpu")).detach()  # fp32, CPU
+    assert torch.nn.functional.cosine_similarity(emb.detach().float().cpu(), reference).min() > 0.999
+    assert encoder.bert.blocks[0].attention.query.weight.grad.abs().sum() > 0
 
 
 def test_dropout_option_reaches_the_encoder(tiny_model_dir, tiny_data, tmp_path):
@@ -284,3 +285,36 @@ def test_sam_takes_the_gradient_at_the_perturbed_weights(tiny_model_dir, tiny_da
     for a, b in zip(g_sam, g_perturbed, strict=True):
         torch.testing.assert_close(a, b)
     assert sum(not torch.allclose(a, plain) for a, plain in zip(g_sam, g, strict=True)) > 10
+
+
+def test_logged_learning_rates_are_the_top_layer_and_the_heads(tiny_model_dir, tiny_data, tmp_path):
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=4, eval_every=0, log_every=1,
+                         lr=1e-3, head_lr=1e-2, layer_decay=0.5, warmup_ratio=0.0, schedule="constant")
+    train(run_config(config, tmp_path / "c.json"))
+    assert [r["lr"] for r in read_log(tmp_path / "run") if "lr" in r] == [{"top_layer": 1e-3, "heads": 1e-2}] * 4
+
+
+def test_several_training_files_and_a_cross_encoder(tiny_model_dir, tiny_data, tmp_path):
+    """A task's train may be a list of files, read one after the other; a cross-encoder trains, and the
+    test score is that of the saved best checkpoint."""
+    from minibert.train.batches import load_task_data
+
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("g\ts\t2012\t9\t0.300\tA man cuts an onion.\tTwo birds fly.\n", encoding="utf-8")
+    sts = {"name": "sts", "type": "sts", "train": [str(tiny_data / "sts.tsv"), str(extra)],
+           "dev": str(tiny_data / "sts.tsv")}
+    cross = {"name": "cross", "type": "cross_sts", "train": str(tiny_data / "sts.tsv"),
+             "dev": str(tiny_data / "sts.tsv"), "test": str(tiny_data / "sts.tsv")}
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", tasks=[sts, cross], steps=4, eval_every=4)
+    resolved = run_config(config, tmp_path / "c.json")
+    gold = read_sts_tsv(tiny_data / "sts.tsv")
+    train_examples = load_task_data(resolved, resolved.tasks[0], 0)[0]
+    assert [(e.a, e.b) for e in train_examples] == [(e.a, e.b) for e in gold] + [("A man cuts an onion.",
+                                                                                  "Two birds fly.")]
+    result = train(resolved)
+    assert "sts" not in result["test"]  # it has no test file
+    best = MultiTaskModel.load(tmp_path / "run" / "best")
+    assert result["test"]["cross"] == pytest.approx(evaluate_task(best, "cross", gold))
+    config["tasks"][0]["train"] = [str(extra), 3]
+    with pytest.raises(ValueError, match="train must be a path or a list of paths"):
+        run_config(config, tmp_path / "c.json")

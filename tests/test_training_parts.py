@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from minibert.data import read_classification, read_conll, read_nli, read_sts_tsv
+from minibert.data import TextExample, read_classification, read_conll, read_nli, read_sts_tsv
 from minibert.metrics import entity_prf, macro_f1
-from minibert.multitask import BATCH_KEYS
-from minibert.task_spec import HEAD_OPTIONS, TASK_TYPES
+from minibert.tasks import Classification, TokenClassification
+from minibert.train.batches import StepBatches, hold_out, load_task_data, task_for_step, task_probabilities
 from minibert.train.config import load_config
-from minibert.train.evaluate import MAIN_METRIC
 from minibert.train.optim import lr_multiplier, make_optimizer, param_groups
-from minibert.train.tasks import READERS, TaskStream, hold_out, infer_labels, task_for_step, task_probabilities
 
 # ---- readers -------------------------------------------------------------------------------------
 
@@ -89,7 +88,7 @@ steps = 10
 [[tasks]]
 name = "sts"
 type = "sts"
-train = "${TINY:-/data}/sts.tsv"
+train = "stsb/train.tsv"
 [[tasks]]
 name = "topic"
 type = "classification"
@@ -98,21 +97,24 @@ head = { hidden_layer = true }
 """
 
 
-def test_toml_config_with_overrides_and_variables(tmp_path, monkeypatch):
+def test_toml_config_with_overrides_and_data_dir(tmp_path, monkeypatch):
     path = write(tmp_path, "c.toml", TOML)
     config = load_config(path, ["steps=25", "tasks.topic.loss_weight=0.5", 'freeze=["embeddings"]', "lr=3e-5"])
     assert config.steps == 25 and config.lr == 3e-5 and config.freeze == ["embeddings"]
-    assert config.tasks[0].train == "/data/sts.tsv"
     assert config.tasks[1].loss_weight == 0.5 and config.tasks[1].head == {"hidden_layer": True}
-    monkeypatch.setenv("TINY", "/elsewhere")
-    assert load_config(path).tasks[0].train == "/elsewhere/sts.tsv"
+    monkeypatch.setenv("MINIBERT_DATA", "/elsewhere")
+    assert load_config(path).data_path(config.tasks[0].train) == Path("/elsewhere/stsb/train.tsv")
+    assert load_config(path, ["data_dir=/d"]).data_path("stsb/train.tsv") == Path("/d/stsb/train.tsv")
+    assert load_config(path).data_path("/abs/x.tsv") == Path("/abs/x.tsv")
     config.save(tmp_path / "resolved.json")  # a resolved configuration reads back the same
     assert load_config(tmp_path / "resolved.json").to_dict() == config.to_dict()
 
 
-def test_every_task_type_has_a_reader_batch_keys_and_a_metric():
-    """The per-type tables must name the same types, or a new type would fail with a bare KeyError."""
-    assert set(READERS) == set(BATCH_KEYS) == set(MAIN_METRIC) == set(HEAD_OPTIONS) == set(TASK_TYPES)
+def test_a_missing_data_file_names_the_task_and_the_setting(tmp_path):
+    config = load_config(write(tmp_path, "c.toml", TOML), [f"data_dir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match=rf"task 'sts': train file not found: {tmp_path}/stsb/train.tsv "
+                                                r"\(data_dir = .*: set data_dir, or MINIBERT_DATA"):
+        load_task_data(config, config.tasks[0], 0)
 
 
 @pytest.mark.parametrize("override,match", [
@@ -121,7 +123,7 @@ def test_every_task_type_has_a_reader_batch_keys_and_a_metric():
     ("tasks.topic.dropuot=1", r"task 'topic': unknown key\(s\) \['dropuot'\]"),
     ('tasks.sts.head={"loss": "cosent", "dropout": 0.2}',
      r"task 'sts': option\(s\) \['dropout'\] do not apply to task type 'sts'; "
-     r"its options are \['loss', 'max_score'\]"),
+     r"its options are \['loss', 'max_score', 'cosent_scale'\]"),
     ("tasks.topic.head.hiden_layer=true",
      r"task 'topic': option\(s\) \['hiden_layer'\] do not apply to task type 'classification'"),
     ("tasks.topic.head=dropout", "task 'topic': head must be a table of options, got 'dropout'"),
@@ -149,36 +151,76 @@ def test_task_probabilities():
     assert task_probabilities(sizes, "temperature", 1e6).std() < 1e-4  # T -> inf: uniform
 
 
-def test_task_sequence_is_a_function_of_the_step():
+def test_task_sequence_follows_the_probabilities():
     p = task_probabilities([1, 3], "proportional")
     seq = [task_for_step(s, 2, "proportional", p, seed=1) for s in range(4000)]
-    assert seq == [task_for_step(s, 2, "proportional", p, seed=1) for s in range(4000)]
-    assert abs(np.mean(seq) - 0.75) < 0.03
+    assert abs(np.mean(seq) - 0.75) < 0.03  # 4000 draws: the standard error is 0.007
+    other = [task_for_step(s, 2, "proportional", p, seed=2) for s in range(4000)]
+    assert abs(np.mean(other) - 0.75) < 0.03 and sum(a != b for a, b in zip(seq, other, strict=True)) > 1000
     assert [task_for_step(s, 3, "round_robin", None, 0) for s in range(5)] == [0, 1, 2, 0, 1]
 
 
-def test_stream_covers_each_epoch_once_and_resumes():
-    stream = TaskStream(list(range(10)), seed=3)
-    first = stream.take(7) + stream.take(3)
-    assert sorted(first) == list(range(10))
-    state = stream.state()
-    ahead = stream.take(15)
-    other = TaskStream(list(range(10)), seed=3)
-    other.load_state(state)
-    assert other.take(15) == ahead
-    assert sorted(ahead[:10]) == list(range(10)) and ahead[:10] != first  # a new shuffle each epoch
+class RecordingTask:
+    """A task whose "collate" returns the examples, to see which ones each step draws (no tokenizer needed)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def collate(self, examples, tokenizer):
+        return {"examples": examples}
 
 
-def test_hold_out_and_label_inference(tiny_data):
+def test_step_batches_are_consecutive_shuffled_passes(tmp_path):
+    """Against a straightforward reference: each task's draws, in step order, read one endless sequence of
+    per-epoch shuffles, batch_size at a time; each process gets every world-th example, cut into
+    grad_accum micro-batches."""
+    sets = [list(range(10)), list(range(100, 107))]
+    config = load_config(write(tmp_path, "c.toml", TOML), ["steps=30", "batch_size=4", "grad_accum=2", "seed=5",
+                                                           "sampling=proportional"])
+    tasks = [RecordingTask("a"), RecordingTask("b")]
+    whole = StepBatches(tasks, sets, None, config)
+    sequences = {t: [sets[t][i] for epoch in range(20)
+                     for i in np.random.default_rng([5 * 1000 + t, epoch]).permutation(len(sets[t]))] for t in (0, 1)}
+    used = {0: 0, 1: 0}
+    for step in range(30):
+        t, micro = whole[step]
+        assert t == task_for_step(step, 2, "proportional", whole.probabilities, 5)
+        expected = sequences[t][used[t]:used[t] + 4]
+        used[t] += 4
+        assert [x for m in micro for x in m["examples"]] == expected
+        assert [len(m["examples"]) for m in micro] == [2, 2]
+        halves = [StepBatches(tasks, sets, None, config, rank=r, world=2)[step][1] for r in (0, 1)]
+        assert [[x for m in h for x in m["examples"]] for h in halves] == [expected[0::2], expected[1::2]]
+    assert min(used.values()) > 10  # both tasks went past the end of their first pass
+
+
+def test_hold_out_and_subsampling_do_not_depend_on_the_seed(tmp_path):
     train, dev = hold_out(list(range(100)), 0.1, seed=0)
     assert len(dev) == 10 and sorted(train + dev) == list(range(100))
-    from minibert.train.config import TaskConfig
+    lines = "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(50))
+    write(tmp_path, "cls.tsv", lines)
+    toml = f'data_dir = "{tmp_path}"\n[[tasks]]\nname = "c"\ntype = "classification"\ntrain = "cls.tsv"\n' \
+           "dev_split = 0.2\nmax_dev_examples = 5\nmax_train_examples = 20\n"
+    path = write(tmp_path, "c.toml", toml)
+    data = {seed: load_task_data(load_config(path, [f"seed={seed}"]), load_config(path).tasks[0], 0)
+            for seed in (1, 2)}
+    assert data[1] == data[2] and len(data[1][1]) == 5 and len(data[1][0]) == 20
+    other_split = load_task_data(load_config(path, ["split_seed=7"]), load_config(path).tasks[0], 0)
+    assert other_split[1] != data[1][1]
 
+
+def test_label_inference(tiny_data, tmp_path):
     ner = read_conll(tiny_data / "ner.txt")
-    labels = infer_labels(TaskConfig("ner", "token_classification", "x"), ner)
+    labels = TokenClassification.infer_labels(ner)
     assert labels == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     sst = read_classification(tiny_data / "sentiment.tsv")
-    assert infer_labels(TaskConfig("s", "classification", "x"), sst) == ["0", "1"]
+    assert Classification.infer_labels(sst) == ["0", "1"]
+    # 1-based ids (AG News' original numbering) name four classes, not five with a phantom class 0
+    one_based = [TextExample(f"t{i}", i % 4 + 1) for i in range(12)] + [TextExample("t", 10)]
+    names = Classification.infer_labels(one_based)
+    assert names == ["1", "2", "3", "4", "10"]
+    task = Classification("c", names)
+    assert task.label_ids([1, 4, 10, "2"]).tolist() == [0, 3, 4, 1]
 
 
 # ---- optimisation --------------------------------------------------------------------------------
@@ -213,7 +255,7 @@ def test_fused_optimizer_takes_the_same_step_as_plain_adamw(tiny_model_dir):
     fused = make_optimizer(fused_model, lr=1e-3, layer_decay=0.5, head_lr=1e-2, weight_decay=0.1)
     plain = torch.optim.AdamW(param_groups(plain_model, 1e-3, 0.5, 1e-2, 0.1), lr=1e-3, fused=False, foreach=False)
     assert fused.defaults["fused"] and [g["lr"] for g in fused.param_groups] == [g["lr"] for g in plain.param_groups]
-    batch = {"texts": ["a b c", "d e"], "labels": ["a", "b"]}
+    batch = fused_model.collate("t", [TextExample("a b c", "a"), TextExample("d e", "b")])
     start = {k: v.clone() for k, v in fused_model.state_dict().items()}
     for step in range(3):
         for model, optimizer in ((fused_model, fused), (plain_model, plain)):
@@ -235,23 +277,45 @@ def test_schedules():
     assert lr_multiplier(10, 10, 4, "linear") == 0.0 and lr_multiplier(9, 10, 0, "constant") == 1.0
 
 
-def test_gradient_clipping_and_accumulation_match_one_big_batch(tiny_model_dir, tiny_data, tmp_path):
-    """grad_accum=2 with half batches equals one full batch (no dropout in the tiny model)."""
+def accumulated_weights(tiny_model_dir, tiny_data, tmp_path, task: str, accum: int, head=None, **overrides):
     from conftest import tiny_config
 
     from minibert.train import Trainer
 
-    results = []
-    for accum in (1, 2):
-        config = tiny_config(tiny_model_dir, tiny_data, tmp_path / f"run{accum}", steps=3, eval_every=0,
-                             grad_accum=accum, max_grad_norm=0.05)
-        config["tasks"] = [t for t in config["tasks"] if t["name"] == "topic"]
-        (tmp_path / f"c{accum}.json").write_text(json.dumps(config))
-        trainer = Trainer(load_config(tmp_path / f"c{accum}.json"))
-        records = [trainer.train_step() for _ in range(3)]
-        assert all(r["grad_norm"] > 0.05 for r in records)  # clipping was active
-        results.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
-    torch.testing.assert_close(results[0], results[1], atol=1e-6, rtol=1e-5)
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / f"{task}{accum}", steps=3, eval_every=0,
+                         grad_accum=accum, **overrides)
+    config["tasks"] = [t for t in config["tasks"] if t["name"] == task]
+    if head:
+        config["tasks"][0]["head"] = head
+    (tmp_path / f"c{accum}.json").write_text(json.dumps(config))
+    trainer = Trainer(load_config(tmp_path / f"c{accum}.json"))
+    records = [trainer.train_step() for _ in range(3)]
+    return records, torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+
+@pytest.mark.parametrize("task", ["topic", "nli", "sts", "ner"])
+def test_gradient_clipping_and_accumulation_match_one_big_batch(tiny_model_dir, tiny_data, tmp_path, task):
+    """grad_accum=2 with half batches equals one full batch (no dropout in the tiny model): for NER too,
+    whose loss averages over labelled word pieces, which the two halves hold unequal numbers of."""
+    (records, one), (_, two) = (accumulated_weights(tiny_model_dir, tiny_data, tmp_path, task, accum,
+                                                    max_grad_norm=0.05) for accum in (1, 2))
+    assert all(r["grad_norm"] > 0.05 for r in records)  # clipping was active
+    torch.testing.assert_close(one, two, atol=1e-6, rtol=1e-5)
+
+
+def test_cosent_accumulation_ranks_within_micro_batches(tiny_model_dir, tiny_data, tmp_path):
+    """What holds for CoSENT, which compares every pair of a batch with every other: accumulation gives
+    the mean of the micro-batches' losses, not the loss of the whole batch (documented in sts.py)."""
+    from minibert.tasks import STS
+
+    task, cos = STS("s", loss="cosent"), torch.tensor([0.9, 0.1, 0.5, 0.4], requires_grad=True)
+    scores = torch.tensor([4.0, 1.0, 2.0, 3.0])
+    whole = task.compute_loss(cos, {"labels": scores})
+    halves = sum(task.compute_loss(cos[i:i + 2], {"labels": scores[i:i + 2]}) for i in (0, 2)) / 2
+    assert not torch.allclose(whole, halves)
+    (_, one), (_, two) = (accumulated_weights(tiny_model_dir, tiny_data, tmp_path, "sts", accum,
+                                              head={"loss": "cosent"}) for accum in (1, 2))
+    assert not torch.allclose(one, two, atol=1e-6, rtol=1e-5)
 
 
 # ---- metrics -------------------------------------------------------------------------------------

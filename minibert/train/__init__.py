@@ -1,4 +1,4 @@
-"""Multi-task fine-tuning: configuration, data streams, optimisation, evaluation, the training loop."""
+"""Multi-task fine-tuning: configuration, batches, optimisation, evaluation, checkpoints, the training loop."""
 
 from minibert.train.config import TaskConfig, TrainConfig, load_config
 from minibert.train.evaluate import evaluate_task

@@ -1,22 +1,22 @@
 """One training configuration: a TOML or JSON file, plus ``key=value`` overrides from the command line.
 
-Every run writes the resolved configuration (overrides applied, variables expanded) next to its
-checkpoints as ``config.json``, so ``--config runs/x/config.json`` repeats it exactly.
+Data paths are relative to ``data_dir`` (default: ``$MINIBERT_DATA``, else ``shared/data`` beside the
+checkout). Every run writes the resolved configuration (overrides applied, ``data_dir`` filled in) next
+to its checkpoints as ``config.json``, so ``--config runs/x/config.json`` repeats it exactly.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from minibert.data import default_data_dir
 from minibert.files import read_json, read_text
 from minibert.hub import DEFAULT_MODEL
-from minibert.task_spec import check_head_options
+from minibert.tasks import check_options
 
 SCHEDULES = ("linear", "cosine", "constant")
 SAMPLING = ("round_robin", "proportional", "temperature")
@@ -27,22 +27,22 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 class TaskConfig:
     name: str
     type: str  # classification | token_classification | nli | sts | cross_sts
-    train: str | list[str] | None = None  # paths; the reader is chosen by the task type (see minibert.data);
+    train: str | list[str] | None = None  # paths, relative to data_dir; the reader is the task type's;
     # several training files are read one after the other (gold pairs plus silver pairs, for example)
     dev: str | None = None
     test: str | None = None
     dev_split: float = 0.0  # with no dev file: hold out this fraction of the training file as dev
     labels: list[str] | None = None  # default: the label names found in the training data
     loss_weight: float = 1.0
-    max_train_examples: int | None = None  # a seeded random subset, for big sets or quick runs
+    max_train_examples: int | None = None  # a random subset (drawn with split_seed), for big sets or quick runs
     max_dev_examples: int | None = None
-    head: dict[str, Any] = field(default_factory=dict)  # TaskSpec options: dropout, hidden_layer, loss, ...
+    head: dict[str, Any] = field(default_factory=dict)  # the task type's options: dropout, hidden_layer, loss, ...
 
     def __post_init__(self) -> None:
-        # Checked here too, not only when the model is built, so a bad option fails before the data is read.
+        # Checked here, not only when the model is built, so a bad option fails before the data is read.
         if not isinstance(self.head, dict):
             raise ValueError(f"task {self.name!r}: head must be a table of options, got {self.head!r}")
-        check_head_options(self.name, self.type, self.head)
+        check_options(self.name, self.type, self.head)
 
 
 @dataclass
@@ -50,7 +50,9 @@ class TrainConfig:
     tasks: list[TaskConfig]
     model: str = DEFAULT_MODEL  # name or folder of the pretrained encoder
     output_dir: str = "runs/run"
-    seed: int = 42
+    data_dir: str = field(default_factory=lambda: str(default_data_dir()))
+    seed: int = 42  # heads' initial weights, dropout, the order of the training examples, the task sequence
+    split_seed: int = 0  # which examples dev_split holds out and max_*_examples keep: the same for every seed
     steps: int = 1000  # optimizer steps
     batch_size: int = 32  # examples per optimizer step (over all processes and accumulation steps)
     grad_accum: int = 1
@@ -65,7 +67,7 @@ class TrainConfig:
     attn_implementation: str = "sdpa"
     sampling: str = "proportional"  # which task each step trains
     temperature: float = 2.0  # for sampling="temperature": p ~ n^(1/T)
-    freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see MultiTaskModel.select)
+    freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see train.optim.select)
     freeze_encoder_steps: int = 0  # train only the heads for the first N steps
     max_seq_length: int | None = None
     sam_rho: float = 0.0  # > 0: sharpness-aware minimisation with this radius (two passes per step)
@@ -76,6 +78,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 20
     device: str = "auto"
+    num_workers: int = 0  # DataLoader processes that tokenize the next batches while this one trains
     plot: bool = True
 
     def __post_init__(self) -> None:
@@ -91,6 +94,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.sam_rho < 0:
             raise ValueError(f"sam_rho must be >= 0, got {self.sam_rho}")
         if self.batch_size % self.grad_accum:
@@ -103,6 +108,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def data_path(self, path: str) -> Path:
+        """A data file's path: relative paths are relative to data_dir."""
+        return Path(self.data_dir) / path
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -123,26 +132,6 @@ def check_keys(raw: dict, cls, where: str) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-
-
-VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
-
-
-def expand(value: Any) -> Any:
-    """${VAR} and ${VAR:-default} in strings, recursively."""
-    if isinstance(value, str):
-        def sub(m: re.Match) -> str:
-            if m.group(1) in os.environ:
-                return os.environ[m.group(1)]
-            if m.group(2) is not None:
-                return m.group(2)
-            raise ValueError(f"variable ${{{m.group(1)}}} is not set (use ${{{m.group(1)}:-default}})")
-        return VARIABLE.sub(sub, value)
-    if isinstance(value, list):
-        return [expand(v) for v in value]
-    if isinstance(value, dict):
-        return {k: expand(v) for k, v in value.items()}
-    return value
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -182,7 +171,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
     raw = read_config_file(path) if path else dict(base or {})
     for assignment in overrides:
         apply_override(raw, assignment)
-    raw = expand(raw)
     check_keys(raw, TrainConfig, str(path or "configuration"))
     if "tasks" not in raw:
         raise ValueError(f"{path or 'configuration'}: no [[tasks]]")
@@ -190,20 +178,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
         return TrainConfig(**raw)
     except TypeError as e:
         raise ValueError(f"{path or 'configuration'}: {e}") from e
-
-
-def single_sts_task(config: TrainConfig, where: str) -> TaskConfig:
-    """The one STS task of a benchmark configuration, which must name dev and test files."""
-    if len(config.tasks) != 1 or config.tasks[0].type != "sts" or not (config.tasks[0].dev and config.tasks[0].test):
-        raise ValueError(f"{where}: needs exactly one sts task with dev and test files")
-    return config.tasks[0]
-
-
-def check_finished_run(folder: str | Path, config: TrainConfig) -> None:
-    """A finished run in ``folder`` may stand in for ``config`` only if it used the same recipe. The
-    folder may have moved, so ``output_dir`` does not count; options added since read as their defaults."""
-    saved = Path(folder) / "config.json"
-    earlier = load_config(saved)
-    changed = changed_keys({**earlier.to_dict(), "output_dir": None}, {**config.to_dict(), "output_dir": None})
-    if changed:
-        raise ValueError(f"{saved}: that run used a different configuration (changed: {changed}); pass another --out")

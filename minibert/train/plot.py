@@ -6,15 +6,14 @@ import json
 import warnings
 from pathlib import Path
 
-from minibert.train.evaluate import MAIN_METRIC
-
 
 def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_curves(log_path: str | Path, png_path: str | Path) -> bool:
-    """Returns False (with a warning) when matplotlib is not installed: it is an optional extra."""
+def plot_curves(log_path: str | Path, png_path: str | Path, main_metrics: dict[str, str]) -> bool:
+    """Training loss per task, and each task's main dev metric (``main_metrics``: task -> metric name).
+    Returns False (with a warning) when matplotlib is not installed: it is an optional extra."""
     try:
         import matplotlib
 
@@ -31,10 +30,9 @@ def plot_curves(log_path: str | Path, png_path: str | Path) -> bool:
         for task, value in r.get("loss", {}).items():
             losses.setdefault(task, []).append((r["step"], value))
         for task, metrics in r.get("dev", {}).items():
-            if isinstance(metrics, dict):
-                name = next((m for m in MAIN_METRIC.values() if m in metrics), None)
-                if name:
-                    dev.setdefault(f"{task} {name}", []).append((r["step"], metrics[name]))
+            name = main_metrics.get(task)
+            if isinstance(metrics, dict) and name in metrics:
+                dev.setdefault(f"{task} {name}", []).append((r["step"], metrics[name]))
     colors = {task: f"C{i}" for i, task in enumerate(dict.fromkeys([*losses, *(k.split()[0] for k in dev)]))}
     for task, points in losses.items():
         ax_loss.plot(*zip(*points, strict=True), label=task, color=colors[task])

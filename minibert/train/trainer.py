@@ -11,9 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import random
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -24,82 +21,24 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from minibert.multitask import MultiTaskModel
+from minibert.tasks import make_task, task_type
 from minibert.tokenizer import TruncationWarning
-from minibert.train.config import TrainConfig, changed_keys
-from minibert.train.evaluate import evaluate_task, main_metric
-from minibert.train.optim import make_optimizer, make_scheduler
-from minibert.train.tasks import (
-    TaskStream,
-    infer_labels,
-    load_task_data,
-    read_split,
-    task_for_step,
-    task_probabilities,
-    task_spec,
-    to_batch,
+from minibert.train.batches import StepBatches, load_task_data, step_loader
+from minibert.train.checkpoint import (
+    atomic_save,
+    load_training_state,
+    replace_folder,
+    rng_state,
+    seed_everything,
+    set_rng_state,
 )
+from minibert.train.config import TrainConfig, changed_keys
+from minibert.train.distributed import all_sum, init_distributed, pick_device, replicas_identical
+from minibert.train.evaluate import evaluate_task, main_metric
+from minibert.train.optim import freeze, make_optimizer, make_scheduler, sam_perturb, sam_restore, unfreeze
 
 log = logging.getLogger("minibert.train")
 CHECKPOINT = "checkpoint.pt"
-
-
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world size); starts the process group when torchrun launched us. NCCL for GPUs, gloo
-    for the CPU, whatever else the machine has (a CPU run on a GPU machine still talks over gloo)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return int(os.environ.get("RANK", "0")), world
-
-
-def pick_device(name: str) -> torch.device:
-    """The configured device; "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK under torchrun."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this machine has "
-                             f"{torch.cuda.device_count()}; start fewer processes or set device=cpu")
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill mid-write leaves the old checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def replace_folder(save, target: Path) -> None:
-    """Write a model folder next to `target`, then swap it in."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(tmp)
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class Trainer:
@@ -115,16 +54,16 @@ class Trainer:
                              f"{cfg.grad_accum} accumulation steps")
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 needs CUDA (use bf16 on the CPU)")
-        specs = self.load_data()
-        self.model = MultiTaskModel.from_encoder(cfg.model, specs, seed=cfg.seed, device=self.device,
+        tasks = self.load_data()  # every process reads every file and later takes its share of each batch
+        self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, device=self.device,
                                                  attn_implementation=cfg.attn_implementation)  # same heads everywhere
-        random.seed(cfg.seed + self.rank)
-        np.random.seed(cfg.seed + self.rank)
-        torch.manual_seed(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
+        seed_everything(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
+        tokenizer = self.model.encoder.tokenizer
         if cfg.max_seq_length:
-            self.model.encoder.tokenizer.max_length = cfg.max_seq_length
+            tokenizer.max_length = cfg.max_seq_length
         if cfg.dropout is not None:
             self.model.encoder.bert.set_dropout(cfg.dropout)
+        self.batches = StepBatches(tasks, self.train_sets, tokenizer, cfg, self.rank, self.world)
         if self.rank == 0:
             self.report_truncation()
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr, cfg.weight_decay)
@@ -139,35 +78,36 @@ class Trainer:
         self.apply_freezing()
 
     def load_data(self) -> list:
-        """Every process reads every file and later takes its share of each global batch."""
-        cfg = self.config
-        self.train_sets, self.dev_sets, self.test_sets, specs = {}, {}, {}, []
-        for i, task in enumerate(cfg.tasks):
-            train, dev = load_task_data(task, i, cfg.seed)
-            self.train_sets[task.name] = train
+        """Each task's examples, and the task itself, with the label names its data shows unless the
+        configuration lists them."""
+        cfg, tasks = self.config, []
+        self.train_sets, self.dev_sets, self.test_sets = [], {}, {}
+        for i, task_config in enumerate(cfg.tasks):
+            train, dev, test = load_task_data(cfg, task_config, i)
+            self.train_sets.append(train)
             if dev:
-                self.dev_sets[task.name] = dev
-            if task.test:
-                self.test_sets[task.name] = read_split(task.type, task.test)
-            specs.append(task_spec(task, task.labels or infer_labels(task, train)))
+                self.dev_sets[task_config.name] = dev
+            if test:
+                self.test_sets[task_config.name] = test
+            labels = task_config.labels or task_type(task_config.type, task_config.name).infer_labels(train)
+            tasks.append(make_task({"name": task_config.name, "type": task_config.type, "labels": labels,
+                                    **task_config.head}))
         self.names = [t.name for t in cfg.tasks]
-        self.streams = [TaskStream(self.train_sets[n], seed=cfg.seed * 1000 + i) for i, n in enumerate(self.names)]
-        self.probabilities = task_probabilities([len(self.train_sets[n]) for n in self.names], cfg.sampling,
-                                                cfg.temperature)
-        self.weights = {t.name: t.loss_weight for t in cfg.tasks}
-        return specs
+        self.loss_weights = [t.loss_weight for t in cfg.tasks]
+        return tasks
 
     def report_truncation(self) -> None:
-        """How many training inputs exceed max_seq_length, said once per task instead of every batch."""
+        """How many training inputs reach max_seq_length (longer ones are cut), said once per task
+        instead of a warning every batch."""
         tokenizer = self.model.encoder.tokenizer
-        for name, examples in self.train_sets.items():
-            batch = to_batch(self.model.spec(name).type, examples)
-            fields = [(batch[k], k == "words") for k in ("texts", "a", "b", "words") if k in batch]
-            long = sum(bool(e.overflowing) for texts, pretokenized in fields
-                       for e in tokenizer.encode(texts, is_pretokenized=pretokenized, warn_truncation=False))
-            if long:
-                log.info("task %s: %d training inputs are longer than %d tokens and will be truncated",
-                         name, long, tokenizer.max_length)
+        for task, examples in zip(self.model.tasks.values(), self.train_sets, strict=True):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncationWarning)
+                full = sum(int((task.collate(examples[i:i + 1024], tokenizer)["attention_mask"].sum(1)
+                                >= tokenizer.max_length).sum()) for i in range(0, len(examples), 1024))
+            if full:
+                log.info("task %s: %d training inputs reach max_seq_length=%d tokens (longer ones are truncated)",
+                         task.name, full, tokenizer.max_length)
 
     # ---- freezing and the DDP wrapper ------------------------------------------------------------
 
@@ -175,11 +115,11 @@ class Trainer:
         """The permanent freezes, plus the whole encoder while step < freeze_encoder_steps. DDP only
         tracks parameters that require gradients when it is built, so it is rebuilt on every change."""
         cfg = self.config
-        self.model.unfreeze("encoder", "heads")
-        if self.step < cfg.freeze_encoder_steps:
-            self.model.freeze("encoder")
-        self.model.freeze(*cfg.freeze)
+        unfreeze(self.model, "encoder", "heads")
         self.frozen_encoder = self.step < cfg.freeze_encoder_steps
+        if self.frozen_encoder:
+            freeze(self.model, "encoder")
+        freeze(self.model, *cfg.freeze)
         self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True,
                                            device_ids=[self.device.index] if self.device.type == "cuda" else None) \
             if self.world > 1 else None
@@ -192,54 +132,52 @@ class Trainer:
 
     # ---- one optimizer step ----------------------------------------------------------------------
 
-    def train_step(self) -> dict:
+    def forward_backward(self, task: str, micro_batches: list[dict]) -> tuple[float, int]:
+        """Gradients of the step's loss, summed over micro-batches; returns (loss, real tokens).
+
+        Each micro-batch's loss is weighted by its share of the step's loss terms (examples, or labelled
+        word pieces for NER), over every process, so accumulation and DDP give the gradient of one loss
+        averaged over the whole batch, as long as that loss is a mean of per-term losses (CoSENT is not:
+        it ranks the pairs within each micro-batch).
+        """
+        spec, model = self.model.task(task), self.ddp or self.model
+        terms = [spec.loss_terms(b) for b in micro_batches]
+        total_terms = all_sum(sum(terms), self.world, self.device)
+        weight = self.loss_weights[self.names.index(task)]
+        loss_sum, tokens = 0.0, 0
+        for j, batch in enumerate(micro_batches):
+            last = j == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            with sync:
+                with self.autocast():
+                    out = model(task, batch)
+                share = terms[j] * self.world / total_terms if total_terms else 0.0  # DDP averages over processes
+                self.scaler.scale(out.loss * weight * share).backward()
+            loss_sum += out.loss.item() * terms[j]
+            tokens += int(batch["attention_mask"].sum())
+        return loss_sum / max(1, sum(terms)), tokens
+
+    def train_step(self, item: tuple[int, list[dict]] | None = None) -> dict:
+        """One optimizer step on `item` (task index, micro-batches); by default the step's own batches."""
         cfg = self.config
         if self.frozen_encoder and self.step >= cfg.freeze_encoder_steps:
             self.apply_freezing()
-        t = task_for_step(self.step, len(self.names), cfg.sampling, self.probabilities, cfg.seed)
+        t, micro_batches = item if item is not None else self.batches[self.step]
         task = self.names[t]
-        examples = self.streams[t].take(cfg.batch_size)  # the global batch; every process draws the same one
-        local = examples[self.rank::self.world]
-        micro = len(local) // cfg.grad_accum
         if not any(p.requires_grad for p in [*self.model.heads[task].parameters(), *self.model.encoder.parameters()]):
             # e.g. STS (no head weights) while the encoder is frozen: nothing to learn from this batch
             self.optimizer.step()  # a no-op without gradients; keeps the scheduler's bookkeeping in order
             self.scheduler.step()
             self.step += 1
             return {"task": task, "loss": float("nan"), "grad_norm": 0.0, "samples": 0, "tokens": 0}
-        model = self.ddp or self.model
-        model.train()
-
-        def forward_backward() -> tuple[float, int]:
-            total_loss, tokens = 0.0, 0
-            for j in range(cfg.grad_accum):
-                chunk = local[j * micro:(j + 1) * micro]
-                last = j == cfg.grad_accum - 1
-                sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
-                with sync:
-                    with self.autocast():
-                        out = model(task, to_batch(self.model.spec(task).type, chunk))
-                    loss = out.loss * self.weights[task] / cfg.grad_accum
-                    self.scaler.scale(loss).backward()
-                total_loss += loss.item()
-                tokens += out.num_tokens
-            return total_loss, tokens
-
-        total_loss, tokens = forward_backward()
+        micro_batches = [{k: v.to(self.device, non_blocking=True) for k, v in b.items()} for b in micro_batches]
+        (self.ddp or self.model).train()
+        loss, tokens = self.forward_backward(task, micro_batches)
         if cfg.sam_rho:
-            # Sharpness-aware minimisation: step to the worst point within rho of the weights (along the
-            # gradient), take the gradient there, come back, and let the optimizer use that gradient.
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            with torch.no_grad():
-                weights = [p.detach().clone() for p in params]
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-                for p in params:
-                    p.add_(p.grad, alpha=cfg.sam_rho / (float(norm) + 1e-12))
+            saved = sam_perturb(list(self.model.parameters()), cfg.sam_rho)
             self.optimizer.zero_grad(set_to_none=True)
-            forward_backward()
-            with torch.no_grad():
-                for p, w in zip(params, weights, strict=True):
-                    p.copy_(w)  # back to w exactly (w + e - e is not w in floats)
+            self.forward_backward(task, micro_batches)
+            sam_restore(saved)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                    cfg.max_grad_norm)
@@ -248,8 +186,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        return {"task": task, "loss": total_loss / self.weights[task] if self.weights[task] else total_loss,
-                "grad_norm": float(grad_norm), "samples": len(examples), "tokens": tokens * self.world}
+        return {"task": task, "loss": loss, "grad_norm": float(grad_norm), "samples": cfg.batch_size,
+                "tokens": tokens * self.world}
+
+    def learning_rates(self) -> dict[str, float]:
+        """The rates of the top encoder layer and of the heads (the other groups follow from layer_decay)."""
+        top = f"layer.{len(self.model.encoder.bert.blocks) - 1}/decay"
+        rates = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
+        heads = [lr for name, lr in rates.items() if name.startswith("head:")]
+        return {"top_layer": rates[top], **({"heads": heads[0]} if heads else {})}
 
     # ---- evaluation, checkpoints, logging --------------------------------------------------------
 
@@ -277,30 +222,25 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self) -> None:
-        rng = rng_state()
         rngs = [None] * self.world
         if self.world > 1:
-            dist.all_gather_object(rngs, rng)
+            dist.all_gather_object(rngs, rng_state())
         else:
-            rngs = [rng]
+            rngs = [rng_state()]
         if self.rank != 0:
             return
         atomic_save({
             "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "streams": [s.state() for s in self.streams], "rng": rngs, "best": self.best,
-            "config": self.config.to_dict(), "world": self.world,
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
+            "best": self.best, "config": self.config.to_dict(), "world": self.world,
         }, self.out / CHECKPOINT)
 
     def load_checkpoint(self) -> None:
+        """Everything a step depends on: weights, optimizer, schedule, scaler and RNG states. The data
+        position is the step itself (see batches.py)."""
         path = self.out / CHECKPOINT
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        # Our own file. Loaded onto the CPU: the RNG states must stay CPU byte tensors, and
-        # load_state_dict copies the rest onto the devices of the parameters they belong to.
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        saved, now = state["config"], self.config.to_dict()
-        changed = changed_keys(saved, now)
+        state = load_training_state(path)
+        changed = changed_keys(state["config"], self.config.to_dict())
         if changed:
             raise ValueError(f"--resume: {path} was written with a different configuration (changed: {changed})")
         if state["world"] != self.world:
@@ -309,8 +249,6 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        for stream, s in zip(self.streams, state["streams"], strict=True):
-            stream.load_state(s)
         set_rng_state(state["rng"][self.rank])
         self.step, self.best = state["step"], state["best"]
         if self.rank == 0:  # forget log lines written after the checkpoint: they will be written again
@@ -349,8 +287,8 @@ class Trainer:
 
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         window = {"samples": 0, "tokens": 0, "start": time.perf_counter(), "losses": {}}
-        while self.step < cfg.steps:
-            record = self.train_step()
+        for item in step_loader(self.batches, self.step, cfg.num_workers):
+            record = self.train_step(item)
             window["samples"] += record["samples"]
             window["tokens"] += record["tokens"]
             if record["samples"]:
@@ -360,7 +298,7 @@ class Trainer:
                 seconds = time.perf_counter() - window["start"]
                 rates = {"samples_per_s": window["samples"] / seconds, "tokens_per_s": window["tokens"] / seconds}
                 losses = {t: float(np.mean(v)) for t, v in window["losses"].items()}
-                self.log({"step": self.step, "lr": self.scheduler.get_last_lr()[0], "loss": losses, **rates})
+                self.log({"step": self.step, "lr": self.learning_rates(), "loss": losses, **rates})
                 if losses:
                     bar.set_postfix(loss=f"{np.mean(list(losses.values())):.3f}",
                                     samples_s=f"{rates['samples_per_s']:.0f}")
@@ -382,21 +320,15 @@ class Trainer:
             if cfg.plot:
                 from minibert.train.plot import plot_curves
 
-                plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
+                plot_curves(self.out / "metrics.jsonl", self.out / "curves.png",
+                            {name: task.main_metric for name, task in self.model.tasks.items()})
         if self.world > 1:
-            self.check_replicas()
+            identical = replicas_identical(self.model, self.world)
+            self.log({"step": self.step, "replicas_identical": identical})
+            if not identical:
+                raise RuntimeError("DDP replicas diverged")
             dist.barrier()
         return result
-
-    def check_replicas(self) -> None:
-        """After DDP training every replica must hold the same weights: compare checksums."""
-        sums = torch.stack([p.detach().double().sum().cpu() for p in self.model.parameters()])
-        gathered = [torch.zeros_like(sums) for _ in range(self.world)]
-        dist.all_gather(gathered, sums)
-        identical = all(torch.equal(gathered[0], g) for g in gathered[1:])
-        self.log({"step": self.step, "replicas_identical": identical})
-        if not identical:
-            raise RuntimeError("DDP replicas diverged")
 
 
 def train(config: TrainConfig, resume: bool = False) -> dict:

@@ -1,4 +1,5 @@
-"""The SBERT objectives equal sentence-transformers' SoftmaxLoss, CosineSimilarityLoss and CoSENTLoss."""
+"""The task types against sentence-transformers: the NLI, STS and cross-encoder objectives equal
+SoftmaxLoss, CosineSimilarityLoss, CoSENTLoss, and a saved cross-encoder scores as its CrossEncoder does."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from minibert.data import PairExample
 from minibert.multitask import MultiTaskModel
+from minibert.predict import predict_pairs
+from minibert.tasks.cross_sts import save_cross_encoder
 
 st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the reference")
 losses = pytest.importorskip("sentence_transformers.losses")
@@ -23,6 +27,10 @@ def features(reference, texts):
     return reference.tokenize(texts)
 
 
+def pairs(labels) -> list[PairExample]:
+    return [PairExample(a, b, y) for a, b, y in zip(A, B, labels, strict=True)]
+
+
 @pytest.mark.parametrize("multiplication", [False, True], ids=["u,v,|u-v|", "u,v,|u-v|,u*v"])
 def test_nli_head_equals_softmax_loss(minilm_dir, multiplication):
     ours = MultiTaskModel.from_encoder(minilm_dir, [{"name": "nli", "type": "nli",
@@ -33,7 +41,7 @@ def test_nli_head_equals_softmax_loss(minilm_dir, multiplication):
         softmax_loss.classifier.weight.copy_(ours.heads["nli"].classifier.weight)
         softmax_loss.classifier.bias.copy_(ours.heads["nli"].classifier.bias)
     labels = torch.tensor(NLI_LABELS)
-    out = ours("nli", {"a": A, "b": B, "labels": labels})
+    out = ours("nli", ours.collate("nli", pairs(NLI_LABELS)))
     _, ref_logits = softmax_loss([features(reference, A), features(reference, B)], None)
     ref_loss = softmax_loss([features(reference, A), features(reference, B)], labels)
     assert_close(out.logits, ref_logits, atol=1e-5, rtol=0)
@@ -45,7 +53,7 @@ def test_sts_losses_equal_sentence_transformers(minilm_dir, loss, reference_loss
     ours = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts", "loss": loss}])
     reference = st.SentenceTransformer(str(minilm_dir), device="cpu").eval()
     ref_loss_fn = getattr(losses, reference_loss)(reference)
-    out = ours("sts", {"a": A, "b": B, "scores": SCORES})
+    out = ours("sts", ours.collate("sts", pairs(SCORES)))
     ref = ref_loss_fn([features(reference, A), features(reference, B)], torch.tensor(SCORES) / 5.0)
     assert_close(out.loss, ref, atol=1e-6, rtol=1e-6)
     cosine = torch.nn.functional.cosine_similarity(torch.tensor(reference.encode(A)), torch.tensor(reference.encode(B)))
@@ -55,9 +63,31 @@ def test_sts_losses_equal_sentence_transformers(minilm_dir, loss, reference_loss
 def test_losses_have_gradients_for_the_encoder(minilm_dir):
     model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}, {"name": "nli", "type": "nli"}])
     model.train()
-    sts = model("sts", {"a": A, "b": B, "scores": SCORES}).loss
-    nli = model("nli", {"a": A, "b": B, "labels": NLI_LABELS}).loss
+    sts = model("sts", model.collate("sts", pairs(SCORES))).loss
+    nli = model("nli", model.collate("nli", pairs(NLI_LABELS))).loss
     (sts + nli).backward()
     assert model.encoder.bert.blocks[0].ffn_in.weight.grad.abs().sum() > 0
     assert model.heads["nli"].classifier.weight.grad.abs().sum() > 0
     assert model.encoder.bert.pooler.dense.weight.grad is None  # never used, never trained
+
+
+def test_cross_encoder_scores_as_sentence_transformers_cross_encoder(minilm_dir, tmp_path):
+    """Our cross_sts model saved as a BertForSequenceClassification folder: sentence-transformers'
+    CrossEncoder loads it and gives the same scores (sigmoid of the one logit), and its model's logits
+    and BCE loss equal ours."""
+    ours = MultiTaskModel.from_encoder(minilm_dir, [{"name": "cross", "type": "cross_sts"}], seed=3)
+    with torch.no_grad():  # a trained-looking head, not the initial one
+        ours.heads["cross"].out.weight.normal_(0, 0.5)
+    save_cross_encoder(ours, "cross", tmp_path / "ce")
+    reference = st.CrossEncoder(str(tmp_path / "ce"), device="cpu")
+    expected = torch.as_tensor(reference.predict(list(zip(A, B, strict=True)), batch_size=len(A)))
+    scores = torch.tensor([row["cross"]["score"] for row in predict_pairs(ours, A, B)])
+    assert_close(scores / 5, expected.float(), atol=1e-5, rtol=0)
+    inputs = reference.tokenizer(A, B, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ref_logits = reference.model(**inputs).logits.squeeze(-1)
+    out = ours("cross", ours.collate("cross", pairs(SCORES)))
+    assert_close(out.logits, ref_logits, atol=1e-5, rtol=0)
+    bce = torch.nn.BCEWithLogitsLoss()(ref_logits, torch.tensor(SCORES) / 5)  # CrossEncoder's default loss
+    assert_close(out.loss, bce, atol=1e-6, rtol=0)
+    assert expected.std() > 0.01  # the scores differ from pair to pair: the head's weights reached the reference

@@ -1,0 +1,105 @@
+"""A cross-encoder for similarity: both sentences in one input, "[CLS] a [SEP] b [SEP]".
+
+Every token of a attends to every token of b, a comparison that cos(u, v) cannot make, but the encoder
+runs once per *pair*, so it scores pairs and cannot search a corpus. The head is the one transformers'
+``BertForSequenceClassification`` puts on BERT (pooler dense + tanh on [CLS], dropout, linear to one
+logit), so ``save_cross_encoder`` writes a folder that sentence-transformers' ``CrossEncoder`` loads.
+The loss is CrossEncoder's default for one label: binary cross-entropy against score / max_score;
+sigmoid(logit) * max_score is the predicted score.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from minibert.data import PairExample, read_sts_tsv
+from minibert.tasks.base import Task, has_labels, register, score_metrics
+from minibert.weights import bert_key_map
+
+
+class CrossEncoderHead(nn.Module):
+    """[CLS] state -> dense -> tanh -> dropout -> linear -> one logit."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, 1)
+
+    def forward(self, features) -> torch.Tensor:
+        cls = features.token_states[:, 0]
+        return self.out(self.dropout(torch.tanh(self.dense(cls)))).squeeze(-1)  # (B,) logits
+
+
+@register
+@dataclass
+class CrossSTS(Task):
+    type = "cross_sts"
+    main_metric = "spearman"
+    input = "pair"
+
+    dropout: float = 0.1
+    max_score: float = 5.0
+
+    def check(self) -> None:
+        if self.labels:
+            raise ValueError(f"task {self.name!r} ({self.type}) scores pairs and takes no label names, "
+                             f"got {self.labels}")
+        if not self.max_score > 0:
+            raise ValueError(f"task {self.name!r}: max_score must be positive, got {self.max_score}")
+
+    read = staticmethod(read_sts_tsv)
+
+    def example(self, pair: tuple[str, str], tokenizer) -> PairExample:
+        return PairExample(*pair)
+
+    def collate(self, examples: list[PairExample], tokenizer) -> dict[str, torch.Tensor]:
+        # one input per pair; token_type_ids mark which sentence each token belongs to
+        batch = tokenizer([(e.a, e.b) for e in examples]).tensors()
+        if has_labels(examples):
+            batch["labels"] = torch.tensor([float(e.label) for e in examples], dtype=torch.float32)
+        return batch
+
+    def build_head(self, encoder) -> nn.Module:
+        """Starts from the checkpoint's pooler when it has one, as BertForSequenceClassification does."""
+        head = CrossEncoderHead(encoder.bert.config.hidden_size, self.dropout)
+        if encoder.bert.pooler is not None:
+            head.dense.load_state_dict(encoder.bert.pooler.dense.state_dict())
+        return head
+
+    def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), batch["labels"].float() / self.max_score)
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float()) * self.max_score
+
+    def predict(self, logits: torch.Tensor, batch: dict, examples: list) -> list[dict]:
+        return [{"score": float(s)} for s in self.score(logits).cpu()]
+
+    def metrics(self, predictions: list[dict], examples: list[PairExample]) -> dict[str, float]:
+        return score_metrics([p["score"] for p in predictions], [e.label for e in examples])
+
+
+def save_cross_encoder(model, task: str, folder: str | Path) -> None:
+    """The encoder and one cross_sts head as a transformers ``BertForSequenceClassification`` folder
+    (one label), which sentence-transformers' ``CrossEncoder`` loads."""
+    head, bert = model.heads[task], model.encoder.bert
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key_map = bert_key_map(bert.config.num_hidden_layers, with_pooler=False)
+    state = {"bert." + key_map[k]: t for k, t in bert.state_dict().items() if not k.startswith("pooler.")}
+    state |= {"bert.pooler.dense.weight": head.dense.weight, "bert.pooler.dense.bias": head.dense.bias,
+              "classifier.weight": head.out.weight, "classifier.bias": head.out.bias}
+    save_file({k: t.detach().contiguous().cpu() for k, t in state.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    config = bert.config.to_dict() | {"architectures": ["BertForSequenceClassification"], "num_labels": 1,
+                                      "classifier_dropout": model.tasks[task].dropout}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    model.encoder.tokenizer.save(folder)

@@ -1,0 +1,94 @@
+"""Natural language inference, SBERT style: each sentence embedded on its own (u and v), then a
+linear classifier over (u, v, |u-v|) decides entailment / neutral / contradiction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minibert.data import PairExample, read_nli
+from minibert.tasks.base import Task, has_labels, register
+
+NLI_LABELS = ["entailment", "neutral", "contradiction"]  # ids 0, 1, 2, as SNLI and MultiNLI number them
+
+
+def collate_pairs(examples: list[PairExample], tokenizer) -> dict[str, torch.Tensor]:
+    """A bi-encoder batch: the B first sentences, then the B second ones, as one (2B, L) batch, so the
+    encoder runs once; the head splits the embeddings back into u and v."""
+    return tokenizer([e.a for e in examples] + [e.b for e in examples]).tensors()
+
+
+class NLIHead(nn.Module):
+    """SBERT's classifier (Reimers & Gurevych 2019): linear(concat(u, v, |u-v| [, u*v])).
+
+    The flags are sentence-transformers' SoftmaxLoss flags; |u-v| tells the classifier *where* the
+    two sentences differ, which the concatenation alone makes hard to learn.
+    """
+
+    def __init__(self, dim: int, num_labels: int = 3, concat_rep: bool = True, concat_difference: bool = True,
+                 concat_multiplication: bool = False) -> None:
+        super().__init__()
+        n_vectors = 2 * concat_rep + concat_difference + concat_multiplication
+        if n_vectors == 0:
+            raise ValueError("NLIHead needs at least one of concat_rep, concat_difference, concat_multiplication")
+        self.concat_rep, self.concat_difference, self.concat_multiplication = (
+            concat_rep, concat_difference, concat_multiplication)
+        self.classifier = nn.Linear(n_vectors * dim, num_labels)
+
+    def forward(self, features) -> torch.Tensor:
+        u, v = features.embedding.chunk(2)
+        parts = [u, v] if self.concat_rep else []
+        if self.concat_difference:
+            parts.append(torch.abs(u - v))
+        if self.concat_multiplication:
+            parts.append(u * v)
+        return self.classifier(torch.cat(parts, dim=-1))
+
+
+@register
+@dataclass
+class NLI(Task):
+    type = "nli"
+    main_metric = "accuracy"
+    input = "pair"
+
+    concat_rep: bool = True  # sentence-transformers' SoftmaxLoss flags
+    concat_difference: bool = True
+    concat_multiplication: bool = False
+
+    def check(self) -> None:
+        if not self.labels:
+            self.labels = list(NLI_LABELS)
+        if len(self.labels) < 2:
+            raise ValueError(f"task {self.name!r}: needs at least two label names, got {self.labels}")
+
+    read = staticmethod(read_nli)
+
+    @staticmethod
+    def infer_labels(examples: list[PairExample]) -> list[str]:
+        return list(NLI_LABELS)
+
+    def example(self, pair: tuple[str, str], tokenizer) -> PairExample:
+        return PairExample(*pair)
+
+    def collate(self, examples: list[PairExample], tokenizer) -> dict[str, torch.Tensor]:
+        batch = collate_pairs(examples, tokenizer)
+        if has_labels(examples):
+            batch["labels"] = self.label_ids([e.label for e in examples])
+        return batch
+
+    def build_head(self, encoder) -> nn.Module:
+        return NLIHead(encoder.embedding_dim, len(self.labels), self.concat_rep, self.concat_difference,
+                       self.concat_multiplication)
+
+    def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    def predict(self, logits: torch.Tensor, batch: dict, examples: list) -> list[dict]:
+        return [self.label_result(p) for p in logits.float().softmax(-1).cpu()]
+
+    def metrics(self, predictions: list[dict], examples: list[PairExample]) -> dict[str, float]:
+        return self.label_metrics(predictions, examples)

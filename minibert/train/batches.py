@@ -1,0 +1,132 @@
+"""The training data: each task's examples, which task each step trains, and the batches of each step.
+
+Everything random here is a pure function of the seed and the step: the task of step s, and which
+examples it draws (the k-th draw of a task takes the next ``batch_size`` examples of an endless
+sequence of shuffled passes over its data). So a resumed run needs nothing but the step number to
+draw exactly the batches the killed run would have drawn, and ``StepBatches`` can be a plain
+map-style dataset that DataLoader workers fill ahead of the training loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from minibert.tasks import Task, task_type
+from minibert.train.config import TaskConfig, TrainConfig
+
+
+def subsample(examples: list, limit: int | None, seed: int) -> list:
+    if limit is None or limit >= len(examples):
+        return examples
+    keep = np.sort(np.random.default_rng(seed).choice(len(examples), limit, replace=False))
+    return [examples[i] for i in keep]
+
+
+def hold_out(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, dev): a random `fraction` of the examples becomes the dev set."""
+    order = np.random.default_rng([seed, 104729]).permutation(len(examples))
+    k = int(round(fraction * len(examples)))
+    return [examples[i] for i in np.sort(order[k:])], [examples[i] for i in np.sort(order[:k])]
+
+
+def read_file(task: TaskConfig, config: TrainConfig, path: str, setting: str) -> list:
+    """One data file, read by the task type's reader; a missing file names the task and the setting."""
+    full = config.data_path(path)
+    if not full.is_file():
+        raise FileNotFoundError(f"task {task.name!r}: {setting} file not found: {full} "
+                                f"(data_dir = {config.data_dir}: set data_dir, or MINIBERT_DATA, or the path)")
+    return task_type(task.type, task.name).read(full)
+
+
+def load_task_data(config: TrainConfig, task: TaskConfig, index: int) -> tuple[list, list, list]:
+    """(train, dev, test) examples of the `index`-th task, after hold-out and subsampling. Which examples
+    are held out or kept depends on ``split_seed`` only, so runs with different seeds see the same dev set."""
+    paths = [task.train] if isinstance(task.train, str) else task.train
+    train = [ex for path in paths for ex in read_file(task, config, path, "train")]
+    dev = read_file(task, config, task.dev, "dev") if task.dev else []
+    if task.dev_split:
+        train, dev = hold_out(train, task.dev_split, config.split_seed)
+    test = read_file(task, config, task.test, "test") if task.test else []
+    train = subsample(train, task.max_train_examples, config.split_seed + index)
+    if not train:
+        raise ValueError(f"task {task.name!r}: {task.train} holds no examples")
+    return train, subsample(dev, task.max_dev_examples, config.split_seed), test
+
+
+def task_probabilities(sizes: list[int], sampling: str, temperature: float = 2.0) -> np.ndarray:
+    """proportional: p ~ n; temperature: p ~ n^(1/T) (T=1 proportional, T->inf uniform); round_robin: uniform."""
+    n = np.asarray(sizes, dtype=np.float64)
+    if sampling == "round_robin":
+        p = np.ones_like(n)
+    elif sampling == "proportional":
+        p = n
+    elif sampling == "temperature":
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        p = n ** (1.0 / temperature)
+    else:
+        raise ValueError(f"unknown sampling {sampling!r}")
+    return p / p.sum()
+
+
+def task_for_step(step: int, num_tasks: int, sampling: str, probabilities: np.ndarray, seed: int) -> int:
+    """The task that optimizer step `step` trains."""
+    if sampling == "round_robin":
+        return step % num_tasks
+    return int(np.random.default_rng([seed, 7919, step]).choice(num_tasks, p=probabilities))
+
+
+class StepBatches(Dataset):
+    """Item s: (task index, this process's micro-batches for step s), as tensors.
+
+    The global batch of a step holds ``batch_size`` examples; process r of w takes every w-th one from
+    the r-th, then cuts its share into ``grad_accum`` micro-batches.
+    """
+
+    def __init__(self, tasks: list[Task], train_sets: list[list], tokenizer, config: TrainConfig,
+                 rank: int = 0, world: int = 1) -> None:
+        self.tasks, self.train_sets, self.tokenizer = tasks, train_sets, tokenizer
+        self.steps, self.batch_size, self.grad_accum = config.steps, config.batch_size, config.grad_accum
+        self.seed, self.sampling, self.rank, self.world = config.seed, config.sampling, rank, world
+        self.probabilities = task_probabilities([len(s) for s in train_sets], config.sampling, config.temperature)
+        schedule = [self.task_at(s) for s in range(config.steps)]
+        # draw[s]: how many batches the task of step s drew before step s
+        counts, self.draw = [0] * len(tasks), []
+        for t in schedule:
+            self.draw.append(counts[t])
+            counts[t] += 1
+        self.schedule = schedule
+
+    def task_at(self, step: int) -> int:
+        return task_for_step(step, len(self.tasks), self.sampling, self.probabilities, self.seed)
+
+    def order(self, task: int, epoch: int) -> np.ndarray:
+        """The shuffle of one pass over a task's examples."""
+        return np.random.default_rng([self.seed * 1000 + task, epoch]).permutation(len(self.train_sets[task]))
+
+    def examples(self, step: int) -> list:
+        """The global batch of step `step`: positions k*B .. k*B+B-1 of the task's endless shuffled passes,
+        where k is how many batches the task drew before."""
+        t = self.schedule[step]
+        n, start = len(self.train_sets[t]), self.draw[step] * self.batch_size
+        orders = {e: self.order(t, e) for e in range(start // n, (start + self.batch_size - 1) // n + 1)}
+        return [self.train_sets[t][orders[p // n][p % n]] for p in range(start, start + self.batch_size)]
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> tuple[int, list[dict[str, torch.Tensor]]]:
+        t = self.schedule[step]
+        local = self.examples(step)[self.rank::self.world]
+        micro = len(local) // self.grad_accum
+        return t, [self.tasks[t].collate(local[j * micro:(j + 1) * micro], self.tokenizer)
+                   for j in range(self.grad_accum)]
+
+
+def step_loader(batches: StepBatches, start: int, num_workers: int = 0) -> DataLoader:
+    """Steps start..end in order; with workers, the next batches are tokenized while this one trains.
+    Its own generator, so that making the loader draws nothing from the RNG that dropout uses."""
+    return DataLoader(batches, batch_size=None, sampler=range(start, len(batches)), num_workers=num_workers,
+                      generator=torch.Generator(), persistent_workers=False)

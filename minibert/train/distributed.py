@@ -1,0 +1,50 @@
+"""Which device this process trains on, and the process group when torchrun started several."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def pick_device(name: str) -> torch.device:
+    """The configured device; "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK under torchrun."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this machine has "
+                             f"{torch.cuda.device_count()}; start fewer processes or set device=cpu")
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); starts the process group when torchrun launched us. NCCL for GPUs, gloo for
+    the CPU, whatever else the machine has (a CPU run on a GPU machine still talks over gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return int(os.environ.get("RANK", "0")), world
+
+
+def all_sum(value: float, world: int, device: torch.device) -> float:
+    """The sum of `value` over all processes (the value itself in a single process)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def replicas_identical(model: torch.nn.Module, world: int) -> bool:
+    """After DDP training every replica must hold the same weights: compare checksums."""
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()])
+    gathered = [torch.zeros_like(sums) for _ in range(world)]
+    dist.all_gather(gathered, sums)
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
