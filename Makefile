@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 MODEL  ?= all-MiniLM-L6-v2
 export HF_HUB_OFFLINE = 1
 
-.PHONY: demo test lint bench weights install fixture clean train train-stsb bench-stsb augsbert bench-multitask demo-multitask stsb-reference
+.PHONY: demo test lint bench weights install fixture clean train train-stsb bench-multitask demo-multitask
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 weights/$(MODEL)/model.safetensors: | $(VENV)/.installed
-	$(PY) scripts/get_weights.py $(MODEL)
+	$(PY) -m minibert download $(MODEL)
 
 weights: weights/$(MODEL)/model.safetensors
 
@@ -35,7 +35,7 @@ test: install weights
 	$(PY) -m pytest -q
 
 lint: install
-	$(PY) -m ruff check minibert scripts tests
+	$(PY) -m ruff check minibert scripts tests experiments
 
 bench: install weights
 	$(PY) scripts/bench_encode.py
@@ -46,30 +46,12 @@ fixture: install weights
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-# Training (issue: multi-task training). Data defaults to ../shared/data; set MINIBERT_DATA to move it.
+# Training. Data files are relative to data_dir: ../shared/data, or $MINIBERT_DATA, or --set data_dir=DIR.
 train: install weights
 	$(PY) scripts/train.py --config scripts/configs/multitask.toml
 
 train-stsb: install weights
 	$(PY) scripts/train.py --config scripts/configs/stsb.toml
-
-# Five seeds of train-stsb, a greedy model soup chosen on dev, then test (hours: a 6-epoch SAM run took 80 min).
-bench-stsb: install weights
-	$(PY) scripts/bench_stsb.py --config scripts/configs/stsb.toml
-
-# AugSBERT on STS-B, after bench-stsb: a cross-encoder; silver pairs scored by it and the five seeds
-# (their average, whose dev Spearman it prints); then the bi-encoder on gold + silver (about 1 hour).
-DATA ?= $(or $(MINIBERT_DATA),../shared/data)
-augsbert: install weights
-	$(PY) scripts/train.py --config scripts/configs/stsb_cross.toml --set tasks.cross.test=null
-	$(PY) scripts/silver.py --teachers runs/stsb-seeds/seed*/best runs/stsb-cross/best \
-	    --train $(DATA)/stsb/train.tsv --dev $(DATA)/stsb/dev.tsv --out runs/stsb-silver.tsv
-	$(PY) scripts/train.py --config scripts/configs/stsb_augsbert.toml --set tasks.sts.test=null
-
-# The same STS-B recipe through sentence-transformers' own trainer (a reference; about 15 minutes).
-stsb-reference: install weights
-	$(PY) -m pip install --quiet -e ".[reference-train]"
-	$(PY) scripts/stsb_reference.py
 
 bench-multitask: install weights
 	$(PY) scripts/bench_multitask.py --config scripts/configs/multitask.toml

@@ -13,45 +13,42 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import time
 from pathlib import Path
 
 import torch
-from minibert.train.tasks import to_batch
+from timing import timed
 
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train.optim import make_optimizer
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def run(model: MultiTaskModel, batches: list[dict], precision: str, device: str) -> dict:
+def run(model: MultiTaskModel, batches: list[list], precision: str, device: str) -> dict:
     optimizer = make_optimizer(model, 1e-5)  # the training script's
     model.train()
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if precision == "bf16" \
         else contextlib.nullcontext()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times, tokens = [], 0
-    for i, batch in enumerate(batches):
-        sync(device)
-        start = time.perf_counter()
+
+    def step(pairs: list) -> int:  # tokenize, forward, backward, AdamW: one training step
+        batch = model.collate("sts", pairs)
         with autocast:
             out = model("sts", batch)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        sync(device)
+        return int(batch["attention_mask"].sum())
+
+    times, tokens = [], 0
+    for i, pairs in enumerate(batches):
+        seconds, n_tokens = timed(lambda pairs=pairs: step(pairs), device)
         if i >= 3:  # warm-up steps are not timed
-            times.append(time.perf_counter() - start)
-            tokens += out.num_tokens
+            times.append(seconds)
+            tokens += n_tokens
     seconds = statistics.median(times) * len(times)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else float("nan")
-    n = sum(len(b["a"]) for b in batches[3:])
+    n = sum(len(b) for b in batches[3:])
     return {"samples_per_s": n / seconds, "tokens_per_s": tokens / seconds, "peak_mib": peak}
 
 
@@ -68,7 +65,7 @@ def main() -> None:
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "train.tsv")
     need = (args.steps + 3) * args.batch_size
     pairs = (pairs * (need // len(pairs) + 1))[:need]
-    batches = [to_batch("sts", pairs[i:i + args.batch_size]) for i in range(0, need, args.batch_size)]
+    batches = [pairs[i:i + args.batch_size] for i in range(0, need, args.batch_size)]
     configs = {"fp32 + eager attention": ("fp32", "eager"), "bf16 autocast + SDPA": ("bf16", "sdpa")}
     results: dict[str, list[dict]] = {name: [] for name in configs}
     for _ in range(args.rounds):

@@ -14,11 +14,10 @@ import argparse
 import os
 import random
 import statistics
-import time
 from pathlib import Path
 
 import torch
-from minibert.train.tasks import to_batch
+from timing import timed
 
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.hub import resolve_model
@@ -32,8 +31,8 @@ def minibert_stepper(path: str):
     model = MultiTaskModel.from_encoder(path, [{"name": "sts", "type": "sts"}]).train()
     optimizer = make_optimizer(model, 2e-5)
 
-    def step(batch: dict) -> float:
-        loss = model("sts", batch).loss
+    def step(pairs: list) -> float:
+        loss = model("sts", model.collate("sts", pairs)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -51,9 +50,9 @@ def sentence_transformers_stepper(path: str):
                                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
                                   lr=2e-5, fused=True)  # the Hugging Face trainer's default optimizer
 
-    def step(batch: dict) -> float:
-        features = [model.tokenize(batch["a"]), model.tokenize(batch["b"])]
-        loss = loss_fn(features, torch.tensor(batch["scores"], dtype=torch.float32) / 5.0)
+    def step(pairs: list) -> float:
+        features = [model.tokenize([p.a for p in pairs]), model.tokenize([p.b for p in pairs])]
+        loss = loss_fn(features, torch.tensor([p.label for p in pairs], dtype=torch.float32) / 5.0)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -74,17 +73,16 @@ def main() -> None:
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "train.tsv")
     random.Random(0).shuffle(pairs)  # batches mix the genres, as in training (the file is sorted by genre)
     n = args.batch_size
-    batches = [to_batch("sts", pairs[i:i + n]) for i in range(0, (args.steps + 3) * n, n)]
+    batches = [pairs[i:i + n] for i in range(0, (args.steps + 3) * n, n)]
     steppers = {"minibert": minibert_stepper(path), "sentence-transformers": sentence_transformers_stepper(path)}
     times: dict[str, list[float]] = {name: [] for name in steppers}
     for _ in range(args.rounds):
         for name, step in steppers.items():
             torch.manual_seed(0)
             for i, batch in enumerate(batches):
-                start = time.perf_counter()
-                step(batch)
+                seconds, _ = timed(lambda batch=batch, step=step: step(batch))
                 if i >= 3:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(seconds)
     print(f"{torch.get_num_threads()} threads, batch {n} pairs, {args.steps} timed steps x {args.rounds} rounds, "
           f"fp32, dropout on")
     print(f"{'':24}{'median s/step':>14}{'pairs/s':>10}")

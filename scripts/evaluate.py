@@ -4,8 +4,6 @@
 import argparse
 import json
 
-from minibert.train.tasks import read_split
-
 from minibert.multitask import MultiTaskModel
 from minibert.train.evaluate import evaluate_task
 
@@ -18,6 +16,6 @@ if __name__ == "__main__":
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     model = MultiTaskModel.load(args.model, device=args.device)
-    examples = read_split(model.spec(args.task).type, args.file)
+    examples = model.task(args.task).read(args.file)
     metrics = evaluate_task(model, args.task, examples, args.batch_size)
     print(json.dumps({"task": args.task, "file": args.file, "examples": len(examples), **metrics}, indent=2))

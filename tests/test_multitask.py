@@ -4,19 +4,18 @@ a new task type, bad input."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.testing import assert_close
 
 from minibert.data import PairExample, TaggedSentence, TextExample
 from minibert.multitask import MultiTaskModel
 from minibert.predict import predict, predict_pairs
-from minibert.tasks import STS, TASK_TYPES, Classification, Task, TokenClassification, make_task, register
+from minibert.tasks import STS, TASK_TYPES, Classification, TokenClassification, make_task
 from minibert.train.evaluate import evaluate_task
 from minibert.train.optim import freeze, trainable_report, unfreeze
 
@@ -228,54 +227,20 @@ def test_freezing_keeps_frozen_parameters_bit_identical(minilm_dir):
     assert all(p.requires_grad for p in model.heads["topic"].parameters())
 
 
-class LengthHead(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.out = nn.Linear(dim, 1)
-
-    def forward(self, features) -> torch.Tensor:
-        return self.out(features.embedding).squeeze(-1)
-
-
-@register
-@dataclass
-class LengthRegression(Task):
-    """A task type written the way the README shows: predict a sentence's length in words from its embedding."""
-
-    type = "test_length"
-    main_metric = "spearman"
-    input = "sentence"
-
-    read = staticmethod(lambda path, skip_bad=False: [])  # this test makes its examples by hand
-
-    def example(self, text, tokenizer):
-        return TextExample(text)
-
-    def collate(self, examples, tokenizer):
-        batch = tokenizer([e.text for e in examples]).tensors()
-        if all(e.label is not None for e in examples):
-            batch["labels"] = torch.tensor([float(e.label) for e in examples])
-        return batch
-
-    def build_head(self, encoder):
-        return LengthHead(encoder.embedding_dim)
-
-    def compute_loss(self, logits, batch):
-        return F.mse_loss(logits, batch["labels"])
-
-    def predict(self, logits, batch, examples):
-        return [{"score": float(x)} for x in logits]
-
-    def metrics(self, predictions, examples):
-        from minibert.tasks.base import score_metrics
-
-        return score_metrics([p["score"] for p in predictions], [e.label for e in examples])
+def readme_task_type() -> str:
+    """The task-type example of the README, as code."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("**Adding a task type**")
+    block = readme[readme.index("```python\n", start) + len("```python\n"):]
+    return block[:block.index("```")]
 
 
 def test_a_new_task_type_is_one_class(minilm_dir, tmp_path):
-    """Registered in this file only: the model, predictions, evaluation and save/load all take it."""
+    """The README's example type, defined nowhere else: the model, evaluation, prediction and save/load
+    all take it."""
     try:
-        model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "length", "type": "test_length"}])
+        exec(compile(readme_task_type(), "README.md", "exec"), {})
+        model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "length", "type": "regression", "scale": 5.0}])
         examples = [TextExample(t, len(t.split())) for t in ("a b", "a b c d e", "one", "x y z w")]
         model.train()
         optimizer = torch.optim.Adam(model.heads.parameters(), lr=0.05)
@@ -285,10 +250,11 @@ def test_a_new_task_type_is_one_class(minilm_dir, tmp_path):
             optimizer.step()
         assert evaluate_task(model, "length", examples)["spearman"] > 0.7
         model.save(tmp_path / "m")
+        assert json.loads((tmp_path / "m" / "tasks.json").read_text())["tasks"][0]["scale"] == 5.0
         loaded = MultiTaskModel.load(tmp_path / "m")
         assert predict(loaded, ["a b c"])[0]["length"] == predict(model, ["a b c"])[0]["length"]
     finally:
-        TASK_TYPES.pop("test_length")
+        TASK_TYPES.pop("regression", None)
 
 
 def test_bad_input_names_the_culprit(model):

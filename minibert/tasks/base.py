@@ -11,6 +11,7 @@ A ``Task`` is a dataclass: its fields are the task's name, its label names and i
     metrics(predictions, examples)  the scores (``main_metric`` picks the best checkpoint)
 
 A subclass decorated with ``@register`` is a task type: the registry maps its ``type`` name to it.
+``LabelTask`` holds what the one-label-per-example types (classification, NLI) share.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from minibert.metrics import accuracy, macro_f1, pearson, spearman
@@ -123,8 +125,6 @@ class Task:
     def metrics(self, predictions: list[dict], examples: list) -> dict[str, float]:
         raise NotImplementedError
 
-    # ---- helpers for the types with label names --------------------------------------------------
-
     def label_ids(self, labels: list) -> torch.Tensor:
         """Label names, or ids 0..n-1, -> a tensor of ids. A name is looked up first, so files whose
         labels are numbers ("1".."4") work with the names inferred from them."""
@@ -141,15 +141,42 @@ class Task:
                                  f"in 0..{len(self.labels) - 1}")
         return torch.tensor(ids, dtype=torch.long)
 
-    def label_result(self, probs: torch.Tensor) -> dict:
-        best = int(probs.argmax())
-        return {"label": self.labels[best], "probability": float(probs[best]),
-                "probabilities": {label: float(p) for label, p in zip(self.labels, probs, strict=True)}}
 
-    def label_metrics(self, predictions: list[dict], examples: list) -> dict[str, float]:
+
+@dataclass
+class LabelTask(Task):
+    """A task with one label per example (classification, NLI): logits -> cross-entropy, softmax
+    probabilities, accuracy and macro-F1."""
+
+    main_metric = "accuracy"
+
+    def check(self) -> None:
+        if len(self.labels) < 2:
+            raise ValueError(f"task {self.name!r}: needs at least two label names, got {self.labels}")
+
+    def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    def predict(self, logits: torch.Tensor, batch: dict, examples: list) -> list[dict]:
+        rows = []
+        for probs in logits.float().softmax(-1).cpu():
+            best = int(probs.argmax())
+            rows.append({"label": self.labels[best], "probability": float(probs[best]),
+                         "probabilities": {label: float(p) for label, p in zip(self.labels, probs, strict=True)}})
+        return rows
+
+    def metrics(self, predictions: list[dict], examples: list) -> dict[str, float]:
         pred = [self.labels.index(p["label"]) for p in predictions]
         gold = self.label_ids([e.label for e in examples]).tolist()
         return {"accuracy": accuracy(pred, gold), "macro_f1": macro_f1(pred, gold, len(self.labels))}
+
+
+def check_score_task(task: Task, max_score: float) -> None:
+    """Pair scoring tasks (sts, cross_sts) take gold numbers, not label names, on a 0..max_score scale."""
+    if task.labels:
+        raise ValueError(f"task {task.name!r} ({task.type}) scores pairs and takes no label names, got {task.labels}")
+    if not max_score > 0:
+        raise ValueError(f"task {task.name!r}: max_score must be positive, got {max_score}")
 
 
 def score_metrics(predicted: list[float], gold: list[float]) -> dict[str, float]:

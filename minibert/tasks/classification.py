@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minibert.data import TextExample, read_classification
-from minibert.tasks.base import Task, has_labels, register
+from minibert.tasks.base import LabelTask, has_labels, register
 
 
 class SentenceClassificationHead(nn.Module):
@@ -35,17 +34,12 @@ class SentenceClassificationHead(nn.Module):
 
 @register
 @dataclass
-class Classification(Task):
+class Classification(LabelTask):
     type = "classification"
-    main_metric = "accuracy"
     input = "sentence"
 
     dropout: float = 0.1
     hidden_layer: bool = False  # an extra linear + GELU + LayerNorm before the output layer
-
-    def check(self) -> None:
-        if len(self.labels) < 2:
-            raise ValueError(f"task {self.name!r}: needs at least two label names, got {self.labels}")
 
     read = staticmethod(read_classification)
 
@@ -66,12 +60,3 @@ class Classification(Task):
 
     def build_head(self, encoder) -> nn.Module:
         return SentenceClassificationHead(encoder.embedding_dim, len(self.labels), self.dropout, self.hidden_layer)
-
-    def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), batch["labels"])
-
-    def predict(self, logits: torch.Tensor, batch: dict, examples: list) -> list[dict]:
-        return [self.label_result(p) for p in logits.float().softmax(-1).cpu()]
-
-    def metrics(self, predictions: list[dict], examples: list[TextExample]) -> dict[str, float]:
-        return self.label_metrics(predictions, examples)

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from minibert.data import PairExample, read_sts_tsv
-from minibert.tasks.base import Task, has_labels, register, score_metrics
+from minibert.tasks.base import Task, check_score_task, has_labels, register, score_metrics
 from minibert.weights import bert_key_map
 
 
@@ -49,11 +49,7 @@ class CrossSTS(Task):
     max_score: float = 5.0
 
     def check(self) -> None:
-        if self.labels:
-            raise ValueError(f"task {self.name!r} ({self.type}) scores pairs and takes no label names, "
-                             f"got {self.labels}")
-        if not self.max_score > 0:
-            raise ValueError(f"task {self.name!r}: max_score must be positive, got {self.max_score}")
+        check_score_task(self, self.max_score)
 
     read = staticmethod(read_sts_tsv)
 

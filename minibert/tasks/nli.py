@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minibert.data import PairExample, read_nli
-from minibert.tasks.base import Task, has_labels, register
+from minibert.tasks.base import LabelTask, has_labels, register
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]  # ids 0, 1, 2, as SNLI and MultiNLI number them
 
@@ -50,9 +49,8 @@ class NLIHead(nn.Module):
 
 @register
 @dataclass
-class NLI(Task):
+class NLI(LabelTask):
     type = "nli"
-    main_metric = "accuracy"
     input = "pair"
 
     concat_rep: bool = True  # sentence-transformers' SoftmaxLoss flags
@@ -62,8 +60,7 @@ class NLI(Task):
     def check(self) -> None:
         if not self.labels:
             self.labels = list(NLI_LABELS)
-        if len(self.labels) < 2:
-            raise ValueError(f"task {self.name!r}: needs at least two label names, got {self.labels}")
+        super().check()
 
     read = staticmethod(read_nli)
 
@@ -83,12 +80,3 @@ class NLI(Task):
     def build_head(self, encoder) -> nn.Module:
         return NLIHead(encoder.embedding_dim, len(self.labels), self.concat_rep, self.concat_difference,
                        self.concat_multiplication)
-
-    def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), batch["labels"])
-
-    def predict(self, logits: torch.Tensor, batch: dict, examples: list) -> list[dict]:
-        return [self.label_result(p) for p in logits.float().softmax(-1).cpu()]
-
-    def metrics(self, predictions: list[dict], examples: list[PairExample]) -> dict[str, float]:
-        return self.label_metrics(predictions, examples)

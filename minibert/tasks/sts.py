@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert.data import PairExample, read_sts_tsv
-from minibert.tasks.base import Task, has_labels, register, score_metrics
+from minibert.tasks.base import Task, check_score_task, has_labels, register, score_metrics
 from minibert.tasks.nli import collate_pairs
 
 STS_LOSSES = ("cosine_mse", "cosent")
@@ -41,13 +41,9 @@ class STS(Task):
     cosent_scale: float = 20.0
 
     def check(self) -> None:
-        if self.labels:
-            raise ValueError(f"task {self.name!r} ({self.type}) scores pairs and takes no label names, "
-                             f"got {self.labels}")
+        check_score_task(self, self.max_score)
         if self.loss not in STS_LOSSES:
             raise ValueError(f"task {self.name!r}: loss {self.loss!r} is not one of {STS_LOSSES}")
-        if not self.max_score > 0:
-            raise ValueError(f"task {self.name!r}: max_score must be positive, got {self.max_score}")
 
     read = staticmethod(read_sts_tsv)
 

@@ -9,11 +9,14 @@ map-style dataset that DataLoader workers fill ahead of the training loop.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from minibert.tasks import Task, task_type
+from minibert.tokenizer import TruncationWarning
 from minibert.train.config import TaskConfig, TrainConfig
 
 
@@ -53,6 +56,14 @@ def load_task_data(config: TrainConfig, task: TaskConfig, index: int) -> tuple[l
     if not train:
         raise ValueError(f"task {task.name!r}: {task.train} holds no examples")
     return train, subsample(dev, task.max_dev_examples, config.split_seed), test
+
+
+def inputs_at_max_length(task: Task, examples: list, tokenizer) -> int:
+    """How many of the task's tokenized inputs reach the tokenizer's max_length (those longer are cut)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        return sum(int((task.collate(examples[i:i + 1024], tokenizer)["attention_mask"].sum(1)
+                        >= tokenizer.max_length).sum()) for i in range(0, len(examples), 1024))
 
 
 def task_probabilities(sizes: list[int], sampling: str, temperature: float = 2.0) -> np.ndarray:

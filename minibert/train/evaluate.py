@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from minibert.model import eval_mode
@@ -38,3 +39,22 @@ def example_length(example) -> int:
 
 def main_metric(model: MultiTaskModel, task: str, metrics: dict[str, float]) -> float:
     return metrics[model.task(task).main_metric]
+
+
+def evaluate_sets(model: MultiTaskModel, sets: dict[str, list], batch_size: int = 64) -> dict:
+    """Each task's metrics on its examples (task name -> examples), and "mean": the mean of their main metrics."""
+    metrics = {name: evaluate_task(model, name, examples, batch_size) for name, examples in sets.items()}
+    mains = [main_metric(model, name, m) for name, m in metrics.items()]
+    if mains:
+        metrics["mean"] = float(np.mean(mains))
+    return metrics
+
+
+def selection_score(metrics: dict, best_metric: str) -> float:
+    """The number that picks the best checkpoint: "mean", or one task's metric as "task/metric"."""
+    if best_metric == "mean":
+        return metrics["mean"]
+    task, _, metric = best_metric.partition("/")
+    if task not in metrics or metric not in metrics[task]:
+        raise ValueError(f"best_metric {best_metric!r} is not among the dev metrics {sorted(metrics)}")
+    return metrics[task][metric]

@@ -110,6 +110,15 @@ def make_optimizer(model: MultiTaskModel, lr: float, layer_decay: float = 1.0, h
     return torch.optim.AdamW(param_groups(model, lr, layer_decay, head_lr, weight_decay), lr=lr, fused=fused)
 
 
+def logged_learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The current rates of the top encoder layer and of the heads (the other groups follow from layer_decay)."""
+    rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    layers = [name for name in rates if name.startswith("layer.") and name.endswith("/decay")]
+    top = max(layers, key=lambda name: int(name.split("/")[0].split(".")[1]))
+    heads = [lr for name, lr in rates.items() if name.startswith("head:")]
+    return {"top_layer": rates[top], **({"heads": heads[0]} if heads else {})}
+
+
 def lr_multiplier(step: int, total: int, warmup: int, schedule: str) -> float:
     """Linear warm-up from 0 to 1 over `warmup` steps, then linear or cosine decay to 0 (or constant)."""
     if step < warmup:

@@ -23,19 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 from minibert.multitask import MultiTaskModel
 from minibert.tasks import make_task, task_type
 from minibert.tokenizer import TruncationWarning
-from minibert.train.batches import StepBatches, load_task_data, step_loader
-from minibert.train.checkpoint import (
-    atomic_save,
-    load_training_state,
-    replace_folder,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from minibert.train import checkpoint, optim
+from minibert.train.batches import StepBatches, inputs_at_max_length, load_task_data, step_loader
 from minibert.train.config import TrainConfig, changed_keys
 from minibert.train.distributed import all_sum, init_distributed, pick_device, replicas_identical
-from minibert.train.evaluate import evaluate_task, main_metric
-from minibert.train.optim import freeze, make_optimizer, make_scheduler, sam_perturb, sam_restore, unfreeze
+from minibert.train.evaluate import evaluate_sets, selection_score
 
 log = logging.getLogger("minibert.train")
 CHECKPOINT = "checkpoint.pt"
@@ -57,7 +49,7 @@ class Trainer:
         tasks = self.load_data()  # every process reads every file and later takes its share of each batch
         self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, device=self.device,
                                                  attn_implementation=cfg.attn_implementation)  # same heads everywhere
-        seed_everything(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
+        checkpoint.seed_everything(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
         tokenizer = self.model.encoder.tokenizer
         if cfg.max_seq_length:
             tokenizer.max_length = cfg.max_seq_length
@@ -66,8 +58,8 @@ class Trainer:
         self.batches = StepBatches(tasks, self.train_sets, tokenizer, cfg, self.rank, self.world)
         if self.rank == 0:
             self.report_truncation()
-        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr, cfg.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, cfg.steps, cfg.warmup_ratio, cfg.schedule)
+        self.optimizer = optim.make_optimizer(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr, cfg.weight_decay)
+        self.scheduler = optim.make_scheduler(self.optimizer, cfg.steps, cfg.warmup_ratio, cfg.schedule)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
         self.step, self.best = 0, None
         if resume:
@@ -97,14 +89,10 @@ class Trainer:
         return tasks
 
     def report_truncation(self) -> None:
-        """How many training inputs reach max_seq_length (longer ones are cut), said once per task
-        instead of a warning every batch."""
+        """How many training inputs reach max_seq_length, said once per task instead of every batch."""
         tokenizer = self.model.encoder.tokenizer
         for task, examples in zip(self.model.tasks.values(), self.train_sets, strict=True):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", TruncationWarning)
-                full = sum(int((task.collate(examples[i:i + 1024], tokenizer)["attention_mask"].sum(1)
-                                >= tokenizer.max_length).sum()) for i in range(0, len(examples), 1024))
+            full = inputs_at_max_length(task, examples, tokenizer)
             if full:
                 log.info("task %s: %d training inputs reach max_seq_length=%d tokens (longer ones are truncated)",
                          task.name, full, tokenizer.max_length)
@@ -115,11 +103,11 @@ class Trainer:
         """The permanent freezes, plus the whole encoder while step < freeze_encoder_steps. DDP only
         tracks parameters that require gradients when it is built, so it is rebuilt on every change."""
         cfg = self.config
-        unfreeze(self.model, "encoder", "heads")
+        optim.unfreeze(self.model, "encoder", "heads")
         self.frozen_encoder = self.step < cfg.freeze_encoder_steps
         if self.frozen_encoder:
-            freeze(self.model, "encoder")
-        freeze(self.model, *cfg.freeze)
+            optim.freeze(self.model, "encoder")
+        optim.freeze(self.model, *cfg.freeze)
         self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True,
                                            device_ids=[self.device.index] if self.device.type == "cuda" else None) \
             if self.world > 1 else None
@@ -174,10 +162,10 @@ class Trainer:
         (self.ddp or self.model).train()
         loss, tokens = self.forward_backward(task, micro_batches)
         if cfg.sam_rho:
-            saved = sam_perturb(list(self.model.parameters()), cfg.sam_rho)
+            saved = optim.sam_perturb(list(self.model.parameters()), cfg.sam_rho)
             self.optimizer.zero_grad(set_to_none=True)
             self.forward_backward(task, micro_batches)
-            sam_restore(saved)
+            optim.sam_restore(saved)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                    cfg.max_grad_norm)
@@ -189,32 +177,7 @@ class Trainer:
         return {"task": task, "loss": loss, "grad_norm": float(grad_norm), "samples": cfg.batch_size,
                 "tokens": tokens * self.world}
 
-    def learning_rates(self) -> dict[str, float]:
-        """The rates of the top encoder layer and of the heads (the other groups follow from layer_decay)."""
-        top = f"layer.{len(self.model.encoder.bert.blocks) - 1}/decay"
-        rates = {g["name"]: g["lr"] for g in self.optimizer.param_groups}
-        heads = [lr for name, lr in rates.items() if name.startswith("head:")]
-        return {"top_layer": rates[top], **({"heads": heads[0]} if heads else {})}
-
     # ---- evaluation, checkpoints, logging --------------------------------------------------------
-
-    def evaluate(self, sets: dict[str, list], model: MultiTaskModel | None = None) -> dict:
-        model = model or self.model
-        metrics = {name: evaluate_task(model, name, examples, self.config.eval_batch_size)
-                   for name, examples in sets.items()}
-        mains = [main_metric(model, name, m) for name, m in metrics.items()]
-        if mains:
-            metrics["mean"] = float(np.mean(mains))
-        return metrics
-
-    def selection_score(self, metrics: dict) -> float:
-        key = self.config.best_metric
-        if key == "mean":
-            return metrics["mean"]
-        task, _, metric = key.partition("/")
-        if task not in metrics or metric not in metrics[task]:
-            raise ValueError(f"best_metric {key!r} is not among the dev metrics {sorted(metrics)}")
-        return metrics[task][metric]
 
     def log(self, record: dict) -> None:
         if self.rank == 0:
@@ -224,12 +187,12 @@ class Trainer:
     def save_checkpoint(self) -> None:
         rngs = [None] * self.world
         if self.world > 1:
-            dist.all_gather_object(rngs, rng_state())
+            dist.all_gather_object(rngs, checkpoint.rng_state())
         else:
-            rngs = [rng_state()]
+            rngs = [checkpoint.rng_state()]
         if self.rank != 0:
             return
-        atomic_save({
+        checkpoint.atomic_save({
             "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
             "best": self.best, "config": self.config.to_dict(), "world": self.world,
@@ -239,7 +202,7 @@ class Trainer:
         """Everything a step depends on: weights, optimizer, schedule, scaler and RNG states. The data
         position is the step itself (see batches.py)."""
         path = self.out / CHECKPOINT
-        state = load_training_state(path)
+        state = checkpoint.load_training_state(path)
         changed = changed_keys(state["config"], self.config.to_dict())
         if changed:
             raise ValueError(f"--resume: {path} was written with a different configuration (changed: {changed})")
@@ -249,7 +212,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"][self.rank])
+        checkpoint.set_rng_state(state["rng"][self.rank])
         self.step, self.best = state["step"], state["best"]
         if self.rank == 0:  # forget log lines written after the checkpoint: they will be written again
             log_path = self.out / "metrics.jsonl"
@@ -262,12 +225,12 @@ class Trainer:
         if not self.dev_sets:
             return
         if self.rank == 0:
-            metrics = self.evaluate(self.dev_sets)
+            metrics = evaluate_sets(self.model, self.dev_sets, self.config.eval_batch_size)
             self.log({"step": self.step, "dev": metrics})
-            score = self.selection_score(metrics)
+            score = selection_score(metrics, self.config.best_metric)
             if self.best is None or score > self.best["score"]:
                 self.best = {"score": score, "step": self.step, "metrics": metrics}
-                replace_folder(self.model.save, self.out / "best")
+                checkpoint.replace_folder(self.model.save, self.out / "best")
             log.info("step %d dev %s", self.step, json.dumps(metrics))
         if self.world > 1:
             best = [self.best]
@@ -298,7 +261,8 @@ class Trainer:
                 seconds = time.perf_counter() - window["start"]
                 rates = {"samples_per_s": window["samples"] / seconds, "tokens_per_s": window["tokens"] / seconds}
                 losses = {t: float(np.mean(v)) for t, v in window["losses"].items()}
-                self.log({"step": self.step, "lr": self.learning_rates(), "loss": losses, **rates})
+                lr = optim.logged_learning_rates(self.optimizer)
+                self.log({"step": self.step, "lr": lr, "loss": losses, **rates})
                 if losses:
                     bar.set_postfix(loss=f"{np.mean(list(losses.values())):.3f}",
                                     samples_s=f"{rates['samples_per_s']:.0f}")
@@ -311,10 +275,10 @@ class Trainer:
         self.maybe_evaluate()
         result = {"steps": self.step, "best": self.best}
         if self.rank == 0:
-            replace_folder(self.model.save, self.out / "final")
+            checkpoint.replace_folder(self.model.save, self.out / "final")
             if self.test_sets:  # the reported number: the best checkpoint (by dev) on the test files, once
                 chosen = MultiTaskModel.load(self.out / "best", device=self.device) if self.best else self.model
-                result["test"] = self.evaluate(self.test_sets, chosen)
+                result["test"] = evaluate_sets(chosen, self.test_sets, cfg.eval_batch_size)
                 self.log({"step": self.step, "test": result["test"]})
             (self.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
             if cfg.plot:

@@ -1,8 +1,8 @@
 """STS-B alone, every choice made on dev: one run of scripts/configs/stsb.toml per seed (its test file
-withheld), a greedy model soup of the runs' best checkpoints (minibert.train.soup), then the test
-scores of the soup and of the single run with the best dev score. Prints a markdown table.
+withheld), a greedy model soup of the runs' best checkpoints (soup.py), then the test scores of the
+soup and of the single run with the best dev score. Prints a markdown table.
 
-    python scripts/bench_stsb.py [--seeds 1 2 3 4 5] [--out runs/stsb-seeds] [--set lr=3e-5 ...]
+    python experiments/stsb/seeds_and_soup.py [--seeds 1 2 3 4 5] [--out runs/stsb-seeds] [--set lr=3e-5 ...]
 
 A seed whose run has finished (`final/` exists) is not trained again; one with a checkpoint resumes.
 """
@@ -14,12 +14,12 @@ import copy
 import logging
 from pathlib import Path
 
-from minibert.train.soup import greedy_soup, save_soup
-from minibert.train.tasks import read_split
+from runs import check_finished_run, single_sts_task
+from soup import greedy_soup, save_soup
 
+from minibert.data import read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
-from minibert.train.config import check_finished_run, single_sts_task
 from minibert.train.evaluate import evaluate_task
 
 
@@ -45,11 +45,11 @@ def main() -> None:
         folders.append(str(out / f"seed{seed}" / "best"))
 
     models = {folder: MultiTaskModel.load(folder) for folder in folders}
-    soup, log = greedy_soup(models, task.name, read_split("sts", task.dev))
-    save_soup(soup, log, out / "soup", task.name, task.dev)
+    soup, log = greedy_soup(models, task.name, read_sts_tsv(base.data_path(task.dev)))
+    save_soup(soup, log, out / "soup", task.name, str(base.data_path(task.dev)))
 
     # Only now is the test file read, for the two models chosen on dev.
-    test = read_split("sts", task.test)
+    test = read_sts_tsv(base.data_path(task.test))
     best_single = models[log[0]["model"]]
     scores = {"best single run (by dev)": evaluate_task(best_single, task.name, test),
               f"greedy soup ({sum(r['kept'] for r in log)} of {len(log)} runs)": evaluate_task(soup, task.name, test)}

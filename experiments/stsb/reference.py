@@ -7,7 +7,7 @@ so the reference takes plain AdamW steps and says so when the configuration sets
 with minibert's runs of the plain recipe (`scripts/train.py ... --set sam_rho=0`), not with the SAM runs.
 
     pip install -e .[reference-train]     # sentence-transformers with its trainer (datasets, accelerate)
-    python scripts/stsb_reference.py [--config scripts/configs/stsb.toml] [--seed 1] [--out runs/stsb-reference]
+    python experiments/stsb/reference.py [--config scripts/configs/stsb.toml] [--seed 1] [--out runs/stsb-reference]
 """
 
 import argparse
@@ -16,8 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from minibert.train.tasks import read_split
-
+from minibert.data import read_sts_tsv
 from minibert.hub import resolve_model
 from minibert.train import load_config
 
@@ -48,7 +47,7 @@ if __name__ == "__main__":
     )
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
-    split = {name: read_split("sts", getattr(task, name)) for name in ("train", "dev", "test")}
+    split = {name: read_sts_tsv(cfg.data_path(getattr(task, name))) for name in ("train", "dev", "test")}
 
     def evaluator(name: str) -> EmbeddingSimilarityEvaluator:
         rows = split[name]

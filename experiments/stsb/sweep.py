@@ -7,7 +7,7 @@ value with the highest mean best-dev Spearman over the seeds; within it, the see
 Only then is the test file read, for every seed of that value: the dev leader's score is the one to
 report, the others show the spread. Prints a markdown table and writes it to OUT/sweep.md.
 
-    python scripts/sweep_stsb.py --grid sam_rho=0,0.02,0.05,0.1,0.2 --seeds 1 2 3 --parallel 8 --set device=cuda
+    python experiments/stsb/sweep.py --grid sam_rho=0,0.02,0.05,0.1,0.2 --seeds 1 2 3 --parallel 8 --set device=cuda
 
 A run that has finished (`final/` exists) is reused if it used the same recipe, so a sweep can be
 extended with more seeds or values.
@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 
 import torch
-from minibert.train.tasks import read_split
+from runs import check_finished_run, single_sts_task
 
+from minibert.data import read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config
-from minibert.train.config import check_finished_run, single_sts_task
 from minibert.train.evaluate import evaluate_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def dev_scores(folder: Path, task: str) -> list[float]:
@@ -111,7 +111,7 @@ def main() -> None:
               for s in args.seeds for label in labels]
 
     # Only now is the test file read, for the value chosen on dev.
-    test = read_split("sts", task.test)
+    test = read_sts_tsv(base.data_path(task.test))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     scores = {s: evaluate_task(MultiTaskModel.load(folders[(chosen, s)] / "best", device=device), task.name, test)
               for s in args.seeds}
