@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minibert.device import check_device
 from minibert.hub import DEFAULT_MODEL, REPO_WEIGHTS
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -32,29 +33,13 @@ def read_lines(path: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def check_device(name: str | None) -> None:
-    """A device this torch can use, or a one-line error (instead of torch's traceback)."""
-    import torch
-
-    if name is None:
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name}: {e}") from e
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-
-
 def load_encoder(args: argparse.Namespace):
     import torch
 
     from minibert.sentence import SentenceEncoder
 
-    check_device(args.device)
+    if args.device is not None:
+        check_device(args.device)
     return SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
 
 
@@ -150,7 +135,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not sentences:
         print("error: give sentences as arguments or with --input FILE", file=sys.stderr)
         return 2
-    check_device(args.device)
+    if args.device is not None:
+        check_device(args.device)
     model = MultiTaskModel.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     if args.pairs:
         if len(sentences) % 2:

@@ -26,7 +26,7 @@ from minibert.files import read_json
 from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
 from minibert.tasks import TASK_TYPES, Task, make_task
 
-SPEC_FILE, HEADS_FILE = "tasks.json", "heads.safetensors"
+TASKS_FILE, HEADS_FILE = "tasks.json", "heads.safetensors"
 INPUT_KEYS = ("input_ids", "attention_mask")
 
 
@@ -104,21 +104,26 @@ class MultiTaskModel(nn.Module):
                  for k, t in head.state_dict().items()}
         save_file(heads, str(folder / HEADS_FILE), metadata={"format": "pt"})
         spec = {"format": "minibert-multitask", "version": 2, "tasks": [t.to_dict() for t in self.tasks.values()]}
-        (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        (folder / TASKS_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device | None = None,
              dtype: torch.dtype | None = None) -> MultiTaskModel:
         """A saved model, strictly: every head tensor that tasks.json implies, of the right shape."""
         folder = Path(folder)
-        spec_path = folder / SPEC_FILE
+        spec_path = folder / TASKS_FILE
         if not spec_path.is_file():
-            raise FileNotFoundError(f"no {SPEC_FILE} in {folder}: not a saved multi-task model")
+            raise FileNotFoundError(f"no {TASKS_FILE} in {folder}: not a saved multi-task model")
         raw = read_json(spec_path)
         if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list):
             raise ValueError(f"{spec_path}: not a task specification (expected {{'tasks': [...]}})")
-        specs = raw["tasks"]
-        if raw.get("version") == 1:  # version 1 listed every type's options on every task: keep each type's own
+        specs, version = raw["tasks"], raw.get("version")
+        if version not in (1, 2):
+            raise ValueError(f"{spec_path}: format version {version!r} is not one this minibert reads (1, 2)")
+        if version == 1:  # version 1 listed every type's options on every task: keep each type's own
+            if any(isinstance(t, dict) and t.get("type") == "cross_sts" for t in specs):
+                raise ValueError(f"{spec_path}: a version-1 cross_sts head (a linear layer on [CLS]) cannot be "
+                                 "loaded into today's (pooler layer + linear); train the cross-encoder again")
             specs = [{k: v for k, v in t.items() if k in ("name", "type", "labels")
                       or k in TASK_TYPES.get(t.get("type"), Task).option_names()} for t in specs]
         try:

@@ -2,7 +2,9 @@
 
 Each task turns text into its own examples and batches and formats its own predictions, so these
 functions only loop: in batches, over the tasks that read one sentence (``predict``) or a pair
-(``predict_pairs``).
+(``predict_pairs``). Each task runs the encoder on its own batches, which keeps every task's input
+exactly what it trains on (a cross-encoder reads "a [SEP] b", NER reads words), at the cost of one
+encoder pass per task.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 import argparse
 import json
 
+from minibert.device import check_device
 from minibert.multitask import MultiTaskModel
 from minibert.train.evaluate import evaluate_task
 
@@ -15,7 +16,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    model = MultiTaskModel.load(args.model, device=args.device)
+    model = MultiTaskModel.load(args.model, device=check_device(args.device))
     examples = model.task(args.task).read(args.file)
     metrics = evaluate_task(model, args.task, examples, args.batch_size)
     print(json.dumps({"task": args.task, "file": args.file, "examples": len(examples), **metrics}, indent=2))

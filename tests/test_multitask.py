@@ -310,6 +310,13 @@ def test_folder_whose_spec_and_weights_disagree(model, tmp_path):
     (folder / "tasks.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match=r"tasks.json: task 'extra': unknown type 'regression'"):
         MultiTaskModel.load(folder)
+    spec["tasks"].pop()
+    (folder / "tasks.json").write_text(json.dumps({**spec, "version": 3}))
+    with pytest.raises(ValueError, match=r"tasks.json: format version 3 is not one this minibert reads"):
+        MultiTaskModel.load(folder)
+    (folder / "tasks.json").write_text(json.dumps({**spec, "version": 1}))
+    with pytest.raises(ValueError, match=r"a version-1 cross_sts head .* train the cross-encoder again"):
+        MultiTaskModel.load(folder)
     (folder / "tasks.json").unlink()
     with pytest.raises(FileNotFoundError, match="no tasks.json"):
         MultiTaskModel.load(folder)
@@ -357,3 +364,13 @@ def test_evaluation_scores_examples_in_any_order(model):
     predicted = [row["ner"]["tags"] for row in predict(model, [" ".join(s.words) for s in sentences])]
     expected = entity_prf(predicted, [s.tags for s in sentences])
     assert evaluate_task(model, "ner", sentences, batch_size=1) == pytest.approx(expected)
+
+
+def test_a_gold_tag_that_training_never_saw_is_a_miss(model):
+    """Evaluation compares tag strings: an entity type outside the task's labels counts against recall."""
+    from minibert.metrics import entity_prf
+
+    sentences = [TaggedSentence(["Paris", "is", "big"], ["B-CITY", "O", "O"]), EXAMPLES["ner"][0]]
+    predicted = [row["ner"]["tags"] for row in predict(model, [" ".join(s.words) for s in sentences])]
+    scores = evaluate_task(model, "ner", sentences)
+    assert scores == pytest.approx(entity_prf(predicted, [s.tags for s in sentences]))

@@ -188,8 +188,13 @@ def test_a_process_without_its_gpu_is_a_clear_error(monkeypatch):
     from minibert.train.trainer import pick_device
 
     monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))  # one past the last GPU (0 on CI)
-    with pytest.raises(ValueError, match=r"LOCAL_RANK=\d+ needs GPU \d+, but this machine has \d+"):
+    no_gpu = r"device cuda(:99)?: this torch .* sees no CUDA GPU"
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=\d+ needs GPU \d+, but this machine has \d+"
+                       if torch.cuda.is_available() else no_gpu):
         pick_device("cuda")
+    with pytest.raises(ValueError, match=r"device cuda:99: this machine has \d+ CUDA GPU"
+                       if torch.cuda.is_available() else no_gpu):
+        pick_device("cuda:99")
     assert pick_device("cpu") == torch.device("cpu")  # a CPU run never asks for a GPU
 
 
@@ -318,3 +323,19 @@ def test_several_training_files_and_a_cross_encoder(tiny_model_dir, tiny_data, t
     config["tasks"][0]["train"] = [str(extra), 3]
     with pytest.raises(ValueError, match="train must be a path or a list of paths"):
         run_config(config, tmp_path / "c.json")
+
+
+def test_dataloader_workers_and_a_finished_resume(tiny_model_dir, tiny_data, tmp_path):
+    """Batches tokenized by two worker processes train exactly as in-process ones; resuming a finished
+    run (with another worker count, which is not part of the recipe) leaves weights and log as they were."""
+    finals = {}
+    for workers in (0, 2):
+        config = tiny_config(tiny_model_dir, tiny_data, tmp_path / f"w{workers}", steps=6, eval_every=3,
+                             num_workers=workers)
+        train(run_config(config, tmp_path / f"w{workers}.json"))
+        finals[workers] = weights(tmp_path / f"w{workers}" / "final")
+    assert all(torch.equal(finals[0][k], finals[2][k]) for k in finals[0])
+    before = read_log(tmp_path / "w2")
+    train(run_config({**config, "num_workers": 0}, tmp_path / "again.json"), resume=True)
+    assert read_log(tmp_path / "w2") == before  # the final evaluation is redone, not appended twice
+    assert all(torch.equal(finals[2][k], v) for k, v in weights(tmp_path / "w2" / "final").items())

@@ -329,3 +329,24 @@ def test_macro_f1_and_entity_scores():
     assert scores == {"precision": 2 / 3, "recall": 2 / 3, "f1": pytest.approx(2 / 3)}
     partial = entity_prf([["B-PER", "O", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "B-LOC"]])  # span must match
     assert partial["precision"] == 0.5 and partial["recall"] == 0.5
+
+
+def test_numeric_label_names_never_read_as_positions():
+    """Names "0", "1", "3" (class 2 absent from the training file): label 3 is the name "3", and label 2 is
+    an error, not a silent alias of the third class."""
+    task = Classification("c", ["0", "1", "3"])
+    assert task.label_ids([0, 3, "1"]).tolist() == [0, 2, 1]
+    with pytest.raises(ValueError, match=r"task 'c': label 2 \(example 1\) is not one of \['0', '1', '3'\]"):
+        task.label_ids([0, 2])
+    named = Classification("s", ["negative", "positive"])  # names are words: integers are ids
+    assert named.label_ids([1, 0, "negative"]).tolist() == [1, 0, 0]
+    with pytest.raises(ValueError, match=r"label 2 \(example 0\) is not one of .* nor an id in 0..1"):
+        named.label_ids([2])
+
+
+def test_a_token_batch_without_labelled_pieces_adds_zero():
+    task = TokenClassification("ner", ["O", "B-PER", "I-PER"])
+    logits = torch.randn(1, 2, 3, requires_grad=True)
+    loss = task.compute_loss(logits, {"labels": torch.full((1, 2), -100)})
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))

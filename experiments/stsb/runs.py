@@ -20,6 +20,6 @@ def check_finished_run(folder: str | Path, config: TrainConfig) -> None:
     folder may have moved, so ``output_dir`` does not count; options added since read as their defaults."""
     saved = Path(folder) / "config.json"
     earlier = load_config(saved)
-    changed = changed_keys({**earlier.to_dict(), "output_dir": None}, {**config.to_dict(), "output_dir": None})
+    changed = changed_keys(earlier.to_dict(), config.to_dict())  # output_dir and the like do not count
     if changed:
         raise ValueError(f"{saved}: that run used a different configuration (changed: {changed}); pass another --out")

@@ -126,21 +126,21 @@ class Task:
         raise NotImplementedError
 
     def label_ids(self, labels: list) -> torch.Tensor:
-        """Label names, or ids 0..n-1, -> a tensor of ids. A name is looked up first, so files whose
-        labels are numbers ("1".."4") work with the names inferred from them."""
+        """Label names, or ids 0..n-1, -> a tensor of ids. A name is looked up first; an integer is an id
+        only when the names are not numbers themselves (names "1".."4" read from a file mean 1 is "1")."""
+        numeric_names = all(name.lstrip("-").isdigit() for name in self.labels)
         ids = []
         for i, label in enumerate(labels):
+            is_int = isinstance(label, (int, np.integer)) and not isinstance(label, bool)
             if str(label) in self.labels:
                 ids.append(self.labels.index(str(label)))
-            elif isinstance(label, str):
-                raise ValueError(f"task {self.name!r}: label {label!r} (example {i}) is not one of {self.labels}")
-            elif isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(self.labels):
+            elif is_int and not numeric_names and 0 <= label < len(self.labels):
                 ids.append(int(label))
             else:
-                raise ValueError(f"task {self.name!r}: label {label!r} (example {i}) is not a label name or an id "
-                                 f"in 0..{len(self.labels) - 1}")
+                raise ValueError(f"task {self.name!r}: label {label!r} (example {i}) is not one of {self.labels}"
+                                 + ("" if numeric_names or isinstance(label, str) else
+                                    f" nor an id in 0..{len(self.labels) - 1}"))
         return torch.tensor(ids, dtype=torch.long)
-
 
 
 @dataclass
@@ -177,6 +177,12 @@ def check_score_task(task: Task, max_score: float) -> None:
         raise ValueError(f"task {task.name!r} ({task.type}) scores pairs and takes no label names, got {task.labels}")
     if not max_score > 0:
         raise ValueError(f"task {task.name!r}: max_score must be positive, got {max_score}")
+
+
+def collate_pairs(examples: list, tokenizer) -> dict[str, torch.Tensor]:
+    """A bi-encoder batch: the B first sentences, then the B second ones, as one (2B, L) batch, so the
+    encoder runs once; the head splits the embeddings back into u and v."""
+    return tokenizer([e.a for e in examples] + [e.b for e in examples]).tensors()
 
 
 def score_metrics(predicted: list[float], gold: list[float]) -> dict[str, float]:

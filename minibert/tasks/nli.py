@@ -9,15 +9,9 @@ import torch
 from torch import nn
 
 from minibert.data import PairExample, read_nli
-from minibert.tasks.base import LabelTask, has_labels, register
+from minibert.tasks.base import LabelTask, collate_pairs, has_labels, register
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]  # ids 0, 1, 2, as SNLI and MultiNLI number them
-
-
-def collate_pairs(examples: list[PairExample], tokenizer) -> dict[str, torch.Tensor]:
-    """A bi-encoder batch: the B first sentences, then the B second ones, as one (2B, L) batch, so the
-    encoder runs once; the head splits the embeddings back into u and v."""
-    return tokenizer([e.a for e in examples] + [e.b for e in examples]).tensors()
 
 
 class NLIHead(nn.Module):

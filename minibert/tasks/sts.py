@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert.data import PairExample, read_sts_tsv
-from minibert.tasks.base import Task, check_score_task, has_labels, register, score_metrics
-from minibert.tasks.nli import collate_pairs
+from minibert.tasks.base import Task, check_score_task, collate_pairs, has_labels, register, score_metrics
 
 STS_LOSSES = ("cosine_mse", "cosent")
 

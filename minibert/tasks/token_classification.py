@@ -79,8 +79,11 @@ class TokenClassification(Task):
         return TokenClassificationHead(encoder.bert.config.hidden_size, len(self.labels), self.dropout)
 
     def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # the mean over the labelled pieces; specials, padding and non-first pieces do not count
-        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX)
+        """The mean over the labelled pieces (specials, padding and non-first pieces do not count); 0, not
+        NaN, for a batch without any, so that it adds nothing to an accumulated step."""
+        labels = batch["labels"].flatten()
+        total = F.cross_entropy(logits.float().flatten(0, 1), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE_INDEX).sum())

@@ -136,8 +136,8 @@ class StepBatches(Dataset):
                    for j in range(self.grad_accum)]
 
 
-def step_loader(batches: StepBatches, start: int, num_workers: int = 0) -> DataLoader:
+def step_loader(batches: StepBatches, start: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Steps start..end in order; with workers, the next batches are tokenized while this one trains.
     Its own generator, so that making the loader draws nothing from the RNG that dropout uses."""
     return DataLoader(batches, batch_size=None, sampler=range(start, len(batches)), num_workers=num_workers,
-                      generator=torch.Generator(), persistent_workers=False)
+                      generator=torch.Generator(), pin_memory=pin_memory)

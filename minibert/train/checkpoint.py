@@ -3,6 +3,7 @@ must carry for a resumed run to continue exactly."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -42,14 +43,23 @@ def atomic_save(obj, path: Path) -> None:
 
 def replace_folder(save, target: Path) -> None:
     """Write a model folder (``save(folder)``) next to `target`, then swap it in."""
-    tmp = target.with_name(target.name + ".tmp")
+    tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)  # left by a run killed during the last swap
     save(tmp)
-    old = target.with_name(target.name + ".old")
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def forget_log_after(path: Path, step: int, finished: bool) -> None:
+    """Drop the metrics.jsonl lines that a run resumed at `step` writes again: those after that step and,
+    for a run that had finished, its final evaluation (it is done again)."""
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    kept = [r for r in records if r.get("step", 0) < step
+            or (r.get("step", 0) == step and ("loss" in r or not finished))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def load_training_state(path: Path) -> dict:

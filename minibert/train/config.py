@@ -117,9 +117,13 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
+# Settings that do not change what a run computes: a resumed run may change them.
+NOT_RECIPE = ("output_dir", "data_dir", "num_workers", "plot", "checkpoint_every", "log_every")
+
+
 def changed_keys(saved: dict, now: dict) -> list[str]:
-    """The top-level keys on which two resolved configurations (``TrainConfig.to_dict()``) differ."""
-    return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    """The settings of the recipe on which two resolved configurations (``TrainConfig.to_dict()``) differ."""
+    return sorted(k for k in set(saved) | set(now) if k not in NOT_RECIPE and saved.get(k) != now.get(k))
 
 
 def task_from_dict(raw: dict) -> TaskConfig:

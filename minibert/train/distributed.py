@@ -7,18 +7,20 @@ import os
 import torch
 import torch.distributed as dist
 
+from minibert.device import check_device
+
 
 def pick_device(name: str) -> torch.device:
     """The configured device; "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK under torchrun."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
+    if name == "cuda" and torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
             raise ValueError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this machine has "
                              f"{torch.cuda.device_count()}; start fewer processes or set device=cpu")
         name = f"cuda:{local_rank}"
-    device = torch.device(name)
+    device = check_device(name, setting="device")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device

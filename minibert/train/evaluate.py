@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
+
 import numpy as np
 import torch
 
@@ -22,10 +24,17 @@ def evaluate_task(model: MultiTaskModel, task: str, examples: list, batch_size: 
     predictions = []
     with eval_mode(model):
         for start in range(0, len(examples), batch_size):
-            chunk = examples[start:start + batch_size]
+            chunk = [without_labels(e) for e in examples[start:start + batch_size]]
             batch = model.collate(task, chunk)
             predictions += spec.predict(model(task, batch).logits, batch, chunk)
     return spec.metrics(predictions, examples)
+
+
+def without_labels(example):
+    """The example with its gold field(s) cleared: predictions never see the gold, and a gold tag that
+    training never saw (an entity type cut by subsampling, say) counts as a miss instead of an error."""
+    gold = {f.name: None for f in fields(example) if f.name in ("label", "tags")}
+    return replace(example, **gold) if gold else example
 
 
 def example_length(example) -> int:

@@ -214,11 +214,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         checkpoint.set_rng_state(state["rng"][self.rank])
         self.step, self.best = state["step"], state["best"]
-        if self.rank == 0:  # forget log lines written after the checkpoint: they will be written again
-            log_path = self.out / "metrics.jsonl"
-            lines = log_path.read_text().splitlines() if log_path.exists() else []
-            kept = [line for line in lines if json.loads(line).get("step", 0) <= self.step]
-            log_path.write_text("".join(line + "\n" for line in kept))
+        if self.rank == 0:
+            checkpoint.forget_log_after(self.out / "metrics.jsonl", self.step, finished=self.step == self.config.steps)
         log.info("resumed from %s at step %d", path, self.step)
 
     def maybe_evaluate(self) -> None:
@@ -250,7 +247,7 @@ class Trainer:
 
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         window = {"samples": 0, "tokens": 0, "start": time.perf_counter(), "losses": {}}
-        for item in step_loader(self.batches, self.step, cfg.num_workers):
+        for item in step_loader(self.batches, self.step, cfg.num_workers, pin_memory=self.device.type == "cuda"):
             record = self.train_step(item)
             window["samples"] += record["samples"]
             window["tokens"] += record["tokens"]
