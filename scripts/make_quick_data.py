@@ -103,7 +103,9 @@ def conll_sentences(rng: random.Random, n: int) -> list[str]:
     """CoNLL-2003 columns (token POS chunk NER), BIO tags, a blank line after each sentence."""
     lines = ["-DOCSTART- -X- -X- O", ""]
     templates = ["{PER} visited {LOC} on Monday .", "{ORG} opened an office in {LOC} .",
-                 "{PER} joined {ORG} last year .", "In {LOC} , {PER} met reporters ."]
+                 "{PER} joined {ORG} last year .", "In {LOC} , {PER} met reporters .",
+                 "Shares fell 3 % after the launch .", "The team won 102 - 99 last night .",
+                 "What a wonderful , moving film .", "Prices rose again on Tuesday ."]
     for _ in range(n):
         for token in rng.choice(templates).split():
             if token.startswith("{"):
@@ -124,10 +126,10 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     files = {
-        "stsb/train.tsv": sts_pairs(rng, 600), "stsb/dev.tsv": sts_pairs(rng, 150),
-        "snli/train.tsv": nli_pairs(rng, 600), "snli/dev.tsv": nli_pairs(rng, 150),
-        "sst2/train.tsv": sentiment_lines(rng, 600), "sst2/dev.tsv": sentiment_lines(rng, 150),
-        "agnews/train.tsv": topic_lines(rng, 600), "agnews/dev.tsv": topic_lines(rng, 150),
+        "stsb/train.tsv": sts_pairs(rng, 500), "stsb/dev.tsv": sts_pairs(rng, 100),
+        "snli/train.tsv": nli_pairs(rng, 500), "snli/dev.tsv": nli_pairs(rng, 100),
+        "sst2/train.tsv": sentiment_lines(rng, 500), "sst2/dev.tsv": sentiment_lines(rng, 100),
+        "agnews/train.tsv": topic_lines(rng, 500), "agnews/dev.tsv": topic_lines(rng, 100),
         "conll2003/train.txt": conll_sentences(rng, 400), "conll2003/valid.txt": conll_sentences(rng, 100),
     }
     for name, lines in files.items():

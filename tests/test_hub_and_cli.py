@@ -125,3 +125,32 @@ def test_model_not_found_lists_each_place_once(monkeypatch):
         hub.resolve_model("bert-nonexistent")
     looked = str(caught.value).split("looked in: ")[1].split(")")[0].split(", ")
     assert len(looked) == len(set(looked)) == 1 and looked[0] == str(hub.REPO_WEIGHTS / "bert-nonexistent")
+
+
+def test_cli_search_and_mine(minilm, tmp_path, capsys):
+    """Text files or .npy embeddings in; the hits are semantic_search's on minibert's embeddings."""
+    import json
+
+    from minibert.search import paraphrase_mining, semantic_search
+
+    corpus = ["A man is playing a guitar.", "The stock market fell sharply.", "A chef is cooking pasta.", ""]
+    queries = ["Someone plays an instrument.", "Shares dropped today."]
+    (tmp_path / "corpus.txt").write_text("\n".join(corpus) + "\n")
+    (tmp_path / "queries.txt").write_text("\n".join(queries) + "\n")
+    expected = semantic_search(minilm.encode(queries), minilm.encode(corpus), top_k=3)
+    assert main(["search", "--corpus", str(tmp_path / "corpus.txt"), "--queries", str(tmp_path / "queries.txt"),
+                 "--top-k", "3", "--output", str(tmp_path / "hits.jsonl")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "hits.jsonl").read_text().splitlines()]
+    assert [r["query"] for r in lines] == [0, 1]
+    for row, hits in zip(lines, expected, strict=True):
+        assert [h["corpus_id"] for h in row["hits"]] == [h["corpus_id"] for h in hits]
+        np.testing.assert_allclose([h["score"] for h in row["hits"]], [h["score"] for h in hits], atol=1e-6)
+    np.save(tmp_path / "corpus.npy", minilm.encode(corpus))  # embeddings saved by `minibert encode` work too
+    capsys.readouterr()
+    assert main(["search", "--corpus", str(tmp_path / "corpus.npy"), "--queries", str(tmp_path / "queries.txt"),
+                 "--top-k", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{expected[1][0]['score']:.4f}  [1]" in printed and "[1] Shares dropped today." in printed
+    assert main(["mine", *corpus[:3], "Someone is playing a guitar.", "--top-k", "1", "--max-pairs", "1"]) == 0
+    score, i, j = paraphrase_mining(minilm.encode([*corpus[:3], "Someone is playing a guitar."]), top_k=1)[0]
+    assert (i, j) == (0, 3) and f"{score:.4f}  [0]" in capsys.readouterr().out

@@ -1,0 +1,100 @@
+"""Search with embeddings: the corpus entries closest to each query, and the closest pairs within one set.
+
+Both scan the corpus in chunks and keep only each query's best ``top_k`` so far, so memory is bounded by
+(queries x chunk), not by the corpus; a chunk may come from a memory-mapped ``.npy`` on disk. Ties are
+broken by the lower corpus index, so the result does not depend on the chunk size.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Score = Literal["cos", "dot"]
+
+
+def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+    # a numpy chunk (of a read-only memmap, perhaps) is copied into memory: it is only a chunk
+    x = embeddings if isinstance(embeddings, torch.Tensor) else torch.from_numpy(np.array(embeddings, np.float32))
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise ValueError(f"{what}: expected a (n, dim) matrix of embeddings, got shape {tuple(x.shape)}")
+    return x.float()
+
+
+def scores(queries: torch.Tensor, chunk: torch.Tensor, score: Score) -> torch.Tensor:
+    if score == "cos":  # the cosine is the dot product of unit vectors
+        queries, chunk = F.normalize(queries, dim=-1), F.normalize(chunk, dim=-1)
+    return queries @ chunk.T
+
+
+def merge_top_k(best_scores: torch.Tensor, best_ids: torch.Tensor, new_scores: torch.Tensor, new_ids: torch.Tensor,
+                top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's top_k of the kept candidates and a new chunk, best first, ties to the lower id.
+
+    A stable sort keeps equal scores in the order they come in; putting the candidates in id order first
+    makes that order "lower id first" whatever the chunking was.
+    """
+    all_scores, all_ids = torch.cat([best_scores, new_scores], dim=1), torch.cat([best_ids, new_ids], dim=1)
+    by_id = torch.sort(all_ids, dim=1, stable=True).indices
+    all_scores, all_ids = all_scores.gather(1, by_id), all_ids.gather(1, by_id)
+    order = torch.sort(all_scores, dim=1, descending=True, stable=True).indices[:, :top_k]
+    return all_scores.gather(1, order), all_ids.gather(1, order)
+
+
+@torch.inference_mode()
+def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddings: np.ndarray | torch.Tensor,
+                    top_k: int = 10, score: Score = "cos", chunk_size: int = 50_000) -> list[list[dict]]:
+    """For each query, its ``top_k`` corpus entries as ``{"corpus_id", "score"}``, best first.
+
+    ``score="cos"`` is cosine similarity, ``"dot"`` the plain dot product (the same for unit vectors).
+    The corpus may be a ``np.memmap``: only ``chunk_size`` rows of it are in memory at a time.
+    """
+    if score not in ("cos", "dot"):
+        raise ValueError(f"score must be 'cos' or 'dot', got {score!r}")
+    if top_k < 1 or chunk_size < 1:
+        raise ValueError(f"top_k and chunk_size must be >= 1, got {top_k} and {chunk_size}")
+    queries = as_matrix(query_embeddings, "query embeddings")
+    n = len(corpus_embeddings)
+    best_scores = torch.empty(len(queries), 0)
+    best_ids = torch.empty(len(queries), 0, dtype=torch.long)
+    for start in range(0, n, chunk_size):
+        chunk = as_matrix(corpus_embeddings[start:start + chunk_size], "corpus embeddings")
+        if chunk.shape[1] != queries.shape[1]:
+            raise ValueError(f"queries have {queries.shape[1]} dimensions but the corpus {chunk.shape[1]}")
+        chunk_scores = scores(queries, chunk, score)
+        ids = torch.arange(start, start + len(chunk)).expand(len(queries), -1)
+        best_scores, best_ids = merge_top_k(best_scores, best_ids, chunk_scores, ids, top_k)
+    return [[{"corpus_id": int(i), "score": float(s)} for s, i in zip(row_s, row_i, strict=True)]
+            for row_s, row_i in zip(best_scores.tolist(), best_ids.tolist(), strict=True)]
+
+
+@torch.inference_mode()
+def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, max_pairs: int = 500_000,
+                      score: Score = "cos", chunk_size: int = 5_000) -> list[tuple[float, int, int]]:
+    """The best-scoring distinct pairs (score, i, j), i < j, within one set: each entry is paired with its
+    ``top_k`` nearest other entries, a pair found from both ends counts once, best first (ties: lower
+    i, then lower j), at most ``max_pairs``."""
+    x = as_matrix(embeddings, "embeddings")
+    pairs: dict[tuple[int, int], float] = {}
+    for start in range(0, len(x), chunk_size):
+        queries = x[start:start + chunk_size]
+        rows = torch.arange(start, start + len(queries))
+        best_scores = torch.empty(len(queries), 0)
+        best_ids = torch.empty(len(queries), 0, dtype=torch.long)
+        for corpus_start in range(0, len(x), chunk_size):
+            chunk = x[corpus_start:corpus_start + chunk_size]
+            chunk_scores = scores(queries, chunk, score)
+            ids = torch.arange(corpus_start, corpus_start + len(chunk)).expand(len(queries), -1)
+            chunk_scores = chunk_scores.masked_fill(ids == rows[:, None], float("-inf"))  # not with itself
+            best_scores, best_ids = merge_top_k(best_scores, best_ids, chunk_scores, ids, top_k)
+        for i, row_scores, row_ids in zip(rows.tolist(), best_scores.tolist(), best_ids.tolist(), strict=True):
+            for s, j in zip(row_scores, row_ids, strict=True):
+                if s != float("-inf"):
+                    pairs[(min(i, j), max(i, j))] = s
+    ranked = sorted(((s, i, j) for (i, j), s in pairs.items()), key=lambda p: (-p[0], p[1], p[2]))
+    return ranked[:max_pairs]
