@@ -29,6 +29,13 @@ class TextExample:
 
 
 @dataclass
+class RetrievalPair:
+    anchor: str  # a query, say
+    positive: str  # what the anchor should retrieve
+    negative: str | None = None  # optional: a hard negative, close to the anchor but wrong
+
+
+@dataclass
 class TaggedSentence:
     words: list[str]
     tags: list[str] | None = None  # one BIO tag per word
@@ -161,6 +168,22 @@ def read_classification(path: str | Path, skip_bad: bool = False) -> list[TextEx
             skipper.bad(lineno, "empty label")
             continue
         examples.append(TextExample(text.strip(), label_value(label)))
+    skipper.report()
+    return examples
+
+
+def read_pairs_tsv(path: str | Path, skip_bad: bool = False) -> list[RetrievalPair]:
+    """Training pairs for retrieval: anchor, positive[, hard negative], tab-separated, no header."""
+    skipper, examples = Skipper(path, skip_bad), []
+    for lineno, line in open_lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) not in (2, 3) or not all(f.strip() for f in fields):
+            skipper.bad(lineno, f"expected 2 or 3 non-empty tab-separated fields (anchor, positive[, negative]), "
+                                f"got {len(fields)}")
+            continue
+        examples.append(RetrievalPair(*fields))
     skipper.report()
     return examples
 

@@ -374,3 +374,28 @@ def test_a_gold_tag_that_training_never_saw_is_a_miss(model):
     predicted = [row["ner"]["tags"] for row in predict(model, [" ".join(s.words) for s in sentences])]
     scores = evaluate_task(model, "ner", sentences)
     assert scores == pytest.approx(entity_prf(predicted, [s.tags for s in sentences]))
+
+
+def test_pairs_mask_duplicates_and_rank_the_whole_set(minilm_dir):
+    """A candidate with the same text as an anchor's positive is not a negative; the metrics rank every
+    positive of the evaluation set for each anchor."""
+    from minibert.data import RetrievalPair
+    from minibert.tasks import Pairs
+
+    model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "pairs", "type": "pairs"}])
+    examples = [RetrievalPair("a man sleeps", "a person rests"), RetrievalPair("kids play", "children play"),
+                RetrievalPair("a man naps", "a person rests")]  # the same positive twice
+    batch = model.collate("pairs", examples)
+    assert batch["same_text"].tolist() == [[False, False, True], [False, False, False], [True, False, False]]
+    with torch.no_grad():
+        out = model("pairs", batch)
+        scores = model.task("pairs").scores(out.logits, batch)
+    assert torch.isinf(scores[0, 2]) and torch.isinf(scores[2, 0]) and torch.isfinite(scores[1]).all()
+    assert_close(out.loss, F.cross_entropy(scores, torch.arange(3)), atol=1e-6, rtol=0)
+    # metrics on hand-made embeddings: anchor 0 ranks its positive 2nd, anchor 1 first, anchor 2 third
+    eye = np.eye(3, dtype=np.float32)
+    positives = [eye[1], eye[1] * 0.8 + eye[2] * 0.6, eye[0]]
+    anchors = [eye[1] * 0.6 + eye[0] * 0.8, eye[1] * 0.7 + eye[2] * 0.7, eye[1]]
+    predictions = [{"anchor": a, "positive": p} for a, p in zip(anchors, positives, strict=True)]
+    metrics = Pairs("p").metrics(predictions, examples)
+    assert metrics == pytest.approx({"mrr@10": (1 / 2 + 1 + 1 / 3) / 3, "recall@1": 1 / 3, "recall@10": 1.0})

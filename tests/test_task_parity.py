@@ -91,3 +91,17 @@ def test_cross_encoder_scores_as_sentence_transformers_cross_encoder(minilm_dir,
     bce = torch.nn.BCEWithLogitsLoss()(ref_logits, torch.tensor(SCORES) / 5)  # CrossEncoder's default loss
     assert_close(out.loss, bce, atol=1e-6, rtol=0)
     assert expected.std() > 0.01  # the scores differ from pair to pair: the head's weights reached the reference
+
+
+@pytest.mark.parametrize("with_negatives", [False, True], ids=["pairs", "triplets"])
+def test_pairs_loss_equals_multiple_negatives_ranking_loss(minilm_dir, with_negatives):
+    from minibert.data import RetrievalPair
+
+    ours = MultiTaskModel.from_encoder(minilm_dir, [{"name": "pairs", "type": "pairs"}])
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu").eval()
+    negatives = list(reversed(A)) if with_negatives else [None] * len(A)  # no candidate repeats a positive
+    examples = [RetrievalPair(a, b, n) for a, b, n in zip(A, B, negatives, strict=True)]
+    texts = [A, B] + ([negatives] if with_negatives else [])
+    expected = losses.MultipleNegativesRankingLoss(reference)([features(reference, t) for t in texts], None)
+    out = ours("pairs", ours.collate("pairs", examples))
+    assert_close(out.loss, expected, atol=1e-5, rtol=1e-6)

@@ -339,3 +339,25 @@ def test_dataloader_workers_and_a_finished_resume(tiny_model_dir, tiny_data, tmp
     train(run_config({**config, "num_workers": 0}, tmp_path / "again.json"), resume=True)
     assert read_log(tmp_path / "w2") == before  # the final evaluation is redone, not appended twice
     assert all(torch.equal(finals[2][k], v) for k, v in weights(tmp_path / "w2" / "final").items())
+
+
+def test_pairs_train_beside_another_task(tiny_model_dir, tiny_data, tmp_path):
+    """The pairs type in the multi-task trainer: in-batch negatives, its dev metric (MRR@10 over the
+    dev set) logged and equal to evaluating the saved model."""
+    from minibert.data import read_pairs_tsv
+
+    pairs = [("a man plays a guitar", "someone plays music"), ("a cat sleeps", "an animal rests"),
+             ("stocks fell", "markets dropped"), ("kids play soccer", "children play football"),
+             ("it is raining", "the weather is wet"), ("a chef cooks", "food is prepared")]
+    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
+    pairs = {"name": "retrieval", "type": "pairs", "train": str(tmp_path / "pairs.tsv"),
+             "dev": str(tmp_path / "pairs.tsv")}
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=6, eval_every=0, lr=3e-3)
+    config["tasks"] = [config["tasks"][1], pairs]
+    result = train(run_config(config, tmp_path / "c.json"))
+    dev = result["best"]["metrics"]["retrieval"]
+    final = MultiTaskModel.load(tmp_path / "run" / "final")
+    assert dev == pytest.approx(evaluate_task(final, "retrieval", read_pairs_tsv(tmp_path / "pairs.tsv")))
+    assert set(dev) == {"mrr@10", "recall@1", "recall@10"} and dev["recall@10"] == 1.0  # 6 candidates only
+    losses = [r["loss"]["retrieval"] for r in read_log(tmp_path / "run") if "retrieval" in r.get("loss", {})]
+    assert len(losses) == 3

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from minibert.data import TextExample, read_classification, read_conll, read_nli, read_sts_tsv
+from minibert.data import TextExample, read_classification, read_conll, read_nli, read_pairs_tsv, read_sts_tsv
 from minibert.metrics import entity_prf, macro_f1
 from minibert.tasks import Classification, TokenClassification
 from minibert.train.batches import StepBatches, hold_out, load_task_data, task_for_step, task_probabilities
@@ -49,6 +49,7 @@ GOOD_STS = "g\ts\ty\t1\t2.0\tA\tB\n"
     ("e.txt", "EU NNP B-NP B-ORG\nrejects VBZ B-VP X-FOO\n", read_conll, r"e.txt:2: tag 'X-FOO' is not a BIO tag"),
     ("f.jsonl", '{"sentence1": "a", "sentence2": "b", "gold_label": "entailment"}\n{"oops": 1}\n', read_nli,
      r"f.jsonl:2: not an NLI json line"),
+    ("g.tsv", "query\tanswer\nonly one field\n", read_pairs_tsv, r"g.tsv:2: expected 2 or 3 non-empty"),
 ])
 def test_malformed_lines_name_file_and_line(tmp_path, name, text, reader, match):
     path = write(tmp_path, name, text)
