@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -47,7 +48,25 @@ def short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def encode_corpus(args: argparse.Namespace) -> int:
+    """--input FILE --output OUT.npy: streamed in chunks into a memory-mapped file (resumable, shardable)."""
+    from minibert.corpus import encode_file
+
+    normalize = False if args.no_normalize else None
+    out = encode_file(load_encoder(args), args.input, args.output, batch_size=args.batch_size,
+                      chunk_lines=args.chunk_lines, errors=args.errors, progress=args.progress,
+                      normalize_embeddings=normalize)
+    if int(os.environ.get("RANK", "0")) == 0:
+        emb = np.load(out, mmap_mode="r")
+        print(f"embeddings: shape {emb.shape}, dtype {emb.dtype}, saved to {out}")
+        for i in range(min(len(emb), args.preview)):
+            print(f"  [{i}] [{', '.join(f'{v:+.4f}' for v in emb[i, :6])}, ...]")
+    return 0
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
+    if args.input and args.input != "-" and args.output and not args.sentences:
+        return encode_corpus(args)
     sentences = list(args.sentences)
     if args.input:
         sentences += read_lines(args.input)
@@ -229,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", type=int, default=5, help="how many rows to preview")
     p.add_argument("--no-normalize", action="store_true", help="skip the model's L2 normalisation")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--chunk-lines", type=int, default=10_000,
+                   help="with --input and --output: lines held in memory at a time (the file is streamed)")
+    p.add_argument("--errors", choices=["strict", "replace"], default="strict",
+                   help="a line that is not UTF-8: an error naming it (strict), or its bad bytes replaced")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("similarity", help="print the cosine similarity matrix of sentences")

@@ -17,12 +17,14 @@ Score = Literal["cos", "dot"]
 
 
 def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
-    # a numpy chunk (of a read-only memmap, perhaps) is copied into memory: it is only a chunk
-    x = embeddings if isinstance(embeddings, torch.Tensor) else torch.from_numpy(np.array(embeddings, np.float32))
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2:
-        raise ValueError(f"{what}: expected a (n, dim) matrix of embeddings, got shape {tuple(x.shape)}")
+    if not isinstance(embeddings, torch.Tensor):
+        if not np.issubdtype(np.asarray(embeddings[:0]).dtype, np.floating):
+            raise ValueError(f"{what}: expected float embeddings, got {np.asarray(embeddings[:0]).dtype}")
+        # a numpy chunk (of a read-only memmap, perhaps) is copied into memory: it is only a chunk
+        embeddings = torch.from_numpy(np.array(embeddings, np.float32))
+    x = embeddings[None] if embeddings.ndim == 1 else embeddings
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"{what}: expected a non-empty (n, dim) matrix of embeddings, got shape {tuple(x.shape)}")
     return x.float()
 
 
@@ -49,7 +51,8 @@ def merge_top_k(best_scores: torch.Tensor, best_ids: torch.Tensor, new_scores: t
 @torch.inference_mode()
 def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddings: np.ndarray | torch.Tensor,
                     top_k: int = 10, score: Score = "cos", chunk_size: int = 50_000) -> list[list[dict]]:
-    """For each query, its ``top_k`` corpus entries as ``{"corpus_id", "score"}``, best first.
+    """For each query, its ``top_k`` corpus entries as ``{"corpus_id", "score"}``, best first (fewer when
+    the corpus is smaller than ``top_k``, as in sentence-transformers).
 
     ``score="cos"`` is cosine similarity, ``"dot"`` the plain dot product (the same for unit vectors).
     The corpus may be a ``np.memmap``: only ``chunk_size`` rows of it are in memory at a time.
@@ -60,6 +63,8 @@ def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddin
         raise ValueError(f"top_k and chunk_size must be >= 1, got {top_k} and {chunk_size}")
     queries = as_matrix(query_embeddings, "query embeddings")
     n = len(corpus_embeddings)
+    if n == 0:
+        raise ValueError("corpus embeddings: the corpus is empty")
     best_scores = torch.empty(len(queries), 0)
     best_ids = torch.empty(len(queries), 0, dtype=torch.long)
     for start in range(0, n, chunk_size):

@@ -49,3 +49,17 @@ def test_paraphrase_mining_matches_sentence_transformers():
     assert [(i, j) for _, i, j in ours] == [(i, j) for _, i, j in expected]
     np.testing.assert_allclose([s for s, _, _ in ours], [s for s, _, _ in expected], atol=1e-6)
     assert all(i < j for _, i, j in ours)
+
+
+def test_bad_input_is_a_clear_error():
+    corpus = random_embeddings(4).numpy()
+    with pytest.raises(ValueError, match="corpus embeddings: the corpus is empty"):
+        semantic_search(corpus[:1], corpus[:0])
+    with pytest.raises(ValueError, match="query embeddings: expected a non-empty"):
+        semantic_search(corpus[:0], corpus)
+    with pytest.raises(ValueError, match="corpus embeddings: expected float embeddings, got int64"):
+        semantic_search(corpus, np.arange(8).reshape(4, 2))
+    with pytest.raises(ValueError, match=r"expected a non-empty \(n, dim\) matrix .* shape \(2, 2, 4\)"):
+        semantic_search(corpus[:1], np.zeros((2, 2, 4), np.float32))
+    with pytest.raises(ValueError, match="top_k and chunk_size must be >= 1, got 0"):
+        semantic_search(corpus, corpus, top_k=0)

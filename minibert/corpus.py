@@ -1,0 +1,105 @@
+"""Embedding a corpus larger than memory: a text file, one entry a line, streamed in chunks into a
+memory-mapped ``.npy`` (row i = line i, blank lines included).
+
+Memory holds one chunk of lines and its embeddings, whatever the corpus size. After each chunk the
+rows are flushed to disk and the chunk is recorded as done in ``OUT.npy.done-RANK``, so a killed run,
+started again, skips the finished chunks. Under ``torchrun`` (or with RANK and WORLD_SIZE set) process
+r of w encodes chunks r, r + w, ... into its own rows of the same file: each chunk is batched the same
+way whoever encodes it, so the result is bit-identical to one process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+
+def count_lines(path: Path) -> int:
+    """Lines as ``read_lines`` counts them: a final newline does not start a new, empty line."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            count, last = count + block.count(b"\n"), block[-1:]
+    return count + (last != b"\n")
+
+
+def chunks_of_lines(path: Path, chunk_lines: int, errors: str = "strict") -> Iterator[tuple[int, list[str]]]:
+    """(chunk index, its lines), decoded line by line; an undecodable line names its number."""
+    chunk, index = [], 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8", errors=errors)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x}); "
+                                 "pass errors='replace' (--errors replace) to replace such bytes") from e
+            chunk.append(text.rstrip("\n").removesuffix("\r"))
+            if len(chunk) == chunk_lines:
+                yield index, chunk
+                chunk, index = [], index + 1
+    if chunk:
+        yield index, chunk
+
+
+def done_chunks(out: Path) -> set[int]:
+    done = set()
+    for record in out.parent.glob(out.name + ".done-*"):
+        done |= {int(line) for line in record.read_text().split()}
+    return done
+
+
+def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32, chunk_lines: int = 10_000,
+                errors: str = "strict", progress: bool = False, normalize_embeddings: bool | None = None) -> Path:
+    """Embed every line of `path` into the float32 ``.npy`` `out`; resumes a killed run of the same job."""
+    path, out = Path(path), Path(out)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:  # only to wait for each other: the rows themselves go through the file
+        dist.init_process_group(backend="gloo")
+    n, dim = count_lines(path), encoder.embedding_dim
+    if n == 0:
+        raise ValueError(f"{path} is empty: there is nothing to encode")
+    if rank == 0 and not done_chunks(out):  # a new job: make the file (a resumed one keeps its rows)
+        np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
+    if world > 1:
+        dist.barrier()
+    rows = np.load(out, mmap_mode="r+")
+    if rows.shape != (n, dim) or rows.dtype != np.float32:
+        raise ValueError(f"{out}: holds {rows.dtype} rows of shape {rows.shape}, but {path} needs float32 "
+                         f"({n}, {dim}); remove it (and {out.name}.done-*) to start again")
+    done, total = done_chunks(out), -(-n // chunk_lines)
+    mine = [c for c in range(rank, total, world) if c not in done]
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(mine) * world, desc="chunks", unit="chunk")
+    with open(out.parent / f"{out.name}.done-{rank}", "a", encoding="utf-8") as record:
+        for index, lines in chunks_of_lines(path, chunk_lines, errors):
+            if index not in mine:
+                continue
+            start = index * chunk_lines
+            rows[start:start + len(lines)] = encoder.encode(lines, batch_size=batch_size,
+                                                            normalize_embeddings=normalize_embeddings)
+            rows.flush()  # the rows are on disk before the chunk is recorded as done
+            record.write(f"{index}\n")
+            record.flush()
+            if bar is not None:
+                bar.update(world)
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+    if rank == 0:  # every chunk is done: the records have served their purpose
+        for record_path in out.parent.glob(out.name + ".done-*"):
+            record_path.unlink()
+    if world > 1:
+        dist.barrier()
+    if own_group:
+        dist.destroy_process_group()
+    return out

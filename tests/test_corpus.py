@@ -1,0 +1,85 @@
+"""Encoding a text file into a memory-mapped .npy in chunks: the same rows as encoding it at once,
+resumable after a kill, shardable over processes with bit-identical results, bad lines named."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minibert.corpus import count_lines, encode_file
+
+LINES = ["A man is playing a guitar.", "", "Stocks fell sharply on Wednesday.", "A dog runs through the snow.",
+         "The cat sat on the mat.", "   ", "Researchers published a long study on memory and sleep in adults.",
+         "no", "A woman is slicing an onion.", "Markets rallied."]
+
+
+class StopAfter:
+    """An encoder that is killed (raises) after `n` chunks, and counts the chunks it encodes."""
+
+    def __init__(self, encoder, n: int | None = None) -> None:
+        self.encoder, self.n, self.calls = encoder, n, 0
+        self.embedding_dim = encoder.embedding_dim
+
+    def encode(self, lines, **kwargs):
+        if self.n is not None and self.calls == self.n:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        return self.encoder.encode(lines, **kwargs)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    return path
+
+
+def test_chunks_give_the_rows_of_one_pass(minilm, corpus, tmp_path):
+    assert count_lines(corpus) == len(LINES)
+    out = encode_file(minilm, corpus, tmp_path / "emb.npy", chunk_lines=3)
+    rows = np.load(out)
+    assert rows.shape == (10, 384) and rows.dtype == np.float32
+    np.testing.assert_allclose(rows, minilm.encode(LINES), atol=1e-6)  # blank lines keep their rows
+    assert not list(tmp_path.glob("emb.npy.done-*"))  # a finished job leaves no progress records
+
+
+def test_a_killed_run_resumes_without_redoing_chunks(minilm, corpus, tmp_path):
+    whole = np.load(encode_file(minilm, corpus, tmp_path / "whole.npy", chunk_lines=3))
+    with pytest.raises(KeyboardInterrupt):
+        encode_file(StopAfter(minilm, n=2), corpus, tmp_path / "emb.npy", chunk_lines=3)
+    assert (tmp_path / "emb.npy.done-0").read_text().split() == ["0", "1"]
+    again = StopAfter(minilm)
+    out = encode_file(again, corpus, tmp_path / "emb.npy", chunk_lines=3)
+    assert again.calls == 2  # chunks 2 and 3 only
+    np.testing.assert_array_equal(np.load(out), whole)
+
+
+def test_two_processes_write_the_same_file_as_one(corpus, tmp_path):
+    single = tmp_path / "single.npy"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["encode", "--input", str(corpus), "--chunk-lines", "2", "--preview", "0"]
+    subprocess.run([sys.executable, "-m", "minibert", *args, "--output", str(single)], env=env, check=True,
+                   capture_output=True, timeout=300)
+    port = str(29600 + os.getpid() % 1000)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", port, "-m", "minibert", *args,
+                             "--output", str(tmp_path / "sharded.npy")], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "sharded.npy"), np.load(single))
+
+
+def test_a_line_that_is_not_utf8(minilm, tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"fine\nalso fine\ncaf\xe9\nlast\n")
+    with pytest.raises(ValueError, match=r"bad.txt:3: not UTF-8 text \(byte 0xe9\)"):
+        encode_file(minilm, path, tmp_path / "emb.npy")
+    rows = np.load(encode_file(minilm, path, tmp_path / "emb2.npy", errors="replace"))
+    np.testing.assert_allclose(rows[2], minilm.encode("caf\ufffd"), atol=1e-6)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty.txt is empty"):
+        encode_file(minilm, tmp_path / "empty.txt", tmp_path / "emb3.npy")
