@@ -103,3 +103,24 @@ def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, m
                     pairs[(min(i, j), max(i, j))] = s
     ranked = sorted(((s, i, j) for (i, j), s in pairs.items()), key=lambda p: (-p[0], p[1], p[2]))
     return ranked[:max_pairs]
+
+
+def retrieval_metrics(results: list[list[dict]], relevant: list[set[int]], ks: tuple[int, ...] = (1, 10, 100)) -> dict:
+    """MRR@10, nDCG@10 (binary relevance) and recall@k of search results (``semantic_search``'s, with at
+    least max(ks) hits each) against each query's set of relevant corpus ids."""
+    if len(results) != len(relevant):
+        raise ValueError(f"{len(results)} result lists but {len(relevant)} relevance sets")
+    mrr, ndcg, recall = [], [], {k: [] for k in ks}
+    for hits, gold in zip(results, relevant, strict=True):
+        if not gold:
+            raise ValueError("every query needs at least one relevant corpus id")
+        ids = [h["corpus_id"] for h in hits]
+        first = next((rank for rank, i in enumerate(ids[:10], start=1) if i in gold), None)
+        mrr.append(1.0 / first if first else 0.0)
+        dcg = sum(1.0 / np.log2(rank + 1) for rank, i in enumerate(ids[:10], start=1) if i in gold)
+        ideal = sum(1.0 / np.log2(rank + 1) for rank in range(1, min(len(gold), 10) + 1))
+        ndcg.append(dcg / ideal)
+        for k in ks:
+            recall[k].append(len(gold & set(ids[:k])) / len(gold))
+    return {"mrr@10": float(np.mean(mrr)), "ndcg@10": float(np.mean(ndcg)),
+            **{f"recall@{k}": float(np.mean(v)) for k, v in recall.items()}}

@@ -63,3 +63,15 @@ def test_bad_input_is_a_clear_error():
         semantic_search(corpus[:1], np.zeros((2, 2, 4), np.float32))
     with pytest.raises(ValueError, match="top_k and chunk_size must be >= 1, got 0"):
         semantic_search(corpus, corpus, top_k=0)
+
+
+def test_retrieval_metrics_on_a_hand_computed_example():
+    from minibert.search import retrieval_metrics
+
+    results = [[{"corpus_id": i, "score": 0.0} for i in ranking] for ranking in ([3, 1, 2], [0, 2, 1], [2, 0, 1])]
+    relevant = [{1}, {0, 1}, {5}]
+    # query 0: its one relevant id at rank 2; query 1: relevant at ranks 1 and 3; query 2: none retrieved
+    metrics = retrieval_metrics(results, relevant, ks=(1, 3))
+    ndcg_1 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
+    assert metrics == pytest.approx({"mrr@10": (1 / 2 + 1 + 0) / 3, "ndcg@10": (1 / np.log2(3) + ndcg_1 + 0) / 3,
+                                     "recall@1": (0 + 1 / 2 + 0) / 3, "recall@3": (1 + 1 + 0) / 3})
