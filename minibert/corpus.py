@@ -69,10 +69,11 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
         np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
     if world > 1:
         dist.barrier()
-    rows = np.load(out, mmap_mode="r+")
+    rows = np.load(out, mmap_mode="r")
     if rows.shape != (n, dim) or rows.dtype != np.float32:
         raise ValueError(f"{out}: holds {rows.dtype} rows of shape {rows.shape}, but {path} needs float32 "
                          f"({n}, {dim}); remove it (and {out.name}.done-*) to start again")
+    del rows
     done, total = done_chunks(out), -(-n // chunk_lines)
     mine = [c for c in range(rank, total, world) if c not in done]
     bar = None
@@ -84,9 +85,12 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
             if index not in mine:
                 continue
             start = index * chunk_lines
-            rows[start:start + len(lines)] = encoder.encode(lines, batch_size=batch_size,
-                                                            normalize_embeddings=normalize_embeddings)
+            embeddings = encoder.encode(lines, batch_size=batch_size, normalize_embeddings=normalize_embeddings)
+            # Mapped for this chunk only: written pages count as the process's memory while mapped.
+            rows = np.load(out, mmap_mode="r+")
+            rows[start:start + len(lines)] = embeddings
             rows.flush()  # the rows are on disk before the chunk is recorded as done
+            del rows
             record.write(f"{index}\n")
             record.flush()
             if bar is not None:
