@@ -53,7 +53,7 @@ train: install weights
 train-stsb: install weights
 	$(PY) scripts/train.py --config scripts/configs/stsb.toml
 
-# Every task type on synthetic data made on the spot (no data folder needed): about a minute on 2 cores.
+# Every task type on synthetic data made on the spot (no data folder needed), in moments on a CPU.
 train-quick: install weights
 	$(PY) scripts/make_quick_data.py runs/quick-data
 	$(PY) scripts/train.py --config scripts/configs/quick.toml

@@ -1,6 +1,6 @@
 """Write a small synthetic data set for every task type, in the same file formats as the real ones
 (STS-B TSV, SNLI TSV, SST-2 TSV with header, AG News TSV, CoNLL-2003), so that a fresh clone can run the
-whole training path in about a minute: `make train-quick`.
+whole training path quickly: `make train-quick`.
 
     python scripts/make_quick_data.py runs/quick-data
 
