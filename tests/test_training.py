@@ -138,10 +138,12 @@ def test_resume_refuses_a_changed_configuration(tiny_model_dir, tiny_data, tmp_p
 def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_path):
     """DDP on 2 CPU processes (gloo, loopback): replicas identical and equal to one process with the
     same global batch (the tiny model has no dropout, so both compute the same function). NER is in:
-    its loss averages over labelled word pieces, which the two halves of a batch hold unequal numbers of."""
+    its loss averages over labelled word pieces, which the two halves of a batch hold unequal numbers of;
+    and pairs, whose in-batch negatives are gathered from both processes."""
     base = tiny_config(tiny_model_dir, tiny_data, tmp_path / "single", steps=10, batch_size=4, eval_every=0,
                        checkpoint_every=10)
     base["tasks"] = [t for t in base["tasks"] if t["type"] != "nli"]
+    base["tasks"].append({"name": "pairs", "type": "pairs", "train": str(tiny_data / "pairs.tsv")})
     (tmp_path / "single.json").write_text(json.dumps(base))
     (tmp_path / "ddp.json").write_text(json.dumps({**base, "output_dir": str(tmp_path / "ddp")}))
     single = launch(tmp_path / "single.json")

@@ -4,21 +4,34 @@ loss of sentence-transformers (InfoNCE over scaled cosine similarities).
 
 One labelled pair gives B - 1 negatives for free: the other anchors' positives (and hard negatives).
 A candidate whose text equals the anchor's own positive is masked out, since it is not a negative.
-The negatives are those of the batch one process sees, so accumulation and several processes train
-with fewer negatives than one big batch would.
+Under DDP the candidates of every process are gathered (with their gradients), so each anchor sees the
+whole global batch, as in one process; accumulation micro-batches still see only their own.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
 from minibert.data import RetrievalPair, read_pairs_tsv
 from minibert.tasks.base import Task, register
+
+
+def text_id(text: str) -> int:
+    """A hash of the text that is the same in every process (Python's own hash() is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def gathering() -> bool:
+    """True in a DDP training step: several processes, and gradients on (evaluation runs on one process)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and torch.is_grad_enabled()
 
 
 class Embeddings(nn.Module):
@@ -50,29 +63,40 @@ class Pairs(Task):
 
     def collate(self, examples: list[RetrievalPair], tokenizer) -> dict[str, torch.Tensor]:
         """Anchors, then positives, then (when every example has one) hard negatives, as one batch.
-        ``labels[i] = i``: anchor i's positive is candidate i; ``same_text`` marks the other candidates
-        whose text is anchor i's positive."""
+        ``labels[i] = i``: anchor i's positive is candidate i. The texts' ids let the loss recognise a
+        candidate that repeats an anchor's positive."""
         candidates = [e.positive for e in examples]
         if all(e.negative is not None for e in examples):
             candidates += [e.negative for e in examples]
         batch = tokenizer([e.anchor for e in examples] + candidates).tensors()
         batch["labels"] = torch.arange(len(examples))
-        same = torch.tensor([[c == e.positive for c in candidates] for e in examples], dtype=torch.bool)
-        batch["same_text"] = same & ~torch.eye(len(examples), len(candidates), dtype=torch.bool)
+        batch["positive_ids"] = torch.tensor([text_id(e.positive) for e in examples], dtype=torch.long)
+        batch["candidate_ids"] = torch.tensor([text_id(c) for c in candidates], dtype=torch.long)
         return batch
 
     def build_head(self, encoder) -> nn.Module:
         return Embeddings()
 
-    def scores(self, embeddings: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, candidates) scaled cosines of each anchor with every candidate; duplicates of the positive masked."""
-        n = len(batch["labels"])
+    def scores(self, embeddings: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, candidates) scaled cosines of each anchor with every candidate, duplicates of its positive
+        masked, and the column of each anchor's own positive. Under DDP the candidates are every process's:
+        all processes' batches have the same shape, and the gathered candidates keep their gradients."""
+        n, labels = len(batch["labels"]), batch["labels"]
         emb = F.normalize(embeddings.float(), dim=-1)
-        scores = self.scale * emb[:n] @ emb[n:].T
-        return scores.masked_fill(batch["same_text"], float("-inf"))
+        anchors, candidates, candidate_ids = emb[:n], emb[n:], batch["candidate_ids"]
+        if gathering():
+            labels = labels + dist.get_rank() * len(candidates)
+            candidates = torch.cat(dist_fn.all_gather(candidates))
+            ids = [torch.empty_like(candidate_ids) for _ in range(dist.get_world_size())]
+            dist.all_gather(ids, candidate_ids)
+            candidate_ids = torch.cat(ids)
+        scores = self.scale * anchors @ candidates.T
+        repeats = candidate_ids[None, :] == batch["positive_ids"][:, None]
+        repeats[torch.arange(n), labels] = False  # the positive itself stays
+        return scores.masked_fill(repeats, float("-inf")), labels
 
     def compute_loss(self, embeddings: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(self.scores(embeddings, batch), batch["labels"])
+        return F.cross_entropy(*self.scores(embeddings, batch))
 
     def predict(self, embeddings: torch.Tensor, batch: dict, examples: list) -> list[dict]:
         """The anchor-positive cosine, and both embeddings (for ranking a whole evaluation set)."""
