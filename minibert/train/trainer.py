@@ -126,7 +126,7 @@ class Trainer:
         Each micro-batch's loss is weighted by its share of the step's loss terms (examples, or labelled
         word pieces for NER), over every process, so accumulation and DDP give the gradient of one loss
         averaged over the whole batch, as long as that loss is a mean of per-term losses (CoSENT and the
-        pairs type are not: they compare the examples within each micro-batch).
+        pairs type compare the examples within each micro-batch; pairs gathers them across processes).
         """
         spec, model = self.model.task(task), self.ddp or self.model
         terms = [spec.loss_terms(b) for b in micro_batches]
