@@ -170,8 +170,9 @@ def format_prediction(task, result: dict) -> str:
         return format_label(result)
     if "entities" in result:
         return ", ".join(f"{e['text']} [{e['type']}]" for e in result["entities"]) or "(none)"
-    if "score" in result:
-        return f"{result['score']:.2f} / {task.max_score:g}"
+    if "score" in result:  # on the gold scale 0..max_score, or a plain cosine
+        scale = getattr(task, "max_score", None)
+        return f"{result['score']:.2f} / {scale:g}" if scale else f"{result['score']:.4f}"
     return str(result)
 
 

@@ -338,6 +338,11 @@ def test_cli_predict(model, tmp_path, capsys):
     assert f"{row['nli']['label']} ({row['nli']['probability']:.2f})" in out and f"{row['similarity']:.4f}" in out
     assert f"cross        {row['cross']['score']:.2f} / 5" in out
     assert main(["predict", "--model", str(tmp_path / "mt"), "--pairs", "odd"]) == 2
+    retrieval = MultiTaskModel.from_encoder(tmp_path / "mt", [{"name": "retrieval", "type": "pairs"}])
+    retrieval.save(tmp_path / "pairs")
+    assert main(["predict", "--model", str(tmp_path / "pairs"), "--pairs", "a man sleeps", "a person rests"]) == 0
+    row = predict_pairs(retrieval, ["a man sleeps"], ["a person rests"])[0]
+    assert f"retrieval    {row['retrieval']['score']:.4f}" in capsys.readouterr().out
 
 
 def test_evaluation_scores_examples_in_any_order(model):
