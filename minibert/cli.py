@@ -106,16 +106,11 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
-def texts_or_embeddings(path: str, args: argparse.Namespace, encoder: list) -> tuple[list[str] | None, np.ndarray]:
-    """A text file (one entry a line, embedded now) or a .npy of embeddings (read memory-mapped)."""
-    if path.endswith(".npy"):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"embeddings file not found: {path}")
-        return None, np.load(path, mmap_mode="r")
-    texts = read_lines(path)
-    if not encoder:  # loaded once, for whichever of the inputs needs it first
-        encoder.append(load_encoder(args))
-    return texts, encoder[0].encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress)
+def read_embeddings(path: str) -> np.ndarray:
+    """A .npy of embeddings saved by `minibert encode`, memory-mapped (it may be larger than memory)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"embeddings file not found: {path}")
+    return np.load(path, mmap_mode="r")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -123,9 +118,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from minibert.search import semantic_search
 
-    encoder: list = []
-    corpus_texts, corpus = texts_or_embeddings(args.corpus, args, encoder)
-    query_texts, queries = texts_or_embeddings(args.queries, args, encoder)
+    texts = {path: None if path.endswith(".npy") else read_lines(path) for path in (args.corpus, args.queries)}
+    encoder = load_encoder(args) if any(t is not None for t in texts.values()) else None
+
+    def embed(path: str) -> np.ndarray:  # a text file is embedded now, a .npy was embedded before
+        if texts[path] is None:
+            return read_embeddings(path)
+        return encoder.encode(texts[path], batch_size=args.batch_size, show_progress_bar=args.progress)
+
+    corpus, queries = embed(args.corpus), embed(args.queries)
+    corpus_texts, query_texts = texts[args.corpus], texts[args.queries]
     results = semantic_search(queries, corpus, top_k=args.top_k, score=args.score)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
@@ -145,7 +147,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from minibert.search import paraphrase_mining
 
     if args.input and args.input.endswith(".npy"):
-        texts, emb = texts_or_embeddings(args.input, args, [])
+        texts, emb = None, read_embeddings(args.input)
     else:
         texts = list(args.sentences) + (read_lines(args.input) if args.input else [])
         if len(texts) < 2:

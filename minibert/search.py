@@ -28,24 +28,27 @@ def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     return x.float()
 
 
-def scores(queries: torch.Tensor, chunk: torch.Tensor, score: Score) -> torch.Tensor:
-    if score == "cos":  # the cosine is the dot product of unit vectors
-        queries, chunk = F.normalize(queries, dim=-1), F.normalize(chunk, dim=-1)
-    return queries @ chunk.T
+def prepare(x: torch.Tensor, score: Score) -> torch.Tensor:
+    """Rows ready for a dot product: the cosine is the dot product of unit vectors."""
+    return F.normalize(x, dim=-1) if score == "cos" else x
 
 
 def merge_top_k(best_scores: torch.Tensor, best_ids: torch.Tensor, new_scores: torch.Tensor, new_ids: torch.Tensor,
                 top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's top_k of the kept candidates and a new chunk, best first, ties to the lower id.
+    """Each row's top_k of the kept candidates and a new chunk, kept in id order, ties to the lower id.
 
-    A stable sort keeps equal scores in the order they come in; putting the candidates in id order first
-    makes that order "lower id first" whatever the chunking was.
+    The kept ids are all below the chunk's and stay in id order, so the candidates come in id order; a
+    stable sort by score then puts the lower id first among equal scores, whatever the chunking.
     """
     all_scores, all_ids = torch.cat([best_scores, new_scores], dim=1), torch.cat([best_ids, new_ids], dim=1)
-    by_id = torch.sort(all_ids, dim=1, stable=True).indices
-    all_scores, all_ids = all_scores.gather(1, by_id), all_ids.gather(1, by_id)
-    order = torch.sort(all_scores, dim=1, descending=True, stable=True).indices[:, :top_k]
-    return all_scores.gather(1, order), all_ids.gather(1, order)
+    top = torch.sort(all_scores, dim=1, descending=True, stable=True).indices[:, :top_k]
+    top = top.sort(dim=1).values  # back to id order (positions in id order are ids in id order)
+    return all_scores.gather(1, top), all_ids.gather(1, top)
+
+
+def best_first(scores: torch.Tensor, ids: torch.Tensor) -> tuple[list, list]:
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return scores.gather(1, order).tolist(), ids.gather(1, order).tolist()
 
 
 @torch.inference_mode()
@@ -61,7 +64,7 @@ def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddin
         raise ValueError(f"score must be 'cos' or 'dot', got {score!r}")
     if top_k < 1 or chunk_size < 1:
         raise ValueError(f"top_k and chunk_size must be >= 1, got {top_k} and {chunk_size}")
-    queries = as_matrix(query_embeddings, "query embeddings")
+    queries = prepare(as_matrix(query_embeddings, "query embeddings"), score)
     n = len(corpus_embeddings)
     if n == 0:
         raise ValueError("corpus embeddings: the corpus is empty")
@@ -71,11 +74,10 @@ def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddin
         chunk = as_matrix(corpus_embeddings[start:start + chunk_size], "corpus embeddings")
         if chunk.shape[1] != queries.shape[1]:
             raise ValueError(f"queries have {queries.shape[1]} dimensions but the corpus {chunk.shape[1]}")
-        chunk_scores = scores(queries, chunk, score)
         ids = torch.arange(start, start + len(chunk)).expand(len(queries), -1)
-        best_scores, best_ids = merge_top_k(best_scores, best_ids, chunk_scores, ids, top_k)
+        best_scores, best_ids = merge_top_k(best_scores, best_ids, queries @ prepare(chunk, score).T, ids, top_k)
     return [[{"corpus_id": int(i), "score": float(s)} for s, i in zip(row_s, row_i, strict=True)]
-            for row_s, row_i in zip(best_scores.tolist(), best_ids.tolist(), strict=True)]
+            for row_s, row_i in zip(*best_first(best_scores, best_ids), strict=True)]
 
 
 @torch.inference_mode()
@@ -84,7 +86,7 @@ def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, m
     """The best-scoring distinct pairs (score, i, j), i < j, within one set: each entry is paired with its
     ``top_k`` nearest other entries, a pair found from both ends counts once, best first (ties: lower
     i, then lower j), at most ``max_pairs``."""
-    x = as_matrix(embeddings, "embeddings")
+    x = prepare(as_matrix(embeddings, "embeddings"), score)
     pairs: dict[tuple[int, int], float] = {}
     for start in range(0, len(x), chunk_size):
         queries = x[start:start + chunk_size]
@@ -93,7 +95,7 @@ def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, m
         best_ids = torch.empty(len(queries), 0, dtype=torch.long)
         for corpus_start in range(0, len(x), chunk_size):
             chunk = x[corpus_start:corpus_start + chunk_size]
-            chunk_scores = scores(queries, chunk, score)
+            chunk_scores = queries @ chunk.T
             ids = torch.arange(corpus_start, corpus_start + len(chunk)).expand(len(queries), -1)
             chunk_scores = chunk_scores.masked_fill(ids == rows[:, None], float("-inf"))  # not with itself
             best_scores, best_ids = merge_top_k(best_scores, best_ids, chunk_scores, ids, top_k)

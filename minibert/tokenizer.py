@@ -40,11 +40,9 @@ class Batch:
                      self.token_type_ids.to(device), self.word_ids)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The model inputs as a dict of tensors, with ``word_ids`` as a (B, L) tensor (-1 for None)."""
-        word_ids = torch.tensor([[-1 if w is None else w for w in row] for row in self.word_ids],
-                                dtype=torch.long).view(self.input_ids.shape)
+        """The model inputs as a dict of tensors (what ``MultiTaskModel.forward`` reads)."""
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                "token_type_ids": self.token_type_ids, "word_ids": word_ids}
+                "token_type_ids": self.token_type_ids}
 
 
 def wordpiece_from_vocab(vocab_path: Path, lowercase: bool = True, strip_accents: bool | None = None,

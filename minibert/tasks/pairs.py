@@ -34,7 +34,7 @@ def gathering() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and torch.is_grad_enabled()
 
 
-class Embeddings(nn.Module):
+class EmbeddingHead(nn.Module):
     """No weights of its own: the loss compares the embeddings of anchors and candidates."""
 
     def forward(self, features) -> torch.Tensor:
@@ -75,7 +75,7 @@ class Pairs(Task):
         return batch
 
     def build_head(self, encoder) -> nn.Module:
-        return Embeddings()
+        return EmbeddingHead()
 
     def scores(self, embeddings: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, candidates) scaled cosines of each anchor with every candidate, duplicates of its positive

@@ -61,6 +61,8 @@ class TokenClassification(Task):
         ``num_words``; with tags, ``labels`` (B, L) aligned to the pieces."""
         tokens = tokenizer([e.words for e in examples], is_pretokenized=True)
         batch = tokens.tensors()
+        batch["word_ids"] = torch.tensor([[-1 if w is None else w for w in row] for row in tokens.word_ids],
+                                         dtype=torch.long).view(tokens.input_ids.shape)
         batch["num_words"] = torch.tensor([len(e.words) for e in examples], dtype=torch.long)
         if has_labels(examples, "tags"):
             inside_of = {self.labels.index(t): self.labels.index("I-" + t[2:]) for t in self.labels
