@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 MODEL  ?= all-MiniLM-L6-v2
 export HF_HUB_OFFLINE = 1
 
-.PHONY: demo test lint bench weights install fixture clean train train-stsb train-quick bench-multitask demo-multitask
+.PHONY: demo test lint bench weights install fixture clean train train-stsb train-quick bench-multitask demo-multitask app
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,3 +75,13 @@ demo-multitask: install weights $(MULTITASK_MODEL)/tasks.json
 	$(PY) -m minibert predict --model $(MULTITASK_MODEL) --pairs \
 	    "A man is playing a guitar on stage." "A musician is performing." \
 	    "A man is playing a guitar on stage." "The stage is empty."
+
+# The web app on http://localhost:8501: similarity, search, and (given a trained folder) every task's prediction.
+app: install weights
+	$(PY) -m streamlit run scripts/app.py --server.headless true --browser.gatherUsageStats false \
+	    --client.toolbarMode viewer -- --model $(MODEL) \
+	    $(if $(wildcard $(MULTITASK_MODEL)/tasks.json),--multitask $(MULTITASK_MODEL))
+
+# The README's screenshot of the app, taken by its browser test.
+docs/app.png: scripts/app.py tests/test_app.py | install weights
+	MINIBERT_APP_SCREENSHOT=$@ $(PY) -m pytest -q tests/test_app.py -k search_shows

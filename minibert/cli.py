@@ -15,23 +15,27 @@ from minibert.hub import DEFAULT_MODEL, REPO_WEIGHTS
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def read_lines(path: str) -> list[str]:
-    """One sentence per line; blank lines are kept (row i of the output is line i)."""
-    if path == "-":
-        text = sys.stdin.read()
-    else:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"input file not found: {path}")
-        data = Path(path).read_bytes()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = data.count(b"\n", 0, e.start) + 1
-            raise ValueError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from e
+def split_lines(data: bytes, name: str) -> list[str]:
+    """UTF-8 bytes as lines, one entry a line; blank lines are kept (row i of the output is line i).
+    Bytes that are not UTF-8 are an error naming ``name`` and the line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{name}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from e
     lines = text.split("\n")
     if lines and lines[-1] == "":  # the newline that ends the last line does not start a new one
         lines.pop()
     return [line.removesuffix("\r") for line in lines]
+
+
+def read_lines(path: str) -> list[str]:
+    """The lines of a text file (``-``: standard input), as ``split_lines`` reads them."""
+    if path == "-":
+        return split_lines(sys.stdin.buffer.read(), "<stdin>")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    return split_lines(Path(path).read_bytes(), path)
 
 
 def load_encoder(args: argparse.Namespace):
