@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minibert.fast import FastBertModel, quantize_int8
 from minibert.files import read_json
 from minibert.hub import DEFAULT_MODEL, resolve_model
 from minibert.model import AttnImplementation, BertModel, eval_mode
@@ -107,13 +108,16 @@ class SentenceEncoder(nn.Module):
     @torch.inference_mode()
     def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool | None = None,
                convert_to: Literal["numpy", "torch"] = "numpy", show_progress_bar: bool = False,
-               device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> np.ndarray | torch.Tensor:
+               device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+               fast: bool | Literal["int8"] = False) -> np.ndarray | torch.Tensor:
         """Embed sentences; row i of the result belongs to ``sentences[i]``.
 
         Sentences are tokenized once, then batched longest-first, so each batch pads to a similar
         length and little compute is spent on padding. ``normalize_embeddings=None`` follows the
         model folder (its Normalize module). ``device``/``dtype`` move the model, as
-        sentence-transformers does. A single string gives a 1-D vector.
+        sentence-transformers does. A single string gives a 1-D vector. ``fast=True`` runs the fast
+        path (``minibert.fast``: no padding, fused QKV), ``fast="int8"`` that path with int8 linear
+        layers (CPU, float32 model); the reference path is the default.
         """
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
@@ -124,8 +128,15 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        if fast not in (False, True, "int8"):
+            raise ValueError(f"fast must be False, True or 'int8', got {fast!r}")
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
+        model = self
+        if fast:  # a twin that shares the weights (int8: quantized copies of the linear layers)
+            bert = FastBertModel.from_bert(self.bert)
+            model = SentenceEncoder(quantize_int8(bert) if fast == "int8" else bert, self.tokenizer, self.pooling,
+                                    self.normalize).eval()
         with eval_mode(self):
             encodings = self.tokenizer.encode(sentences)
             order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))
@@ -137,7 +148,7 @@ class SentenceEncoder(nn.Module):
             for start in starts:
                 idx = order[start:start + batch_size]
                 batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
-                out[idx] = self(batch, normalize=normalize_embeddings).to("cpu", out.dtype)
+                out[idx] = model(batch, normalize=normalize_embeddings).to("cpu", out.dtype)
 
         result = out if convert_to == "torch" else out.float().numpy()  # numpy has no bfloat16
         return result[0] if single else result

@@ -162,12 +162,49 @@ def convert_state_dict(encoder: dict[str, tuple[torch.Tensor, Path]], report: Lo
     return state
 
 
+QKV = ("query", "key", "value")
+
+
+def fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """minibert names -> the fast path's: each block's query, key and value weights (and biases) stacked
+    into one ``attention.qkv`` tensor, rows in that order (so one matmul gives all three)."""
+    out = {}
+    for name, tensor in state.items():
+        prefix, _, kind = name.rpartition(".")  # blocks.3.attention.query . weight
+        head, _, which = prefix.rpartition(".")
+        if which not in QKV or not head.endswith(".attention"):
+            out[name] = tensor
+        elif which == "query":
+            parts = [state.get(f"{head}.{w}.{kind}") for w in QKV]
+            if any(p is None for p in parts):
+                raise KeyError(f"{head}: query, key and value {kind} must all be present to fuse them")
+            if len({p.shape for p in parts}) != 1:
+                shapes = [tuple(p.shape) for p in parts]
+                raise ValueError(f"{head}: query, key and value {kind}s differ in shape: {shapes}")
+            out[f"{head}.qkv.{kind}"] = torch.cat(parts, dim=0)
+    return out
+
+
+def split_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of ``fuse_qkv``; a state without fused tensors comes back as it is."""
+    out = {}
+    for name, tensor in state.items():
+        prefix, _, kind = name.rpartition(".")
+        if prefix.endswith(".attention.qkv"):
+            head = prefix.removesuffix(".qkv")
+            for which, part in zip(QKV, tensor.chunk(3, dim=0), strict=True):
+                out[f"{head}.{which}.{kind}"] = part
+        else:
+            out[name] = tensor
+    return out
+
+
 def save_pretrained_bert(model, folder: str | Path) -> None:
     """Write a ``BertModel`` as config.json + model.safetensors with Hugging Face's key names (bare, as
-    transformers' BertModel saves them)."""
+    transformers' BertModel saves them). A fast model's fused QKV is split back into three tensors."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save_json(folder / "config.json")
     key_map = bert_key_map(model.config.num_hidden_layers, model.pooler is not None)
-    state = {key_map[name]: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    state = {key_map[name]: t.detach().contiguous().cpu() for name, t in split_qkv(model.state_dict()).items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})

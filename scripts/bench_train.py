@@ -1,98 +1,193 @@
-"""Training throughput: bf16 autocast + fused SDPA against fp32 + the hand-written attention.
+"""Training-step speed: minibert (reference path and fast path) against sentence-transformers, same batches.
 
-Same model, same batches (STS-B train pairs, or synthetic ones with --synthetic), alternating
-configurations in one process. Prints samples/s, tokens/s and (on CUDA) peak memory for each, and
-on CUDA which SDPA kernel ran (it asks for flash / memory-efficient only, so the math fallback
-would fail loudly).
+One step = tokenize both sides of a batch of STS-B train pairs, embed, cosine-similarity MSE loss,
+backward, AdamW step, as each library's trainer does it (minibert: scripts/train.py's optimizer;
+sentence-transformers: CosineSimilarityLoss and the Hugging Face trainer's fused AdamW with decay /
+no-decay groups). Dropout on, same threads; the configurations alternate in rounds in one process.
+Prints pairs/s, tokens/s (real tokens, padding not counted) and, on CUDA, peak memory, TFLOP/s and
+MFU against the measured matmul peak.
 
-    python scripts/bench_train.py --device cuda --batch-size 64 --steps 30
+    python scripts/bench_train.py [--batch-size 16] [--precision fp32|bf16] [--device cuda]
+    python scripts/bench_train.py --shape bert-base --precision bf16 --device cuda   # 12 x 768, random init,
+                                                                                    # 128 tokens, no weights
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import random
 import statistics
 from pathlib import Path
 
 import torch
 from timing import timed
 
-from minibert.data import default_data_dir, read_sts_tsv
+from minibert.config import BertConfig
+from minibert.data import PairExample, default_data_dir, read_sts_tsv
+from minibert.fast import FastBertModel
+from minibert.hub import resolve_model
+from minibert.model import BertModel
 from minibert.multitask import MultiTaskModel
+from minibert.sentence import SentenceEncoder
+from minibert.tasks import make_task
+from minibert.tokenizer import Tokenizer
 from minibert.train.optim import make_optimizer
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
+BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 
-def run(model: MultiTaskModel, batches: list[list], precision: str, device: str) -> dict:
-    optimizer = make_optimizer(model, 1e-5)  # the training script's
-    model.train()
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if precision == "bf16" \
-        else contextlib.nullcontext()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
 
-    def step(pairs: list) -> int:  # tokenize, forward, backward, AdamW: one training step
+def autocast(device: str, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
+
+
+def minibert_stepper(encoder: SentenceEncoder, fast: bool, device: str, precision: str):
+    if fast:
+        encoder.bert = FastBertModel.from_bert(encoder.bert)
+    model = MultiTaskModel(encoder, [make_task({"name": "sts", "type": "sts"})]).to(device).train()
+    optimizer = make_optimizer(model, 2e-5)
+
+    def step(pairs: list) -> None:
         batch = model.collate("sts", pairs)
-        with autocast:
-            out = model("sts", batch)
-        out.loss.backward()
+        with autocast(device, precision):
+            loss = model("sts", batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return int(batch["attention_mask"].sum())
+    return step
 
-    times, tokens = [], 0
-    for i, pairs in enumerate(batches):
-        seconds, n_tokens = timed(lambda pairs=pairs: step(pairs), device)
-        if i >= 3:  # warm-up steps are not timed
-            times.append(seconds)
-            tokens += n_tokens
-    seconds = statistics.median(times) * len(times)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else float("nan")
-    n = sum(len(b) for b in batches[3:])
-    return {"samples_per_s": n / seconds, "tokens_per_s": tokens / seconds, "peak_mib": peak}
+
+def sentence_transformers_stepper(path: str, device: str, precision: str):
+    from sentence_transformers import SentenceTransformer, losses
+
+    model = SentenceTransformer(path, device=device).train()
+    loss_fn = losses.CosineSimilarityLoss(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": 0.01},
+                                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+                                  lr=2e-5, fused=True)  # the Hugging Face trainer's default optimizer
+
+    def step(pairs: list) -> None:
+        features = [model.tokenize([p.a for p in pairs]), model.tokenize([p.b for p in pairs])]
+        features = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in f.items()} for f in features]
+        with autocast(device, precision):
+            loss = loss_fn(features, torch.tensor([p.label for p in pairs], device=device) / 5.0)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def training_flops(config: BertConfig, tokens: int, sum_sq_lengths: int) -> float:
+    """Forward + backward (3x forward) of the encoder on the real tokens: the linear layers, and the two
+    attention products, whose cost per sentence grows with its length squared."""
+    C, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    linear = 2 * (4 * C * C + 2 * C * inner) * tokens
+    attention = 2 * 2 * C * sum_sq_lengths
+    return 3 * layers * (linear + attention)
+
+
+def matmul_peak(device: str, dtype: torch.dtype) -> float:
+    """Best FLOP/s of a large square matmul here: the denominator of MFU."""
+    a = torch.randn(8192, 8192, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ a
+    best = min(timed(lambda: [a @ a for _ in range(10)], device)[0] for _ in range(3))
+    return 10 * 2 * 8192 ** 3 / best
+
+
+def stsb_batches(args) -> list[list]:
+    pairs = read_sts_tsv(Path(args.data) / "stsb" / "train.tsv")
+    random.Random(0).shuffle(pairs)  # batches mix the genres, as in training (the file is sorted by genre)
+    n = args.batch_size
+    return [pairs[i:i + n] for i in range(0, (args.steps + 3) * n, n)]
+
+
+def random_batches(args, tokenizer: Tokenizer, length: int) -> list[list]:
+    """Sentences of random whole-word tokens, each exactly `length` tokens with [CLS] and [SEP]."""
+    words = [w for w in tokenizer.vocab if w.isalpha() and w.islower()]
+    rng = random.Random(0)
+
+    def sentence() -> str:
+        return " ".join(rng.choice(words) for _ in range(length - 2))
+    n = args.batch_size
+    return [[PairExample(sentence(), sentence(), rng.uniform(0, 5)) for _ in range(n)] for _ in range(args.steps + 3)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--data", default=default_data_dir())
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--shape", default="minilm", choices=["minilm", "bert-base"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per step")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per round (after 3 untimed)")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    pairs = read_sts_tsv(Path(args.data) / "stsb" / "train.tsv")
-    need = (args.steps + 3) * args.batch_size
-    pairs = (pairs * (need // len(pairs) + 1))[:need]
-    batches = [pairs[i:i + args.batch_size] for i in range(0, need, args.batch_size)]
-    configs = {"fp32 + eager attention": ("fp32", "eager"), "bf16 autocast + SDPA": ("bf16", "sdpa")}
-    results: dict[str, list[dict]] = {name: [] for name in configs}
-    for _ in range(args.rounds):
-        for name, (precision, attn) in configs.items():
-            torch.manual_seed(0)
-            model = MultiTaskModel.from_encoder(args.model, [{"name": "sts", "type": "sts"}], device=args.device,
-                                                attn_implementation=attn)
-            kernel = contextlib.nullcontext()
-            if args.device.startswith("cuda") and attn == "sdpa":
-                from torch.nn.attention import SDPBackend, sdpa_kernel
+    path = str(resolve_model(args.model))
+    tokenizer = Tokenizer.from_pretrained(path)
+    if args.shape == "bert-base":  # random weights: the speed of the shape, not of a checkpoint
+        config = BertConfig(vocab_size=tokenizer.vocab_size, **BERT_BASE)
+        tokenizer.max_length = 128
+        batches = random_batches(args, tokenizer, 128)
 
-                kernel = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
-            with kernel:
-                results[name].append(run(model, batches, precision, args.device))
-            del model
-    print(f"device {args.device}, batch {args.batch_size} pairs, {args.steps} timed steps x {args.rounds} rounds")
-    print(f"{'configuration':26}{'samples/s':>12}{'tokens/s':>12}{'peak MiB':>10}")
-    best = {}
-    for name, runs in results.items():
-        best[name] = max(runs, key=lambda r: r["samples_per_s"])
-        r = best[name]
-        print(f"{name:26}{r['samples_per_s']:12.1f}{r['tokens_per_s']:12.0f}{r['peak_mib']:10.0f}")
-    a, b = best["bf16 autocast + SDPA"], best["fp32 + eager attention"]
-    print(f"speed-up {a['samples_per_s'] / b['samples_per_s']:.2f}x"
-          + (f", memory {a['peak_mib'] / b['peak_mib']:.2f}x" if args.device.startswith("cuda") else ""))
-    if args.device.startswith("cuda"):
-        print("SDPA ran with the math fallback disabled: flash or memory-efficient attention")
+        def encoder() -> SentenceEncoder:
+            torch.manual_seed(0)
+            return SentenceEncoder(BertModel(config, add_pooler=False), tokenizer)
+        steppers = {"minibert": lambda: minibert_stepper(encoder(), False, args.device, args.precision),
+                    "minibert fast": lambda: minibert_stepper(encoder(), True, args.device, args.precision)}
+    else:
+        config = BertConfig.from_json(Path(path) / "config.json")
+        batches = stsb_batches(args)
+        steppers = {"sentence-transformers": lambda: sentence_transformers_stepper(path, args.device, args.precision),
+                    "minibert": lambda: minibert_stepper(SentenceEncoder.from_pretrained(path), False, args.device,
+                                                         args.precision),
+                    "minibert fast": lambda: minibert_stepper(SentenceEncoder.from_pretrained(path), True,
+                                                              args.device, args.precision)}
+    lengths = [len(e.ids) for batch in batches[3:] for e in tokenizer.encode([s for p in batch for s in (p.a, p.b)])]
+    flops_per_round = training_flops(config, sum(lengths), sum(n * n for n in lengths))
+    cuda = args.device.startswith("cuda")
+
+    built = {name: make() for name, make in steppers.items()}
+    times: dict[str, list[float]] = {name: [] for name in built}
+    peak: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for name, step in built.items():
+            torch.manual_seed(0)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            seconds = []
+            for i, batch in enumerate(batches):
+                s, _ = timed(lambda batch=batch, step=step: step(batch), args.device)
+                if i >= 3:  # the first steps allocate and pick kernels
+                    seconds.append(s)
+            times[name].append(statistics.median(seconds) * len(seconds))
+            peak[name] = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+
+    pairs = sum(len(b) for b in batches[3:])
+    print(f"{args.shape} on {args.device}, {args.precision}, {torch.get_num_threads()} threads, batch "
+          f"{args.batch_size} pairs, {args.steps} timed steps x {args.rounds} rounds, dropout on")
+    peak_flops = matmul_peak(args.device, torch.bfloat16 if args.precision == "bf16" else torch.float32) if cuda else 0
+    print(f"{'':24}{'pairs/s':>10}{'tokens/s':>11}{'peak MiB':>10}"
+          + (f"{'TFLOP/s':>9}{'MFU':>7}" if cuda else ""))
+    best = {name: min(t) for name, t in times.items()}
+    for name, seconds in best.items():
+        line = f"{name:24}{pairs / seconds:10.1f}{sum(lengths) / seconds:11.0f}{peak[name]:10.0f}"
+        if cuda:
+            achieved = flops_per_round / seconds
+            line += f"{achieved / 1e12:9.1f}{achieved / peak_flops:7.1%}"
+        print(line)
+    if cuda:
+        print(f"matmul peak measured here: {peak_flops / 1e12:.1f} TFLOP/s ({args.precision})")
+    for name in best:
+        if name != "minibert fast":
+            print(f"minibert fast vs {name}: {best[name] / best['minibert fast']:.2f}x")
 
 
 if __name__ == "__main__":

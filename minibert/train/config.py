@@ -65,6 +65,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # bf16: autocast on CPU and CUDA; fp16: autocast + gradient scaler, CUDA only
     attn_implementation: str = "sdpa"
+    fast: bool = False  # train through minibert.fast (no padding, fused QKV; oneDNN linears on CPU)
     sampling: str = "proportional"  # which task each step trains
     temperature: float = 2.0  # for sampling="temperature": p ~ n^(1/T)
     freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see train.optim.select)

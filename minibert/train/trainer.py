@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from minibert.fast import FastBertModel
 from minibert.multitask import MultiTaskModel
 from minibert.tasks import make_task, task_type
 from minibert.tokenizer import TruncationWarning
@@ -49,6 +50,8 @@ class Trainer:
         tasks = self.load_data()  # every process reads every file and later takes its share of each batch
         self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, device=self.device,
                                                  attn_implementation=cfg.attn_implementation)  # same heads everywhere
+        if cfg.fast:  # the same weights behind the fast path; saved folders keep the Hugging Face layout
+            self.model.encoder.bert = FastBertModel.from_bert(self.model.encoder.bert)
         checkpoint.seed_everything(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
         tokenizer = self.model.encoder.tokenizer
         if cfg.max_seq_length:

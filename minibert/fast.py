@@ -1,0 +1,233 @@
+"""The fast path: the same encoder with padding removed and Q, K, V in one matmul.
+
+``model.py`` is the reference and stays as it is; ``FastBertModel`` is a ``BertModel`` (same
+embeddings, blocks, norms and feed-forward modules, same parameter names but one) that runs the
+batch differently:
+
+- **No padding.** The real tokens of a padded (B, L) batch are packed into one (T, C) matrix, so
+  every linear layer, GELU and LayerNorm (nearly all of the work) runs on the T real tokens only,
+  not on B x L. Only attention needs to know where one sentence ends: on CUDA it runs packed
+  (``varlen_attn``, flash attention over sequences of different lengths); elsewhere the (T, 3C)
+  projections are scattered back into the (B, L) grid for attention alone and gathered again.
+- **Fused QKV.** ``query``, ``key`` and ``value`` are one ``Linear(C, 3C)``: one larger matmul
+  instead of three. Checkpoints keep the three tensors: ``weights.fuse_qkv`` joins them when the
+  fast model is built, ``weights.split_qkv`` splits them when it is saved.
+- **int8** (CPU, inference): ``quantize_int8`` swaps every linear layer for PyTorch's dynamic int8
+  one (weights stored in int8, activations quantized per batch).
+
+Outputs match the reference path to float rounding, gradients too; padded positions of
+``last_hidden_state`` are zeros here, where the reference computes values nobody reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minibert.config import BertConfig
+from minibert.model import BertModel, BertOutput
+from minibert.weights import fuse_qkv
+
+try:  # packed attention over variable lengths (flash attention; CUDA, fp16/bf16)
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # older torch: the padded path is used everywhere
+    varlen_attn = None
+
+# oneDNN's matmul (what torch.compile emits for CPU linears), where this build has it. On x86 it is
+# often much faster than the BLAS behind F.linear for float32 (which may not use AVX-512 on every CPU).
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+    """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN."""
+    if gelu is None:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """A linear layer by oneDNN, with its backward also by oneDNN (the op has no autograd formula):
+    dx = dy @ W, dW = dy.T @ x, db = sum of dy over the rows."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        dx = onednn_linear(grad, weight.t().contiguous(), None) if ctx.needs_input_grad[0] else None
+        dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if ctx.needs_input_grad[1] else None
+        db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db
+
+
+class FastLinear(nn.Linear):
+    """``nn.Linear`` (same parameters) that runs on oneDNN for 2-D float32/bfloat16 CPU inputs, with an
+    optional GELU fused into the matmul when no gradient is needed."""
+
+    def __init__(self, in_features: int, out_features: int, gelu: str | None = None) -> None:
+        super().__init__(in_features, out_features)
+        self.gelu = gelu  # None, or nn.GELU's `approximate`: "none" (erf) or "tanh"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # autocast does not see custom ops
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+        usable = ONEDNN and x.device.type == "cpu" and x.dim() == 2 and x.dtype in (torch.float32, torch.bfloat16) \
+            and weight.dtype == x.dtype
+        if usable and not torch.is_grad_enabled():
+            return onednn_linear(x, weight, bias, self.gelu)
+        y = OneDNNLinear.apply(x, weight, bias) if usable else F.linear(x, weight, bias)
+        return y if self.gelu is None else F.gelu(y, approximate=self.gelu)
+
+
+class Packing(NamedTuple):
+    """Where the real tokens of a padded (B, L) batch are, computed once per forward."""
+
+    index: torch.Tensor  # (T,) positions of the real tokens in the flattened (B * L) grid, in order
+    shape: tuple[int, int]  # (B, L)
+    keep: torch.Tensor | None  # (B, 1, 1, L) bool attention mask, or None when no sentence is padded
+    cu_seqlens: torch.Tensor  # (B + 1,) int32: sentence b's tokens are packed rows cu[b]:cu[b + 1]
+    max_len: int
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> Packing:
+        B, L = attention_mask.shape
+        real = attention_mask.bool()
+        lengths = real.sum(dim=1, dtype=torch.int32)
+        cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
+        keep = None if bool(real.all()) else real[:, None, None, :]
+        return cls(real.flatten().nonzero().squeeze(1), (B, L), keep, cu_seqlens, int(lengths.max()))
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, ...) -> (T, ...): the real tokens only."""
+        if self.keep is None:  # nothing padded: the grid is the packed matrix
+            return x.flatten(0, 1)
+        return x.flatten(0, 1).index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, ...) -> (B, L, ...), zeros at the padded positions."""
+        B, L = self.shape
+        if self.keep is None:
+            return x.view(B, L, *x.shape[1:])
+        grid = x.new_zeros(B * L, *x.shape[1:])
+        return grid.index_copy_(0, self.index, x).view(B, L, *x.shape[1:])
+
+
+class PackedSelfAttention(nn.Module):
+    """Multi-head self-attention on packed tokens (T, C), with Q, K and V from one matmul."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.n_head = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.qkv = FastLinear(config.hidden_size, 3 * config.hidden_size)  # rows: query, then key, then value
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        T, C = x.shape
+        qkv = self.qkv(x)  # (T, 3C)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) \
+                and dropout_p == 0.0:  # varlen_attn has no attention dropout
+            q, k, v = qkv.view(T, 3, self.n_head, self.head_dim).unbind(1)  # each (T, H, D)
+            y = varlen_attn(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len)
+            return y.reshape(T, C)
+        # Elsewhere: back into the (B, L) grid for attention only. Attention is a small share of
+        # the work for sentence-length inputs; the linear layers around it stay on T rows.
+        B, L = packing.shape
+        q, k, v = packing.unpack(qkv).view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        if qkv.is_cuda:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.keep, dropout_p=dropout_p)
+        else:  # on CPU the plain products beat the fused kernel at these short lengths
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (B, H, L, L)
+            if packing.keep is not None:
+                scores = scores.masked_fill(~packing.keep, torch.finfo(scores.dtype).min)
+            probs = F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=self.training)
+            y = probs @ v
+        return packing.pack(y.transpose(1, 2)).reshape(T, C)  # (B, H, L, D) -> (T, H, D) -> (T, C)
+
+
+class FastBertModel(BertModel):
+    """``BertModel`` with padding removed and fused QKV; build it with ``from_bert`` or ``from_pretrained``."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = True, attn_implementation: str = "sdpa") -> None:
+        super().__init__(config, add_pooler, attn_implementation)
+        C, inner = config.hidden_size, config.intermediate_size
+        for block in self.blocks:  # same parameter names, but attention.qkv for query, key and value
+            block.attention = PackedSelfAttention(config)
+            block.attention_out = FastLinear(C, C)
+            block.ffn_out = FastLinear(inner, C)
+            if isinstance(block.act, nn.GELU):  # the GELU runs inside ffn_in's matmul
+                block.ffn_in, block.act = FastLinear(C, inner, gelu=block.act.approximate), nn.Identity()
+            else:
+                block.ffn_in = FastLinear(C, inner)
+
+    def set_attn_implementation(self, attn_implementation: str) -> None:
+        """The fast path picks its attention itself (packed on CUDA, plain products on CPU)."""
+
+    def set_dropout(self, p: float) -> None:
+        super().set_dropout(p)
+        for block in self.blocks:
+            block.attention.dropout_p = p
+
+    @classmethod
+    def from_bert(cls, bert: BertModel) -> FastBertModel:
+        """The fast twin of a reference model. Every tensor but the fused QKV is shared, not copied, so
+        the twin is cheap to make; it is a snapshot: build it again after changing ``bert``'s weights."""
+        with torch.device("meta"):
+            fast = cls(bert.config, add_pooler=bert.pooler is not None)
+        fast.load_state_dict(fuse_qkv(bert.state_dict()), strict=True, assign=True)
+        return fast.train(bert.training)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=None, device=None, attn_implementation="sdpa") -> FastBertModel:
+        return cls.from_bert(BertModel.from_pretrained(path, dtype=dtype, device=device))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> BertOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        packing = Packing.from_mask(attention_mask)
+        # Embeddings on the grid, then packed: positions are grid columns, as in the reference.
+        x = packing.pack(self.embeddings(input_ids, token_type_ids))
+        for block in self.blocks:
+            x = block(x, packing)  # every layer of the block works row by row, except attention
+        x = packing.unpack(x)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BertOutput(x, pooled)
+
+
+def quantize_int8(model: nn.Module, keep_float: tuple[str, ...] = ("ffn_out",)) -> nn.Module:
+    """A copy of ``model`` whose linear layers are dynamic int8 (CPU inference): each weight is stored as
+    int8 with one scale per output row, each input quantized on the fly with one scale per batch.
+    Layers whose name ends with one of ``keep_float`` stay float: by default the feed-forward output
+    layer, whose input (GELU outputs over 4x the width) has outliers that one scale quantizes badly."""
+    p = next(model.parameters())
+    if p.device.type != "cpu" or p.dtype != torch.float32:
+        raise ValueError(f"int8 quantization starts from a float32 CPU model, not {p.dtype} on {p.device}")
+    model = copy.deepcopy(model)
+    for name, parent in list(model.named_modules()):
+        for child_name, child in parent.named_children():
+            if not isinstance(child, nn.Linear) or f"{name}.{child_name}".endswith(keep_float or ("\0",)):
+                continue
+            plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+            plain.load_state_dict(child.state_dict())
+            plain.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+            with warnings.catch_warnings():  # torch points to torchao, which minibert does not depend on
+                warnings.simplefilter("ignore")
+                quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(plain)
+            gelu = getattr(child, "gelu", None)  # a FastLinear's fused GELU comes out as its own module
+            setattr(parent, child_name, quantized if gelu is None else nn.Sequential(quantized, nn.GELU(gelu)))
+    return model

@@ -1,0 +1,184 @@
+"""The fast path (minibert.fast) against the reference path: outputs, gradients, saving, training, int8."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+from minibert import SentenceEncoder
+from minibert.data import PairExample
+from minibert.fast import FastBertModel, FastLinear, Packing, quantize_int8
+from minibert.model import BertModel
+from minibert.multitask import MultiTaskModel
+from minibert.train import load_config, train
+from minibert.weights import fuse_qkv, split_qkv
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+PAIRS = [PairExample("A man is playing a guitar.", "Someone plays music on a stage tonight.", 4.2),
+         PairExample("Kids run.", "The stock market fell sharply today after the report.", 0.4),
+         PairExample("A dog barks at the mailman.", "A dog barks.", 3.9)]
+
+
+def test_packing_keeps_exactly_the_real_tokens():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    packing = Packing.from_mask(mask)
+    x = torch.arange(12.0).view(3, 4, 1)
+    packed = packing.pack(x)
+    assert packed.flatten().tolist() == [0, 1, 2, 4, 5, 6, 7, 8]
+    assert packing.cu_seqlens.tolist() == [0, 3, 7, 8] and packing.max_len == 4
+    assert torch.equal(packing.unpack(packed), x * mask[..., None])  # zeros where the padding was
+    full = Packing.from_mask(torch.ones(2, 3))
+    assert full.keep is None and torch.equal(full.unpack(full.pack(x[:2, :3])), x[:2, :3])
+
+
+def test_fuse_and_split_qkv_round_trip_and_name_what_is_missing(minilm):
+    state = minilm.bert.state_dict()
+    fused = fuse_qkv(state)
+    assert "blocks.0.attention.qkv.weight" in fused and "blocks.0.attention.query.weight" not in fused
+    assert fused["blocks.2.attention.qkv.bias"].shape == (3 * 384,)
+    back = split_qkv(fused)
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+    del state["blocks.3.attention.value.bias"]
+    with pytest.raises(KeyError, match=r"blocks\.3\.attention: query, key and value bias"):
+        fuse_qkv(state)
+
+
+def test_fast_outputs_match_the_reference(minilm, sentences):
+    fast = FastBertModel.from_bert(minilm.bert)
+    batch = minilm.tokenizer(sentences).tensors()
+    with torch.no_grad():
+        ref = minilm.bert(**batch)
+        out = fast(**batch)
+    real = batch["attention_mask"].bool()
+    assert (~real).any(), "the batch must contain padding"
+    torch.testing.assert_close(out.last_hidden_state[real], ref.last_hidden_state[real], atol=2e-5, rtol=1e-4)
+    assert out.last_hidden_state[~real].abs().max() == 0
+    torch.testing.assert_close(out.pooler_output, ref.pooler_output, atol=2e-6, rtol=1e-5)
+    # shared tensors are the same storage: the twin costs only the fused QKV
+    assert fast.blocks[0].ffn_in.weight.data_ptr() == minilm.bert.blocks[0].ffn_in.weight.data_ptr()
+
+
+def test_encode_fast_matches_the_reference(minilm, sentences):
+    ref = minilm.encode(sentences)
+    np.testing.assert_allclose(minilm.encode(sentences, fast=True), ref, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(minilm.encode(sentences, fast=True, batch_size=3), ref, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="fast must be False, True or 'int8'"):
+        minilm.encode(sentences, fast="yes")
+
+
+def test_fast_gradients_match_the_reference(minilm_dir):
+    ref = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0)
+    ref.encoder.bert.set_dropout(0.0)
+    fast = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0)
+    fast.encoder.bert = FastBertModel.from_bert(fast.encoder.bert)
+    fast.encoder.bert.set_dropout(0.0)
+    losses = {}
+    for name, model in (("ref", ref), ("fast", fast)):
+        model.train()
+        loss = model("sts", model.collate("sts", PAIRS)).loss
+        loss.backward()
+        losses[name] = loss.item()
+    assert losses["fast"] == pytest.approx(losses["ref"], rel=1e-5)
+    fast_grads = split_qkv({n: p.grad for n, p in fast.encoder.bert.named_parameters()})
+    for name, p in ref.encoder.bert.named_parameters():
+        if p.grad is None:  # the pooler takes no part in a mean-pooled loss
+            assert fast_grads[name] is None, name
+            continue
+        torch.testing.assert_close(fast_grads[name], p.grad, atol=1e-6, rtol=1e-3, msg=name)
+
+
+def test_bf16_fast_path_stays_close_to_fp32(minilm_dir, sentences):
+    encoder = SentenceEncoder.from_pretrained(minilm_dir)
+    ref = torch.as_tensor(encoder.encode(sentences))
+    bf16 = torch.as_tensor(encoder.encode(sentences, fast=True, dtype=torch.bfloat16))
+    assert torch.nn.functional.cosine_similarity(bf16, ref).min() > 0.999
+
+
+def test_autocast_reaches_the_fast_linear_layers():
+    layer = FastLinear(8, 4)
+    x = torch.randn(5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=0.05, rtol=0.02)
+
+
+def test_int8_keeps_the_embeddings_close(minilm_dir, sentences):
+    encoder = SentenceEncoder.from_pretrained(minilm_dir)
+    ref = torch.as_tensor(encoder.encode(sentences))
+    int8 = torch.as_tensor(encoder.encode(sentences, fast="int8"))
+    cosine = torch.nn.functional.cosine_similarity(int8, ref)
+    assert cosine.min() > 0.85 and cosine.mean() > 0.97
+    fast = FastBertModel.from_bert(encoder.bert)
+    model = quantize_int8(fast)
+    kinds = {type(model.blocks[0].attention.qkv).__module__, type(model.blocks[0].ffn_out).__name__}
+    assert kinds == {"torch.ao.nn.quantized.dynamic.modules.linear", "FastLinear"}  # ffn_out stays float
+    assert type(fast.blocks[0].attention.qkv) is FastLinear  # a copy was quantized, not the model given
+    with pytest.raises(ValueError, match="int8 quantization starts from a float32 CPU model"):
+        quantize_int8(FastBertModel.from_bert(encoder.bert).to(torch.bfloat16))
+
+
+def test_a_fast_model_saves_in_the_hugging_face_layout(minilm_dir, tmp_path):
+    model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0)
+    model.encoder.bert = FastBertModel.from_bert(model.encoder.bert)
+    with torch.no_grad():
+        model.encoder.bert.blocks[1].attention.qkv.weight.add_(0.01)  # as if trained
+    model.save(tmp_path / "saved")
+    saved = load_file(tmp_path / "saved" / "model.safetensors")
+    assert "encoder.layer.1.attention.self.key.weight" in saved and not any("qkv" in k for k in saved)
+    reloaded = BertModel.from_pretrained(tmp_path / "saved")
+    fused = model.encoder.bert.blocks[1].attention.qkv.weight
+    torch.testing.assert_close(reloaded.blocks[1].attention.key.weight, fused.chunk(3)[1], atol=0, rtol=0)
+
+
+def test_training_with_fast_follows_the_reference(tiny_model_dir, tiny_data, tmp_path):
+    losses = {}
+    for fast in (False, True):
+        out = tmp_path / f"fast-{fast}"
+        config = tiny_config(tiny_model_dir, tiny_data, out, steps=8, eval_every=0, log_every=1, dropout=0.0,
+                             fast=fast)
+        (tmp_path / "c.json").write_text(json.dumps(config))
+        train(load_config(tmp_path / "c.json"))
+        losses[fast] = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                        if "loss" in r]
+        assert (out / "final" / "model.safetensors").is_file()
+    assert len(losses[True]) == 8
+    for a, b in zip(losses[False], losses[True], strict=True):
+        assert a.keys() == b.keys()
+        for task in a:
+            assert b[task] == pytest.approx(a[task], rel=1e-3, abs=1e-5), task
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_fast_path_matches_the_reference(minilm_dir, sentences, dtype):
+    encoder = SentenceEncoder.from_pretrained(minilm_dir, device="cuda", dtype=dtype)
+    ref = torch.as_tensor(encoder.encode(sentences)).float()
+    fast = torch.as_tensor(encoder.encode(sentences, fast=True)).float()  # bf16: packed varlen attention
+    assert torch.nn.functional.cosine_similarity(fast, ref).min() > (0.99999 if dtype == torch.float32 else 0.999)
+
+
+@needs_cuda
+def test_cuda_fast_gradients_match_the_reference(minilm_dir):
+    models = []
+    for fast in (False, True):
+        model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0, device="cuda")
+        if fast:
+            model.encoder.bert = FastBertModel.from_bert(model.encoder.bert)
+        model.encoder.bert.set_dropout(0.0)
+        model.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model("sts", model.collate("sts", PAIRS)).loss
+        loss.backward()
+        models.append(model)
+    ref, fast = models
+    grads = split_qkv({n: p.grad for n, p in fast.encoder.bert.named_parameters()})
+    for name, p in ref.encoder.bert.named_parameters():
+        if p.grad is not None:
+            cos = torch.nn.functional.cosine_similarity(grads[name].flatten(), p.grad.flatten(), dim=0)
+            assert cos > 0.99, name
