@@ -45,7 +45,10 @@ def load_encoder(args: argparse.Namespace):
 
     if args.device is not None:
         check_device(args.device)
-    return SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    if args.int8 and (args.dtype != "float32" or encoder.device.type != "cpu"):
+        raise ValueError("--int8 runs on the CPU in float32 (drop --device/--dtype)")
+    return encoder.to_fast(int8=args.int8) if args.fast or args.int8 else encoder
 
 
 def short(text: str, width: int = 40) -> str:
@@ -235,7 +238,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_args(p: argparse.ArgumentParser, sentences: bool = True) -> None:
+def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, fast: bool = True) -> None:
     if sentences:
         p.add_argument("sentences", nargs="*", help="sentences to embed")
         p.add_argument("--input", help="a text file, one sentence per line ('-' for stdin)")
@@ -243,6 +246,9 @@ def add_model_args(p: argparse.ArgumentParser, sentences: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
+    if fast:
+        p.add_argument("--fast", action="store_true", help="the fast path (minibert.fast: no padding, fused QKV)")
+        p.add_argument("--int8", action="store_true", help="the fast path with int8 linear layers (CPU, float32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("predict", help="every task's prediction from a saved multi-task model")
-    add_model_args(p)
+    add_model_args(p, fast=False)
     p.set_defaults(model=None)
     p.add_argument("--pairs", action="store_true",
                    help="sentences are pairs A1 B1 A2 B2 ...: print NLI labels and similarity")

@@ -83,6 +83,14 @@ class SentenceEncoder(nn.Module):
                              f"model's hidden_size {bert.config.hidden_size}")
         return cls(bert, tokenizer, Pooling(pooling_config), normalize).eval()
 
+    def to_fast(self, int8: bool = False) -> SentenceEncoder:
+        """This encoder on the fast path (``minibert.fast``), for inference: the same weights, shared, not
+        copied (``int8=True``: quantized copies of the linear layers). A snapshot: make it again after
+        changing this encoder's weights. ``encode(fast=...)`` makes one per call."""
+        bert = FastBertModel.from_bert(self.bert)
+        return SentenceEncoder(quantize_int8(bert) if int8 else bert, self.tokenizer, self.pooling,
+                               self.normalize).eval()
+
     @property
     def embedding_dim(self) -> int:
         return self.pooling.output_dim(self.bert.config.hidden_size)
@@ -132,11 +140,7 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"fast must be False, True or 'int8', got {fast!r}")
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
-        model = self
-        if fast:  # a twin that shares the weights (int8: quantized copies of the linear layers)
-            bert = FastBertModel.from_bert(self.bert)
-            model = SentenceEncoder(quantize_int8(bert) if fast == "int8" else bert, self.tokenizer, self.pooling,
-                                    self.normalize).eval()
+        model = self.to_fast(int8=fast == "int8") if fast else self
         with eval_mode(self):
             encodings = self.tokenizer.encode(sentences)
             order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))

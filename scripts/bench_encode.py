@@ -1,9 +1,11 @@
-"""Encoding speed, minibert vs sentence-transformers, side by side in one process.
+"""Encoding speed: minibert's reference path, its fast path (and int8 on CPU) and sentence-transformers,
+in every dtype, side by side in one process.
 
-Encodes the 2,758 sentences of STS-B test with both libraries (same model folder, batch size,
-threads, dtype), alternating rounds so that machine noise hits both alike. Prints sentences/s
-for each, their ratio, minibert's effective GFLOP/s, and the STS-B test Spearman of the cosine
-scores (all-MiniLM-L6-v2 should give 0.8203).
+Encodes the 5,516 sentences of STS-B test (both sides of each pair) with every configuration (same
+model folder, batch size and threads), alternating rounds so that machine noise hits all alike.
+Prints sentences/s, the ratio to sentence-transformers in the same dtype and in float32, the
+effective GFLOP/s against the best plain F.linear here, and the STS-B test Spearman of the cosine
+scores (all-MiniLM-L6-v2 in float32: 0.8203).
 
     python scripts/bench_encode.py [--data ../shared/data] [--rounds 3] [--threads 2] [--device cuda]
 """
@@ -58,6 +60,33 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
+def configurations(folder: Path, args: argparse.Namespace, sentences: list[str]) -> dict:
+    """name -> (dtype name, function that encodes all the sentences). Models are built once, up front."""
+    dtypes = ["float32", "bfloat16"] + (["float16"] if args.device.startswith("cuda") else [])
+    runs = {}
+
+    def encoding(model):
+        return lambda: model.encode(sentences, batch_size=args.batch_size)
+
+    try:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        print("sentence-transformers is not installed: timing minibert alone")
+        SentenceTransformer = None
+    for name in dtypes:
+        dtype = getattr(torch, name)
+        if SentenceTransformer is not None:
+            theirs = SentenceTransformer(str(folder), device=args.device, model_kwargs={"dtype": dtype})
+            runs[f"sentence-transformers {name}"] = (name, encoding(theirs))
+        ours = SentenceEncoder.from_pretrained(folder, device=args.device, dtype=dtype)
+        runs[f"minibert {name}"] = (name, encoding(ours))
+        runs[f"minibert fast {name}"] = (name, encoding(ours.to_fast()))
+        if name == "float32" and args.device == "cpu":
+            runs["minibert fast int8"] = (name, encoding(ours.to_fast(int8=True)))
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=default_data_dir(), help="folder with stsb/test.tsv (or $MINIBERT_DATA)")
@@ -66,58 +95,49 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
     sentences = [p.a for p in pairs] + [p.b for p in pairs]
     gold = np.array([p.label for p in pairs])
     folder = resolve_model(args.model)
     print(f"{len(sentences)} sentences from STS-B test, model {folder}, batch {args.batch_size}, "
-          f"threads {args.threads}, device {args.device}, {args.dtype}, minibert attention {args.attn}")
-
-    ours = SentenceEncoder.from_pretrained(folder, device=args.device, dtype=dtype, attn_implementation=args.attn)
-    runners = {"minibert": lambda: ours.encode(sentences, batch_size=args.batch_size)}
-    try:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        theirs = SentenceTransformer(str(folder), device=args.device, model_kwargs={"dtype": dtype})
-        runners["sentence-transformers"] = lambda: theirs.encode(sentences, batch_size=args.batch_size)
-    except ImportError:
-        print("sentence-transformers is not installed: timing minibert alone")
-
-    for fn in runners.values():  # warm-up: first-call allocations, kernel selection
-        timed(lambda fn=fn: fn(), args.device)
-    times: dict[str, list[float]] = {name: [] for name in runners}
+          f"threads {args.threads}, device {args.device}")
+    runs = configurations(folder, args, sentences)
+    for _, fn in runs.values():  # warm-up: first-call allocations, kernel selection
+        timed(fn, args.device)
+    times: dict[str, list[float]] = {name: [] for name in runs}
     outputs: dict[str, np.ndarray] = {}
     for _ in range(args.rounds):
-        for name, fn in runners.items():
+        for name, (_, fn) in runs.items():
             seconds, outputs[name] = timed(fn, args.device)
             times[name].append(seconds)
 
-    flops = encoder_flops(ours, sentences, args.batch_size)
-    print(f"\n{'library':24}{'median s':>10}{'sent/s':>10}{'GFLOP/s':>10}{'STS-B test Spearman':>22}")
-    rate = {}
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        rate[name] = len(sentences) / med
+    encoder = SentenceEncoder.from_pretrained(folder)
+    flops = encoder_flops(encoder, sentences, args.batch_size)
+    cfg = encoder.bert.config
+    ceiling = {name: matmul_ceiling(args.device, getattr(torch, name), cfg.hidden_size, cfg.intermediate_size)
+               for name in {dtype for dtype, _ in runs.values()}}
+    rate = {name: len(sentences) / statistics.median(ts) for name, ts in times.items()}
+    print(f"\n{'configuration':32}{'sent/s':>9}{'vs ST same dtype':>18}{'vs ST fp32':>12}{'GFLOP/s':>9}"
+          f"{'of F.linear':>13}{'Spearman':>10}")
+    st32 = rate.get("sentence-transformers float32")
+    for name, r in rate.items():
+        dtype = runs[name][0]
+        st = rate.get(f"sentence-transformers {dtype}")
         emb = np.asarray(outputs[name], dtype=np.float64)
         rho = spearman(cosine_rows(emb[: len(pairs)], emb[len(pairs):]), gold)
-        gflops = f"{flops / med / 1e9:10.1f}" if name == "minibert" else f"{'':>10}"
-        print(f"{name:24}{med:10.3f}{rate[name]:10.1f}{gflops}{rho:22.4f}")
-    cfg = ours.bert.config
-    ceiling = matmul_ceiling(args.device, dtype, cfg.hidden_size, cfg.intermediate_size)
-    print(f"\nbest plain F.linear on the same threads: {ceiling:.1f} GFLOP/s; minibert runs at "
-          f"{flops / statistics.median(times['minibert']) / 1e9 / ceiling:.0%} of it")
-    if len(rate) == 2:
-        ratio = rate["minibert"] / rate["sentence-transformers"]
-        print(f"\nspeed ratio minibert / sentence-transformers: {ratio:.3f}x")
-        diff = np.abs(np.asarray(outputs["minibert"], np.float64) - np.asarray(outputs["sentence-transformers"]))
-        print(f"max |embedding difference|: {diff.max():.2e}")
+        gflops = flops * r / len(sentences) / 1e9
+        same = f"{r / st:17.2f}x" if st else f"{'':>18}"
+        fp32 = f"{r / st32:11.2f}x" if st32 else f"{'':>12}"
+        print(f"{name:32}{r:9.1f}{same}{fp32}{gflops:9.1f}{gflops / ceiling[dtype]:13.0%}{rho:10.4f}")
+    print("\nbest plain F.linear here (GFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in ceiling.items()))
+    if st32:
+        diff = np.abs(np.asarray(outputs["minibert float32"], np.float64) - outputs["sentence-transformers float32"])
+        print(f"max |embedding difference| minibert vs sentence-transformers, float32: {diff.max():.2e}")
+        diff = np.abs(np.asarray(outputs["minibert fast float32"], np.float64) - outputs["minibert float32"])
+        print(f"max |embedding difference| fast vs reference path, float32: {diff.max():.2e}")
 
 
 if __name__ == "__main__":

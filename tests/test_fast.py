@@ -182,3 +182,15 @@ def test_cuda_fast_gradients_match_the_reference(minilm_dir):
         if p.grad is not None:
             cos = torch.nn.functional.cosine_similarity(grads[name].flatten(), p.grad.flatten(), dim=0)
             assert cos > 0.99, name
+
+
+def test_cli_fast_and_int8(minilm, sentences, tmp_path, capsys):
+    from minibert.cli import main
+
+    (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")
+    assert main(["encode", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "fast.npy"), "--fast"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "fast.npy"), minilm.encode(sentences), atol=1e-6, rtol=0)
+    assert main(["encode", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "int8.npy"), "--int8"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "int8.npy"), minilm.encode(sentences, fast="int8"), atol=1e-6, rtol=0)
+    assert main(["similarity", "--int8", "--dtype", "bfloat16", "a", "b"]) == 1
+    assert "--int8 runs on the CPU in float32" in capsys.readouterr().err

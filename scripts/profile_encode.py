@@ -1,0 +1,82 @@
+"""Where encoding time goes: matmul, attention, softmax, GELU, LayerNorm, data movement, Python.
+
+Encodes STS-B test (2,758 sentences, batch 32) under torch.profiler for each path and dtype, and
+splits the wall time by the operators' own time. "Python and dispatch" is the wall time no operator
+accounts for: the interpreter, module calls and the tokenizer.
+
+    python scripts/profile_encode.py [--data ../shared/data] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from minibert import DEFAULT_MODEL, SentenceEncoder
+from minibert.data import default_data_dir, read_sts_tsv
+
+CATEGORIES = {  # operator name -> where it belongs
+    "matmul": ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "quantized::linear_dynamic",
+               "quantized::linear_dynamic_fp16"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::baddbmm",
+                  "aten::masked_fill_", "aten::where"),
+    "softmax": ("aten::_softmax",),
+    "GELU": ("aten::gelu",),
+    "LayerNorm": ("aten::native_layer_norm",),
+    "residual adds": ("aten::add", "aten::add_"),
+    "copies, packing": ("aten::copy_", "aten::index_copy_", "aten::index_copy", "aten::index_select", "aten::fill_",
+                        "aten::zero_", "aten::_index_put_impl_", "aten::cat"),
+}
+
+
+def split(encoder: SentenceEncoder, sentences: list[str], batch_size: int) -> dict[str, float]:
+    """Seconds per category for one encode of `sentences` (after a warm-up)."""
+    encoder.encode(sentences[:256], batch_size=batch_size)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        encoder.encode(sentences, batch_size=batch_size)
+        wall = time.perf_counter() - start
+    seconds = dict.fromkeys([*CATEGORIES, "other operators"], 0.0)
+    for event in prof.key_averages():
+        category = next((c for c, names in CATEGORIES.items() if event.key in names), "other operators")
+        seconds[category] += event.self_cpu_time_total / 1e6
+    seconds["Python and dispatch"] = max(wall - sum(seconds.values()), 0.0)
+    seconds["wall"] = wall
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=default_data_dir())
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
+    sentences = [p.a for p in pairs] + [p.b for p in pairs]
+
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        encoder = SentenceEncoder.from_pretrained(args.model, dtype=dtype)
+        name = str(dtype).removeprefix("torch.")
+        runs[f"reference {name}"] = split(encoder, sentences, args.batch_size)
+        runs[f"fast {name}"] = split(encoder.to_fast(), sentences, args.batch_size)
+        if dtype == torch.float32:
+            runs["fast int8"] = split(encoder.to_fast(int8=True), sentences, args.batch_size)
+
+    print(f"{len(sentences)} sentences, batch {args.batch_size}, {args.threads} threads, under torch.profiler; "
+          "share of the wall time")
+    rows = [k for k in next(iter(runs.values())) if k != "wall"]
+    print(f"{'':22}" + "".join(f"{name:>20}" for name in runs))
+    for row in rows:
+        print(f"{row:22}" + "".join(f"{r[row] / r['wall']:20.1%}" for r in runs.values()))
+    print(f"{'wall seconds':22}" + "".join(f"{r['wall']:20.2f}" for r in runs.values()))
+
+
+if __name__ == "__main__":
+    main()
