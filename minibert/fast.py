@@ -12,8 +12,10 @@ batch differently:
 - **Fused QKV.** ``query``, ``key`` and ``value`` are one ``Linear(C, 3C)``: one larger matmul
   instead of three. Checkpoints keep the three tensors: ``weights.fuse_qkv`` joins them when the
   fast model is built, ``weights.split_qkv`` splits them when it is saved.
-- **int8** (CPU, inference): ``quantize_int8`` swaps every linear layer for PyTorch's dynamic int8
-  one (weights stored in int8, activations quantized per batch).
+- **oneDNN linears** on CPU (``FastLinear``), with a backward of their own, and the feed-forward GELU
+  fused into its matmul at inference.
+- **int8** (CPU, inference): ``quantize_int8`` swaps the linear layers (all but the feed-forward
+  output, by default) for PyTorch's dynamic int8 ones (weights stored in int8, inputs quantized per batch).
 
 Outputs match the reference path to float rounding, gradients too; padded positions of
 ``last_hidden_state`` are zeros here, where the reference computes values nobody reads.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -83,7 +86,7 @@ class FastLinear(nn.Linear):
         weight, bias = self.weight, self.bias
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # autocast does not see custom ops
             dtype = torch.get_autocast_dtype("cpu")
-            x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+            x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
         usable = ONEDNN and x.device.type == "cpu" and x.dim() == 2 and x.dtype in (torch.float32, torch.bfloat16) \
             and weight.dtype == x.dtype
         if usable and not torch.is_grad_enabled():
@@ -192,7 +195,9 @@ class FastBertModel(BertModel):
         return fast.train(bert.training)
 
     @classmethod
-    def from_pretrained(cls, path, dtype=None, device=None, attn_implementation="sdpa") -> FastBertModel:
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, attn_implementation: str = "sdpa") -> FastBertModel:
+        """A Hugging Face folder, loaded strictly by the reference path, then fused."""
         return cls.from_bert(BertModel.from_pretrained(path, dtype=dtype, device=device))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

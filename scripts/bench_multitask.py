@@ -32,11 +32,16 @@ def steps_per_task(config: TrainConfig) -> dict[str, int]:
     return {t.name: c for t, c in zip(config.tasks, counts, strict=True)}
 
 
-def read_test_scores(run_dir: Path) -> dict:
+def read_scores(run_dir: Path, split: str) -> dict:
+    """test: the test scores of best/; dev: the dev scores that chose best/."""
     path = run_dir / "result.json"
     if not path.exists():
         raise SystemExit(f"{path} not found: that run has not been trained (drop --only or --single-tasks)")
     result = json.loads(path.read_text())
+    if split == "dev":
+        if not result.get("best"):
+            raise SystemExit(f"{path} has no dev scores: its configuration named no dev data")
+        return result["best"]["metrics"]
     if "test" not in result:
         raise SystemExit(f"{path} has no test scores: its configuration named no test files")
     return result["test"]
@@ -49,6 +54,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["multi", "single"], help="run one half (the other must exist)")
     parser.add_argument("--single-tasks", nargs="+", metavar="NAME",
                         help="train only these tasks' single-task runs (the others' results must exist)")
+    parser.add_argument("--split", choices=["test", "dev"], default="test",
+                        help="which scores to tabulate: dev to choose between configurations, test once at the end")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     multi = load_config(args.config, args.set)
@@ -63,7 +70,7 @@ def main() -> None:
         start = time.perf_counter()
         train(multi)
         seconds["multi-task"] = time.perf_counter() - start
-    results = {"multi-task": read_test_scores(out)}
+    results = {"multi-task": read_scores(out, args.split)}
     for task in multi.tasks:
         single = copy.deepcopy(multi)
         single.tasks = [dataclasses.replace(task, loss_weight=1.0)]  # weights balance tasks; alone, none
@@ -76,18 +83,21 @@ def main() -> None:
             start = time.perf_counter()
             train(single)
             seconds[task.name] = time.perf_counter() - start
-        results[task.name] = read_test_scores(Path(single.output_dir))
+        if (Path(single.output_dir) / "result.json").exists():  # tasks never run alone show as "(not run)"
+            results[task.name] = read_scores(Path(single.output_dir), args.split)
 
-    lines = [f"| task | metric (test) | steps alone | multi-task ({multi.steps} steps, all tasks) | alone |",
+    lines = [f"| task | metric ({args.split}) | steps alone | multi-task ({multi.steps} steps, all tasks) | alone |",
              "|---|---|---|---|---|"]
     for task in multi.tasks:
         metric = task_type(task.type).main_metric
+        alone = f"{results[task.name][task.name][metric]:.4f}" if task.name in results else "(not run)"
         lines.append(f"| {task.name} | {metric} | {budget[task.name]} | "
-                     f"{results['multi-task'][task.name][metric]:.4f} | {results[task.name][task.name][metric]:.4f} |")
+                     f"{results['multi-task'][task.name][metric]:.4f} | {alone} |")
     table = "\n".join(lines)
     print(table)
     print("wall-clock seconds:", json.dumps({k: round(v) for k, v in seconds.items()}))
-    (out.with_name(out.name + "-bench.md")).write_text(table + "\n\nseconds: " + json.dumps(seconds) + "\n")
+    report = out.with_name(out.name + f"-bench-{args.split}.md")
+    report.write_text(table + "\n\nseconds: " + json.dumps(seconds) + "\n")
 
 
 if __name__ == "__main__":

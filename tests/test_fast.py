@@ -134,6 +134,8 @@ def test_a_fast_model_saves_in_the_hugging_face_layout(minilm_dir, tmp_path):
     reloaded = BertModel.from_pretrained(tmp_path / "saved")
     fused = model.encoder.bert.blocks[1].attention.qkv.weight
     torch.testing.assert_close(reloaded.blocks[1].attention.key.weight, fused.chunk(3)[1], atol=0, rtol=0)
+    fast_again = FastBertModel.from_pretrained(tmp_path / "saved")  # and back into the fused layout
+    torch.testing.assert_close(fast_again.blocks[1].attention.qkv.weight, fused, atol=0, rtol=0)
 
 
 def test_training_with_fast_follows_the_reference(tiny_model_dir, tiny_data, tmp_path):

@@ -90,6 +90,17 @@ def test_each_loss_is_its_formula_on_the_encoder_outputs(model):
             assert out.loss is None and torch.equal(out.logits, labelled.logits), task
 
 
+def test_nli_projection_compares_projected_embeddings(minilm_dir):
+    model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "nli", "type": "nli", "projection": True}], seed=2)
+    with torch.no_grad():
+        out = model("nli", model.collate("nli", EXAMPLES["nli"]))
+        head = model.heads["nli"]
+        u = head.projection(embed(model, ["a man sleeps", "kids play"]))
+        v = head.projection(embed(model, ["a person rests", "nobody plays"]))
+        assert_close(out.logits, head.classifier(torch.cat([u, v, (u - v).abs()], dim=-1)), atol=1e-5, rtol=0)
+    assert MultiTaskModel.from_encoder(minilm_dir, TASKS[3:4]).heads["nli"].projection is None  # off by default
+
+
 def test_ner_loss_counts_first_pieces_only(model):
     batch = model.collate("ner", EXAMPLES["ner"])
     out = model("ner", batch)

@@ -18,21 +18,26 @@ class NLIHead(nn.Module):
     """SBERT's classifier (Reimers & Gurevych 2019): linear(concat(u, v, |u-v| [, u*v])).
 
     The flags are sentence-transformers' SoftmaxLoss flags; |u-v| tells the classifier *where* the
-    two sentences differ, which the concatenation alone makes hard to learn.
+    two sentences differ, which the concatenation alone makes hard to learn. With ``projection``, u and
+    v first pass through one shared linear + GELU + LayerNorm: the classifier then compares them in a
+    space of its own instead of reshaping the embedding space that cosine similarity reads.
     """
 
     def __init__(self, dim: int, num_labels: int = 3, concat_rep: bool = True, concat_difference: bool = True,
-                 concat_multiplication: bool = False) -> None:
+                 concat_multiplication: bool = False, projection: bool = False) -> None:
         super().__init__()
         n_vectors = 2 * concat_rep + concat_difference + concat_multiplication
         if n_vectors == 0:
             raise ValueError("NLIHead needs at least one of concat_rep, concat_difference, concat_multiplication")
         self.concat_rep, self.concat_difference, self.concat_multiplication = (
             concat_rep, concat_difference, concat_multiplication)
+        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim)) if projection else None
         self.classifier = nn.Linear(n_vectors * dim, num_labels)
 
     def forward(self, features) -> torch.Tensor:
         u, v = features.embedding.chunk(2)
+        if self.projection is not None:
+            u, v = self.projection(u), self.projection(v)
         parts = [u, v] if self.concat_rep else []
         if self.concat_difference:
             parts.append(torch.abs(u - v))
@@ -50,6 +55,7 @@ class NLI(LabelTask):
     concat_rep: bool = True  # sentence-transformers' SoftmaxLoss flags
     concat_difference: bool = True
     concat_multiplication: bool = False
+    projection: bool = False  # u and v through a shared linear + GELU + LayerNorm before they are compared
 
     def check(self) -> None:
         if not self.labels:
@@ -73,4 +79,4 @@ class NLI(LabelTask):
 
     def build_head(self, encoder) -> nn.Module:
         return NLIHead(encoder.embedding_dim, len(self.labels), self.concat_rep, self.concat_difference,
-                       self.concat_multiplication)
+                       self.concat_multiplication, self.projection)

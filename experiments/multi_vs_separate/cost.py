@@ -1,0 +1,126 @@
+"""The cost side of one multi-task model against five single-task models: parameters, memory, latency.
+
+The five tasks of scripts/configs/multitask.toml (STS, NLI, sentiment, topic, NER). One multi-task
+model runs the shared encoder once and every head on its output; five separate models run five
+encoders. Heads are freshly initialised (their cost does not depend on training). Latency is the
+median of repeated calls, for one sentence and for a batch of 32 STS-B sentences, on the same threads
+in one process, each on the reference path and on the fast path (minibert.fast). Memory is each
+setup's resident set, measured in a fresh process.
+
+    python experiments/multi_vs_separate/cost.py [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from minibert.fast import FastBertModel
+from minibert.multitask import MultiTaskModel
+from minibert.sentence import SentenceFeatures
+
+NER = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+TASKS = [
+    {"name": "sts", "type": "sts"},
+    {"name": "nli", "type": "nli"},
+    {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "hidden_layer": True},
+    {"name": "topic", "type": "classification", "labels": ["World", "Sports", "Business", "Sci/Tech"],
+     "hidden_layer": True},
+    {"name": "ner", "type": "token_classification", "labels": NER},
+]
+SENTENCES = ["A man is playing a guitar on stage.", "Angela Merkel met Emmanuel Macron in Paris on Monday.",
+             "The Lakers beat the Celtics 102-99 last night.", "Apple shares fell 3% after the iPhone launch.",
+             "What a wonderful, heartfelt film.", "Two dogs run through a field of tall grass.",
+             "Kids are playing football in the park.", "The stock market fell sharply today."] * 4
+
+
+def build(setup: str) -> list[MultiTaskModel]:
+    if setup == "multi":
+        models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", TASKS, seed=0)]
+    else:
+        models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", [t], seed=0) for t in TASKS]
+    for model in models:  # weights of their own, as after fine-tuning (loaded ones share the file's pages)
+        for p in model.parameters():
+            p.data = p.data.clone()
+    return [model.eval() for model in models]
+
+
+@torch.inference_mode()
+def all_tasks(models: list[MultiTaskModel], sentences: list[str]) -> None:
+    """Every task's logits for `sentences`: one encoder pass per model, then each of its heads (pair
+    heads read consecutive sentences as pairs)."""
+    for model in models:
+        batch = model.encoder.tokenizer(sentences).tensors()
+        features = model.encoder.features(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        for name, head in model.heads.items():
+            if model.tasks[name].input == "pair":
+                n = len(sentences) // 2 * 2
+                pairs = SentenceFeatures(features.token_states[:n], torch.cat([features.embedding[0:n:2],
+                                                                               features.embedding[1:n:2]]))
+                head(pairs)
+            else:
+                head(features)
+
+
+def latency(models: list[MultiTaskModel], sentences: list[str], repeats: int) -> float:
+    all_tasks(models, sentences)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        all_tasks(models, sentences)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def resident_mib(setup: str) -> float:
+    """Peak resident memory of a fresh process that builds `setup` and runs it once, in MiB."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent, VmHWM starts afresh
+    code = (f"import sys; sys.path.insert(0, {sys.path[0]!r}); import cost; "
+            f"cost.all_tasks(cost.build({setup!r}), cost.SENTENCES); "
+            "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return int(out) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    setups = {"multi": build("multi"), "separate": build("separate")}
+    params = {k: sum(p.numel() for m in v for p in m.parameters()) for k, v in setups.items()}
+    timings = {}
+    for path in ("reference", "fast"):
+        if path == "fast":
+            for models in setups.values():
+                for model in models:
+                    model.encoder.bert = FastBertModel.from_bert(model.encoder.bert)
+        for _ in range(2):  # alternate, so that noise hits both alike; keep the better of two
+            for name, models in setups.items():
+                for n in (1, 32):
+                    key = (path, name, n)
+                    t = latency(models, SENTENCES[:n], args.repeats if n == 1 else args.repeats // 3)
+                    timings[key] = min(t, timings.get(key, float("inf")))
+    memory = {name: resident_mib(name) for name in setups}
+
+    print(f"{args.threads} threads, all five tasks' outputs, median latency (ms)")
+    print(f"{'':34}{'one multi-task model':>22}{'five single-task models':>25}{'ratio':>8}")
+    print(f"{'parameters (millions)':34}{params['multi'] / 1e6:22.1f}{params['separate'] / 1e6:25.1f}"
+          f"{params['separate'] / params['multi']:7.2f}x")
+    print(f"{'peak resident memory (MiB)':34}{memory['multi']:22.0f}{memory['separate']:25.0f}"
+          f"{memory['separate'] / memory['multi']:7.2f}x")
+    for path in ("reference", "fast"):
+        for n in (1, 32):
+            multi, separate = timings[(path, "multi", n)] * 1e3, timings[(path, "separate", n)] * 1e3
+            label = f"{path} path, {'1 sentence' if n == 1 else f'{n} sentences'}"
+            print(f"{label:34}{multi:22.1f}{separate:25.1f}{separate / multi:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
