@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from minibert.files import read_json
+from minibert.pooling import Pooling, PoolingConfig
 from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
 from minibert.tasks import TASK_TYPES, Task, make_task
 
@@ -56,9 +57,12 @@ class MultiTaskModel(nn.Module):
 
     @classmethod
     def from_encoder(cls, name_or_path: str | Path, tasks: list[Task | dict], seed: int = 0,
-                     **kwargs) -> MultiTaskModel:
-        """A pretrained encoder with freshly initialised heads (``seed`` fixes their initial weights)."""
+                     pooling: list[str] | None = None, **kwargs) -> MultiTaskModel:
+        """A pretrained encoder with freshly initialised heads (``seed`` fixes their initial weights);
+        ``pooling`` replaces the folder's pooling modes (``["cls"]``, ``["max"]``, ...)."""
         encoder = SentenceEncoder.from_pretrained(name_or_path, **kwargs)
+        if pooling:
+            encoder.pooling = Pooling(PoolingConfig(tuple(pooling), encoder.bert.config.hidden_size))
         torch.manual_seed(seed)
         model = cls(encoder, [t if isinstance(t, Task) else make_task(t) for t in tasks])
         # eval, like every from_pretrained: call .train() to fine-tune

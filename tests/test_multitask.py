@@ -101,6 +101,18 @@ def test_nli_projection_compares_projected_embeddings(minilm_dir):
     assert MultiTaskModel.from_encoder(minilm_dir, TASKS[3:4]).heads["nli"].projection is None  # off by default
 
 
+def test_pooling_can_be_chosen_and_survives_saving(minilm_dir, tmp_path):
+    model = MultiTaskModel.from_encoder(minilm_dir, TASKS[:1], pooling=["cls"])
+    batch = model.encoder.tokenizer(PAIRS_A).tensors()
+    with torch.no_grad():
+        cls = model.encoder.bert(**batch).last_hidden_state[:, 0]
+        assert_close(embed(model, PAIRS_A), F.normalize(cls, dim=-1), atol=1e-6, rtol=0)
+    model.save(tmp_path / "cls")
+    assert MultiTaskModel.load(tmp_path / "cls").encoder.pooling.config.modes == ("cls",)
+    with pytest.raises(ValueError, match="pooling"):
+        MultiTaskModel.from_encoder(minilm_dir, TASKS[:1], pooling=["median"])
+
+
 def test_ner_loss_counts_first_pieces_only(model):
     batch = model.collate("ner", EXAMPLES["ner"])
     out = model("ner", batch)

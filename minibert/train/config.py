@@ -66,6 +66,7 @@ class TrainConfig:
     precision: str = "fp32"  # bf16: autocast on CPU and CUDA; fp16: autocast + gradient scaler, CUDA only
     attn_implementation: str = "sdpa"
     fast: bool = False  # train through minibert.fast (no padding, fused QKV; oneDNN linears on CPU)
+    pooling: list[str] | None = None  # the encoder's pooling modes (default: the model folder's), e.g. ["cls"]
     sampling: str = "proportional"  # which task each step trains
     temperature: float = 2.0  # for sampling="temperature": p ~ n^(1/T)
     freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see train.optim.select)

@@ -48,7 +48,8 @@ class Trainer:
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 needs CUDA (use bf16 on the CPU)")
         tasks = self.load_data()  # every process reads every file and later takes its share of each batch
-        self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, device=self.device,
+        self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, pooling=cfg.pooling,
+                                                 device=self.device,
                                                  attn_implementation=cfg.attn_implementation)  # same heads everywhere
         if cfg.fast:  # the same weights behind the fast path; saved folders keep the Hugging Face layout
             self.model.encoder.bert = FastBertModel.from_bert(self.model.encoder.bert)
