@@ -19,17 +19,14 @@ from pathlib import Path
 
 from minibert.tasks import task_type
 from minibert.train import TrainConfig, load_config, train
-from minibert.train.batches import load_task_data, task_for_step, task_probabilities
+from minibert.train.batches import load_task_data, task_schedule
 
 
 def steps_per_task(config: TrainConfig) -> dict[str, int]:
     """How many optimizer steps each task gets in the multi-task run (the schedule is deterministic)."""
     sizes = [len(load_task_data(config, task, i)[0]) for i, task in enumerate(config.tasks)]
-    p = task_probabilities(sizes, config.sampling, config.temperature)
-    counts = [0] * len(sizes)
-    for step in range(config.steps):
-        counts[task_for_step(step, len(sizes), config.sampling, p, config.seed)] += 1
-    return {t.name: c for t, c in zip(config.tasks, counts, strict=True)}
+    schedule = task_schedule(config, sizes)
+    return {t.name: schedule.count(i) for i, t in enumerate(config.tasks)}
 
 
 def read_scores(run_dir: Path, split: str) -> dict:
@@ -74,6 +71,7 @@ def main() -> None:
     for task in multi.tasks:
         single = copy.deepcopy(multi)
         single.tasks = [dataclasses.replace(task, loss_weight=1.0)]  # weights balance tasks; alone, none
+        single.finish_with, single.finish_steps = [], 0
         single.steps = budget[task.name]
         single.output_dir = str(out.with_name(out.name + f"-only-{task.name}"))
         single.eval_every = max(1, single.steps // 3)

@@ -351,3 +351,20 @@ def test_a_token_batch_without_labelled_pieces_adds_zero():
     loss = task.compute_loss(logits, {"labels": torch.full((1, 2), -100)})
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_the_last_steps_can_go_to_chosen_tasks(tmp_path):
+    from minibert.train.batches import task_schedule
+    from minibert.train.config import TrainConfig
+
+    tasks = [{"name": n, "type": "classification", "train": "x.tsv"} for n in ("a", "b", "c")]
+    plain = TrainConfig(tasks=tasks, steps=40, sampling="proportional", seed=3)
+    finished = TrainConfig(tasks=tasks, steps=40, sampling="proportional", seed=3, finish_with=["c", "a"],
+                           finish_steps=5)
+    before, after = task_schedule(plain, [10, 20, 30]), task_schedule(finished, [10, 20, 30])
+    assert after[:35] == before[:35]  # the sampled part is unchanged
+    assert after[35:] == [0, 2, 0, 2, 0]  # step s of the closing phase: finish_with[s % 2]
+    with pytest.raises(ValueError, match=r"finish_with \['d'\] and finish_steps 5"):
+        TrainConfig(tasks=tasks, finish_with=["d"], finish_steps=5)
+    with pytest.raises(ValueError, match="or neither"):
+        TrainConfig(tasks=tasks, finish_steps=5)

@@ -89,6 +89,18 @@ def task_for_step(step: int, num_tasks: int, sampling: str, probabilities: np.nd
     return int(np.random.default_rng([seed, 7919, step]).choice(num_tasks, p=probabilities))
 
 
+def task_schedule(config: TrainConfig, sizes: list[int]) -> list[int]:
+    """The task of every optimizer step: drawn by ``sampling``, except the last ``finish_steps`` steps,
+    which go to the ``finish_with`` tasks in turn (a closing phase for a task the others pull away from)."""
+    p = task_probabilities(sizes, config.sampling, config.temperature)
+    schedule = [task_for_step(s, len(sizes), config.sampling, p, config.seed) for s in range(config.steps)]
+    names = [t.name for t in config.tasks]
+    finish = [names.index(name) for name in config.finish_with]
+    for step in range(max(config.steps - config.finish_steps, 0), config.steps):
+        schedule[step] = finish[step % len(finish)]
+    return schedule
+
+
 class StepBatches(Dataset):
     """Item s: (task index, this process's micro-batches for step s), as tensors.
 
@@ -102,16 +114,13 @@ class StepBatches(Dataset):
         self.steps, self.batch_size, self.grad_accum = config.steps, config.batch_size, config.grad_accum
         self.seed, self.sampling, self.rank, self.world = config.seed, config.sampling, rank, world
         self.probabilities = task_probabilities([len(s) for s in train_sets], config.sampling, config.temperature)
-        schedule = [self.task_at(s) for s in range(config.steps)]
+        schedule = task_schedule(config, [len(s) for s in train_sets])
         # draw[s]: how many batches the task of step s drew before step s
         counts, self.draw = [0] * len(tasks), []
         for t in schedule:
             self.draw.append(counts[t])
             counts[t] += 1
         self.schedule = schedule
-
-    def task_at(self, step: int) -> int:
-        return task_for_step(step, len(self.tasks), self.sampling, self.probabilities, self.seed)
 
     def order(self, task: int, epoch: int) -> np.ndarray:
         """The shuffle of one pass over a task's examples."""

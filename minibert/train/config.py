@@ -69,6 +69,8 @@ class TrainConfig:
     pooling: list[str] | None = None  # the encoder's pooling modes (default: the model folder's), e.g. ["cls"]
     sampling: str = "proportional"  # which task each step trains
     temperature: float = 2.0  # for sampling="temperature": p ~ n^(1/T)
+    finish_with: list[str] = field(default_factory=list)  # tasks that alone train the last finish_steps steps
+    finish_steps: int = 0
     freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see train.optim.select)
     freeze_encoder_steps: int = 0  # train only the heads for the first N steps
     max_seq_length: int | None = None
@@ -102,6 +104,10 @@ class TrainConfig:
             raise ValueError(f"sam_rho must be >= 0, got {self.sam_rho}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        unknown = [n for n in self.finish_with if n not in names]
+        if unknown or self.finish_steps < 0 or bool(self.finish_steps) != bool(self.finish_with):
+            raise ValueError(f"finish_with {self.finish_with} and finish_steps {self.finish_steps}: name tasks "
+                             f"of this configuration ({', '.join(names)}) and a number of steps > 0, or neither")
         for t in self.tasks:
             if not t.train or (isinstance(t.train, list) and not all(isinstance(p, str) for p in t.train)):
                 raise ValueError(f"task {t.name!r}: train must be a path or a list of paths, got {t.train!r}")
