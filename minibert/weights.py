@@ -174,10 +174,11 @@ def fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         head, _, which = prefix.rpartition(".")
         if which not in QKV or not head.endswith(".attention"):
             out[name] = tensor
-        elif which == "query":
-            parts = [state.get(f"{head}.{w}.{kind}") for w in QKV]
-            if any(p is None for p in parts):
-                raise KeyError(f"{head}: query, key and value {kind} must all be present to fuse them")
+            continue
+        parts = [state.get(f"{head}.{w}.{kind}") for w in QKV]
+        if any(p is None for p in parts):
+            raise KeyError(f"{head}: query, key and value {kind} must all be present to fuse them")
+        if which == "query":
             if len({p.shape for p in parts}) != 1:
                 shapes = [tuple(p.shape) for p in parts]
                 raise ValueError(f"{head}: query, key and value {kind}s differ in shape: {shapes}")
