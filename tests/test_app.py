@@ -143,6 +143,7 @@ def test_search_reports_bad_input(page, tmp_path):
     upload = tmp_path / "latin1.txt"
     upload.write_bytes("A man is eating.\nCaf\u00e9 au lait\n".encode("latin-1"))
     page.locator("input[type=file]").set_input_files(upload)
+    page.get_by_text("latin1.txt", exact=True).wait_for()  # the upload has reached the server
     page.get_by_role("button", name="Search").click()
     page.get_by_text("latin1.txt:2: not UTF-8 text").wait_for()
 
