@@ -48,6 +48,10 @@ def load_encoder(args: argparse.Namespace):
     encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     if args.int8 and (args.dtype != "float32" or encoder.device.type != "cpu"):
         raise ValueError("--int8 runs on the CPU in float32 (drop --device/--dtype)")
+    if args.compile and (args.fast or args.int8):
+        raise ValueError("--compile is a path of its own: use it without --fast/--int8")
+    if args.compile:
+        return encoder.to_compiled()
     return encoder.to_fast(int8=args.int8) if args.fast or args.int8 else encoder
 
 
@@ -249,6 +253,8 @@ def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, fast: boo
     if fast:
         p.add_argument("--fast", action="store_true", help="the fast path (minibert.fast: no padding, fused QKV)")
         p.add_argument("--int8", action="store_true", help="the fast path with int8 linear layers (CPU, float32)")
+        p.add_argument("--compile", action="store_true",
+                       help="torch.compile over length buckets, with CUDA graphs on CUDA (minibert.compiled)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,6 +135,16 @@ class MultiTaskModel(nn.Module):
         except (ValueError, TypeError) as e:
             raise ValueError(f"{spec_path}: {e}") from e
         model = cls(SentenceEncoder.from_pretrained(folder), tasks)
+        model.load_heads(folder)
+        return model.to(device=device, dtype=dtype).eval()
+
+    def load_heads(self, folder: str | Path, missing_ok: bool = False, spec_source: str | None = None) -> list[str]:
+        """Head weights from a saved model's heads.safetensors, matched by task name, every shape checked;
+        returns the names loaded. Strict by default. ``missing_ok``: the tasks the folder lacks keep their
+        fresh heads and its other heads are ignored (a task added to a trained model); a task it has must
+        have the same type and labels there. ``spec_source`` names where this model's tasks come from."""
+        folder = Path(folder)
+        spec_source = spec_source or str(folder / TASKS_FILE)
         heads_path = folder / HEADS_FILE
         if not heads_path.is_file():
             raise FileNotFoundError(f"head weights not found: {heads_path}")
@@ -142,15 +152,25 @@ class MultiTaskModel(nn.Module):
             saved = load_file(heads_path)
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{heads_path}: not a readable safetensors file ({e})") from e
-        expected = {f"{name}.{k}": t for name, head in model.heads.items() for k, t in head.state_dict().items()}
-        missing = sorted(set(expected) - set(saved))
-        unexpected = sorted(set(saved) - set(expected))
+        theirs = {t.get("name"): t for t in read_json(folder / TASKS_FILE).get("tasks", [])} \
+            if missing_ok and (folder / TASKS_FILE).is_file() else {}
+        expected = {name: {f"{name}.{k}": t for k, t in head.state_dict().items()} for name, head in self.heads.items()}
+        if missing_ok:  # only the tasks the folder has a head for
+            expected = {name: keys for name, keys in expected.items() if any(k in saved for k in keys)}
+        for name in expected:
+            for key in ("type", "labels"):
+                if key in theirs.get(name, {}) and theirs[name][key] != self.tasks[name].to_dict().get(key):
+                    raise ValueError(f"{folder / TASKS_FILE}: task {name!r} has {key} {theirs[name][key]!r}, "
+                                     f"{spec_source} has {self.tasks[name].to_dict().get(key)!r}")
+        wanted = {k: t for keys in expected.values() for k, t in keys.items()}
+        missing = sorted(set(wanted) - set(saved))
+        unexpected = [] if missing_ok else sorted(set(saved) - set(wanted))
         if missing or unexpected:
-            raise ValueError(f"{heads_path} does not match {spec_path}: missing {missing}, unexpected {unexpected}")
-        for key, tensor in saved.items():
-            if tensor.shape != expected[key].shape:
-                raise ValueError(f"{heads_path}: {key} has shape {tuple(tensor.shape)} but {spec_path} implies "
-                                 f"{tuple(expected[key].shape)} (label count changed?)")
-        for name, head in model.heads.items():
-            head.load_state_dict({k[len(name) + 1:]: t for k, t in saved.items() if k.startswith(name + ".")})
-        return model.to(device=device, dtype=dtype).eval()
+            raise ValueError(f"{heads_path} does not match {spec_source}: missing {missing}, unexpected {unexpected}")
+        for key, tensor in wanted.items():
+            if saved[key].shape != tensor.shape:
+                raise ValueError(f"{heads_path}: {key} has shape {tuple(saved[key].shape)} but {spec_source} implies "
+                                 f"{tuple(tensor.shape)} (label count changed?)")
+        for name, keys in expected.items():
+            self.heads[name].load_state_dict({k[len(name) + 1:]: saved[k] for k in keys})
+        return list(expected)

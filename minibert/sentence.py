@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minibert.compiled import CompiledBertModel
 from minibert.fast import FastBertModel, quantize_int8
 from minibert.files import read_json
 from minibert.hub import DEFAULT_MODEL, resolve_model
@@ -89,6 +90,15 @@ class SentenceEncoder(nn.Module):
         changing this encoder's weights. ``encode(fast=...)`` makes one per call."""
         bert = FastBertModel.from_bert(self.bert)
         return SentenceEncoder(quantize_int8(bert) if int8 else bert, self.tokenizer, self.pooling,
+                               self.normalize).eval()
+
+    def to_compiled(self, bucket: int = 32, mode: str | None = "auto") -> SentenceEncoder:
+        """This encoder on the compiled path (``minibert.compiled``: torch.compile over length buckets),
+        sharing this encoder's tensors. Keep it and reuse it: each new batch shape compiles once, in
+        seconds. ``mode="auto"``: CUDA graphs on CUDA (``"reduce-overhead"``), fusion only elsewhere."""
+        if mode == "auto":
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+        return SentenceEncoder(CompiledBertModel.from_bert(self.bert, bucket, mode), self.tokenizer, self.pooling,
                                self.normalize).eval()
 
     @property

@@ -1,5 +1,5 @@
-"""Encoding speed: minibert's reference path, its fast path (and int8 on CPU) and sentence-transformers,
-in every dtype, side by side in one process.
+"""Encoding speed: minibert's reference path, its fast path (and int8 on CPU), its compiled path (on
+CUDA, or with --compile) and sentence-transformers, in every dtype, side by side in one process.
 
 Encodes the 2,758 sentences of STS-B test (both sides of each pair) with every configuration (same
 model folder, batch size and threads), alternating rounds so that machine noise hits all alike.
@@ -7,7 +7,7 @@ Prints sentences/s, the ratio to sentence-transformers in the same dtype and in 
 effective GFLOP/s against the best linear layer of the model's shape here, and the STS-B test Spearman of the cosine
 scores (all-MiniLM-L6-v2 in float32: 0.8203).
 
-    python scripts/bench_encode.py [--data ../shared/data] [--rounds 3] [--threads 2] [--device cuda]
+    python scripts/bench_encode.py [--data ../shared/data] [--rounds 3] [--threads 2] [--device cuda] [--compile]
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def configurations(folder: Path, args: argparse.Namespace, sentences: list[str])
         runs[f"minibert fast {name}"] = (name, encoding(ours.to_fast()))
         if name == "float32" and args.device == "cpu":
             runs["minibert fast int8"] = (name, encoding(ours.to_fast(int8=True)))
+        if args.compile or args.device.startswith("cuda"):  # compiled per batch shape in the warm-up pass
+            runs[f"minibert compiled {name}"] = (name, encoding(ours.to_compiled()))
     return runs
 
 
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="time the compiled path too (always on CUDA)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)

@@ -1,13 +1,15 @@
-"""Training-step speed: minibert (reference path and fast path) against sentence-transformers, same batches.
+"""Training-step speed: minibert (reference, fast and compiled paths) against sentence-transformers, same batches.
 
 One step = tokenize both sides of a batch of STS-B train pairs, embed, cosine-similarity MSE loss,
 backward, AdamW step, as each library's trainer does it (minibert: scripts/train.py's optimizer;
 sentence-transformers: CosineSimilarityLoss and the Hugging Face trainer's fused AdamW with decay /
 no-decay groups). Dropout on, same threads; the configurations alternate in rounds in one process.
 Prints pairs/s, tokens/s (real tokens, padding not counted) and, on CUDA, peak memory, TFLOP/s and
-MFU against the measured matmul peak.
+MFU against the measured matmul peak. The compiled path (torch.compile over length buckets, CUDA
+graphs on CUDA) is timed on CUDA, or with --compile; its compilations fall in the untimed first steps
+or, for a length bucket first met later, are outliers that the per-step median leaves out.
 
-    python scripts/bench_train.py [--batch-size 16] [--precision fp32|bf16] [--device cuda]
+    python scripts/bench_train.py [--batch-size 16] [--precision fp32|bf16] [--device cuda] [--compile]
     python scripts/bench_train.py --shape bert-base --precision bf16 --device cuda   # 12 x 768, random init,
                                                                                     # 128 tokens, no weights
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 from timing import timed
 
+from minibert.compiled import CompiledBertModel
 from minibert.config import BertConfig
 from minibert.data import PairExample, default_data_dir, read_sts_tsv
 from minibert.fast import FastBertModel
@@ -45,9 +48,12 @@ def autocast(device: str, precision: str):
     return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
 
 
-def minibert_stepper(encoder: SentenceEncoder, fast: bool, device: str, precision: str):
-    if fast:
+def minibert_stepper(encoder: SentenceEncoder, path: str, device: str, precision: str):
+    """path: "reference", "fast" or "compiled"."""
+    if path == "fast":
         encoder.bert = FastBertModel.from_bert(encoder.bert)
+    if path == "compiled":
+        encoder.bert = CompiledBertModel.from_bert(encoder.bert, mode="reduce-overhead" if "cuda" in device else None)
     model = MultiTaskModel(encoder, [make_task({"name": "sts", "type": "sts"})]).to(device).train()
     optimizer = make_optimizer(model, 2e-5)
 
@@ -128,7 +134,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per step")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round (after 3 untimed)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="time the compiled path too (always on CUDA)")
     args = parser.parse_args()
+    paths = ["reference", "fast"] + (["compiled"] if args.compile or args.device.startswith("cuda") else [])
 
     path = str(resolve_model(args.model))
     tokenizer = Tokenizer.from_pretrained(path)
@@ -140,16 +148,17 @@ def main() -> None:
         def encoder() -> SentenceEncoder:
             torch.manual_seed(0)
             return SentenceEncoder(BertModel(config, add_pooler=False), tokenizer)
-        steppers = {"minibert": lambda: minibert_stepper(encoder(), False, args.device, args.precision),
-                    "minibert fast": lambda: minibert_stepper(encoder(), True, args.device, args.precision)}
+        steppers = {}
     else:
         config = BertConfig.from_json(Path(path) / "config.json")
         batches = stsb_batches(args)
-        steppers = {"sentence-transformers": lambda: sentence_transformers_stepper(path, args.device, args.precision),
-                    "minibert": lambda: minibert_stepper(SentenceEncoder.from_pretrained(path), False, args.device,
-                                                         args.precision),
-                    "minibert fast": lambda: minibert_stepper(SentenceEncoder.from_pretrained(path), True,
-                                                              args.device, args.precision)}
+        steppers = {"sentence-transformers": lambda: sentence_transformers_stepper(path, args.device, args.precision)}
+
+        def encoder() -> SentenceEncoder:
+            return SentenceEncoder.from_pretrained(path)
+    for kind in paths:
+        name = "minibert" if kind == "reference" else f"minibert {kind}"
+        steppers[name] = lambda kind=kind: minibert_stepper(encoder(), kind, args.device, args.precision)
     lengths = [len(e.ids) for batch in batches[3:] for e in tokenizer.encode([s for p in batch for s in (p.a, p.b)])]
     flops_per_round = training_flops(config, sum(lengths), sum(n * n for n in lengths))
     cuda = args.device.startswith("cuda")
@@ -186,9 +195,10 @@ def main() -> None:
         print(line)
     if cuda:
         print(f"matmul peak measured here: {peak_flops / 1e12:.1f} TFLOP/s ({args.precision})")
-    for name in best:
-        if name != "minibert fast":
-            print(f"minibert fast vs {name}: {best[name] / best['minibert fast']:.2f}x")
+    for base in ("sentence-transformers", "minibert"):  # speed-ups: each faster path against the slower ones
+        for name in best:
+            if base in best and name.startswith("minibert ") and name != base:
+                print(f"{name} vs {base}: {best[base] / best[name]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -363,3 +363,44 @@ def test_pairs_train_beside_another_task(tiny_model_dir, tiny_data, tmp_path):
     assert set(dev) == {"mrr@10", "recall@1", "recall@10"}
     losses = [r["loss"]["retrieval"] for r in read_log(tmp_path / "run") if "retrieval" in r.get("loss", {})]
     assert len(losses) == 3
+
+
+def test_a_task_added_to_a_trained_model_keeps_the_old_heads(tiny_model_dir, tiny_data, tmp_path):
+    """heads_from: the tasks a saved model has start from its heads; a new task starts fresh."""
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "three", steps=4, eval_every=0)
+    five = config["tasks"]
+    config["tasks"] = [t for t in five if t["name"] in ("sts", "topic", "sentiment")]
+    train(run_config(config, tmp_path / "c.json"))
+    first = tmp_path / "three" / "final"
+    config.update(output_dir=str(tmp_path / "five"), tasks=five, model=str(first), heads_from=str(first),
+                  freeze=["head:topic", "head:sentiment"], finish_with=["ner"], finish_steps=4)
+    train(run_config(config, tmp_path / "c2.json"))
+    before, after = load_file(first / "heads.safetensors"), load_file(tmp_path / "five" / "final" / "heads.safetensors")
+    assert before.keys() < after.keys() and any(k.startswith("ner.") for k in after)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # loaded, then frozen
+    assert not torch.equal(load_file(first / "model.safetensors")["encoder.layer.0.output.dense.weight"],
+                           load_file(tmp_path / "five" / "final" / "model.safetensors")[
+                               "encoder.layer.0.output.dense.weight"])  # the encoder went on training
+    topic = next(t for t in five if t["name"] == "topic")
+    topic["labels"] = ["World", "Sports", "Business", "Sci/Tech"]  # another order: the saved head would lie
+    with pytest.raises(ValueError, match="task 'topic' has labels"):
+        train(run_config(config, tmp_path / "c3.json"))
+    config.update(tasks=[t for t in five if t["name"] == "ner"], freeze=[])
+    with pytest.raises(ValueError, match="has no head for any of this run's tasks"):
+        train(run_config(config, tmp_path / "c4.json"))
+
+
+def test_random_init_draws_the_encoder_afresh(tiny_model_dir, tiny_data, tmp_path):
+    from minibert.model import BertModel
+
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", steps=2, eval_every=0, init="random",
+                         freeze=["encoder"], seed=3)
+    train(run_config(config, tmp_path / "c.json"))
+    pretrained = BertModel.from_pretrained(tiny_model_dir)
+    torch.manual_seed(3)
+    pretrained.init_weights()  # the same draws, in the same order, as the run's
+    final = BertModel.from_pretrained(tmp_path / "run" / "final")
+    for name, tensor in pretrained.state_dict().items():
+        torch.testing.assert_close(final.state_dict()[name], tensor, atol=0, rtol=0, msg=name)
+    with pytest.raises(ValueError, match="init must be one of"):
+        load_config(None, ["init=zeros"], base=config)

@@ -21,6 +21,7 @@ from minibert.tasks import check_options
 SCHEDULES = ("linear", "cosine", "constant")
 SAMPLING = ("round_robin", "proportional", "temperature")
 PRECISIONS = ("fp32", "bf16", "fp16")
+INITS = ("pretrained", "random")
 
 
 @dataclass
@@ -49,6 +50,8 @@ class TaskConfig:
 class TrainConfig:
     tasks: list[TaskConfig]
     model: str = DEFAULT_MODEL  # name or folder of the pretrained encoder
+    init: str = "pretrained"  # "random": the model's architecture and tokenizer, weights drawn afresh (a baseline)
+    heads_from: str | None = None  # a saved multi-task model: its heads start the tasks it shares with this run
     output_dir: str = "runs/run"
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     seed: int = 42  # heads' initial weights, dropout, the order of the training examples, the task sequence
@@ -66,6 +69,7 @@ class TrainConfig:
     precision: str = "fp32"  # bf16: autocast on CPU and CUDA; fp16: autocast + gradient scaler, CUDA only
     attn_implementation: str = "sdpa"
     fast: bool = False  # train through minibert.fast (no padding, fused QKV; oneDNN linears on CPU)
+    compile: bool = False  # train through minibert.compiled (torch.compile; CUDA graphs on CUDA); not with fast
     pooling: list[str] | None = None  # the encoder's pooling modes (default: the model folder's), e.g. ["cls"]
     sampling: str = "proportional"  # which task each step trains
     temperature: float = 2.0  # for sampling="temperature": p ~ n^(1/T)
@@ -92,7 +96,8 @@ class TrainConfig:
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
-        for name, allowed in (("schedule", SCHEDULES), ("sampling", SAMPLING), ("precision", PRECISIONS)):
+        for name, allowed in (("schedule", SCHEDULES), ("sampling", SAMPLING), ("precision", PRECISIONS),
+                              ("init", INITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", "checkpoint_every", "log_every"):
@@ -104,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"sam_rho must be >= 0, got {self.sam_rho}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.fast and self.compile:
+            raise ValueError("fast and compile are two different paths: choose one")
         unknown = [n for n in self.finish_with if n not in names]
         if unknown or self.finish_steps < 0 or bool(self.finish_steps) != bool(self.finish_with):
             raise ValueError(f"finish_with {self.finish_with} and finish_steps {self.finish_steps}: name tasks "

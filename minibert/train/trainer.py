@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from minibert.compiled import CompiledBertModel
 from minibert.fast import FastBertModel
 from minibert.multitask import MultiTaskModel
 from minibert.tasks import make_task, task_type
@@ -51,8 +52,21 @@ class Trainer:
         self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, pooling=cfg.pooling,
                                                  device=self.device,
                                                  attn_implementation=cfg.attn_implementation)  # same heads everywhere
+        if cfg.init == "random":  # seeded like the heads: every process draws the same weights
+            torch.manual_seed(cfg.seed)
+            self.model.encoder.bert.init_weights()
+            log.warning("init = random: the encoder's pretrained weights were replaced by random ones")
+        if cfg.heads_from:
+            loaded = self.model.load_heads(cfg.heads_from, missing_ok=True, spec_source="this run's configuration")
+            if not loaded:
+                raise ValueError(f"heads_from = {cfg.heads_from}: it has no head for any of this run's tasks")
+            log.info("heads from %s: %s; fresh: %s", cfg.heads_from, ", ".join(loaded),
+                     ", ".join(n for n in self.model.tasks if n not in loaded) or "none")
         if cfg.fast:  # the same weights behind the fast path; saved folders keep the Hugging Face layout
             self.model.encoder.bert = FastBertModel.from_bert(self.model.encoder.bert)
+        if cfg.compile:  # the same tensors, compiled per batch shape; CUDA graphs on CUDA
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self.model.encoder.bert = CompiledBertModel.from_bert(self.model.encoder.bert, mode=mode)
         checkpoint.seed_everything(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
         tokenizer = self.model.encoder.tokenizer
         if cfg.max_seq_length:

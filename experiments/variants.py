@@ -1,0 +1,122 @@
+"""Named variants of one training configuration, each run for several seeds, scored on dev.
+
+The shared driver of the multi-task studies (layer_decay/, imbalance/, transfer/, freezing/, ...).
+Each variant is a name and ``key=value`` overrides, exactly as `scripts/train.py --set` takes them,
+plus ``only=a,b,c`` to keep only those tasks. ``{out}`` and ``{seed}`` in a value stand for the output
+folder and the seed, so a variant can start from an earlier variant's model:
+
+    python experiments/variants.py --out runs/layer-decay --seeds 1 2 --set steps=1000 \\
+        --variant "0.9" layer_decay=0.9 --variant "0.65" layer_decay=0.65
+
+A study run is the configuration with its test files withheld (no test split is read), every dev set
+capped at --max-dev examples (the same examples for every variant: split_seed is fixed), one
+evaluation at the end, and no plot. Each run's folder is OUT/<variant>-seed<seed>; a folder that has
+finished with the same recipe is reused, so a study can be extended or resumed, and several studies
+in one OUT share their common runs. Prints a markdown table (mean ± standard deviation over seeds of
+each task's main dev metric, their mean, and minutes per run) and writes it to OUT/STUDY.md, with
+every run's scores in OUT/STUDY.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import statistics
+import time
+from pathlib import Path
+
+from minibert.tasks import task_type
+from minibert.train import load_config, train
+from minibert.train.config import TrainConfig, changed_keys
+
+
+def study_config(config: str, overrides: list[str], seed: int, folder: Path, max_dev: int) -> TrainConfig:
+    """The configuration of one study run (see the module docstring)."""
+    only = [o.split("=", 1)[1].split(",") for o in overrides if o.startswith("only=")]
+    cfg = load_config(config, [o for o in overrides if not o.startswith("only=")])
+    if only:
+        unknown = sorted(set(only[-1]) - {t.name for t in cfg.tasks})
+        if unknown:
+            raise ValueError(f"only={','.join(only[-1])}: no task named {unknown} in {config}")
+        cfg.tasks = [t for t in cfg.tasks if t.name in only[-1]]
+    for t in cfg.tasks:
+        t.test = None
+        t.max_dev_examples = min(t.max_dev_examples or max_dev, max_dev)
+    cfg.seed, cfg.output_dir = seed, str(folder)
+    cfg.eval_every, cfg.checkpoint_every, cfg.plot = 0, cfg.steps, False
+    return cfg
+
+
+def run(cfg: TrainConfig) -> tuple[dict[str, float], float]:
+    """Each task's main dev metric, and the minutes the run took (0 when an earlier run is reused)."""
+    folder = Path(cfg.output_dir)
+    result_file, saved_config = folder / "result.json", folder / "config.json"
+    if result_file.is_file() and saved_config.is_file():
+        if not changed_keys(json.loads(saved_config.read_text()), cfg.to_dict()):
+            result, minutes = json.loads(result_file.read_text()), 0.0
+        else:
+            raise ValueError(f"{folder} holds a finished run of another recipe: remove it or choose another --out")
+    else:
+        start = time.perf_counter()
+        result = train(cfg)
+        minutes = (time.perf_counter() - start) / 60
+    metrics = result["best"]["metrics"]
+    return {t.name: metrics[t.name][task_type(t.type).main_metric] for t in cfg.tasks}, minutes
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.4f}{spread}"
+
+
+def table(scores: dict[str, list[dict[str, float]]], minutes: dict[str, list[float]]) -> str:
+    tasks = list(dict.fromkeys(t for runs in scores.values() for run in runs for t in run))
+    lines = ["| variant (dev) | " + " | ".join(tasks) + " | mean | min/run |", "|---" * (len(tasks) + 3) + "|"]
+    for name, runs in scores.items():
+        cells = [cell([r[t] for r in runs if t in r]) for t in tasks]
+        means = cell([statistics.mean(r.values()) for r in runs])
+        spent = [m for m in minutes[name] if m]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {means} | "
+                     + (f"{statistics.mean(spent):.1f}" if spent else "reused") + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="scripts/configs/multitask.toml")
+    parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+                        help="a name, then its overrides (repeat for each variant)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every variant")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--max-dev", type=int, default=1000, help="examples per dev set")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--study", default="table", help="the name of the table's files in OUT")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    out = Path(args.out)
+    names = [name for name, *_ in args.variant]
+    if len(set(names)) != len(names):
+        parser.error(f"variant names must be unique, got {names}")
+    scores: dict[str, list[dict[str, float]]] = {}
+    minutes: dict[str, list[float]] = {}
+    for name, *overrides in args.variant:
+        for seed in args.seeds:
+            folder = out / (re.sub(r"[^\w.=-]+", "-", name).strip("-") + f"-seed{seed}")
+            filled = [o.format(out=out, seed=seed) for o in args.set + overrides]
+            got, spent = run(study_config(args.config, filled, seed, folder, args.max_dev))
+            scores.setdefault(name, []).append(got)
+            minutes.setdefault(name, []).append(spent)
+            print(f"{name} seed {seed}: " + ", ".join(f"{t} {v:.4f}" for t, v in got.items()), flush=True)
+    text = table(scores, minutes)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.study}.md").write_text(text + "\n")
+    (out / f"{args.study}.json").write_text(json.dumps(scores, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The compiled path: the reference encoder under ``torch.compile``, fed batches of a few fixed shapes.
+
+A small encoder on a GPU spends most of a step launching kernels, not running them: MiniLM's six
+layers issue a few hundred small kernels per forward. Two remedies, both from ``torch.compile``:
+
+- **Fusion.** Inductor writes the elementwise work around the matmuls (bias, GELU, residual adds,
+  LayerNorm, the mask arithmetic) as a few generated kernels instead of dozens of separate ones.
+- **CUDA graphs** (``mode="reduce-overhead"``). A whole forward (and backward) is recorded once and
+  replayed as one launch.
+
+Both need static shapes: a graph replays the exact sizes it recorded, and every new shape compiles
+again. So ``CompiledBertModel`` pads each batch's length up to a multiple of ``bucket`` tokens and its
+rows up to a power of two, runs the compiled reference forward, and cuts the result back to the
+batch it was given. The extra positions are padding (masked keys, ignored queries) and the extra rows
+copies of the first one, dropped: outputs and gradients are the reference's, to float rounding.
+
+On CPU the same code runs (useful to test it) but the fast path (``minibert.fast``) is faster there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from minibert.config import BertConfig
+from minibert.model import BertModel, BertOutput
+
+RECOMPILE_LIMIT = 64  # shapes per compiled forward: (length buckets up to 512) x (row counts); dynamo's default is 8
+
+
+def bucketed(n: int, bucket: int, limit: int) -> int:
+    """``n`` rounded up to a multiple of ``bucket``, but never above ``limit`` (and never below ``n``)."""
+    return max(n, min(-(-n // bucket) * bucket, limit))
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+class CompiledBertModel(BertModel):
+    """``BertModel`` whose forward is ``torch.compile``d, on batches padded to a few fixed shapes.
+
+    ``mode`` is torch.compile's: ``None`` (fusion only) or ``"reduce-overhead"`` (fusion and CUDA
+    graphs, on CUDA). Build it with ``from_bert``; it shares the reference model's tensors."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = True, attn_implementation: str = "sdpa",
+                 bucket: int = 32, mode: str | None = None) -> None:
+        super().__init__(config, add_pooler, attn_implementation)
+        if bucket < 1:
+            raise ValueError(f"bucket must be >= 1, got {bucket}")
+        self.bucket, self.mode = bucket, mode
+        # The reference forward, compiled once per shape; bound here so that it sees this module.
+        self.compiled_forward = torch.compile(super().forward, mode=mode, dynamic=False, fullgraph=True)
+
+    @classmethod
+    def from_bert(cls, bert: BertModel, bucket: int = 32, mode: str | None = None) -> CompiledBertModel:
+        """The compiled twin of a reference model: the same tensors, shared, not copied."""
+        with torch.device("meta"):
+            twin = cls(bert.config, add_pooler=bert.pooler is not None, bucket=bucket, mode=mode)
+        twin.load_state_dict(bert.state_dict(), strict=True, assign=True)
+        twin.set_attn_implementation(bert.blocks[0].attention.attn_implementation)
+        return twin.train(bert.training)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> BertOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        B, L = input_ids.shape
+        rows = next_power_of_two(B) - B
+        cols = bucketed(L, self.bucket, self.config.max_position_embeddings) - L
+        # Pad columns are padding (mask 0); pad rows repeat row 0, a real sentence, so that no row
+        # of the compiled batch is all padding.
+        inputs = [torch.cat([F.pad(t, (0, cols)), F.pad(t[:1], (0, cols)).expand(rows, -1)])
+                  for t in (input_ids, attention_mask, token_type_ids)]
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            out = self.compiled_forward(*inputs)
+        pooled = out.pooler_output[:B] if out.pooler_output is not None else None
+        return BertOutput(out.last_hidden_state[:B, :L], pooled)
