@@ -12,9 +12,12 @@ A study run is the configuration with its test files withheld (no test split is 
 capped at --max-dev examples (the same examples for every variant: split_seed is fixed), one
 evaluation at the end, and no plot. Each run's folder is OUT/<variant>-seed<seed>; a folder that has
 finished with the same recipe is reused, so a study can be extended or resumed, and several studies
-in one OUT share their common runs. Prints a markdown table (mean ± standard deviation over seeds of
-each task's main dev metric, their mean, and minutes per run) and writes it to OUT/STUDY.md, with
-every run's scores in OUT/STUDY.json.
+in one OUT share their common runs. A variant that starts from another's output ({out} in a value)
+is always run again, since what it starts from may have changed.
+
+Prints a markdown table (mean ± standard deviation over seeds of each task's main dev metric, the
+mean over the tasks the variant has, and minutes per run) and writes it to OUT/STUDY.md, with every
+run's scores in OUT/STUDY.json.
 """
 
 from __future__ import annotations
@@ -49,11 +52,11 @@ def study_config(config: str, overrides: list[str], seed: int, folder: Path, max
     return cfg
 
 
-def run(cfg: TrainConfig) -> tuple[dict[str, float], float]:
+def run(cfg: TrainConfig, reuse: bool = True) -> tuple[dict[str, float], float]:
     """Each task's main dev metric, and the minutes the run took (0 when an earlier run is reused)."""
     folder = Path(cfg.output_dir)
     result_file, saved_config = folder / "result.json", folder / "config.json"
-    if result_file.is_file() and saved_config.is_file():
+    if reuse and result_file.is_file() and saved_config.is_file():
         if not changed_keys(json.loads(saved_config.read_text()), cfg.to_dict()):
             result, minutes = json.loads(result_file.read_text()), 0.0
         else:
@@ -62,7 +65,10 @@ def run(cfg: TrainConfig) -> tuple[dict[str, float], float]:
         start = time.perf_counter()
         result = train(cfg)
         minutes = (time.perf_counter() - start) / 60
-    metrics = result["best"]["metrics"]
+    metrics = (result.get("best") or {}).get("metrics", {})
+    undeveloped = [t.name for t in cfg.tasks if t.name not in metrics]
+    if undeveloped:
+        raise ValueError(f"{folder}: no dev score for {undeveloped}: give each task a dev file or dev_split")
     return {t.name: metrics[t.name][task_type(t.type).main_metric] for t in cfg.tasks}, minutes
 
 
@@ -98,16 +104,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
-    names = [name for name, *_ in args.variant]
-    if len(set(names)) != len(names):
-        parser.error(f"variant names must be unique, got {names}")
+    folders = {name: re.sub(r"[^\w.=-]+", "-", name).strip("-") for name, *_ in args.variant}
+    if len(set(folders.values())) != len(args.variant):
+        parser.error(f"variant names must give distinct folder names, got {folders}")
     scores: dict[str, list[dict[str, float]]] = {}
     minutes: dict[str, list[float]] = {}
     for name, *overrides in args.variant:
         for seed in args.seeds:
-            folder = out / (re.sub(r"[^\w.=-]+", "-", name).strip("-") + f"-seed{seed}")
-            filled = [o.format(out=out, seed=seed) for o in args.set + overrides]
-            got, spent = run(study_config(args.config, filled, seed, folder, args.max_dev))
+            folder = out / f"{folders[name]}-seed{seed}"
+            filled = [o.replace("{out}", str(out)).replace("{seed}", str(seed)) for o in args.set + overrides]
+            cfg = study_config(args.config, filled, seed, folder, args.max_dev)
+            got, spent = run(cfg, reuse=not any("{out}" in o for o in overrides))
             scores.setdefault(name, []).append(got)
             minutes.setdefault(name, []).append(spent)
             print(f"{name} seed {seed}: " + ", ".join(f"{t} {v:.4f}" for t, v in got.items()), flush=True)
@@ -115,7 +122,10 @@ def main() -> None:
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.study}.md").write_text(text + "\n")
-    (out / f"{args.study}.json").write_text(json.dumps(scores, indent=2) + "\n")
+    record = {"seeds": args.seeds, "set": args.set, "variants": {name: dict(zip(map(str, args.seeds), runs,
+                                                                               strict=True))
+                                                               for name, runs in scores.items()}}
+    (out / f"{args.study}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,15 @@ Both need static shapes: a graph replays the exact sizes it recorded, and every 
 again. So ``CompiledBertModel`` pads each batch's length up to a multiple of ``bucket`` tokens and its
 rows up to a power of two, runs the compiled reference forward, and cuts the result back to the
 batch it was given. The extra positions are padding (masked keys, ignored queries) and the extra rows
-copies of the first one, dropped: outputs and gradients are the reference's, to float rounding.
+copies of the first one, dropped: outputs and gradients are the reference's, to float rounding
+(without dropout, whose random draws differ).
 
 On CPU the same code runs (useful to test it) but the fast path (``minibert.fast``) is faster there.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +28,12 @@ import torch.nn.functional as F
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput
 
-RECOMPILE_LIMIT = 64  # shapes per compiled forward: (length buckets up to 512) x (row counts); dynamo's default is 8
+# Compilations allowed per forward: length buckets (16 up to 512 tokens) x row counts x train/eval x
+# grad/no grad. Dynamo's default (8) would end in an error once a long run meets its ninth shape.
+RECOMPILE_LIMIT = 1024
+LIMITS = {name: RECOMPILE_LIMIT for name in ("recompile_limit", "accumulated_recompile_limit",  # torch >= 2.7
+                                              "cache_size_limit", "accumulated_cache_size_limit")  # older names
+          if hasattr(torch._dynamo.config, name)}
 
 
 def bucketed(n: int, bucket: int, limit: int) -> int:
@@ -49,15 +57,20 @@ class CompiledBertModel(BertModel):
         if bucket < 1:
             raise ValueError(f"bucket must be >= 1, got {bucket}")
         self.bucket, self.mode = bucket, mode
-        # The reference forward, compiled once per shape; bound here so that it sees this module.
-        self.compiled_forward = torch.compile(super().forward, mode=mode, dynamic=False, fullgraph=True)
+        # The reference forward, compiled once per shape. Unbound: it takes the module as an argument,
+        # so a copy of this model runs its own weights.
+        self.compiled_forward = torch.compile(BertModel.forward, mode=mode, dynamic=False, fullgraph=True)
 
     @classmethod
     def from_bert(cls, bert: BertModel, bucket: int = 32, mode: str | None = None) -> CompiledBertModel:
-        """The compiled twin of a reference model: the same tensors, shared, not copied."""
+        """The compiled twin of a reference model. Its tensors are shared, not copied, and frozen ones
+        stay frozen; like the fast twin it is a snapshot: build it again after moving ``bert`` to
+        another device or dtype."""
         with torch.device("meta"):
-            twin = cls(bert.config, add_pooler=bert.pooler is not None, bucket=bucket, mode=mode)
+            twin = cls(copy.deepcopy(bert.config), add_pooler=bert.pooler is not None, bucket=bucket, mode=mode)
         twin.load_state_dict(bert.state_dict(), strict=True, assign=True)
+        for theirs, ours in zip(bert.parameters(), twin.parameters(), strict=True):
+            ours.requires_grad_(theirs.requires_grad)
         twin.set_attn_implementation(bert.blocks[0].attention.attn_implementation)
         return twin.train(bert.training)
 
@@ -74,7 +87,7 @@ class CompiledBertModel(BertModel):
         # of the compiled batch is all padding.
         inputs = [torch.cat([F.pad(t, (0, cols)), F.pad(t[:1], (0, cols)).expand(rows, -1)])
                   for t in (input_ids, attention_mask, token_type_ids)]
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-            out = self.compiled_forward(*inputs)
+        with torch._dynamo.config.patch(LIMITS):
+            out = self.compiled_forward(self, *inputs)
         pooled = out.pooler_output[:B] if out.pooler_output is not None else None
         return BertOutput(out.last_hidden_state[:B, :L], pooled)

@@ -57,12 +57,17 @@ class MultiTaskModel(nn.Module):
 
     @classmethod
     def from_encoder(cls, name_or_path: str | Path, tasks: list[Task | dict], seed: int = 0,
-                     pooling: list[str] | None = None, **kwargs) -> MultiTaskModel:
+                     pooling: list[str] | None = None, random_encoder: bool = False, **kwargs) -> MultiTaskModel:
         """A pretrained encoder with freshly initialised heads (``seed`` fixes their initial weights);
-        ``pooling`` replaces the folder's pooling modes (``["cls"]``, ``["max"]``, ...)."""
+        ``pooling`` replaces the folder's pooling modes (``["cls"]``, ``["max"]``, ...).
+        ``random_encoder``: the folder's architecture and tokenizer, but weights drawn afresh (from
+        ``seed``) before the heads are built, since some heads start from encoder weights."""
         encoder = SentenceEncoder.from_pretrained(name_or_path, **kwargs)
         if pooling:
             encoder.pooling = Pooling(PoolingConfig(tuple(pooling), encoder.bert.config.hidden_size))
+        if random_encoder:
+            torch.manual_seed(seed)
+            encoder.bert.init_weights()
         torch.manual_seed(seed)
         model = cls(encoder, [t if isinstance(t, Task) else make_task(t) for t in tasks])
         # eval, like every from_pretrained: call .train() to fine-tune
@@ -140,9 +145,10 @@ class MultiTaskModel(nn.Module):
 
     def load_heads(self, folder: str | Path, missing_ok: bool = False, spec_source: str | None = None) -> list[str]:
         """Head weights from a saved model's heads.safetensors, matched by task name, every shape checked;
-        returns the names loaded. Strict by default. ``missing_ok``: the tasks the folder lacks keep their
-        fresh heads and its other heads are ignored (a task added to a trained model); a task it has must
-        have the same type and labels there. ``spec_source`` names where this model's tasks come from."""
+        returns the names of the tasks loaded. Strict by default. ``missing_ok``: only the tasks that the
+        folder's tasks.json also lists are loaded, each with the same type, labels and weight names; the
+        others keep their fresh heads (a task added to a trained model). ``spec_source`` names where
+        this model's tasks come from, for the errors."""
         folder = Path(folder)
         spec_source = spec_source or str(folder / TASKS_FILE)
         heads_path = folder / HEADS_FILE
@@ -152,16 +158,23 @@ class MultiTaskModel(nn.Module):
             saved = load_file(heads_path)
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{heads_path}: not a readable safetensors file ({e})") from e
-        theirs = {t.get("name"): t for t in read_json(folder / TASKS_FILE).get("tasks", [])} \
-            if missing_ok and (folder / TASKS_FILE).is_file() else {}
         expected = {name: {f"{name}.{k}": t for k, t in head.state_dict().items()} for name, head in self.heads.items()}
-        if missing_ok:  # only the tasks the folder has a head for
-            expected = {name: keys for name, keys in expected.items() if any(k in saved for k in keys)}
-        for name in expected:
-            for key in ("type", "labels"):
-                if key in theirs.get(name, {}) and theirs[name][key] != self.tasks[name].to_dict().get(key):
-                    raise ValueError(f"{folder / TASKS_FILE}: task {name!r} has {key} {theirs[name][key]!r}, "
-                                     f"{spec_source} has {self.tasks[name].to_dict().get(key)!r}")
+        if missing_ok:
+            spec_path = folder / TASKS_FILE
+            if not spec_path.is_file():
+                raise FileNotFoundError(f"no {TASKS_FILE} in {folder}: not a saved multi-task model")
+            theirs = {t.get("name"): t for t in read_json(spec_path).get("tasks", [])}
+            expected = {name: keys for name, keys in expected.items() if name in theirs}
+            for name, keys in expected.items():
+                ours = self.tasks[name].to_dict()
+                for key in ("type", "labels"):
+                    if theirs[name].get(key) != ours.get(key):
+                        raise ValueError(f"{spec_path}: task {name!r} has {key} {theirs[name].get(key)!r}, "
+                                         f"{spec_source} has {ours.get(key)!r}")
+                their_keys = sorted(k for k in saved if k.startswith(name + "."))
+                if their_keys != sorted(keys):  # e.g. a hidden layer on one side only
+                    raise ValueError(f"{heads_path}: task {name!r} has weights {their_keys}, but {spec_source} "
+                                     f"builds {sorted(keys)} (other head options?)")
         wanted = {k: t for keys in expected.values() for k, t in keys.items()}
         missing = sorted(set(wanted) - set(saved))
         unexpected = [] if missing_ok else sorted(set(saved) - set(wanted))

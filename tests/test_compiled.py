@@ -56,8 +56,14 @@ def test_compiled_outputs_and_gradients_match_the_reference():
     grads = dict(compiled.named_parameters())
     for name, p in ref.named_parameters():
         torch.testing.assert_close(grads[name].grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
-    # the twin shares the reference's storage (here the copy's): nothing was duplicated
-    assert set(compiled.state_dict()) == set(ref.state_dict())
+    ref.embeddings.requires_grad_(False)
+    twin = CompiledBertModel.from_bert(ref)  # shares the tensors, and what was frozen stays frozen
+    assert twin.blocks[1].ffn_out.weight.data_ptr() == ref.blocks[1].ffn_out.weight.data_ptr()
+    assert [p.requires_grad for p in twin.parameters()] == [p.requires_grad for p in ref.parameters()]
+    copied = copy.deepcopy(twin)  # a copy runs its own weights, not the original's
+    with torch.no_grad():
+        copied.blocks[0].ffn_out.bias.add_(1.0)
+        assert not torch.allclose(copied(ids, mask).last_hidden_state, twin(ids, mask).last_hidden_state)
 
 
 @needs_compiler

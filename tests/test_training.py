@@ -372,8 +372,8 @@ def test_a_task_added_to_a_trained_model_keeps_the_old_heads(tiny_model_dir, tin
     config["tasks"] = [t for t in five if t["name"] in ("sts", "topic", "sentiment")]
     train(run_config(config, tmp_path / "c.json"))
     first = tmp_path / "three" / "final"
-    config.update(output_dir=str(tmp_path / "five"), tasks=five, model=str(first), heads_from=str(first),
-                  freeze=["head:topic", "head:sentiment"], finish_with=["ner"], finish_steps=4)
+    config.update(output_dir=str(tmp_path / "five"), tasks=five, model=str(first), heads_from=str(first), seed=7,
+                  freeze=["head:topic", "head:sentiment"], finish_with=["ner"], finish_steps=4)  # fresh heads differ
     train(run_config(config, tmp_path / "c2.json"))
     before, after = load_file(first / "heads.safetensors"), load_file(tmp_path / "five" / "final" / "heads.safetensors")
     assert before.keys() < after.keys() and any(k.startswith("ner.") for k in after)
@@ -385,9 +385,12 @@ def test_a_task_added_to_a_trained_model_keeps_the_old_heads(tiny_model_dir, tin
     topic["labels"] = ["World", "Sports", "Business", "Sci/Tech"]  # another order: the saved head would lie
     with pytest.raises(ValueError, match="task 'topic' has labels"):
         train(run_config(config, tmp_path / "c3.json"))
+    topic["labels"], topic["head"] = None, {"hidden_layer": True}
+    with pytest.raises(ValueError, match=r"task 'topic' has weights \['topic.out.bias', 'topic.out.weight'\], but"):
+        train(run_config(config, tmp_path / "c4.json"))
     config.update(tasks=[t for t in five if t["name"] == "ner"], freeze=[])
     with pytest.raises(ValueError, match="has no head for any of this run's tasks"):
-        train(run_config(config, tmp_path / "c4.json"))
+        train(run_config(config, tmp_path / "c5.json"))
 
 
 def test_random_init_draws_the_encoder_afresh(tiny_model_dir, tiny_data, tmp_path):

@@ -51,10 +51,9 @@ class Trainer:
         tasks = self.load_data()  # every process reads every file and later takes its share of each batch
         self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, pooling=cfg.pooling,
                                                  device=self.device,
-                                                 attn_implementation=cfg.attn_implementation)  # same heads everywhere
-        if cfg.init == "random":  # seeded like the heads: every process draws the same weights
-            torch.manual_seed(cfg.seed)
-            self.model.encoder.bert.init_weights()
+                                                 attn_implementation=cfg.attn_implementation,
+                                                 random_encoder=cfg.init == "random")  # same weights everywhere
+        if cfg.init == "random":
             log.warning("init = random: the encoder's pretrained weights were replaced by random ones")
         if cfg.heads_from:
             loaded = self.model.load_heads(cfg.heads_from, missing_ok=True, spec_source="this run's configuration")
@@ -64,8 +63,9 @@ class Trainer:
                      ", ".join(n for n in self.model.tasks if n not in loaded) or "none")
         if cfg.fast:  # the same weights behind the fast path; saved folders keep the Hugging Face layout
             self.model.encoder.bert = FastBertModel.from_bert(self.model.encoder.bert)
-        if cfg.compile:  # the same tensors, compiled per batch shape; CUDA graphs on CUDA
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
+        if cfg.compile:  # the same tensors, compiled per batch shape; CUDA graphs on CUDA, except that
+            # accumulated micro-batches would each start a new graph run, overwriting the last one's gradients
+            mode = "reduce-overhead" if self.device.type == "cuda" and cfg.grad_accum == 1 else None
             self.model.encoder.bert = CompiledBertModel.from_bert(self.model.encoder.bert, mode=mode)
         checkpoint.seed_everything(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
         tokenizer = self.model.encoder.tokenizer
