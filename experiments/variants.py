@@ -96,7 +96,8 @@ def main() -> None:
     parser.add_argument("--config", default="scripts/configs/multitask.toml")
     parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
                         help="a name, then its overrides (repeat for each variant)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every variant")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="overrides for every variant (repeatable)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--max-dev", type=int, default=1000, help="examples per dev set")
     parser.add_argument("--out", required=True)

@@ -16,7 +16,7 @@ from minibert.data import TextExample, read_classification, read_conll, read_nli
 from minibert.metrics import entity_prf, macro_f1
 from minibert.tasks import Classification, TokenClassification
 from minibert.train.batches import StepBatches, hold_out, load_task_data, task_for_step, task_probabilities
-from minibert.train.config import load_config
+from minibert.train.config import changed_keys, load_config
 from minibert.train.optim import lr_multiplier, make_optimizer, param_groups
 
 # ---- readers -------------------------------------------------------------------------------------
@@ -368,3 +368,11 @@ def test_the_last_steps_can_go_to_chosen_tasks(tmp_path):
         TrainConfig(tasks=tasks, finish_with=["d"], finish_steps=5)
     with pytest.raises(ValueError, match="or neither"):
         TrainConfig(tasks=tasks, finish_steps=5)
+
+
+def test_a_setting_added_after_a_run_was_saved_counts_as_its_default():
+    base = {"tasks": [{"name": "sts", "type": "sts", "train": "x.tsv"}], "steps": 5}
+    now = load_config(None, base=base).to_dict()
+    saved = {k: v for k, v in now.items() if k not in ("init", "heads_from", "compile")}  # an older run's
+    assert changed_keys(saved, now) == []
+    assert changed_keys(saved, load_config(None, ["init=random", "steps=6"], base=base).to_dict()) == ["init", "steps"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,12 @@ NOT_RECIPE = ("output_dir", "data_dir", "num_workers", "plot", "checkpoint_every
 
 
 def changed_keys(saved: dict, now: dict) -> list[str]:
-    """The settings of the recipe on which two resolved configurations (``TrainConfig.to_dict()``) differ."""
-    return sorted(k for k in set(saved) | set(now) if k not in NOT_RECIPE and saved.get(k) != now.get(k))
+    """The settings of the recipe on which two resolved configurations (``TrainConfig.to_dict()``) differ.
+    A setting one of them lacks (it was saved before the setting existed) counts as its default."""
+    defaults = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+                for f in fields(TrainConfig)}
+    return sorted(k for k in set(saved) | set(now)
+                  if k not in NOT_RECIPE and saved.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
 
 
 def task_from_dict(raw: dict) -> TaskConfig:
