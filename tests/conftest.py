@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -151,3 +152,25 @@ def tiny_config(model_dir: Path, data: Path, out: Path, **overrides) -> dict:
     }
     config.update(overrides)
     return config
+
+
+def train_tiny(model_dir: Path, data: Path, out: Path, only: tuple[str, ...] = (), **overrides) -> list[dict]:
+    """Train ``tiny_config`` with overrides (``only``: just those tasks) and return the per-task training
+    losses of each logged step."""
+    from minibert.train import load_config, train
+
+    config = tiny_config(model_dir, data, out, **overrides)
+    config["tasks"] = [t for t in config["tasks"] if not only or t["name"] in only]
+    out.with_suffix(".json").write_text(json.dumps(config))
+    train(load_config(out.with_suffix(".json")))
+    records = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def assert_losses_match(reference: list[dict], other: list[dict], rel: float, abs: float) -> None:
+    """Two runs' logged losses (``logged_losses``), step by step and task by task."""
+    assert len(other) == len(reference)
+    for a, b in zip(reference, other, strict=True):
+        assert a.keys() == b.keys()
+        for task in a:
+            assert b[task] == pytest.approx(a[task], rel=rel, abs=abs), task

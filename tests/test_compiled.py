@@ -6,18 +6,17 @@ A tiny model keeps the compilations to seconds."""
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import assert_losses_match, tiny_config, train_tiny
 from torch._dynamo.utils import counters
 
 from minibert import BertConfig, BertModel, SentenceEncoder
 from minibert.compiled import CompiledBertModel, bucketed, next_power_of_two
-from minibert.train import load_config, train
+from minibert.train import load_config
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                     reason="torch.compile on the CPU needs a C++ compiler (apt install g++)")
@@ -84,24 +83,16 @@ def test_cli_compile_is_a_path_of_its_own(capsys):
 def test_training_compiled_follows_the_reference(tiny_model_dir, tiny_data, tmp_path):
     losses = {}
     for compile in (False, True):
-        out = tmp_path / f"compile-{compile}"
-        config = tiny_config(tiny_model_dir, tiny_data, out, steps=4, eval_every=0, log_every=1, dropout=0.0,
-                             compile=compile)
-        config["tasks"] = [t for t in config["tasks"] if t["name"] in ("sts", "topic")]
-        (tmp_path / "c.json").write_text(json.dumps(config))
         counters.clear()
-        train(load_config(tmp_path / "c.json"))
+        losses[compile] = train_tiny(tiny_model_dir, tiny_data, tmp_path / f"compile-{compile}", only=("sts", "topic"),
+                                     steps=4, eval_every=0, log_every=1, dropout=0.0, compile=compile)
         assert bool(counters["stats"]["unique_graphs"]) == compile  # the compiled path ran, and only there
-        losses[compile] = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-                           if "loss" in r]
     assert len(losses[True]) == 4
-    for a, b in zip(losses[False], losses[True], strict=True):
-        for task in a:
-            assert b[task] == pytest.approx(a[task], rel=1e-4, abs=1e-6), task
+    assert_losses_match(losses[False], losses[True], rel=1e-4, abs=1e-6)
     reloaded = SentenceEncoder.from_pretrained(tmp_path / "compile-True" / "final")  # saved as a plain BERT
     assert isinstance(reloaded.bert, BertModel) and not isinstance(reloaded.bert, CompiledBertModel)
     with pytest.raises(ValueError, match="fast and compile are two different paths"):
-        load_config(None, ["fast=true", "compile=true"], base=config)
+        load_config(None, ["fast=true", "compile=true"], base=tiny_config(tiny_model_dir, tiny_data, tmp_path))
 
 
 @needs_cuda

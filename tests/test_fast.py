@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import assert_losses_match, train_tiny
 from safetensors.torch import load_file
 
 from minibert import SentenceEncoder
@@ -15,7 +13,6 @@ from minibert.data import PairExample
 from minibert.fast import FastBertModel, FastLinear, Packing, quantize_int8
 from minibert.model import BertModel
 from minibert.multitask import MultiTaskModel
-from minibert.train import load_config, train
 from minibert.weights import fuse_qkv, split_qkv
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -141,19 +138,11 @@ def test_a_fast_model_saves_in_the_hugging_face_layout(minilm_dir, tmp_path):
 def test_training_with_fast_follows_the_reference(tiny_model_dir, tiny_data, tmp_path):
     losses = {}
     for fast in (False, True):
-        out = tmp_path / f"fast-{fast}"
-        config = tiny_config(tiny_model_dir, tiny_data, out, steps=8, eval_every=0, log_every=1, dropout=0.0,
-                             fast=fast)
-        (tmp_path / "c.json").write_text(json.dumps(config))
-        train(load_config(tmp_path / "c.json"))
-        losses[fast] = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
-                        if "loss" in r]
-        assert (out / "final" / "model.safetensors").is_file()
+        losses[fast] = train_tiny(tiny_model_dir, tiny_data, tmp_path / f"fast-{fast}", steps=8, eval_every=0,
+                                  log_every=1, dropout=0.0, fast=fast)
+        assert (tmp_path / f"fast-{fast}" / "final" / "model.safetensors").is_file()
     assert len(losses[True]) == 8
-    for a, b in zip(losses[False], losses[True], strict=True):
-        assert a.keys() == b.keys()
-        for task in a:
-            assert b[task] == pytest.approx(a[task], rel=1e-3, abs=1e-5), task
+    assert_losses_match(losses[False], losses[True], rel=1e-3, abs=1e-5)
 
 
 @needs_cuda
