@@ -16,6 +16,7 @@ copies of the first one, dropped: outputs and gradients are the reference's, to 
 (without dropout, whose random draws differ).
 
 On CPU the same code runs (useful to test it) but the fast path (``minibert.fast``) is faster there.
+Short sentences want a smaller ``bucket``: padding to it is work the packed fast path never does.
 """
 
 from __future__ import annotations
