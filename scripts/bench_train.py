@@ -48,11 +48,11 @@ def autocast(device: str, precision: str):
     return torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
 
 
-def minibert_stepper(encoder: SentenceEncoder, path: str, device: str, precision: str):
-    """path: "reference", "fast" or "compiled"."""
-    if path == "fast":
+def minibert_stepper(encoder: SentenceEncoder, kind: str, device: str, precision: str):
+    """kind: the "reference", "fast" or "compiled" path."""
+    if kind == "fast":
         encoder.bert = FastBertModel.from_bert(encoder.bert)
-    if path == "compiled":
+    if kind == "compiled":
         encoder.bert = CompiledBertModel.from_bert(encoder.bert, mode="reduce-overhead" if "cuda" in device else None)
     model = MultiTaskModel(encoder, [make_task({"name": "sts", "type": "sts"})]).to(device).train()
     optimizer = make_optimizer(model, 2e-5)
@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="time the compiled path too (always on CUDA)")
     args = parser.parse_args()
-    paths = ["reference", "fast"] + (["compiled"] if args.compile or args.device.startswith("cuda") else [])
+    kinds = ["reference", "fast"] + (["compiled"] if args.compile or args.device.startswith("cuda") else [])
 
     path = str(resolve_model(args.model))
     tokenizer = Tokenizer.from_pretrained(path)
@@ -156,7 +156,7 @@ def main() -> None:
 
         def encoder() -> SentenceEncoder:
             return SentenceEncoder.from_pretrained(path)
-    for kind in paths:
+    for kind in kinds:
         name = "minibert" if kind == "reference" else f"minibert {kind}"
         steppers[name] = lambda kind=kind: minibert_stepper(encoder(), kind, args.device, args.precision)
     lengths = [len(e.ids) for batch in batches[3:] for e in tokenizer.encode([s for p in batch for s in (p.a, p.b)])]
