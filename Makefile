@@ -44,7 +44,7 @@ fixture: install weights
 	$(PY) scripts/make_reference_fixture.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
 
 # Training. Data files are relative to data_dir: ../shared/data, or $MINIBERT_DATA, or --set data_dir=DIR.
 train: install weights

@@ -6,7 +6,7 @@ plus ``only=a,b,c`` to keep only those tasks. ``{out}`` and ``{seed}`` in a valu
 folder and the seed, so a variant can start from an earlier variant's model:
 
     python experiments/variants.py --out runs/layer-decay --seeds 1 2 --set steps=1000 \\
-        --variant "0.9" layer_decay=0.9 --variant "0.65" layer_decay=0.65
+        --variant "0.9" optim.layer_decay=0.9 --variant "0.65" optim.layer_decay=0.65
 
 A study run is the configuration with its test files withheld (no test split is read), every dev set
 capped at --max-dev examples (the same examples for every variant: split_seed is fixed), one
@@ -32,7 +32,8 @@ from pathlib import Path
 
 from minibert.tasks import task_type
 from minibert.train import load_config, train
-from minibert.train.config import TrainConfig, changed_keys
+from minibert.train.config import TrainConfig
+from minibert.train.recipe import changed_keys
 
 
 def study_config(config: str, overrides: list[str], seed: int, folder: Path, max_dev: int) -> TrainConfig:
@@ -48,7 +49,7 @@ def study_config(config: str, overrides: list[str], seed: int, folder: Path, max
         t.test = None
         t.max_dev_examples = min(t.max_dev_examples or max_dev, max_dev)
     cfg.seed, cfg.output_dir = seed, str(folder)
-    cfg.eval_every, cfg.checkpoint_every, cfg.plot = 0, cfg.steps, False
+    cfg.eval.every, cfg.output.checkpoint_every, cfg.output.plot = 0, cfg.steps, False
     return cfg
 
 

@@ -30,29 +30,50 @@ def split_lines(data: bytes, name: str) -> list[str]:
 
 
 def read_lines(path: str) -> list[str]:
-    """The lines of a text file (``-``: standard input), as ``split_lines`` reads them."""
+    """The lines of a text file, as ``split_lines`` reads them. ``-`` is standard input; a pipe or a
+    device (``<(cmd)``, /dev/stdin) is read as a stream like it; a folder is an error of its own."""
     if path == "-":
-        return split_lines(sys.stdin.buffer.read(), "<stdin>")
-    if not Path(path).is_file():
+        try:
+            return split_lines(sys.stdin.buffer.read(), "<stdin>")
+        except (OSError, AttributeError) as e:  # no readable standard input
+            raise ValueError(f"--input -: standard input cannot be read ({e})") from e
+    file = Path(path)
+    if not file.exists():
         raise FileNotFoundError(f"input file not found: {path}")
-    return split_lines(Path(path).read_bytes(), path)
+    if file.is_dir():
+        raise ValueError(f"--input {path} is a folder, not a text file")
+    try:
+        with open(file, "rb") as f:  # a regular file, or a stream
+            return split_lines(f.read(), path)
+    except OSError as e:  # unreadable: permissions, a broken pipe
+        raise ValueError(f"--input {path}: cannot be read ({e.strerror or e})") from e
+
+
+def gather_sentences(args: argparse.Namespace, at_least: int = 1) -> list[str]:
+    """The sentences given as arguments, then those of --input; fewer than ``at_least`` is an error that
+    says where they were looked for."""
+    sentences = list(args.sentences)
+    if args.input:
+        lines = read_lines(args.input)
+        if not lines:
+            raise ValueError(f"--input {args.input} holds no lines")
+        sentences += lines
+    if len(sentences) < at_least:
+        raise ValueError(f"give at least {at_least} sentence{'s' * (at_least > 1)}, as arguments or with --input FILE")
+    return sentences
 
 
 def load_encoder(args: argparse.Namespace):
+    """The encoder the command runs: the model folder on the device, in the dtype, on the path asked for
+    (``minibert.paths``; by default the device's fastest path that equals the reference)."""
     import torch
 
     from minibert.sentence import SentenceEncoder
 
     if args.device is not None:
         check_device(args.device)
-    encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
-    if args.int8 and (args.dtype != "float32" or encoder.device.type != "cpu"):
-        raise ValueError("--int8 runs on the CPU in float32 (drop --device/--dtype)")
-    if args.compile and (args.fast or args.int8):
-        raise ValueError("--compile is a path of its own: use it without --fast/--int8")
-    if args.compile:
-        return encoder.to_compiled()
-    return encoder.to_fast(int8=args.int8) if args.fast or args.int8 else encoder
+    return SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
+                                           path=args.path)
 
 
 def short(text: str, width: int = 40) -> str:
@@ -76,14 +97,9 @@ def encode_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    if args.input and args.input != "-" and args.output and not args.sentences:
-        return encode_corpus(args)
-    sentences = list(args.sentences)
-    if args.input:
-        sentences += read_lines(args.input)
-    if not sentences:
-        print("error: give sentences as arguments or with --input FILE", file=sys.stderr)
-        return 2
+    if args.input and Path(args.input).is_file() and args.output and not args.sentences:
+        return encode_corpus(args)  # streamed: a regular file can be read twice and resumed
+    sentences = gather_sentences(args)
     encoder = load_encoder(args)
     emb = encoder.encode(sentences, batch_size=args.batch_size, show_progress_bar=args.progress,
                          normalize_embeddings=False if args.no_normalize else None)
@@ -102,10 +118,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_similarity(args: argparse.Namespace) -> int:
     from minibert.sentence import cos_sim
 
-    sentences = list(args.sentences) + (read_lines(args.input) if args.input else [])
-    if len(sentences) < 2:
-        print("error: give at least two sentences", file=sys.stderr)
-        return 2
+    sentences = gather_sentences(args, at_least=2)
     encoder = load_encoder(args)
     sim = cos_sim(encoder.encode(sentences, batch_size=args.batch_size))
     print("cosine similarity")
@@ -121,7 +134,13 @@ def read_embeddings(path: str) -> np.ndarray:
     """A .npy of embeddings saved by `minibert encode`, memory-mapped (it may be larger than memory)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"embeddings file not found: {path}")
-    return np.load(path, mmap_mode="r")
+    try:
+        emb = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:  # not a .npy, truncated, or pickled objects
+        raise ValueError(f"{path}: not a readable .npy array of embeddings ({e})") from e
+    if emb.ndim != 2 or not np.issubdtype(emb.dtype, np.floating):
+        raise ValueError(f"{path}: expected a (rows, dim) float array of embeddings, got {emb.dtype} {emb.shape}")
+    return emb
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -160,10 +179,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if args.input and args.input.endswith(".npy"):
         texts, emb = None, read_embeddings(args.input)
     else:
-        texts = list(args.sentences) + (read_lines(args.input) if args.input else [])
-        if len(texts) < 2:
-            print("error: give at least two sentences, as arguments or with --input FILE", file=sys.stderr)
-            return 2
+        texts = gather_sentences(args, at_least=2)
         emb = load_encoder(args).encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress)
     pairs = paraphrase_mining(emb, top_k=args.top_k, max_pairs=args.max_pairs)
     for score, i, j in pairs:
@@ -217,13 +233,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from minibert.multitask import MultiTaskModel
 
-    sentences = list(args.sentences) + (read_lines(args.input) if args.input else [])
-    if not sentences:
-        print("error: give sentences as arguments or with --input FILE", file=sys.stderr)
-        return 2
+    sentences = gather_sentences(args)
     if args.device is not None:
         check_device(args.device)
-    model = MultiTaskModel.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    model = MultiTaskModel.load(args.model, device=args.device, dtype=getattr(torch, args.dtype), path=args.path)
     if args.pairs:
         if len(sentences) % 2:
             print("error: --pairs takes an even number of sentences: A1 B1 A2 B2 ...", file=sys.stderr)
@@ -242,19 +255,35 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, fast: bool = True) -> None:
+class Replaced(argparse.Action):
+    """An option of older versions: an error that names the one that replaced it."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} is now {self.replacement}")
+
+
+def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_required: bool = False) -> None:
+    from minibert.paths import PATHS
+
     if sentences:
         p.add_argument("sentences", nargs="*", help="sentences to embed")
         p.add_argument("--input", help="a text file, one sentence per line ('-' for stdin)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
+    if model_required:
+        p.add_argument("--model", required=True, help="a saved multi-task model's folder")
+    else:
+        p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
-    if fast:
-        p.add_argument("--fast", action="store_true", help="the fast path (minibert.fast: no padding, fused QKV)")
-        p.add_argument("--int8", action="store_true", help="the fast path with int8 linear layers (CPU, float32)")
-        p.add_argument("--compile", action="store_true",
-                       help="torch.compile over length buckets, with CUDA graphs on CUDA (minibert.compiled)")
+    p.add_argument("--path", choices=PATHS, default=None,
+                   help="the execution path (minibert.paths; default: fast on the CPU and CUDA): reference is "
+                        "model.py as written; int8 needs the CPU and float32; compiled is torch.compile")
+    for old, new in (("--fast", "--path fast"), ("--int8", "--path int8"), ("--compile", "--path compiled")):
+        p.add_argument(old, action=Replaced, replacement=new)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,8 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("predict", help="every task's prediction from a saved multi-task model")
-    add_model_args(p, fast=False)
-    p.set_defaults(model=None)
+    add_model_args(p, model_required=True)
     p.add_argument("--pairs", action="store_true",
                    help="sentences are pairs A1 B1 A2 B2 ...: print NLI labels and similarity")
     p.set_defaults(func=cmd_predict)
@@ -311,11 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "predict" and args.model is None:
-        print("error: predict needs --model DIR (a saved multi-task model)", file=sys.stderr)
-        return 2
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:  # OSError: a file that cannot be written
         print(f"minibert: error: {e}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from minibert.files import read_json
+from minibert.typecheck import check_types
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
@@ -32,6 +33,7 @@ class BertConfig:
     pad_token_id: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self, "BertConfig.")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
             value = getattr(self, name)
@@ -45,6 +47,12 @@ class BertConfig:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.layer_norm_eps > 0 or not self.initializer_range >= 0:
+            raise ValueError(f"BertConfig.layer_norm_eps must be > 0 and initializer_range >= 0, got "
+                             f"{self.layer_norm_eps!r} and {self.initializer_range!r}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"BertConfig.pad_token_id must be a token id (0..{self.vocab_size - 1}), "
+                             f"got {self.pad_token_id}")
 
     @property
     def head_dim(self) -> int:
@@ -57,6 +65,8 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> BertConfig:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: expected a JSON object of settings, got {type(raw).__name__}")
         # These keys change the maths; we only implement the plain BERT values.
         unsupported = {
             "model_type": ("bert", None),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,9 +80,15 @@ class Skipper:
             warnings.warn(f"{self.path}: skipped {self.skipped} bad line(s); the first: {self.first}", stacklevel=3)
 
 
+def is_integer(text: str) -> bool:
+    """'3' and '-1' are integers; '--3', '3.0', '٣' (str.isdigit says yes) and 'World' are not."""
+    return re.fullmatch(r"-?[0-9]+", text) is not None
+
+
 def label_value(text: str) -> int | str:
     """'3' -> 3 (a class id); anything else stays a label name."""
-    return int(text) if text.strip().lstrip("-").isdigit() else text.strip()
+    text = text.strip()
+    return int(text) if is_integer(text) else text
 
 
 def read_sts_tsv(path: str | Path, skip_bad: bool = False) -> list[PairExample]:

@@ -47,14 +47,21 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
+def embedding_table(rows: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
+    """An ``nn.Embedding`` left to ``BertModel.init_weights`` to draw. (nn.Embedding's own N(0, 1) draw,
+    run on the meta device where models are built for loading, would import torch._dynamo, which is slow
+    to import and which no path but the compiled one needs.)"""
+    return nn.Embedding.from_pretrained(torch.empty(rows, dim), freeze=False, padding_idx=padding_idx)
+
+
 class Embeddings(nn.Module):
     """word + position + token type, then LayerNorm and dropout."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
-        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.word = embedding_table(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = embedding_table(config.max_position_embeddings, config.hidden_size)
+        self.token_type = embedding_table(config.type_vocab_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.max_positions = config.max_position_embeddings
@@ -162,6 +169,8 @@ class BertOutput(NamedTuple):
 class BertModel(nn.Module):
     """The BERT encoder: embeddings, a stack of post-LN blocks, and an optional pooler."""
 
+    path = "reference"  # the execution path this class runs (minibert.paths: fast, int8 and compiled twins)
+
     def __init__(self, config: BertConfig, add_pooler: bool = True,
                  attn_implementation: AttnImplementation = "sdpa") -> None:
         super().__init__()
@@ -177,8 +186,10 @@ class BertModel(nn.Module):
     def set_attn_implementation(self, attn_implementation: AttnImplementation) -> None:
         if attn_implementation not in ("eager", "sdpa"):
             raise ValueError(f"attn_implementation must be 'eager' or 'sdpa', got {attn_implementation!r}")
+        self.attn_implementation = attn_implementation  # kept by a twin on another path, and back
         for block in self.blocks:
-            block.attention.attn_implementation = attn_implementation
+            if isinstance(block.attention, SelfAttention):  # the fast path's attention picks its own kernel
+                block.attention.attn_implementation = attn_implementation
 
     def set_dropout(self, p: float) -> None:
         """One dropout rate for the embeddings, attention links and residual branches (fine-tuning knob)."""
@@ -233,8 +244,11 @@ class BertModel(nn.Module):
         with torch.device("meta"):
             model = cls(config, add_pooler=weights.has_pooler(tensors), attn_implementation=attn_implementation)
         shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-        state = weights.convert_state_dict(tensors, report, config, shapes)
+        state = weights.convert_state_dict(tensors, report, config, shapes, str(folder / "config.json"))
         model.load_state_dict(state, strict=True, assign=True)
+        if dtype is None:  # the checkpoint's own dtype, as transformers keeps it; float32 if it mixes several
+            stored = {t.dtype for t in state.values()}
+            dtype = stored.pop() if len(stored) == 1 else torch.float32
         model.to(device=device, dtype=dtype).eval()  # a loaded model starts in inference mode, as in transformers
         log.info("%s", report)
         model.load_report = report

@@ -19,13 +19,15 @@ from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from minibert.files import read_json
+from minibert.paths import default_path
 from minibert.pooling import Pooling, PoolingConfig
 from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
 from minibert.tasks import TASK_TYPES, Task, make_task
+from minibert.weights import check_tensors, save_tensors
 
 TASKS_FILE, HEADS_FILE = "tasks.json", "heads.safetensors"
 INPUT_KEYS = ("input_ids", "attention_mask")
@@ -57,12 +59,15 @@ class MultiTaskModel(nn.Module):
 
     @classmethod
     def from_encoder(cls, name_or_path: str | Path, tasks: list[Task | dict], seed: int = 0,
-                     pooling: list[str] | None = None, random_encoder: bool = False, **kwargs) -> MultiTaskModel:
+                     pooling: list[str] | None = None, random_encoder: bool = False, path: str | None = None,
+                     **kwargs) -> MultiTaskModel:
         """A pretrained encoder with freshly initialised heads (``seed`` fixes their initial weights);
         ``pooling`` replaces the folder's pooling modes (``["cls"]``, ``["max"]``, ...).
         ``random_encoder``: the folder's architecture and tokenizer, but weights drawn afresh (from
-        ``seed``) before the heads are built, since some heads start from encoder weights."""
-        encoder = SentenceEncoder.from_pretrained(name_or_path, **kwargs)
+        ``seed``) before the heads are built, since some heads start from encoder weights. Everything is
+        drawn on the reference path (the same numbers whatever the path); then the encoder moves to
+        ``path`` (default: the device's, ``minibert.paths.default_path``)."""
+        encoder = SentenceEncoder.from_pretrained(name_or_path, path="reference", **kwargs)
         if pooling:
             encoder.pooling = Pooling(PoolingConfig(tuple(pooling), encoder.bert.config.hidden_size))
         if random_encoder:
@@ -70,8 +75,9 @@ class MultiTaskModel(nn.Module):
             encoder.bert.init_weights()
         torch.manual_seed(seed)
         model = cls(encoder, [t if isinstance(t, Task) else make_task(t) for t in tasks])
-        # eval, like every from_pretrained: call .train() to fine-tune
-        return model.to(encoder.device, next(encoder.parameters()).dtype).eval()
+        model.to(encoder.device, next(encoder.parameters()).dtype)
+        model.encoder = encoder.to_path(path or default_path(encoder.device))
+        return model.eval()  # eval, like every from_pretrained: call .train() to fine-tune
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
@@ -109,81 +115,94 @@ class MultiTaskModel(nn.Module):
         and the tasks in tasks.json."""
         folder = Path(folder)
         self.export_sentence_transformers(folder)
-        heads = {f"{name}.{k}": t.detach().contiguous().cpu() for name, head in self.heads.items()
-                 for k, t in head.state_dict().items()}
-        save_file(heads, str(folder / HEADS_FILE), metadata={"format": "pt"})
+        heads = {f"{name}.{k}": t for name, head in self.heads.items() for k, t in head.state_dict().items()}
+        save_tensors(heads, folder / HEADS_FILE)
         spec = {"format": "minibert-multitask", "version": 2, "tasks": [t.to_dict() for t in self.tasks.values()]}
         (folder / TASKS_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None) -> MultiTaskModel:
-        """A saved model, strictly: every head tensor that tasks.json implies, of the right shape."""
+             dtype: torch.dtype | None = None, path: str | None = None) -> MultiTaskModel:
+        """A saved model, strictly: every head tensor that tasks.json implies, of the right shape. ``path``:
+        the encoder's execution path (default: the device's)."""
         folder = Path(folder)
-        spec_path = folder / TASKS_FILE
-        if not spec_path.is_file():
-            raise FileNotFoundError(f"no {TASKS_FILE} in {folder}: not a saved multi-task model")
-        raw = read_json(spec_path)
-        if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list):
-            raise ValueError(f"{spec_path}: not a task specification (expected {{'tasks': [...]}})")
-        specs, version = raw["tasks"], raw.get("version")
+        specs, version, spec_path = read_task_specs(folder)
         if version not in (1, 2):
             raise ValueError(f"{spec_path}: format version {version!r} is not one this minibert reads (1, 2)")
         if version == 1:  # version 1 listed every type's options on every task: keep each type's own
-            if any(isinstance(t, dict) and t.get("type") == "cross_sts" for t in specs):
+            if any(t["type"] == "cross_sts" for t in specs):
                 raise ValueError(f"{spec_path}: a version-1 cross_sts head (a linear layer on [CLS]) cannot be "
                                  "loaded into today's (pooler layer + linear); train the cross-encoder again")
             specs = [{k: v for k, v in t.items() if k in ("name", "type", "labels")
-                      or k in TASK_TYPES.get(t.get("type"), Task).option_names()} for t in specs]
+                      or k in TASK_TYPES.get(t["type"], Task).option_names()} for t in specs]
         try:
             tasks = [make_task(t) for t in specs]
         except (ValueError, TypeError) as e:
             raise ValueError(f"{spec_path}: {e}") from e
-        model = cls(SentenceEncoder.from_pretrained(folder), tasks)
+        model = cls(SentenceEncoder.from_pretrained(folder, device=device, dtype=dtype, path=path), tasks)
         model.load_heads(folder)
         return model.to(device=device, dtype=dtype).eval()
 
-    def load_heads(self, folder: str | Path, missing_ok: bool = False, spec_source: str | None = None) -> list[str]:
-        """Head weights from a saved model's heads.safetensors, matched by task name, every shape checked;
-        returns the names of the tasks loaded. Strict by default. ``missing_ok``: only the tasks that the
-        folder's tasks.json also lists are loaded, each with the same type, labels and weight names; the
-        others keep their fresh heads (a task added to a trained model). ``spec_source`` names where
-        this model's tasks come from, for the errors."""
-        folder = Path(folder)
-        spec_source = spec_source or str(folder / TASKS_FILE)
-        heads_path = folder / HEADS_FILE
-        if not heads_path.is_file():
-            raise FileNotFoundError(f"head weights not found: {heads_path}")
-        try:
-            saved = load_file(heads_path)
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{heads_path}: not a readable safetensors file ({e})") from e
-        expected = {name: {f"{name}.{k}": t for k, t in head.state_dict().items()} for name, head in self.heads.items()}
-        if missing_ok:
-            spec_path = folder / TASKS_FILE
-            if not spec_path.is_file():
-                raise FileNotFoundError(f"no {TASKS_FILE} in {folder}: not a saved multi-task model")
-            theirs = {t.get("name"): t for t in read_json(spec_path).get("tasks", [])}
-            expected = {name: keys for name, keys in expected.items() if name in theirs}
-            for name, keys in expected.items():
-                ours = self.tasks[name].to_dict()
-                for key in ("type", "labels"):
-                    if theirs[name].get(key) != ours.get(key):
-                        raise ValueError(f"{spec_path}: task {name!r} has {key} {theirs[name].get(key)!r}, "
-                                         f"{spec_source} has {ours.get(key)!r}")
-                their_keys = sorted(k for k in saved if k.startswith(name + "."))
-                if their_keys != sorted(keys):  # e.g. a hidden layer on one side only
-                    raise ValueError(f"{heads_path}: task {name!r} has weights {their_keys}, but {spec_source} "
-                                     f"builds {sorted(keys)} (other head options?)")
-        wanted = {k: t for keys in expected.values() for k, t in keys.items()}
-        missing = sorted(set(wanted) - set(saved))
-        unexpected = [] if missing_ok else sorted(set(saved) - set(wanted))
-        if missing or unexpected:
-            raise ValueError(f"{heads_path} does not match {spec_source}: missing {missing}, unexpected {unexpected}")
-        for key, tensor in wanted.items():
-            if saved[key].shape != tensor.shape:
-                raise ValueError(f"{heads_path}: {key} has shape {tuple(saved[key].shape)} but {spec_source} implies "
-                                 f"{tuple(tensor.shape)} (label count changed?)")
-        for name, keys in expected.items():
-            self.heads[name].load_state_dict({k[len(name) + 1:]: saved[k] for k in keys})
-        return list(expected)
+    def head_shapes(self, names) -> dict[str, tuple[int, ...]]:
+        """heads.safetensors key -> shape, for the heads of the tasks ``names``."""
+        return {f"{name}.{k}": tuple(t.shape) for name in names for k, t in self.heads[name].state_dict().items()}
+
+    def load_heads(self, folder: str | Path) -> None:
+        """Every head's weights from a saved model's heads.safetensors, strictly: each tensor this model's
+        tasks imply, nothing else, every shape checked."""
+        saved, heads_path = read_heads(folder)
+        check_tensors(saved, self.head_shapes(self.heads), str(heads_path), str(Path(folder) / TASKS_FILE))
+        self.assign_heads(saved, self.heads)
+
+    def transfer_heads(self, folder: str | Path, source: str = "this run's configuration") -> list[str]:
+        """The heads of the tasks this model shares with a saved model (a task added to a trained model):
+        each shared task must have the same type, labels and weights there; the others keep their fresh
+        heads. ``source`` names where this model's tasks come from, for the errors. Returns the names loaded."""
+        specs, _, spec_path = read_task_specs(Path(folder))
+        theirs = {t["name"]: t for t in specs}
+        shared = [name for name in self.tasks if name in theirs]
+        saved, heads_path = read_heads(folder)
+        for name in shared:
+            ours = self.tasks[name].to_dict()
+            for key in ("type", "labels"):
+                if theirs[name].get(key) != ours.get(key):
+                    raise ValueError(f"{spec_path}: task {name!r} has {key} {theirs[name].get(key)!r}, "
+                                     f"{source} has {ours.get(key)!r}")
+            their_weights = {k: t for k, t in saved.items() if k.startswith(name + ".")}  # other options: other keys
+            check_tensors(their_weights, self.head_shapes([name]), f"{heads_path} (task {name!r})", source)
+        self.assign_heads(saved, shared)
+        return shared
+
+    def assign_heads(self, saved: dict[str, torch.Tensor], names) -> None:
+        for name in names:
+            prefix = name + "."
+            self.heads[name].load_state_dict({k[len(prefix):]: t for k, t in saved.items() if k.startswith(prefix)})
+
+
+def read_task_specs(folder: Path) -> tuple[list[dict], object, Path]:
+    """(each task's dict, the format version, the path) of a saved model's tasks.json, each task checked
+    to have a string name (used once) and type."""
+    spec_path = folder / TASKS_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"no {TASKS_FILE} in {folder}: not a saved multi-task model")
+    raw = read_json(spec_path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list):
+        raise ValueError(f"{spec_path}: not a task specification (expected {{'tasks': [...]}})")
+    for i, t in enumerate(raw["tasks"]):
+        if not isinstance(t, dict) or not isinstance(t.get("type"), str) or not isinstance(t.get("name"), str):
+            raise ValueError(f"{spec_path}: task {i} needs a string name and type, got {t!r}")
+    names = [t["name"] for t in raw["tasks"]]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{spec_path}: a task name is used twice: {names}")
+    return raw["tasks"], raw.get("version"), spec_path
+
+
+def read_heads(folder: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The tensors of a saved model's heads.safetensors, and its path."""
+    heads_path = Path(folder) / HEADS_FILE
+    if not heads_path.is_file():
+        raise FileNotFoundError(f"head weights not found: {heads_path}")
+    try:
+        return load_file(heads_path), heads_path
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{heads_path}: not a readable safetensors file ({e})") from e

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from minibert.files import read_json
+from minibert.typecheck import check_types
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 # The old boolean keys of 1_Pooling/config.json, in sentence-transformers' concatenation order.
@@ -34,6 +35,7 @@ class PoolingConfig:
     def __post_init__(self) -> None:
         if isinstance(self.modes, str):
             self.modes = (self.modes,)
+        check_types(self, "pooling ")
         self.modes = tuple(self.modes)
         if not self.modes:
             raise ValueError("at least one pooling mode is needed")
@@ -45,6 +47,11 @@ class PoolingConfig:
     def from_json(cls, path: str | Path) -> PoolingConfig:
         """Read ``1_Pooling/config.json`` in either the current or the legacy boolean format."""
         raw = read_json(path, "pooling config")
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a JSON object of settings, got {type(raw).__name__}")
+        for key in ("include_prompt", *LEGACY_KEYS):
+            if not isinstance(raw.get(key, False), bool):
+                raise ValueError(f"{path}: {key} must be true or false, got {raw[key]!r}")
         dim = raw.get("embedding_dimension", raw.get("word_embedding_dimension"))
         if raw.get("include_prompt", True) is False:
             raise ValueError(f"{path}: include_prompt=false (prompt-excluding pooling) is not supported")

@@ -16,16 +16,21 @@ import torch.nn.functional as F
 Score = Literal["cos", "dot"]
 
 
-def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
+    """Float32 rows (n, dim), finite; ``offset``: the index of the first row, for the errors."""
     if not isinstance(embeddings, torch.Tensor):
         if not np.issubdtype(np.asarray(embeddings[:0]).dtype, np.floating):
             raise ValueError(f"{what}: expected float embeddings, got {np.asarray(embeddings[:0]).dtype}")
         # a numpy chunk (of a read-only memmap, perhaps) is copied into memory: it is only a chunk
         embeddings = torch.from_numpy(np.array(embeddings, np.float32))
     x = embeddings[None] if embeddings.ndim == 1 else embeddings
-    if x.ndim != 2 or len(x) == 0:
+    if x.ndim != 2 or len(x) == 0 or x.shape[1] == 0:
         raise ValueError(f"{what}: expected a non-empty (n, dim) matrix of embeddings, got shape {tuple(x.shape)}")
-    return x.float()
+    x = x.float()
+    bad = (~torch.isfinite(x)).any(dim=1).nonzero()
+    if len(bad):  # a NaN would rank anywhere: an error, not a silently wrong result
+        raise ValueError(f"{what}: row {offset + int(bad[0])} holds NaN or infinite values")
+    return x
 
 
 def prepare(x: torch.Tensor, score: Score) -> torch.Tensor:
@@ -71,7 +76,7 @@ def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddin
     best_scores = torch.empty(len(queries), 0)
     best_ids = torch.empty(len(queries), 0, dtype=torch.long)
     for start in range(0, n, chunk_size):
-        chunk = as_matrix(corpus_embeddings[start:start + chunk_size], "corpus embeddings")
+        chunk = as_matrix(corpus_embeddings[start:start + chunk_size], "corpus embeddings", offset=start)
         if chunk.shape[1] != queries.shape[1]:
             raise ValueError(f"queries have {queries.shape[1]} dimensions but the corpus {chunk.shape[1]}")
         ids = torch.arange(start, start + len(chunk)).expand(len(queries), -1)

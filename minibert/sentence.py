@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minibert.compiled import CompiledBertModel
-from minibert.fast import FastBertModel, quantize_int8
 from minibert.files import read_json
 from minibert.hub import DEFAULT_MODEL, resolve_model
 from minibert.model import AttnImplementation, BertModel, eval_mode
+from minibert.paths import check_path, convert, default_path
 from minibert.pooling import Pooling, PoolingConfig
 from minibert.tokenizer import Batch, Tokenizer
 
@@ -30,9 +29,18 @@ def read_modules(folder: Path) -> tuple[Path, Path | None, bool]:
     path = folder / "modules.json"
     if not path.is_file():  # a plain BERT folder: mean pooling, as sentence-transformers defaults to
         return folder, None, False
+    modules = read_json(path)
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise ValueError(f"{path}: expected a list of modules ({{\"idx\", \"path\", \"type\"}}), got {modules!r:.80}")
+    for i, module in enumerate(modules):
+        if not (isinstance(module.get("type"), str) and isinstance(module.get("path", ""), str)
+                and type(module.get("idx", 0)) is int):
+            raise ValueError(f"{path}: module {i} needs a string type and path and an integer idx, got {module!r}")
     transformer, pooling, normalize = None, None, False
-    for module in sorted(read_json(path), key=lambda m: m.get("idx", 0)):
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+    for module in sorted(modules, key=lambda m: m.get("idx", 0)):
+        kind = module["type"].rsplit(".", 1)[-1]
+        if kind in ("Transformer", "Pooling") and (transformer if kind == "Transformer" else pooling) is not None:
+            raise ValueError(f"{path}: lists more than one {kind} module")
         if kind == "Transformer":
             transformer = folder / module.get("path", "")
         elif kind == "Pooling":
@@ -70,8 +78,11 @@ class SentenceEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
-                        dtype: torch.dtype | None = None,
-                        attn_implementation: AttnImplementation = "sdpa") -> SentenceEncoder:
+                        dtype: torch.dtype | None = None, attn_implementation: AttnImplementation = "sdpa",
+                        path: str | None = None) -> SentenceEncoder:
+        """A model folder (or a known model's name), loaded strictly. ``path`` is the execution path
+        (``minibert.paths``): by default the fastest one that equals the reference on the device ("fast"
+        on the CPU and CUDA); ``path="reference"`` runs ``model.py`` as written."""
         folder = resolve_model(name_or_path)
         transformer, pooling_folder, normalize = read_modules(folder)
         bert = BertModel.from_pretrained(transformer, dtype=dtype, device=device,
@@ -82,24 +93,21 @@ class SentenceEncoder(nn.Module):
         if dim is not None and dim != bert.config.hidden_size:
             raise ValueError(f"{pooling_folder / 'config.json'}: embedding dimension {dim} does not match the "
                              f"model's hidden_size {bert.config.hidden_size}")
-        return cls(bert, tokenizer, Pooling(pooling_config), normalize).eval()
+        encoder = cls(bert, tokenizer, Pooling(pooling_config), normalize).eval()
+        return encoder.to_path(path or default_path(encoder.device))
 
-    def to_fast(self, int8: bool = False) -> SentenceEncoder:
-        """This encoder on the fast path (``minibert.fast``), for inference: the same weights, shared, not
-        copied (``int8=True``: quantized copies of the linear layers). A snapshot: make it again after
-        changing this encoder's weights. ``encode(fast=...)`` makes one per call."""
-        bert = FastBertModel.from_bert(self.bert)
-        return SentenceEncoder(quantize_int8(bert) if int8 else bert, self.tokenizer, self.pooling,
-                               self.normalize).eval()
+    @property
+    def path(self) -> str:
+        """The execution path the encoder runs: "reference", "fast", "int8" or "compiled"."""
+        return self.bert.path
 
-    def to_compiled(self, bucket: int = 32, mode: str | None = "auto") -> SentenceEncoder:
-        """This encoder on the compiled path (``minibert.compiled``: torch.compile over length buckets),
-        sharing this encoder's tensors. Keep it and reuse it: each new batch shape compiles once, in
-        seconds. ``mode="auto"``: CUDA graphs on CUDA (``"reduce-overhead"``), fusion only elsewhere."""
-        if mode == "auto":
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-        return SentenceEncoder(CompiledBertModel.from_bert(self.bert, bucket, mode), self.tokenizer, self.pooling,
-                               self.normalize).eval()
+    def to_path(self, path: str, **options) -> SentenceEncoder:
+        """This encoder on another execution path (``minibert.paths.convert``; ``options`` are its): the same
+        tokenizer and pooling, the weights shared. Itself when it runs that path already."""
+        if path == self.path:
+            return self
+        encoder = SentenceEncoder(convert(self.bert, path, **options), self.tokenizer, self.pooling, self.normalize)
+        return encoder.train(self.training)
 
     @property
     def embedding_dim(self) -> int:
@@ -127,15 +135,15 @@ class SentenceEncoder(nn.Module):
     def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool | None = None,
                convert_to: Literal["numpy", "torch"] = "numpy", show_progress_bar: bool = False,
                device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               fast: bool | Literal["int8"] = False) -> np.ndarray | torch.Tensor:
+               path: str | None = None) -> np.ndarray | torch.Tensor:
         """Embed sentences; row i of the result belongs to ``sentences[i]``.
 
         Sentences are tokenized once, then batched longest-first, so each batch pads to a similar
         length and little compute is spent on padding. ``normalize_embeddings=None`` follows the
         model folder (its Normalize module). ``device``/``dtype`` move the model, as
-        sentence-transformers does. A single string gives a 1-D vector. ``fast=True`` runs the fast
-        path (``minibert.fast``: no padding, fused QKV), ``fast="int8"`` that path with int8 linear
-        layers (CPU, float32 model); the reference path is the default.
+        sentence-transformers does. A single string gives a 1-D vector. ``path`` runs this call on another
+        execution path (``minibert.paths``: "reference", "fast", "int8", "compiled"), converted for this
+        call only; by default the encoder's own (``to_path`` keeps a converted encoder).
         """
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
@@ -146,12 +154,11 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
-        if fast not in (False, True, "int8"):
-            raise ValueError(f"fast must be False, True or 'int8', got {fast!r}")
         if device is not None or dtype is not None:
+            check_path(path or self.path, device or self.device, dtype or next(self.parameters()).dtype)
             self.to(device=device, dtype=dtype)
-        model = self.to_fast(int8=fast == "int8") if fast else self
-        with eval_mode(self):
+        model = self if path is None else self.to_path(path)
+        with eval_mode(model):
             encodings = self.tokenizer.encode(sentences)
             order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))
             out = torch.empty(len(sentences), self.embedding_dim, dtype=next(self.parameters()).dtype)

@@ -22,6 +22,83 @@ from minibert.files import optional_json
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")  # the first four must be in every vocabulary
 
 
+# sentence-transformers' config of its Transformer module: the current name first, then the older
+# per-family names it still reads.
+MODULE_CONFIG_FILES = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
+                       "sentence_camembert_config.json", "sentence_albert_config.json",
+                       "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
+
+
+def read_tokenizer_config(path: Path) -> dict:
+    """``tokenizer_config.json`` (or {}), its settings that minibert reads checked; ``pad_token`` as a string
+    (transformers may save a token as {"content": ...})."""
+    raw = optional_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings, got {type(raw).__name__}")
+    for key, allowed in (("do_lower_case", (bool,)), ("tokenize_chinese_chars", (bool,)),
+                         ("strip_accents", (bool, type(None)))):
+        if not isinstance(raw.get(key, True), allowed):
+            raise ValueError(f"{path}: {key} must be true or false, got {raw[key]!r}")
+    pad = raw.get("pad_token", "[PAD]")
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    if not isinstance(pad, str):
+        raise ValueError(f"{path}: pad_token must be a token (a string), got {raw['pad_token']!r}")
+    return {**raw, "pad_token": pad}
+
+
+def module_config(folder: Path) -> tuple[dict, Path | None]:
+    """The Transformer module's config (``sentence_bert_config.json`` or an older name) and its path."""
+    for name in MODULE_CONFIG_FILES:
+        if (folder / name).is_file():
+            raw = optional_json(folder / name)
+            if not isinstance(raw, dict):
+                raise ValueError(f"{folder / name}: expected a JSON object, got {type(raw).__name__}")
+            return raw, folder / name
+    return {}, None
+
+
+def read_max_length(folder: Path) -> int:
+    """The length (in tokens, specials included) at which sentence-transformers truncates this folder's
+    inputs, read as it reads it, from every form of the folder:
+
+    1. ``model_max_length`` among the module config's tokenizer arguments (``processor_kwargs``, or the
+       older ``tokenizer_args``, which wins when both are there), if set;
+    2. else the module config's ``max_seq_length`` (what sentence-transformers wrote before version 6);
+    3. else ``tokenizer_config.json``'s ``model_max_length`` (where version 6 keeps it, and what a plain
+       Hugging Face folder has), capped at the model's ``max_position_embeddings``.
+
+    A limit of 1. or 2. beyond the model's positions is capped there, with a warning: sentence-transformers
+    would fail on such inputs instead of cutting them.
+    """
+    config, config_path = module_config(folder)
+    model_config = optional_json(folder / "config.json")
+    positions = model_config.get("max_position_embeddings", 512) if isinstance(model_config, dict) else 512
+    if not isinstance(positions, int) or isinstance(positions, bool):  # the model's own load rejects it
+        positions = 512
+    kwargs = (config["tokenizer_args"] if "tokenizer_args" in config else config.get("processor_kwargs")) or {}
+    candidates = [(kwargs.get("model_max_length") if isinstance(kwargs, dict) else None, config_path,
+                   "processor_kwargs.model_max_length"),
+                  (config.get("max_seq_length"), config_path, "max_seq_length")]
+    for value, source, key in candidates:
+        if value is not None:
+            return checked_length(value, source, key, positions)
+    tok_config = read_tokenizer_config(folder / "tokenizer_config.json")
+    value = tok_config.get("model_max_length")
+    if value is None or (isinstance(value, (int, float)) and value > positions):  # "unlimited" is 1e30 there
+        return checked_length(positions, folder / "config.json", "max_position_embeddings", positions)
+    return checked_length(value, folder / "tokenizer_config.json", "model_max_length", positions)
+
+
+def checked_length(value, source: Path, key: str, positions) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ValueError(f"{source}: {key} must be an integer >= 2 (room for [CLS] and [SEP]), got {value!r}")
+    if value > positions:
+        warnings.warn(f"{source}: {key} {value} exceeds the model's max_position_embeddings {positions}; "
+                      f"inputs are cut at {positions} tokens", stacklevel=3)
+        return positions
+    return value
+
+
 class TruncationWarning(UserWarning):
     """Some inputs were longer than the tokenizer's max_length and were cut."""
 
@@ -111,7 +188,7 @@ class Tokenizer:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"tokenizer folder not found: {folder}")
-        tok_config = optional_json(folder / "tokenizer_config.json")
+        tok_config = read_tokenizer_config(folder / "tokenizer_config.json")
         if (folder / "tokenizer.json").is_file():
             try:
                 backend = BackendTokenizer.from_file(str(folder / "tokenizer.json"))
@@ -123,12 +200,14 @@ class Tokenizer:
                                            chinese_chars=tok_config.get("tokenize_chinese_chars", True))
         else:
             raise FileNotFoundError(f"no tokenizer.json or vocab.txt in {folder}")
-        sbert = optional_json(folder / "sentence_bert_config.json")
-        if max_length is None:  # sentence_bert_config's max_seq_length, else the model's position count
-            max_length = int(sbert.get("max_seq_length")
-                             or optional_json(folder / "config.json").get("max_position_embeddings", 512))
-        return cls(backend, max_length, pad_token=tok_config.get("pad_token", "[PAD]"), source=folder,
-                   lowercase_input=bool(sbert.get("do_lower_case", False)))
+        sbert, sbert_path = module_config(folder)
+        lowercase = sbert.get("do_lower_case", False)
+        if not isinstance(lowercase, bool):
+            raise ValueError(f"{sbert_path}: do_lower_case must be true or false, got {lowercase!r}")
+        if max_length is None:
+            max_length = read_max_length(folder)
+        return cls(backend, max_length, pad_token=tok_config["pad_token"], source=folder,
+                   lowercase_input=lowercase)
 
     @property
     def vocab_size(self) -> int:

@@ -136,28 +136,41 @@ def has_pooler(encoder_tensors: dict) -> bool:
     return "pooler.dense.weight" in encoder_tensors or "pooler.dense.bias" in encoder_tensors
 
 
-def convert_state_dict(encoder: dict[str, tuple[torch.Tensor, Path]], report: LoadReport, config: BertConfig,
-                       model_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Map checkpoint keys to minibert names, strictly: every key of the map present, nothing extra, and
-    every tensor the shape the model (``model_shapes``: minibert name -> shape) expects."""
-    prefix, source = report.prefix, report.source
-    key_map = bert_key_map(config.num_hidden_layers, has_pooler(encoder))
-
-    missing = [prefix + k for k in key_map.values() if k not in encoder]
-    unexpected = [prefix + k for k in encoder if k not in set(key_map.values())]
+def check_tensors(found: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], source: str,
+                  implied_by: str, files: dict[str, Path] | None = None) -> None:
+    """The strict check of every load (encoders and task heads): each expected tensor present, nothing
+    else, every shape the one expected. ``source`` names what was read, ``implied_by`` where the
+    expectation comes from; ``files`` names the file of each tensor (a sharded checkpoint)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
     if missing or unexpected:
         parts = [f"{what} {len(keys)} tensors: {', '.join(keys[:10])}" + (" ..." if len(keys) > 10 else "")
                  for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-        raise ValueError(f"{source}: checkpoint does not match the config ({config.num_hidden_layers} layers): "
-                         + "; ".join(parts))
+        raise ValueError(f"{source} does not match {implied_by}: " + "; ".join(parts))
+    for key, shape in expected.items():
+        where = files[key] if files else source
+        if tuple(found[key].shape) != tuple(shape):
+            raise ValueError(f"{where}: tensor {key} has shape {tuple(found[key].shape)}, "
+                             f"but {implied_by} implies {tuple(shape)}")
+        if not found[key].is_floating_point():
+            raise ValueError(f"{where}: tensor {key} holds {str(found[key].dtype).removeprefix('torch.')} values, "
+                             "where a weight needs floating-point ones")
 
-    state: dict[str, torch.Tensor] = {}
-    for ours, theirs in key_map.items():
-        tensor, file = encoder[theirs]
-        if tuple(tensor.shape) != model_shapes[ours]:
-            raise ValueError(f"{file}: tensor {prefix + theirs} has shape {tuple(tensor.shape)}, "
-                             f"but the config implies {model_shapes[ours]}")
-        state[ours] = tensor
+
+def convert_state_dict(encoder: dict[str, tuple[torch.Tensor, Path]], report: LoadReport, config: BertConfig,
+                       model_shapes: dict[str, tuple[int, ...]],
+                       config_source: str = "the config") -> dict[str, torch.Tensor]:
+    """Map checkpoint keys to minibert names, strictly: every key of the map present, nothing extra, and
+    every tensor the shape the model (``model_shapes``: minibert name -> shape) expects. ``config_source``
+    names the config file, for the errors."""
+    prefix = report.prefix
+    key_map = bert_key_map(config.num_hidden_layers, has_pooler(encoder))
+    expected = {prefix + theirs: model_shapes[ours] for ours, theirs in key_map.items()}
+    files = sorted({str(f) for _, f in encoder.values()})
+    check_tensors({prefix + k: t for k, (t, _) in encoder.items()}, expected,
+                  files[0] if len(files) == 1 else report.source, config_source,
+                  {prefix + k: f for k, (_, f) in encoder.items()})
+    state = {ours: encoder[theirs][0] for ours, theirs in key_map.items()}
     report.loaded = len(state)
     return state
 
@@ -200,12 +213,31 @@ def split_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def hf_tensors(model, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A ``BertModel``'s tensors under Hugging Face's key names (bare, as transformers' BertModel saves
+    them, or under ``prefix``), a fast model's fused QKV split back into three. Every writer of an encoder
+    (``save_pretrained_bert``, ``save_cross_encoder``, ``MultiTaskModel.save``, the sentence-transformers
+    export) takes its tensors from here."""
+    key_map = bert_key_map(model.config.num_hidden_layers, model.pooler is not None)
+    state = split_qkv(model.state_dict())
+    unknown = [name for name in state if name not in key_map]
+    if unknown:
+        hint = " (an int8 model holds quantized copies: save the float model it came from)" \
+            if getattr(model, "path", "") == "int8" else ""
+        raise ValueError(f"{type(model).__name__} cannot be saved in the Hugging Face layout: {unknown[0]} has no "
+                         f"name there{hint}")
+    return {prefix + key_map[name]: t for name, t in state.items()}
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], file: str | Path) -> None:
+    """The one writer of safetensors files: every tensor detached, contiguous, on the CPU."""
+    save_file({k: t.detach().contiguous().cpu() for k, t in tensors.items()}, str(file), metadata={"format": "pt"})
+
+
 def save_pretrained_bert(model, folder: str | Path) -> None:
-    """Write a ``BertModel`` as config.json + model.safetensors with Hugging Face's key names (bare, as
-    transformers' BertModel saves them). A fast model's fused QKV is split back into three tensors."""
+    """Write a ``BertModel`` (on any float path) as config.json + model.safetensors, the Hugging Face layout."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    tensors = hf_tensors(model)
     model.config.save_json(folder / "config.json")
-    key_map = bert_key_map(model.config.num_hidden_layers, model.pooler is not None)
-    state = {key_map[name]: t.detach().contiguous().cpu() for name, t in split_qkv(model.state_dict()).items()}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_tensors(tensors, folder / "model.safetensors")

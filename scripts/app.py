@@ -19,6 +19,7 @@ import torch
 from minibert.cli import format_prediction, short, split_lines
 from minibert.hub import DEFAULT_MODEL
 from minibert.multitask import MultiTaskModel
+from minibert.paths import PATHS
 from minibert.predict import predict, predict_pairs
 from minibert.search import semantic_search
 from minibert.sentence import SentenceEncoder, cos_sim
@@ -44,17 +45,19 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="sentence-embedding model: name or folder")
     parser.add_argument("--multitask", default="", help="a trained multi-task folder (tasks.json), optional")
+    parser.add_argument("--path", choices=PATHS, default=None,
+                        help="the execution path (minibert.paths; default: the device's, fast on the CPU)")
     return parser.parse_args(sys.argv[1:])
 
 
 @st.cache_resource(show_spinner="Loading the model...")
-def load_encoder(model: str) -> SentenceEncoder:
-    return SentenceEncoder.from_pretrained(model)
+def load_encoder(model: str, path: str | None) -> SentenceEncoder:
+    return SentenceEncoder.from_pretrained(model, path=path)
 
 
 @st.cache_resource(show_spinner="Loading the multi-task model...")
-def load_multitask(folder: str) -> MultiTaskModel:
-    return MultiTaskModel.load(folder)
+def load_multitask(folder: str, path: str | None) -> MultiTaskModel:
+    return MultiTaskModel.load(folder, path=path)
 
 
 def lines_of(text: str) -> list[str]:
@@ -116,13 +119,13 @@ def prediction_cells(model: MultiTaskModel, rows: list[dict], key: str) -> dict[
     return columns
 
 
-def multitask_tab(folder: str) -> None:
+def multitask_tab(folder: str, path: str | None) -> None:
     folder = st.text_input("Trained multi-task folder (with tasks.json)", folder)
     if not folder:
         st.info("Give a folder saved by `scripts/train.py` (for one made in a minute: `make train-quick`).")
         return
     try:
-        model = load_multitask(folder)
+        model = load_multitask(folder, path)
     except (FileNotFoundError, ValueError) as e:
         st.error(str(e))
         return
@@ -156,20 +159,20 @@ def main() -> None:
     st.title("minibert")
     model = st.sidebar.text_input("Sentence-embedding model", args.model)
     try:
-        encoder = load_encoder(model)
+        encoder = load_encoder(model, args.path)
     except (FileNotFoundError, ValueError) as e:
         st.error(str(e))
         st.stop()
     config = encoder.bert.config
     st.sidebar.caption(f"{config.num_hidden_layers} layers, {config.hidden_size} dims, "
-                       f"{' + '.join(encoder.pooling.config.modes)} pooling")
+                       f"{' + '.join(encoder.pooling.config.modes)} pooling, {encoder.path} path")
     similarity, search, tasks = st.tabs(["Similarity", "Search", "Multi-task"])
     with similarity:
         similarity_tab(encoder)
     with search:
         search_tab(encoder)
     with tasks:
-        multitask_tab(args.multitask)
+        multitask_tab(args.multitask, args.path)
 
 
 main()

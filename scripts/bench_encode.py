@@ -24,8 +24,8 @@ from timing import timed
 
 from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
-from minibert.fast import ONEDNN, onednn_linear
 from minibert.metrics import spearman
+from minibert.paths import fast as fast_path
 
 
 def encoder_flops(encoder: SentenceEncoder, sentences: list[str], batch_size: int) -> float:
@@ -49,7 +49,7 @@ def matmul_ceiling(device: str, dtype: torch.dtype, hidden: int, inter: int) -> 
     x = torch.randn(1024, hidden, device=device, dtype=dtype)
     w = torch.randn(inter, hidden, device=device, dtype=dtype)
     b = torch.zeros(inter, device=device, dtype=dtype)
-    kernels = [F.linear] + ([onednn_linear] if ONEDNN and device == "cpu" else [])
+    kernels = [F.linear] + ([fast_path.onednn_linear] if fast_path.ONEDNN_OP is not None and device == "cpu" else [])
     n, best = 20, float("inf")
     for kernel in kernels:
         for _ in range(3):
@@ -83,13 +83,13 @@ def configurations(folder: Path, args: argparse.Namespace, sentences: list[str])
         if SentenceTransformer is not None:
             theirs = SentenceTransformer(str(folder), device=args.device, model_kwargs={"dtype": dtype})
             runs[f"sentence-transformers {name}"] = (name, encoding(theirs))
-        ours = SentenceEncoder.from_pretrained(folder, device=args.device, dtype=dtype)
+        ours = SentenceEncoder.from_pretrained(folder, device=args.device, dtype=dtype, path="reference")
         runs[f"minibert {name}"] = (name, encoding(ours))
-        runs[f"minibert fast {name}"] = (name, encoding(ours.to_fast()))
+        runs[f"minibert fast {name}"] = (name, encoding(ours.to_path("fast")))
         if name == "float32" and args.device == "cpu":
-            runs["minibert fast int8"] = (name, encoding(ours.to_fast(int8=True)))
+            runs["minibert fast int8"] = (name, encoding(ours.to_path("int8")))
         if args.compile or args.device.startswith("cuda"):  # compiled per batch shape in the warm-up pass
-            runs[f"minibert compiled {name}"] = (name, encoding(ours.to_compiled()))
+            runs[f"minibert compiled {name}"] = (name, encoding(ours.to_path("compiled")))
     return runs
 
 

@@ -71,12 +71,12 @@ def main() -> None:
     for task in multi.tasks:
         single = copy.deepcopy(multi)
         single.tasks = [dataclasses.replace(task, loss_weight=1.0)]  # weights balance tasks; alone, none
-        single.finish_with, single.finish_steps = [], 0
+        single.sampling.finish_with, single.sampling.finish_steps = [], 0
         single.steps = budget[task.name]
         single.output_dir = str(out.with_name(out.name + f"-only-{task.name}"))
-        single.eval_every = max(1, single.steps // 3)
-        single.checkpoint_every = single.steps
-        single.best_metric = "mean"
+        single.eval.every = max(1, single.steps // 3)
+        single.output.checkpoint_every = single.steps
+        single.eval.best_metric = "mean"
         if args.only != "multi" and (args.single_tasks is None or task.name in args.single_tasks):
             start = time.perf_counter()
             train(single)

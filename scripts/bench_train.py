@@ -26,10 +26,8 @@ from pathlib import Path
 import torch
 from timing import timed
 
-from minibert.compiled import CompiledBertModel
 from minibert.config import BertConfig
 from minibert.data import PairExample, default_data_dir, read_sts_tsv
-from minibert.fast import FastBertModel
 from minibert.hub import resolve_model
 from minibert.model import BertModel
 from minibert.multitask import MultiTaskModel
@@ -49,11 +47,8 @@ def autocast(device: str, precision: str):
 
 
 def minibert_stepper(encoder: SentenceEncoder, kind: str, device: str, precision: str):
-    """kind: the "reference", "fast" or "compiled" path."""
-    if kind == "fast":
-        encoder.bert = FastBertModel.from_bert(encoder.bert)
-    if kind == "compiled":
-        encoder.bert = CompiledBertModel.from_bert(encoder.bert, mode="reduce-overhead" if "cuda" in device else None)
+    """kind: the "reference", "fast" or "compiled" path (minibert.paths)."""
+    encoder = encoder.to(device).to_path(kind)
     model = MultiTaskModel(encoder, [make_task({"name": "sts", "type": "sts"})]).to(device).train()
     optimizer = make_optimizer(model, 2e-5)
 
@@ -155,7 +150,7 @@ def main() -> None:
         steppers = {"sentence-transformers": lambda: sentence_transformers_stepper(path, args.device, args.precision)}
 
         def encoder() -> SentenceEncoder:
-            return SentenceEncoder.from_pretrained(path)
+            return SentenceEncoder.from_pretrained(path, path="reference")
     for kind in kinds:
         name = "minibert" if kind == "reference" else f"minibert {kind}"
         steppers[name] = lambda kind=kind: minibert_stepper(encoder(), kind, args.device, args.precision)

@@ -62,12 +62,12 @@ def main() -> None:
 
     runs = {}
     for dtype in (torch.float32, torch.bfloat16):
-        encoder = SentenceEncoder.from_pretrained(args.model, dtype=dtype)
+        encoder = SentenceEncoder.from_pretrained(args.model, dtype=dtype, path="reference")
         name = str(dtype).removeprefix("torch.")
         runs[f"reference {name}"] = split(encoder, sentences, args.batch_size)
-        runs[f"fast {name}"] = split(encoder.to_fast(), sentences, args.batch_size)
+        runs[f"fast {name}"] = split(encoder.to_path("fast"), sentences, args.batch_size)
         if dtype == torch.float32:
-            runs["fast int8"] = split(encoder.to_fast(int8=True), sentences, args.batch_size)
+            runs["fast int8"] = split(encoder.to_path("int8"), sentences, args.batch_size)
 
     print(f"{len(sentences)} sentences, batch {args.batch_size}, {args.threads} threads, under torch.profiler; "
           "share of the wall time")

@@ -30,9 +30,18 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm(minilm_dir):
+    """all-MiniLM-L6-v2 as a user loads it: on the default path (fast, on the CPU)."""
     from minibert import SentenceEncoder
 
     return SentenceEncoder.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def minilm_reference(minilm_dir):
+    """all-MiniLM-L6-v2 on the reference path (model.py as written)."""
+    from minibert import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained(minilm_dir, path="reference")
 
 
 @pytest.fixture
@@ -61,10 +70,26 @@ def model_copy(minilm_dir, tmp_path):
     return make
 
 
+def global_torch_settings() -> dict:
+    """Process-wide torch switches a test might flip; each test must leave them as it found them."""
+    return {"torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "torch.get_float32_matmul_precision()": torch.get_float32_matmul_precision(),
+            "torch.are_deterministic_algorithms_enabled()": torch.are_deterministic_algorithms_enabled(),
+            "torch.get_default_dtype()": torch.get_default_dtype(),
+            "torch.get_num_threads()": torch.get_num_threads(),
+            "torch.is_grad_enabled()": torch.is_grad_enabled()}
+
+
 @pytest.fixture(autouse=True)
-def _deterministic():
+def _deterministic_and_restored():
+    """Every test starts from seed 0, and fails if it leaves a global torch setting changed (use
+    monkeypatch.setattr for those): a leaked switch would change the numbers of the tests after it."""
     torch.manual_seed(0)
+    before = global_torch_settings()
     yield
+    changed = {k: (v, global_torch_settings()[k]) for k, v in before.items() if global_torch_settings()[k] != v}
+    assert not changed, f"the test changed global torch settings without restoring them (before, after): {changed}"
 
 
 # ---- tiny models and data for the training tests -------------------------------------------------
@@ -131,13 +156,23 @@ def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
     return folder
 
 
+def merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` laid over it, table by table (``{"optim": {"lr": 1}}`` keeps optim's other keys)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def tiny_config(model_dir: Path, data: Path, out: Path, **overrides) -> dict:
-    """A training configuration with all five task types on the tiny data (as a plain dict). On the CPU
-    even where a GPU exists, so that exact comparisons hold everywhere; CUDA tests ask for it."""
+    """A training configuration with all five task types on the tiny data (as a plain dict); ``overrides``
+    are laid over it table by table (``optim={"lr": 1e-2}``). On the CPU even where a GPU exists, so
+    that exact comparisons hold everywhere; CUDA tests ask for it."""
     no_dropout = {"dropout": 0.0}
     config = {
-        "model": str(model_dir), "output_dir": str(out), "device": "cpu", "steps": 12, "batch_size": 4, "lr": 1e-3,
-        "eval_every": 6, "checkpoint_every": 4, "log_every": 2, "sampling": "round_robin", "plot": False,
+        "model": str(model_dir), "output_dir": str(out), "steps": 12, "batch_size": 4,
+        "optim": {"lr": 1e-3}, "sampling": {"strategy": "round_robin"}, "runtime": {"device": "cpu"},
+        "eval": {"every": 6}, "output": {"checkpoint_every": 4, "log_every": 2, "plot": False},
         "tasks": [
             {"name": "sts", "type": "sts", "train": str(data / "sts.tsv"), "dev": str(data / "sts.tsv"),
              "test": str(data / "sts.tsv")},
@@ -150,8 +185,7 @@ def tiny_config(model_dir: Path, data: Path, out: Path, **overrides) -> dict:
              "dev": str(data / "ner.txt"), "head": no_dropout},
         ],
     }
-    config.update(overrides)
-    return config
+    return merge(config, overrides)
 
 
 def train_tiny(model_dir: Path, data: Path, out: Path, only: tuple[str, ...] = (), **overrides) -> list[dict]:
@@ -174,3 +208,18 @@ def assert_losses_match(reference: list[dict], other: list[dict], rel: float, ab
         assert a.keys() == b.keys()
         for task in a:
             assert b[task] == pytest.approx(a[task], rel=rel, abs=abs), task
+
+
+# ---- hypothesis ------------------------------------------------------------------------------------
+
+try:
+    from hypothesis import HealthCheck, settings
+
+    # "ci": the same examples on every run (a red CI run can be replayed), no per-example deadline (a
+    # shared 2-core machine is noisy). "explore": fresh examples every run, for looking for bugs.
+    settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # the property tests skip, saying so
+    pass

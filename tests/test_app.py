@@ -106,13 +106,26 @@ def visible_tables(page) -> list:
     return [t for t in page.locator("table").all() if t.is_visible()]
 
 
+def shown_tables(page, timeout: float = 30.0) -> list[list[list[str]]]:
+    """The cell texts of every visible table, once the page has settled: Streamlit fills a table's rows
+    after the table itself appears, so read until two reads agree and no row is empty."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        now = [table_rows(t) for t in visible_tables(page)]
+        if now == last and all(row for table in now for row in table):
+            return now
+        last = now
+        time.sleep(0.25)
+    return last
+
+
 def test_similarity_matrix_is_the_cosine_matrix(page, minilm):
     sentences = ["A man is playing a guitar.", "Someone is playing an instrument.", "The stock market fell sharply."]
     page.get_by_label("Sentences, one a line").first.fill("\n".join(sentences))
     page.get_by_role("button", name="Compare").click()
     page.locator("table", has_text="The stock market fell").wait_for()
     page.get_by_text("Most similar pair").wait_for()
-    rows = table_rows(visible_tables(page)[0])
+    rows = shown_tables(page)[0]
     sim = cos_sim(minilm.encode(sentences))
     assert [row[1:] for row in rows] == [[f"{v:.4f}" for v in r] for r in sim]
     best = page.get_by_text("Most similar pair").inner_text()
@@ -125,7 +138,7 @@ def test_search_shows_the_semantic_search_hits(page, minilm, tmp_path):
     page.get_by_label("Corpus, one entry a line").fill("\n".join(CORPUS))
     page.get_by_role("button", name="Search").click()
     page.locator("table", has_text="The new movie is awesome.").wait_for()
-    shown = [table_rows(t) for t in visible_tables(page)]
+    shown = shown_tables(page)
     expected = semantic_search(minilm.encode(["Someone rides a horse.", "A film I liked"]), minilm.encode(CORPUS),
                                top_k=3)
     assert shown == [[[str(r + 1), f"{h['score']:.4f}", str(h["corpus_id"]), CORPUS[h["corpus_id"]]]
@@ -157,7 +170,7 @@ def test_multitask_tab_shows_each_tasks_prediction(page, multitask_dir):
     page.get_by_label("Pairs: second sentences (line i pairs with line i)").fill("Nobody is playing.")
     page.get_by_role("button", name="Predict").click()
     page.locator("table", has_text="Nobody is playing.").wait_for()
-    single, pairs = (table_rows(t) for t in visible_tables(page))
+    single, pairs = shown_tables(page)
     assert single == [[row["text"], squash(format_prediction(model.tasks["topic"], row["topic"])),
                        squash(format_prediction(model.tasks["ner"], row["ner"]))] for row in predict(model, sentences)]
     [row] = predict_pairs(model, ["A man is playing a guitar."], ["Nobody is playing."])

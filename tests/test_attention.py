@@ -28,7 +28,7 @@ def run_both(model: BertModel, ids, mask):
 
 
 def test_fp32_paths_agree_on_minilm(minilm_dir, sentences):
-    encoder = SentenceEncoder.from_pretrained(minilm_dir)
+    encoder = SentenceEncoder.from_pretrained(minilm_dir, path="reference")
     batch = encoder.tokenizer(sentences)
     eager, sdpa = run_both(encoder.bert, batch.input_ids, batch.attention_mask)
     real = batch.attention_mask.bool()  # padded positions are never read
@@ -49,8 +49,8 @@ def test_fp32_paths_agree_on_a_random_model():
 
 
 def test_bf16_paths_agree_and_stay_close_to_fp32(minilm_dir, sentences):
-    fp32 = SentenceEncoder.from_pretrained(minilm_dir)
-    bf16 = SentenceEncoder.from_pretrained(minilm_dir, dtype=torch.bfloat16)
+    fp32 = SentenceEncoder.from_pretrained(minilm_dir, path="reference")
+    bf16 = SentenceEncoder.from_pretrained(minilm_dir, dtype=torch.bfloat16, path="reference")
     assert next(bf16.parameters()).dtype == torch.bfloat16
     batch = fp32.tokenizer(sentences)
     real = batch.attention_mask.bool()
@@ -119,9 +119,9 @@ def test_set_dropout_reaches_every_dropout(attn):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_cuda_matches_cpu(minilm_dir, sentences, attn):
-    cpu = SentenceEncoder.from_pretrained(minilm_dir, attn_implementation=attn)
-    gpu = SentenceEncoder.from_pretrained(minilm_dir, device="cuda", attn_implementation=attn)
-    torch.backends.cuda.matmul.allow_tf32 = False
+def test_cuda_matches_cpu(minilm_dir, sentences, attn, monkeypatch):
+    cpu = SentenceEncoder.from_pretrained(minilm_dir, attn_implementation=attn, path="reference")
+    gpu = SentenceEncoder.from_pretrained(minilm_dir, device="cuda", attn_implementation=attn, path="reference")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # restored after the test
     assert_close(gpu.encode(sentences, convert_to="torch"), cpu.encode(sentences, convert_to="torch"),
                  atol=1e-5, rtol=0)

@@ -86,7 +86,7 @@ def test_config_weights_mismatch_names_keys_and_shapes(model_copy):
         BertModel.from_pretrained(folder)
     (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 1024}))
     with pytest.raises(ValueError, match=r"encoder.layer.0.intermediate.dense.weight has shape \(1536, 384\), "
-                                         r"but the config implies \(1024, 384\)"):
+                                         r"but .*config.json implies \(1024, 384\)"):
         BertModel.from_pretrained(folder)
 
 

@@ -1,4 +1,4 @@
-"""The compiled path (minibert.compiled) against the reference path: outputs, gradients, training.
+"""The compiled path (minibert.paths.compiled) against the reference path: outputs, gradients, training.
 
 On the CPU, torch.compile generates C++ (it needs a C++ compiler); on CUDA it adds CUDA graphs.
 A tiny model keeps the compilations to seconds."""
@@ -15,7 +15,8 @@ from conftest import assert_losses_match, tiny_config, train_tiny
 from torch._dynamo.utils import counters
 
 from minibert import BertConfig, BertModel, SentenceEncoder
-from minibert.compiled import CompiledBertModel, bucketed, next_power_of_two
+from minibert.paths import convert
+from minibert.paths.compiled import bucketed, next_power_of_two
 from minibert.train import load_config
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
@@ -39,7 +40,7 @@ def test_bucket_arithmetic():
 @needs_compiler
 def test_compiled_outputs_and_gradients_match_the_reference():
     ref = tiny_bert()
-    compiled = CompiledBertModel.from_bert(copy.deepcopy(ref), bucket=16)
+    compiled = convert(copy.deepcopy(ref), "compiled", bucket=16)
     ids = torch.randint(1, 50, (3, 11))
     mask = torch.tensor([[1] * 11, [1] * 6 + [0] * 5, [1] * 2 + [0] * 9])
     outs = []
@@ -56,7 +57,7 @@ def test_compiled_outputs_and_gradients_match_the_reference():
     for name, p in ref.named_parameters():
         torch.testing.assert_close(grads[name].grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
     ref.embeddings.requires_grad_(False)
-    twin = CompiledBertModel.from_bert(ref)  # shares the tensors, and what was frozen stays frozen
+    twin = convert(ref, "compiled")  # shares the tensors, and what was frozen stays frozen
     assert twin.blocks[1].ffn_out.weight.data_ptr() == ref.blocks[1].ffn_out.weight.data_ptr()
     assert [p.requires_grad for p in twin.parameters()] == [p.requires_grad for p in ref.parameters()]
     copied = copy.deepcopy(twin)  # a copy runs its own weights, not the original's
@@ -66,40 +67,35 @@ def test_compiled_outputs_and_gradients_match_the_reference():
 
 
 @needs_compiler
-def test_encode_compiled_matches_the_reference(minilm, sentences):
-    compiled = minilm.to_compiled(bucket=16)
-    assert compiled.bert.blocks[0].ffn_in.weight.data_ptr() == minilm.bert.blocks[0].ffn_in.weight.data_ptr()
-    np.testing.assert_allclose(compiled.encode(sentences, batch_size=4), minilm.encode(sentences), atol=1e-5, rtol=0)
-
-
-def test_cli_compile_is_a_path_of_its_own(capsys):
-    from minibert.cli import main
-
-    assert main(["similarity", "--compile", "--fast", "a", "b"]) == 1
-    assert "--compile is a path of its own" in capsys.readouterr().err
+def test_encode_compiled_matches_the_reference(minilm_reference, sentences):
+    compiled = minilm_reference.to_path("compiled", bucket=16)
+    assert compiled.bert.blocks[0].ffn_in.weight.data_ptr() == minilm_reference.bert.blocks[0].ffn_in.weight.data_ptr()
+    np.testing.assert_allclose(compiled.encode(sentences, batch_size=4), minilm_reference.encode(sentences),
+                               atol=1e-5, rtol=0)
 
 
 @needs_compiler
 def test_training_compiled_follows_the_reference(tiny_model_dir, tiny_data, tmp_path):
     losses = {}
-    for compile in (False, True):
+    for path in ("reference", "compiled"):
         counters.clear()
-        losses[compile] = train_tiny(tiny_model_dir, tiny_data, tmp_path / f"compile-{compile}", only=("sts", "topic"),
-                                     steps=4, eval_every=0, log_every=1, dropout=0.0, compile=compile)
-        assert bool(counters["stats"]["unique_graphs"]) == compile  # the compiled path ran, and only there
-    assert len(losses[True]) == 4
-    assert_losses_match(losses[False], losses[True], rel=1e-4, abs=1e-6)
-    reloaded = SentenceEncoder.from_pretrained(tmp_path / "compile-True" / "final")  # saved as a plain BERT
-    assert isinstance(reloaded.bert, BertModel) and not isinstance(reloaded.bert, CompiledBertModel)
-    with pytest.raises(ValueError, match="fast and compile are two different paths"):
-        load_config(None, ["fast=true", "compile=true"], base=tiny_config(tiny_model_dir, tiny_data, tmp_path))
+        losses[path] = train_tiny(tiny_model_dir, tiny_data, tmp_path / path, only=("sts", "topic"), steps=4,
+                                  eval={"every": 0}, output={"log_every": 1}, encoder={"dropout": 0.0},
+                                  runtime={"path": path})
+        assert bool(counters["stats"]["unique_graphs"]) == (path == "compiled")  # the compiled path ran, only there
+    assert len(losses["compiled"]) == 4
+    assert_losses_match(losses["reference"], losses["compiled"], rel=1e-4, abs=1e-6)
+    reloaded = SentenceEncoder.from_pretrained(tmp_path / "compiled" / "final", path="reference")  # a plain BERT
+    assert type(reloaded.bert) is BertModel
+    with pytest.raises(ValueError, match='compile is now runtime.path = "compiled"'):
+        load_config(None, ["compile=true"], base=tiny_config(tiny_model_dir, tiny_data, tmp_path))
 
 
 @needs_cuda
 def test_cuda_compiled_with_graphs_matches_the_reference(minilm_dir, sentences):
-    encoder = SentenceEncoder.from_pretrained(minilm_dir, device="cuda")
+    encoder = SentenceEncoder.from_pretrained(minilm_dir, device="cuda", path="reference")
     ref = encoder.encode(sentences)
-    compiled = encoder.to_compiled()
+    compiled = encoder.to_path("compiled")
     assert compiled.bert.mode == "reduce-overhead"
     for _ in range(3):  # recorded, then replayed
         np.testing.assert_allclose(compiled.encode(sentences, batch_size=4), ref, atol=1e-4, rtol=0)

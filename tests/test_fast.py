@@ -1,4 +1,4 @@
-"""The fast path (minibert.fast) against the reference path: outputs, gradients, saving, training, int8."""
+"""The fast path (minibert.paths.fast) against the reference path: outputs, gradients, saving, training, int8."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from safetensors.torch import load_file
 
 from minibert import SentenceEncoder
 from minibert.data import PairExample
-from minibert.fast import FastBertModel, FastLinear, Packing, quantize_int8
 from minibert.model import BertModel
 from minibert.multitask import MultiTaskModel
+from minibert.paths import convert
+from minibert.paths.fast import FastLinear, Packing
+from minibert.paths.int8 import quantize_int8
 from minibert.weights import fuse_qkv, split_qkv
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -33,8 +35,8 @@ def test_packing_keeps_exactly_the_real_tokens():
     assert full.keep is None and torch.equal(full.unpack(full.pack(x[:2, :3])), x[:2, :3])
 
 
-def test_fuse_and_split_qkv_round_trip_and_name_what_is_missing(minilm):
-    state = minilm.bert.state_dict()
+def test_fuse_and_split_qkv_round_trip_and_name_what_is_missing(minilm_reference):
+    state = minilm_reference.bert.state_dict()
     fused = fuse_qkv(state)
     assert "blocks.0.attention.qkv.weight" in fused and "blocks.0.attention.query.weight" not in fused
     assert fused["blocks.2.attention.qkv.bias"].shape == (3 * 384,)
@@ -45,11 +47,11 @@ def test_fuse_and_split_qkv_round_trip_and_name_what_is_missing(minilm):
         fuse_qkv(state)
 
 
-def test_fast_outputs_match_the_reference(minilm, sentences):
-    fast = FastBertModel.from_bert(minilm.bert)
-    batch = minilm.tokenizer(sentences).tensors()
+def test_fast_outputs_match_the_reference(minilm_reference, sentences):
+    fast = convert(minilm_reference.bert, "fast")
+    batch = minilm_reference.tokenizer(sentences).tensors()
     with torch.no_grad():
-        ref = minilm.bert(**batch)
+        ref = minilm_reference.bert(**batch)
         out = fast(**batch)
     real = batch["attention_mask"].bool()
     assert (~real).any(), "the batch must contain padding"
@@ -57,22 +59,22 @@ def test_fast_outputs_match_the_reference(minilm, sentences):
     assert out.last_hidden_state[~real].abs().max() == 0
     torch.testing.assert_close(out.pooler_output, ref.pooler_output, atol=2e-6, rtol=1e-5)
     # shared tensors are the same storage: the twin costs only the fused QKV
-    assert fast.blocks[0].ffn_in.weight.data_ptr() == minilm.bert.blocks[0].ffn_in.weight.data_ptr()
+    assert fast.blocks[0].ffn_in.weight.data_ptr() == minilm_reference.bert.blocks[0].ffn_in.weight.data_ptr()
 
 
 def test_encode_fast_matches_the_reference(minilm, sentences):
-    ref = minilm.encode(sentences)
-    np.testing.assert_allclose(minilm.encode(sentences, fast=True), ref, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(minilm.encode(sentences, fast=True, batch_size=3), ref, atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="fast must be False, True or 'int8'"):
-        minilm.encode(sentences, fast="yes")
+    assert minilm.path == "fast"  # the default on the CPU
+    ref = minilm.encode(sentences, path="reference")
+    np.testing.assert_allclose(minilm.encode(sentences), ref, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(minilm.encode(sentences, batch_size=3), ref, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"path must be one of \('reference', 'fast', 'int8', 'compiled'\), got 'yes'"):
+        minilm.encode(sentences, path="yes")
 
 
 def test_fast_gradients_match_the_reference(minilm_dir):
-    ref = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0)
+    ref = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0, path="reference")
     ref.encoder.bert.set_dropout(0.0)
-    fast = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0)
-    fast.encoder.bert = FastBertModel.from_bert(fast.encoder.bert)
+    fast = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0, path="fast")
     fast.encoder.bert.set_dropout(0.0)
     losses = {}
     for name, model in (("ref", ref), ("fast", fast)):
@@ -91,8 +93,8 @@ def test_fast_gradients_match_the_reference(minilm_dir):
 
 def test_bf16_fast_path_stays_close_to_fp32(minilm_dir, sentences):
     encoder = SentenceEncoder.from_pretrained(minilm_dir)
-    ref = torch.as_tensor(encoder.encode(sentences))
-    bf16 = torch.as_tensor(encoder.encode(sentences, fast=True, dtype=torch.bfloat16))
+    ref = torch.as_tensor(encoder.encode(sentences, path="reference"))
+    bf16 = torch.as_tensor(encoder.encode(sentences, dtype=torch.bfloat16))
     assert torch.nn.functional.cosine_similarity(bf16, ref).min() > 0.999
 
 
@@ -107,22 +109,25 @@ def test_autocast_reaches_the_fast_linear_layers():
 
 def test_int8_keeps_the_embeddings_close(minilm_dir, sentences):
     encoder = SentenceEncoder.from_pretrained(minilm_dir)
-    ref = torch.as_tensor(encoder.encode(sentences))
-    int8 = torch.as_tensor(encoder.encode(sentences, fast="int8"))
+    ref = torch.as_tensor(encoder.encode(sentences, path="reference"))
+    int8 = torch.as_tensor(encoder.encode(sentences, path="int8"))
     cosine = torch.nn.functional.cosine_similarity(int8, ref)
     assert cosine.min() > 0.85 and cosine.mean() > 0.97
-    fast = FastBertModel.from_bert(encoder.bert)
-    model = quantize_int8(fast)
+    model = convert(encoder.bert, "int8")
+    assert model.path == "int8" and encoder.path == "fast"
     kinds = {type(model.blocks[0].attention.qkv).__module__, type(model.blocks[0].ffn_out).__name__}
     assert kinds == {"torch.ao.nn.quantized.dynamic.modules.linear", "FastLinear"}  # ffn_out stays float
-    assert type(fast.blocks[0].attention.qkv) is FastLinear  # a copy was quantized, not the model given
+    assert type(encoder.bert.blocks[0].attention.qkv) is FastLinear  # a twin was quantized, not the model given
     with pytest.raises(ValueError, match="int8 quantization starts from a float32 CPU model"):
-        quantize_int8(FastBertModel.from_bert(encoder.bert).to(torch.bfloat16))
+        quantize_int8(convert(encoder.bert, "fast").to(torch.bfloat16))
+    with pytest.raises(ValueError, match="path 'int8' runs on the CPU in float32, not bfloat16 on cpu"):
+        convert(encoder.bert.to(torch.bfloat16), "int8")
+    with pytest.raises(ValueError, match="an int8 model holds quantized copies"):
+        convert(model, "reference")
 
 
 def test_a_fast_model_saves_in_the_hugging_face_layout(minilm_dir, tmp_path):
-    model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0)
-    model.encoder.bert = FastBertModel.from_bert(model.encoder.bert)
+    model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0, path="fast")
     with torch.no_grad():
         model.encoder.bert.blocks[1].attention.qkv.weight.add_(0.01)  # as if trained
     model.save(tmp_path / "saved")
@@ -131,26 +136,27 @@ def test_a_fast_model_saves_in_the_hugging_face_layout(minilm_dir, tmp_path):
     reloaded = BertModel.from_pretrained(tmp_path / "saved")
     fused = model.encoder.bert.blocks[1].attention.qkv.weight
     torch.testing.assert_close(reloaded.blocks[1].attention.key.weight, fused.chunk(3)[1], atol=0, rtol=0)
-    fast_again = FastBertModel.from_pretrained(tmp_path / "saved")  # and back into the fused layout
+    fast_again = convert(BertModel.from_pretrained(tmp_path / "saved"), "fast")  # and back into the fused layout
     torch.testing.assert_close(fast_again.blocks[1].attention.qkv.weight, fused, atol=0, rtol=0)
 
 
 def test_training_with_fast_follows_the_reference(tiny_model_dir, tiny_data, tmp_path):
     losses = {}
-    for fast in (False, True):
-        losses[fast] = train_tiny(tiny_model_dir, tiny_data, tmp_path / f"fast-{fast}", steps=8, eval_every=0,
-                                  log_every=1, dropout=0.0, fast=fast)
-        assert (tmp_path / f"fast-{fast}" / "final" / "model.safetensors").is_file()
-    assert len(losses[True]) == 8
-    assert_losses_match(losses[False], losses[True], rel=1e-3, abs=1e-5)
+    for path in ("reference", "fast"):
+        losses[path] = train_tiny(tiny_model_dir, tiny_data, tmp_path / path, steps=8, eval={"every": 0},
+                                  output={"log_every": 1}, encoder={"dropout": 0.0}, runtime={"path": path})
+        assert (tmp_path / path / "final" / "model.safetensors").is_file()
+    assert len(losses["fast"]) == 8
+    assert_losses_match(losses["reference"], losses["fast"], rel=1e-3, abs=1e-5)
 
 
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_fast_path_matches_the_reference(minilm_dir, sentences, dtype):
     encoder = SentenceEncoder.from_pretrained(minilm_dir, device="cuda", dtype=dtype)
-    ref = torch.as_tensor(encoder.encode(sentences)).float()
-    fast = torch.as_tensor(encoder.encode(sentences, fast=True)).float()  # bf16: packed varlen attention
+    assert encoder.path == "fast"  # the default on CUDA too
+    ref = torch.as_tensor(encoder.encode(sentences, path="reference")).float()
+    fast = torch.as_tensor(encoder.encode(sentences)).float()  # bf16: packed varlen attention
     assert torch.nn.functional.cosine_similarity(fast, ref).min() > (0.99999 if dtype == torch.float32 else 0.999)
 
 
@@ -158,9 +164,8 @@ def test_cuda_fast_path_matches_the_reference(minilm_dir, sentences, dtype):
 def test_cuda_fast_gradients_match_the_reference(minilm_dir):
     models = []
     for fast in (False, True):
-        model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0, device="cuda")
-        if fast:
-            model.encoder.bert = FastBertModel.from_bert(model.encoder.bert)
+        model = MultiTaskModel.from_encoder(minilm_dir, [{"name": "sts", "type": "sts"}], seed=0, device="cuda",
+                                            path="fast" if fast else "reference")
         model.encoder.bert.set_dropout(0.0)
         model.train()
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -175,13 +180,16 @@ def test_cuda_fast_gradients_match_the_reference(minilm_dir):
             assert cos > 0.99, name
 
 
-def test_cli_fast_and_int8(minilm, sentences, tmp_path, capsys):
+def test_cli_paths(minilm, sentences, tmp_path, capsys):
     from minibert.cli import main
 
     (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")
-    assert main(["encode", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "fast.npy"), "--fast"]) == 0
-    np.testing.assert_allclose(np.load(tmp_path / "fast.npy"), minilm.encode(sentences), atol=1e-6, rtol=0)
-    assert main(["encode", "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "int8.npy"), "--int8"]) == 0
-    np.testing.assert_allclose(np.load(tmp_path / "int8.npy"), minilm.encode(sentences, fast="int8"), atol=1e-6, rtol=0)
-    assert main(["similarity", "--int8", "--dtype", "bfloat16", "a", "b"]) == 1
-    assert "--int8 runs on the CPU in float32" in capsys.readouterr().err
+    for path in ("reference", "int8"):
+        out = tmp_path / f"{path}.npy"
+        assert main(["encode", "--input", str(tmp_path / "in.txt"), "--output", str(out), "--path", path]) == 0
+        np.testing.assert_allclose(np.load(out), minilm.encode(sentences, path=path), atol=1e-6, rtol=0)
+    assert main(["similarity", "--path", "int8", "--dtype", "bfloat16", "a", "b"]) == 1
+    assert "path 'int8' runs on the CPU in float32, not bfloat16" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["encode", "--fast", "a"])
+    assert "--fast is now --path fast" in capsys.readouterr().err

@@ -154,3 +154,40 @@ def test_cli_search_and_mine(minilm, tmp_path, capsys):
     assert main(["mine", *corpus[:3], "Someone is playing a guitar.", "--top-k", "1", "--max-pairs", "1"]) == 0
     score, i, j = paraphrase_mining(minilm.encode([*corpus[:3], "Someone is playing a guitar."]), top_k=1)[0]
     assert (i, j) == (0, 3) and f"{score:.4f}  [0]" in capsys.readouterr().out
+
+
+def test_predict_help_shows_model_as_required(capsys):
+    """--model of predict has no default: the help must not show one, and leaving it out is argparse's error."""
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    usage = capsys.readouterr().out
+    assert "--model MODEL" in usage and "default" not in usage.split("--model MODEL", 1)[1].split("\n  -")[0]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "some sentence"])
+    assert exit_info.value.code == 2 and "the following arguments are required: --model" in capsys.readouterr().err
+
+
+def test_cli_input_from_a_pipe_stdin_or_a_device(minilm, tmp_path, capsys, monkeypatch):
+    """A path that exists but is not a regular file is read as a stream (a FIFO, /dev/stdin), or gets its own
+    message (a folder, an empty device), never "not found"."""
+    import io
+    import os
+    import threading
+
+    lines = ["A man is playing a guitar.", "", "Stocks fell."]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("\n".join(lines) + "\n"))
+    writer.start()
+    out = tmp_path / "piped.npy"
+    assert main(["encode", "--input", str(fifo), "--output", str(out)]) == 0
+    writer.join()
+    np.testing.assert_allclose(np.load(out), minilm.encode(lines), atol=1e-6)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Stocks fell.\n")))
+    assert main(["encode", "--input", "-", "--output", str(tmp_path / "stdin.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "stdin.npy"), minilm.encode(["Stocks fell."]), atol=1e-6)
+    capsys.readouterr()
+    assert main(["encode", "--input", "/dev/null"]) == 1
+    assert capsys.readouterr().err == "minibert: error: --input /dev/null holds no lines\n"
+    assert main(["similarity", "--input", str(tmp_path)]) == 1
+    assert f"--input {tmp_path} is a folder, not a text file" in capsys.readouterr().err

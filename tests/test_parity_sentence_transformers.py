@@ -15,10 +15,11 @@ from minibert.pooling import LEGACY_KEYS, POOLING_MODES
 st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the parity reference")
 
 
-def test_default_model_embeddings_match(minilm_dir, minilm, sentences):
+@pytest.mark.parametrize("path", ["reference", "fast"])
+def test_default_model_embeddings_match(minilm_dir, minilm, sentences, path):
     reference = st.SentenceTransformer(str(minilm_dir), device="cpu")
     ref = reference.encode(sentences, batch_size=7)
-    ours = minilm.encode(sentences, batch_size=7)
+    ours = minilm.encode(sentences, batch_size=7, path=path)
     assert ours.shape == ref.shape == (len(sentences), 384)
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
     assert minilm.normalize  # modules.json lists Normalize
@@ -64,3 +65,37 @@ def test_padding_never_leaks_into_pooled_vectors(model_copy, sentences):
     with torch.no_grad():
         together = encoder(batch)[:1]
     assert_close(together, alone, atol=1e-6, rtol=0)
+
+
+def long_texts(sentences: list[str]) -> list[str]:
+    """Texts of about 60 to 400 tokens: most are longer than a 128-token limit."""
+    return [" ".join(sentences[i:] + sentences[:i]) * (1 + i % 3) for i in range(0, len(sentences), 3)]
+
+
+@pytest.mark.parametrize("form", ["sentence-transformers 6", "older sentence-transformers", "plain Hugging Face"])
+def test_the_token_limit_is_read_as_sentence_transformers_reads_it(model_copy, tmp_path, sentences, form):
+    """sentence-transformers 6 keeps the limit in tokenizer_config.json (model_max_length) and writes
+    sentence_bert_config.json without max_seq_length; older versions wrote max_seq_length there; a plain
+    folder has only tokenizer_config.json. Inputs longer than the limit must embed as the reference does."""
+    folder = model_copy()
+    if form == "sentence-transformers 6":
+        saved = st.SentenceTransformer(str(folder), device="cpu")
+        saved.max_seq_length = 128
+        saved.save(str(tmp_path / "st6"))
+        folder = tmp_path / "st6"
+        assert "max_seq_length" not in json.loads((folder / "sentence_bert_config.json").read_text())
+    elif form == "older sentence-transformers":
+        (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    else:
+        for name in ("modules.json", "sentence_bert_config.json"):
+            (folder / name).unlink()
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 128}))
+    reference = st.SentenceTransformer(str(folder), device="cpu")
+    ours = SentenceEncoder.from_pretrained(folder)
+    assert reference.max_seq_length == ours.tokenizer.max_length == 128
+    texts = long_texts(sentences)
+    lengths = [len(e.ids) for e in ours.tokenizer.encode(texts, warn_truncation=False)]
+    assert sum(n == 128 for n in lengths) > len(texts) / 2  # most were cut
+    ref = reference.encode(texts, batch_size=8, convert_to_tensor=True)
+    assert_close(ours.encode(texts, batch_size=8, convert_to="torch"), ref.cpu(), atol=1e-5, rtol=0)

@@ -71,11 +71,13 @@ def test_losses_have_gradients_for_the_encoder(minilm_dir):
     assert model.encoder.bert.pooler.dense.weight.grad is None  # never used, never trained
 
 
-def test_cross_encoder_scores_as_sentence_transformers_cross_encoder(minilm_dir, tmp_path):
+@pytest.mark.parametrize("path", ["reference", "fast"])
+def test_cross_encoder_scores_as_sentence_transformers_cross_encoder(minilm_dir, tmp_path, path):
     """Our cross_sts model saved as a BertForSequenceClassification folder: sentence-transformers'
     CrossEncoder loads it and gives the same scores (sigmoid of the one logit), and its model's logits
-    and BCE loss equal ours."""
-    ours = MultiTaskModel.from_encoder(minilm_dir, [{"name": "cross", "type": "cross_sts"}], seed=3)
+    and BCE loss equal ours. On the fast path too, which holds Q, K and V fused (what a training run
+    on it has in memory)."""
+    ours = MultiTaskModel.from_encoder(minilm_dir, [{"name": "cross", "type": "cross_sts"}], seed=3, path=path)
     with torch.no_grad():  # a trained-looking head, not the initial one
         ours.heads["cross"].out.weight.normal_(0, 0.5)
     save_cross_encoder(ours, "cross", tmp_path / "ce")

@@ -16,8 +16,9 @@ from minibert.data import TextExample, read_classification, read_conll, read_nli
 from minibert.metrics import entity_prf, macro_f1
 from minibert.tasks import Classification, TokenClassification
 from minibert.train.batches import StepBatches, hold_out, load_task_data, task_for_step, task_probabilities
-from minibert.train.config import changed_keys, load_config
+from minibert.train.config import load_config
 from minibert.train.optim import lr_multiplier, make_optimizer, param_groups
+from minibert.train.recipe import changed_keys
 
 # ---- readers -------------------------------------------------------------------------------------
 
@@ -76,6 +77,18 @@ def test_csv_classification_with_quotes(tmp_path):
     assert [(e.text, e.label) for e in read_classification(path)] == [("Hello, world", 1), ('say "hi"', 0)]
 
 
+def test_labels_that_look_almost_like_numbers_are_names(tmp_path):
+    """Only plain integers are class ids: '--3' once reached int() and failed with a bare ValueError."""
+    from minibert.data import label_value
+
+    assert [label_value(t) for t in ("3", " -1 ", "--3", "3.0", "\u0663", "+2", "World")] == [
+        3, -1, "--3", "3.0", "\u0663", "+2", "World"]
+    path = write(tmp_path, "odd.tsv", "fine\t1\nodd\t--3\n")
+    assert [e.label for e in read_classification(path)] == [1, "--3"]
+    nli = write(tmp_path, "odd_nli.tsv", "a\tb\t--3\n")
+    assert [e.label for e in read_nli(nli)] == ["--3"]
+
+
 def test_missing_data_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.tsv"):
         read_sts_tsv(tmp_path / "nope.tsv")
@@ -100,8 +113,9 @@ head = { hidden_layer = true }
 
 def test_toml_config_with_overrides_and_data_dir(tmp_path, monkeypatch):
     path = write(tmp_path, "c.toml", TOML)
-    config = load_config(path, ["steps=25", "tasks.topic.loss_weight=0.5", 'freeze=["embeddings"]', "lr=3e-5"])
-    assert config.steps == 25 and config.lr == 3e-5 and config.freeze == ["embeddings"]
+    config = load_config(path, ["steps=25", "tasks.topic.loss_weight=0.5", 'encoder.freeze=["embeddings"]',
+                                "optim.lr=3e-5"])
+    assert config.steps == 25 and config.optim.lr == 3e-5 and config.encoder.freeze == ["embeddings"]
     assert config.tasks[1].loss_weight == 0.5 and config.tasks[1].head == {"hidden_layer": True}
     monkeypatch.setenv("MINIBERT_DATA", "/elsewhere")
     assert load_config(path).data_path(config.tasks[0].train) == Path("/elsewhere/stsb/train.tsv")
@@ -127,12 +141,25 @@ def test_a_missing_data_file_names_the_task_and_the_setting(tmp_path):
      r"its options are \['loss', 'max_score', 'cosent_scale'\]"),
     ("tasks.topic.head.hiden_layer=true",
      r"task 'topic': option\(s\) \['hiden_layer'\] do not apply to task type 'classification'"),
-    ("tasks.topic.head=dropout", "task 'topic': head must be a table of options, got 'dropout'"),
+    ("tasks.topic.head=dropout", "task 'topic': head must be dict.*, got 'dropout'"),
     ("tasks.topic.type=regression", "task 'topic': unknown type 'regression'"),
-    ("sampling=random", "sampling must be one of"),
-    ("grad_accum=3", "not divisible by grad_accum"),
-    ("sam_rho=-0.05", "sam_rho must be >= 0, got -0.05"),
+    ("sampling.strategy=random", "sampling.strategy must be one of"),
+    ("optim.grad_accum=3", "not divisible by optim.grad_accum"),
+    ("optim.sam_rho=-0.05", r"optim.sam_rho must be in \[0, inf\], got -0.05"),
+    ("optim.max_grad_norm=0", r"optim.max_grad_norm must be in \(0, inf\], got 0"),
+    ('optim.lr=NaN', r"optim.lr must be in \(0, inf\], got nan"),
+    ('encoder.freeze=["layers:x"]', "encoder.freeze: 'layers:x' is not a part"),
+    ('encoder.freeze=["head:pos"]', r"encoder.freeze: \['head:pos'\] name no task"),
+    ("eval.best_metric=foo", 'eval.best_metric must be "mean" or TASK/METRIC'),
+    ("runtime.path=int8", 'runtime.path "int8" is for inference'),
+    ("fast=false", 'fast is now runtime.path = "reference"'),
+    ("optim.lr=fast", "optim.lr must be float, got 'fast'"),
+    ("optim.lrr=1", r"\[optim\]: unknown key\(s\) \['lrr'\]"),
+    ("optim=3", r"optim must be a table of settings \(\[optim\]\), got 3"),
     ("steps", "is not KEY=VALUE"),
+    ("lr=3e-5", "settings moved into tables: lr is now optim.lr$"),
+    ("sampling=round_robin", "sampling is now sampling.strategy"),
+    ("fast=true", 'fast is now runtime.path = "fast"'),
 ])
 def test_bad_configuration_names_the_key(tmp_path, override, match):
     with pytest.raises(ValueError, match=match):
@@ -176,8 +203,8 @@ def test_step_batches_are_consecutive_shuffled_passes(tmp_path):
     per-epoch shuffles, batch_size at a time; each process gets every world-th example, cut into
     grad_accum micro-batches."""
     sets = [list(range(10)), list(range(100, 107))]
-    config = load_config(write(tmp_path, "c.toml", TOML), ["steps=30", "batch_size=4", "grad_accum=2", "seed=5",
-                                                           "sampling=proportional"])
+    config = load_config(write(tmp_path, "c.toml", TOML), ["steps=30", "batch_size=4", "optim.grad_accum=2",
+                                                           "seed=5", "sampling.strategy=proportional"])
     tasks = [RecordingTask("a"), RecordingTask("b")]
     whole = StepBatches(tasks, sets, None, config)
     sequences = {t: [sets[t][i] for epoch in range(20)
@@ -185,7 +212,7 @@ def test_step_batches_are_consecutive_shuffled_passes(tmp_path):
     used = {0: 0, 1: 0}
     for step in range(30):
         t, micro = whole[step]
-        assert t == task_for_step(step, 2, "proportional", whole.probabilities, 5)
+        assert t == task_for_step(step, 2, "proportional", task_probabilities([10, 7], "proportional"), 5)
         expected = sequences[t][used[t]:used[t] + 4]
         used[t] += 4
         assert [x for m in micro for x in m["examples"]] == expected
@@ -265,8 +292,10 @@ def test_fused_optimizer_takes_the_same_step_as_plain_adamw(tiny_model_dir):
             model("t", batch).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+    # A key bias gets a gradient of pure rounding noise (softmax ignores it), which Adam scales up to steps of
+    # about lr: 1% of the smallest lr (1e-5) is the tolerance, far below any wrong step.
     for (name, a), b in zip(fused_model.state_dict().items(), plain_model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
     moved = [k for k, v in fused_model.state_dict().items() if not torch.equal(v, start[k])]
     assert len(moved) > 10  # the steps did move the weights
 
@@ -278,13 +307,14 @@ def test_schedules():
     assert lr_multiplier(10, 10, 4, "linear") == 0.0 and lr_multiplier(9, 10, 0, "constant") == 1.0
 
 
-def accumulated_weights(tiny_model_dir, tiny_data, tmp_path, task: str, accum: int, head=None, **overrides):
+def accumulated_weights(tiny_model_dir, tiny_data, tmp_path, task: str, accum: int, max_grad_norm: float = 1.0,
+                        head: dict | None = None):
     from conftest import tiny_config
 
     from minibert.train import Trainer
 
-    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / f"{task}{accum}", steps=3, eval_every=0,
-                         grad_accum=accum, **overrides)
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / f"{task}{accum}", steps=3, eval={"every": 0},
+                         optim={"grad_accum": accum, "max_grad_norm": max_grad_norm})
     config["tasks"] = [t for t in config["tasks"] if t["name"] == task]
     if head:
         config["tasks"][0]["head"] = head
@@ -358,21 +388,35 @@ def test_the_last_steps_can_go_to_chosen_tasks(tmp_path):
     from minibert.train.config import TrainConfig
 
     tasks = [{"name": n, "type": "classification", "train": "x.tsv"} for n in ("a", "b", "c")]
-    plain = TrainConfig(tasks=tasks, steps=40, sampling="proportional", seed=3)
-    finished = TrainConfig(tasks=tasks, steps=40, sampling="proportional", seed=3, finish_with=["c", "a"],
-                           finish_steps=5)
+    plain = TrainConfig(tasks=tasks, steps=40, sampling={"strategy": "proportional"}, seed=3)
+    finished = TrainConfig(tasks=tasks, steps=40, seed=3,
+                           sampling={"strategy": "proportional", "finish_with": ["c", "a"], "finish_steps": 5})
     before, after = task_schedule(plain, [10, 20, 30]), task_schedule(finished, [10, 20, 30])
     assert after[:35] == before[:35]  # the sampled part is unchanged
     assert after[35:] == [0, 2, 0, 2, 0]  # step s of the closing phase: finish_with[s % 2]
-    with pytest.raises(ValueError, match=r"finish_with \['d'\] and finish_steps 5"):
-        TrainConfig(tasks=tasks, finish_with=["d"], finish_steps=5)
+    with pytest.raises(ValueError, match=r"sampling.finish_with \['d'\] and finish_steps 5"):
+        TrainConfig(tasks=tasks, sampling={"finish_with": ["d"], "finish_steps": 5})
     with pytest.raises(ValueError, match="or neither"):
-        TrainConfig(tasks=tasks, finish_steps=5)
+        TrainConfig(tasks=tasks, sampling={"finish_steps": 5})
 
 
 def test_a_setting_added_after_a_run_was_saved_counts_as_its_default():
     base = {"tasks": [{"name": "sts", "type": "sts", "train": "x.tsv"}], "steps": 5}
     now = load_config(None, base=base).to_dict()
-    saved = {k: v for k, v in now.items() if k not in ("init", "heads_from", "compile")}  # an older run's
-    assert changed_keys(saved, now) == []
-    assert changed_keys(saved, load_config(None, ["init=random", "steps=6"], base=base).to_dict()) == ["init", "steps"]
+    saved = {**now, "encoder": {k: v for k, v in now["encoder"].items() if k not in ("init", "heads_from")}}
+    assert changed_keys(saved, now) == []  # an older run's, without two settings
+    changed = load_config(None, ["encoder.init=random", "steps=6"], base=base).to_dict()
+    assert changed_keys(saved, changed) == ["encoder.init", "steps"]
+
+
+def test_a_run_saved_in_the_flat_form_of_older_versions_still_compares():
+    """Resuming a run saved before the settings had tables: its config is read in today's form."""
+    base = {"tasks": [{"name": "sts", "type": "sts", "train": "x.tsv"}], "steps": 5}
+    flat = {"tasks": load_config(None, base=base).to_dict()["tasks"], "steps": 5, "lr": 1e-4,
+            "warmup_ratio": 0.1, "schedule": "linear",  # in the old field order: schedule's table after its key
+            "sampling": "round_robin", "eval_every": 50,
+            "fast": True, "compile": False, "plot": False}
+    now = load_config(None, ["optim.lr=1e-4", "sampling.strategy=round_robin", "eval.every=50",
+                             'runtime.path="fast"'], base=base).to_dict()
+    assert changed_keys(flat, now) == []
+    assert changed_keys({**flat, "fast": False}, now) == ["runtime.path"]  # it ran the reference path

@@ -22,7 +22,7 @@ from pathlib import Path
 from minibert.tasks import task_type
 from minibert.train import load_config, train
 
-FREEZING = {  # configuration name -> TrainConfig.freeze
+FREEZING = {  # configuration name -> TrainConfig.encoder.freeze
     "full fine-tuning": [],
     "bottom 3 layers frozen": ["embeddings", "layers:3"],
     "heads only": ["encoder"],
@@ -51,9 +51,9 @@ def main() -> None:
                 cfg = copy.deepcopy(base)
                 cfg.tasks = [dataclasses.replace(task, loss_weight=1.0, test=None, max_train_examples=args.examples,
                                                  max_dev_examples=1000)]
-                cfg.steps, cfg.seed, cfg.freeze = args.steps, seed, freeze
-                cfg.eval_every, cfg.checkpoint_every = args.steps // 3, args.steps
-                cfg.precision, cfg.fast, cfg.plot = "fp32", True, False
+                cfg.steps, cfg.seed, cfg.encoder.freeze = args.steps, seed, freeze
+                cfg.eval.every, cfg.output.checkpoint_every = args.steps // 3, args.steps
+                cfg.runtime.precision, cfg.runtime.path, cfg.output.plot = "fp32", "fast", False
                 cfg.output_dir = str(out / f"{task.name}-{name.replace(' ', '-')}-seed{seed}")
                 start = time.perf_counter()
                 result = train(cfg)

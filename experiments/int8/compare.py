@@ -25,8 +25,10 @@ from torch import nn
 
 from minibert import SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
-from minibert.fast import FastBertModel, quantize_int8
 from minibert.metrics import spearman
+from minibert.paths import convert
+from minibert.paths.fast import FastBertModel
+from minibert.paths.int8 import quantize_int8
 
 
 class Scale(nn.Module):
@@ -59,16 +61,19 @@ def main() -> None:
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "dev.tsv")
     sentences = [p.a for p in pairs] + [p.b for p in pairs]
     gold = np.array([p.label for p in pairs])
-    encoder = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")
+    encoder = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2", path="reference")
     reference = encoder.encode(sentences)
-    fast = FastBertModel.from_bert(encoder.bert)
+    fast = convert(encoder.bert, "fast")
 
-    candidates = {"float32 (fast path)": fast, "all int8": quantize_int8(fast, keep_float=())}
+    def quantized(keep_float: tuple[str, ...], bert: FastBertModel | None = None) -> FastBertModel:
+        return quantize_int8(copy.deepcopy(bert or fast), keep_float=keep_float)  # in place: on a copy
+
+    candidates = {"float32 (fast path)": fast, "all int8": quantized(())}
     for keep in (("ffn_out",), ("attention_out",), ("qkv",), ("ffn_in",), ("ffn_out", "attention_out")):
-        candidates[f"int8, {' + '.join(keep)} float"] = quantize_int8(fast, keep_float=keep)
+        candidates[f"int8, {' + '.join(keep)} float"] = quantized(keep)
     for alpha in (0.5, 0.8):
         for k in (1.0, 4.0):
-            candidates[f"all int8, smoothed a={alpha} k={k:g}"] = quantize_int8(smoothed(fast, alpha, k), keep_float=())
+            candidates[f"all int8, smoothed a={alpha} k={k:g}"] = quantized((), smoothed(fast, alpha, k))
 
     print(f"STS-B dev, {len(sentences)} sentences")
     print(f"{'':38}{'Spearman':>10}{'cos min':>9}{'cos mean':>10}{'sent/s':>8}")

@@ -4,7 +4,7 @@ The five tasks of scripts/configs/multitask.toml (STS, NLI, sentiment, topic, NE
 model runs the shared encoder once and every head on its output; five separate models run five
 encoders. Heads are freshly initialised (their cost does not depend on training). Latency is the
 median of repeated calls, for one sentence and for a batch of 32 STS-B sentences, on the same threads
-in one process, each on the reference path and on the fast path (minibert.fast). Memory is each
+in one process, each on the reference path and on the fast path (minibert.paths.fast). Memory is each
 setup's resident set, measured in a fresh process.
 
     python experiments/multi_vs_separate/cost.py [--threads 2]
@@ -20,7 +20,6 @@ import time
 
 import torch
 
-from minibert.fast import FastBertModel
 from minibert.multitask import MultiTaskModel
 from minibert.sentence import SentenceFeatures
 
@@ -41,9 +40,9 @@ SENTENCES = ["A man is playing a guitar on stage.", "Angela Merkel met Emmanuel 
 
 def build(setup: str) -> list[MultiTaskModel]:
     if setup == "multi":
-        models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", TASKS, seed=0)]
+        models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", TASKS, seed=0, path="reference")]
     else:
-        models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", [t], seed=0) for t in TASKS]
+        models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", [t], seed=0, path="reference") for t in TASKS]
     for model in models:  # weights of their own, as after fine-tuning (loaded ones share the file's pages)
         for p in model.parameters():
             p.data = p.data.clone()
@@ -100,7 +99,7 @@ def main() -> None:
         if path == "fast":
             for models in setups.values():
                 for model in models:
-                    model.encoder.bert = FastBertModel.from_bert(model.encoder.bert)
+                    model.encoder = model.encoder.to_path("fast")
         for _ in range(2):  # alternate, so that noise hits both alike; keep the better of two
             for name, models in setups.items():
                 for n in (1, 32):

@@ -54,9 +54,9 @@ def main() -> None:
             for seed in args.seeds:
                 cfg = copy.deepcopy(base)
                 cfg.tasks = [dataclasses.replace(task, loss_weight=1.0, test=None, max_dev_examples=1000)]
-                cfg.steps, cfg.seed, cfg.pooling = args.steps, seed, [pooling]
-                cfg.eval_every, cfg.checkpoint_every = args.steps // 3, args.steps
-                cfg.precision, cfg.fast, cfg.plot = "fp32", True, False
+                cfg.steps, cfg.seed, cfg.encoder.pooling = args.steps, seed, [pooling]
+                cfg.eval.every, cfg.output.checkpoint_every = args.steps // 3, args.steps
+                cfg.runtime.precision, cfg.runtime.path, cfg.output.plot = "fp32", "fast", False
                 cfg.output_dir = str(out / f"{task.name}-{pooling}-seed{seed}")
                 values.append(train(cfg)["best"]["metrics"][task.name][metric])
             spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""

@@ -3,8 +3,8 @@ minibert's trainer. Model, data files, steps, batch size, learning rate, warm-up
 decay, clipping and dev interval are read from the same configuration (scripts/configs/stsb.toml);
 the objective is CosineSimilarityLoss (MSE between the cosine and score/5). The best checkpoint by
 dev Spearman is scored on test. sentence-transformers' trainer has no sharpness-aware minimisation,
-so the reference takes plain AdamW steps and says so when the configuration sets sam_rho: compare it
-with minibert's runs of the plain recipe (`scripts/train.py ... --set sam_rho=0`), not with the SAM runs.
+so the reference takes plain AdamW steps and says so when the configuration sets optim.sam_rho: compare it
+with minibert's runs of the plain recipe (`scripts/train.py ... --set optim.sam_rho=0`), not with the SAM runs.
 
     pip install -e .[reference-train]     # sentence-transformers with its trainer (datasets, accelerate)
     python experiments/stsb/reference.py [--config scripts/configs/stsb.toml] [--seed 1] [--out runs/stsb-reference]
@@ -34,9 +34,9 @@ if __name__ == "__main__":
             or not isinstance(task.train, str) or not task.dev or not task.test):
         raise SystemExit(f"{args.config}: the reference runs one STS task with the cosine_mse loss and one "
                          "train, dev and test file each")
-    if cfg.sam_rho:
-        print(f"{args.config}: sam_rho={cfg.sam_rho} is not used: sentence-transformers' trainer has no SAM, "
-              "so the reference runs the recipe with plain AdamW steps", file=sys.stderr)
+    if cfg.optim.sam_rho:
+        print(f"{args.config}: optim.sam_rho={cfg.optim.sam_rho} is not used: sentence-transformers' trainer "
+              "has no SAM, so the reference runs the recipe with plain AdamW steps", file=sys.stderr)
 
     from datasets import Dataset
     from sentence_transformers import (
@@ -59,9 +59,9 @@ if __name__ == "__main__":
     model = SentenceTransformer(str(resolve_model(cfg.model)), device="cpu")
     training_args = SentenceTransformerTrainingArguments(
         output_dir=args.out, seed=args.seed, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr, warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=cfg.schedule,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        eval_strategy="steps", eval_steps=cfg.eval_every, save_strategy="steps", save_steps=cfg.eval_every,
+        learning_rate=cfg.optim.lr, warmup_ratio=cfg.schedule.warmup_ratio, lr_scheduler_type=cfg.schedule.shape,
+        weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm,
+        eval_strategy="steps", eval_steps=cfg.eval.every, save_strategy="steps", save_steps=cfg.eval.every,
         save_total_limit=1,
         load_best_model_at_end=True, metric_for_best_model="eval_sts-dev_spearman_cosine", greater_is_better=True,
         logging_steps=60, use_cpu=True, report_to="none", dataloader_drop_last=False,

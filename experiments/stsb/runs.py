@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minibert.train import TaskConfig, TrainConfig, load_config
-from minibert.train.config import changed_keys
+from minibert.files import read_json
+from minibert.train import TaskConfig, TrainConfig
+from minibert.train.recipe import changed_keys
 
 
 def single_sts_task(config: TrainConfig, where: str) -> TaskConfig:
@@ -19,7 +20,6 @@ def check_finished_run(folder: str | Path, config: TrainConfig) -> None:
     """A finished run in ``folder`` may stand in for ``config`` only if it used the same recipe. The
     folder may have moved, so ``output_dir`` does not count; options added since read as their defaults."""
     saved = Path(folder) / "config.json"
-    earlier = load_config(saved)
-    changed = changed_keys(earlier.to_dict(), config.to_dict())  # output_dir and the like do not count
+    changed = changed_keys(read_json(saved), config.to_dict())  # output_dir and the like do not count
     if changed:
         raise ValueError(f"{saved}: that run used a different configuration (changed: {changed}); pass another --out")

@@ -2,7 +2,7 @@
 withheld), a greedy model soup of the runs' best checkpoints (soup.py), then the test scores of the
 soup and of the single run with the best dev score. Prints a markdown table.
 
-    python experiments/stsb/seeds_and_soup.py [--seeds 1 2 3 4 5] [--out runs/stsb-seeds] [--set lr=3e-5 ...]
+    python experiments/stsb/seeds_and_soup.py [--seeds 1 2 3 4 5] [--out runs/stsb-seeds] [--set optim.lr=3e-5 ...]
 
 A seed whose run has finished (`final/` exists) is not trained again; one with a checkpoint resumes.
 """

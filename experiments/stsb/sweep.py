@@ -7,7 +7,8 @@ value with the highest mean best-dev Spearman over the seeds; within it, the see
 Only then is the test file read, for every seed of that value: the dev leader's score is the one to
 report, the others show the spread. Prints a markdown table and writes it to OUT/sweep.md.
 
-    python experiments/stsb/sweep.py --grid sam_rho=0,0.02,0.05,0.1,0.2 --seeds 1 2 3 --parallel 8 --set device=cuda
+    python experiments/stsb/sweep.py --grid optim.sam_rho=0,0.02,0.05,0.1,0.2 --seeds 1 2 3 --parallel 8 \
+        --set runtime.device=cuda
 
 A run that has finished (`final/` exists) is reused if it used the same recipe, so a sweep can be
 extended with more seeds or values.

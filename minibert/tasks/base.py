@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minibert.data import is_integer
 from minibert.metrics import accuracy, macro_f1, pearson, spearman
+from minibert.typecheck import check_types, type_ok
 
 TASK_TYPES: dict[str, type[Task]] = {}
 
@@ -73,8 +75,11 @@ class Task:
     labels: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", str(self.name)):
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
             raise ValueError(f"task name {self.name!r}: use letters, digits, '_' and '-' only")
+        if not type_ok(self.labels, list[str | int]):
+            raise ValueError(f"task {self.name!r}: labels must be a list of names, got {self.labels!r}")
+        check_types(self, f"task {self.name!r}: ", skip=("labels",))
         self.labels = [str(label) for label in self.labels]
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r}: duplicate label names in {self.labels}")
@@ -128,7 +133,7 @@ class Task:
     def label_ids(self, labels: list) -> torch.Tensor:
         """Label names, or ids 0..n-1, -> a tensor of ids. A name is looked up first; an integer is an id
         only when the names are not numbers themselves (names "1".."4" read from a file mean 1 is "1")."""
-        numeric_names = all(name.lstrip("-").isdigit() for name in self.labels)
+        numeric_names = all(is_integer(name) for name in self.labels)
         ids = []
         for i, label in enumerate(labels):
             is_int = isinstance(label, (int, np.integer)) and not isinstance(label, bool)

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from minibert.data import PairExample, read_sts_tsv
 from minibert.tasks.base import Task, check_score_task, has_labels, register, score_metrics
-from minibert.weights import bert_key_map
+from minibert.weights import hf_tensors, save_tensors
 
 
 class CrossEncoderHead(nn.Module):
@@ -89,12 +88,11 @@ def save_cross_encoder(model, task: str, folder: str | Path) -> None:
     head, bert = model.heads[task], model.encoder.bert
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    key_map = bert_key_map(bert.config.num_hidden_layers, with_pooler=False)
-    state = {"bert." + key_map[k]: t for k, t in bert.state_dict().items() if not k.startswith("pooler.")}
+    # the encoder under "bert.", with the head's dense layer as its pooler (BERT's pooler is not trained)
+    state = {k: t for k, t in hf_tensors(bert, prefix="bert.").items() if not k.startswith("bert.pooler.")}
     state |= {"bert.pooler.dense.weight": head.dense.weight, "bert.pooler.dense.bias": head.dense.bias,
               "classifier.weight": head.out.weight, "classifier.bias": head.out.bias}
-    save_file({k: t.detach().contiguous().cpu() for k, t in state.items()}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_tensors(state, folder / "model.safetensors")
     config = bert.config.to_dict() | {"architectures": ["BertForSequenceClassification"], "num_labels": 1,
                                       "classifier_dropout": model.tasks[task].dropout}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -92,11 +92,12 @@ def task_for_step(step: int, num_tasks: int, sampling: str, probabilities: np.nd
 def task_schedule(config: TrainConfig, sizes: list[int]) -> list[int]:
     """The task of every optimizer step: drawn by ``sampling``, except the last ``finish_steps`` steps,
     which go to the ``finish_with`` tasks in turn (a closing phase for a task the others pull away from)."""
-    p = task_probabilities(sizes, config.sampling, config.temperature)
-    schedule = [task_for_step(s, len(sizes), config.sampling, p, config.seed) for s in range(config.steps)]
+    sampling = config.sampling
+    p = task_probabilities(sizes, sampling.strategy, sampling.temperature)
+    schedule = [task_for_step(s, len(sizes), sampling.strategy, p, config.seed) for s in range(config.steps)]
     names = [t.name for t in config.tasks]
-    finish = [names.index(name) for name in config.finish_with]
-    for step in range(max(config.steps - config.finish_steps, 0), config.steps):
+    finish = [names.index(name) for name in sampling.finish_with]
+    for step in range(max(config.steps - sampling.finish_steps, 0), config.steps):
         schedule[step] = finish[step % len(finish)]
     return schedule
 
@@ -111,9 +112,8 @@ class StepBatches(Dataset):
     def __init__(self, tasks: list[Task], train_sets: list[list], tokenizer, config: TrainConfig,
                  rank: int = 0, world: int = 1) -> None:
         self.tasks, self.train_sets, self.tokenizer = tasks, train_sets, tokenizer
-        self.steps, self.batch_size, self.grad_accum = config.steps, config.batch_size, config.grad_accum
-        self.seed, self.sampling, self.rank, self.world = config.seed, config.sampling, rank, world
-        self.probabilities = task_probabilities([len(s) for s in train_sets], config.sampling, config.temperature)
+        self.steps, self.batch_size, self.grad_accum = config.steps, config.batch_size, config.optim.grad_accum
+        self.seed, self.rank, self.world = config.seed, rank, world
         schedule = task_schedule(config, [len(s) for s in train_sets])
         # draw[s]: how many batches the task of step s drew before step s
         counts, self.draw = [0] * len(tasks), []

@@ -8,15 +8,20 @@ to its checkpoints as ``config.json``, so ``--config runs/x/config.json`` repeat
 from __future__ import annotations
 
 import json
+import math
+import re
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from minibert.data import default_data_dir
 from minibert.files import read_json, read_text
 from minibert.hub import DEFAULT_MODEL
+from minibert.paths import PATHS
 from minibert.tasks import check_options
+from minibert.train.recipe import TABLES, moved_note, old_keys
+from minibert.typecheck import check_types
 
 SCHEDULES = ("linear", "cosine", "constant")
 SAMPLING = ("round_robin", "proportional", "temperature")
@@ -40,86 +45,204 @@ class TaskConfig:
     head: dict[str, Any] = field(default_factory=dict)  # the task type's options: dropout, hidden_layer, loss, ...
 
     def __post_init__(self) -> None:
+        check_types(self, f"task {self.name!r}: ")
+        where = f"task {self.name!r}: "
+        in_range(where + "loss_weight", self.loss_weight, 0)
+        in_range(where + "dev_split", self.dev_split, 0, 1, high_open=True)
+        in_range(where + "max_train_examples", self.max_train_examples, 1)
+        in_range(where + "max_dev_examples", self.max_dev_examples, 1)
         # Checked here, not only when the model is built, so a bad option fails before the data is read.
-        if not isinstance(self.head, dict):
-            raise ValueError(f"task {self.name!r}: head must be a table of options, got {self.head!r}")
         check_options(self.name, self.type, self.head)
 
 
 @dataclass
-class TrainConfig:
-    tasks: list[TaskConfig]
-    model: str = DEFAULT_MODEL  # name or folder of the pretrained encoder
+class EncoderConfig:
+    """[encoder]: what the encoder starts from, and which of its parts move."""
+
     init: str = "pretrained"  # "random": the model's architecture and tokenizer, weights drawn afresh (a baseline)
     heads_from: str | None = None  # a saved multi-task model: its heads start the tasks it shares with this run
+    pooling: list[str] | None = None  # the pooling modes (default: the model folder's), e.g. ["cls"]
+    max_seq_length: int | None = None  # truncate inputs to this many tokens (default: the model folder's)
+    dropout: float | None = None  # the encoder's dropout (default: the checkpoint's); 0 can help regression
+    freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see train.optim.select)
+    freeze_encoder_steps: int = 0  # train only the heads for the first N steps
+
+    def __post_init__(self) -> None:
+        check_types(self, "encoder.")
+        check_choice("encoder.init", self.init, INITS)
+        in_range("encoder.max_seq_length", self.max_seq_length, 2)  # room for [CLS] and [SEP]
+        in_range("encoder.dropout", self.dropout, 0, 1, high_open=True)
+        in_range("encoder.freeze_encoder_steps", self.freeze_encoder_steps, 0)
+        for part in self.freeze:
+            if not re.fullmatch(r"embeddings|encoder|heads|pooler|layers:\d+|layer\.\d+|head:[A-Za-z0-9_-]+", part):
+                raise ValueError(f"encoder.freeze: {part!r} is not a part; use embeddings, encoder, heads, pooler, "
+                                 "layers:K (the first K), layer.I or head:NAME")
+
+
+@dataclass
+class OptimConfig:
+    """[optim]: what one optimizer step does (AdamW, clipping, accumulation, SAM)."""
+
+    lr: float = 5e-5  # the top encoder layer's learning rate
+    layer_decay: float = 1.0  # layer i gets lr * layer_decay^(top - i); embeddings the lowest
+    head_lr: float | None = None  # the heads' learning rate (default: lr); usually the highest
+    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1  # micro-batches per step (the step's batch is batch_size over all of them)
+    sam_rho: float = 0.0  # > 0: sharpness-aware minimisation with this radius (two passes per step)
+
+    def __post_init__(self) -> None:
+        check_types(self, "optim.")
+        for name in ("lr", "layer_decay", "head_lr", "max_grad_norm"):
+            in_range(f"optim.{name}", getattr(self, name), 0, low_open=True)
+        in_range("optim.weight_decay", self.weight_decay, 0)
+        in_range("optim.grad_accum", self.grad_accum, 1)
+        in_range("optim.sam_rho", self.sam_rho, 0)
+
+
+@dataclass
+class ScheduleConfig:
+    """[schedule]: the learning rate over the run: linear warm-up, then ``shape``."""
+
+    warmup_ratio: float = 0.1  # the first warmup_ratio * steps steps warm up from 0
+    shape: str = "linear"  # linear or cosine decay to 0, or constant
+
+    def __post_init__(self) -> None:
+        check_types(self, "schedule.")
+        check_choice("schedule.shape", self.shape, SCHEDULES)
+        in_range("schedule.warmup_ratio", self.warmup_ratio, 0, 1)
+
+
+@dataclass
+class SamplingConfig:
+    """[sampling]: which task each step trains."""
+
+    strategy: str = "proportional"  # p ~ examples; "temperature": p ~ n^(1/T); "round_robin": in turn
+    temperature: float = 2.0
+    finish_with: list[str] = field(default_factory=list)  # tasks that alone train the last finish_steps steps
+    finish_steps: int = 0
+
+    def __post_init__(self) -> None:
+        check_types(self, "sampling.")
+        check_choice("sampling.strategy", self.strategy, SAMPLING)
+        in_range("sampling.temperature", self.temperature, 0, low_open=True)
+
+
+@dataclass
+class RuntimeConfig:
+    """[runtime]: where and how the steps run."""
+
+    device: str = "auto"  # auto: this process's GPU when there is one, else the CPU
+    precision: str = "fp32"  # bf16: autocast on CPU and CUDA; fp16: autocast + gradient scaler, CUDA only
+    path: str = "auto"  # the execution path (minibert.paths); auto: the default for the device (fast on CPU/CUDA)
+    attn_implementation: str = "sdpa"  # the reference path's attention: sdpa or eager
+    num_workers: int = 0  # DataLoader processes that tokenize the next batches while this one trains
+
+    def __post_init__(self) -> None:
+        check_types(self, "runtime.")
+        check_choice("runtime.precision", self.precision, PRECISIONS)
+        if self.path == "int8":
+            raise ValueError('runtime.path "int8" is for inference (quantized copies of the weights): train on '
+                             '"fast" or "reference", then encode the trained model on "int8"')
+        check_choice("runtime.path", self.path, ("auto", *PATHS))
+        check_choice("runtime.attn_implementation", self.attn_implementation, ("sdpa", "eager"))
+        in_range("runtime.num_workers", self.num_workers, 0)
+
+
+@dataclass
+class EvalConfig:
+    """[eval]: when the dev sets are scored, and which score chooses the best checkpoint."""
+
+    every: int = 0  # 0: at the end only
+    batch_size: int = 64
+    best_metric: str = "mean"  # "mean" of the tasks' main metrics, or one of them, e.g. "sts/spearman"
+
+    def __post_init__(self) -> None:
+        check_types(self, "eval.")
+        in_range("eval.every", self.every, 0)
+        in_range("eval.batch_size", self.batch_size, 1)
+
+
+@dataclass
+class OutputConfig:
+    """[output]: what a run writes besides its models, and how often."""
+
+    checkpoint_every: int = 100  # steps between training checkpoints (checkpoint.pt)
+    log_every: int = 20  # steps between lines of metrics.jsonl
+    plot: bool = True  # curves.png at the end (needs matplotlib)
+
+    def __post_init__(self) -> None:
+        check_types(self, "output.")
+        in_range("output.checkpoint_every", self.checkpoint_every, 1)
+        in_range("output.log_every", self.log_every, 1)
+
+
+SECTIONS = dict(zip(TABLES, (EncoderConfig, OptimConfig, ScheduleConfig, SamplingConfig, RuntimeConfig, EvalConfig,
+                            OutputConfig), strict=True))
+
+
+@dataclass
+class TrainConfig:
+    """A whole run. The top level says what is trained, on what, for how long; each table one concern."""
+
+    tasks: list[TaskConfig]
+    model: str = DEFAULT_MODEL  # name or folder of the pretrained encoder
     output_dir: str = "runs/run"
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     seed: int = 42  # heads' initial weights, dropout, the order of the training examples, the task sequence
     split_seed: int = 0  # which examples dev_split holds out and max_*_examples keep: the same for every seed
     steps: int = 1000  # optimizer steps
     batch_size: int = 32  # examples per optimizer step (over all processes and accumulation steps)
-    grad_accum: int = 1
-    lr: float = 5e-5  # the top encoder layer's learning rate
-    layer_decay: float = 1.0  # layer i gets lr * layer_decay^(top - i); embeddings the lowest
-    head_lr: float | None = None  # heads' learning rate (default: lr); usually the highest
-    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
-    warmup_ratio: float = 0.1
-    schedule: str = "linear"
-    max_grad_norm: float = 1.0
-    precision: str = "fp32"  # bf16: autocast on CPU and CUDA; fp16: autocast + gradient scaler, CUDA only
-    attn_implementation: str = "sdpa"
-    fast: bool = False  # train through minibert.fast (no padding, fused QKV; oneDNN linears on CPU)
-    compile: bool = False  # train through minibert.compiled (torch.compile; CUDA graphs on CUDA); not with fast
-    pooling: list[str] | None = None  # the encoder's pooling modes (default: the model folder's), e.g. ["cls"]
-    sampling: str = "proportional"  # which task each step trains
-    temperature: float = 2.0  # for sampling="temperature": p ~ n^(1/T)
-    finish_with: list[str] = field(default_factory=list)  # tasks that alone train the last finish_steps steps
-    finish_steps: int = 0
-    freeze: list[str] = field(default_factory=list)  # parts frozen for the whole run (see train.optim.select)
-    freeze_encoder_steps: int = 0  # train only the heads for the first N steps
-    max_seq_length: int | None = None
-    sam_rho: float = 0.0  # > 0: sharpness-aware minimisation with this radius (two passes per step)
-    dropout: float | None = None  # the encoder's dropout (default: the checkpoint's); 0 can help regression
-    eval_every: int = 0  # 0: evaluate at the end only
-    eval_batch_size: int = 64
-    best_metric: str = "mean"  # "mean" of the tasks' main metrics, or one of them, e.g. "sts/spearman"
-    checkpoint_every: int = 100
-    log_every: int = 20
-    device: str = "auto"
-    num_workers: int = 0  # DataLoader processes that tokenize the next batches while this one trains
-    plot: bool = True
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                check_keys(value, cls, f"[{name}]")
+                setattr(self, name, cls(**value))
+            elif not isinstance(value, cls):
+                raise ValueError(f"{name} must be a table of settings ([{name}]), got {value!r}")
+        check_types(self, "", skip=("tasks", *SECTIONS))
+        if not isinstance(self.tasks, list) or not all(isinstance(t, (dict, TaskConfig)) for t in self.tasks):
+            raise ValueError(f"tasks must be a list of tables ([[tasks]]), got {self.tasks!r:.80}")
         self.tasks = [t if isinstance(t, TaskConfig) else task_from_dict(t) for t in self.tasks]
         if not self.tasks:
             raise ValueError("the configuration names no tasks")
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
-        for name, allowed in (("schedule", SCHEDULES), ("sampling", SAMPLING), ("precision", PRECISIONS),
-                              ("init", INITS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.sam_rho < 0:
-            raise ValueError(f"sam_rho must be >= 0, got {self.sam_rho}")
-        if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-        if self.fast and self.compile:
-            raise ValueError("fast and compile are two different paths: choose one")
-        unknown = [n for n in self.finish_with if n not in names]
-        if unknown or self.finish_steps < 0 or bool(self.finish_steps) != bool(self.finish_with):
-            raise ValueError(f"finish_with {self.finish_with} and finish_steps {self.finish_steps}: name tasks "
-                             f"of this configuration ({', '.join(names)}) and a number of steps > 0, or neither")
+        in_range("steps", self.steps, 1)
+        in_range("batch_size", self.batch_size, 1)
+        in_range("seed", self.seed, 0)
+        in_range("split_seed", self.split_seed, 0)
+        task, _, metric = self.eval.best_metric.partition("/")
+        if self.eval.best_metric != "mean" and (task not in names or not metric):
+            raise ValueError(f"eval.best_metric must be \"mean\" or TASK/METRIC for one of the tasks {names}, "
+                             f"got {self.eval.best_metric!r}")
+        unknown_heads = [p for p in self.encoder.freeze if p.startswith("head:") and p[5:] not in names]
+        if unknown_heads:
+            raise ValueError(f"encoder.freeze: {unknown_heads} name no task of this configuration {names}")
+        if self.batch_size % self.optim.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by optim.grad_accum "
+                             f"{self.optim.grad_accum}")
+        sampling = self.sampling
+        unknown = [n for n in sampling.finish_with if n not in names]
+        if unknown or sampling.finish_steps < 0 or bool(sampling.finish_steps) != bool(sampling.finish_with):
+            raise ValueError(f"sampling.finish_with {sampling.finish_with} and finish_steps {sampling.finish_steps}: "
+                             f"name tasks of this configuration ({', '.join(names)}) and a number of steps > 0, "
+                             "or neither")
         for t in self.tasks:
-            if not t.train or (isinstance(t.train, list) and not all(isinstance(p, str) for p in t.train)):
+            if not t.train:
                 raise ValueError(f"task {t.name!r}: train must be a path or a list of paths, got {t.train!r}")
-            if not 0.0 <= t.dev_split < 1.0 or (t.dev_split and t.dev):
-                raise ValueError(f"task {t.name!r}: dev_split must be in [0, 1) and only used without a dev file")
+            if t.dev_split and t.dev:
+                raise ValueError(f"task {t.name!r}: dev_split is for a task without a dev file")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,20 +255,26 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
-# Settings that do not change what a run computes: a resumed run may change them.
-NOT_RECIPE = ("output_dir", "data_dir", "num_workers", "plot", "checkpoint_every", "log_every")
+def check_choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def changed_keys(saved: dict, now: dict) -> list[str]:
-    """The settings of the recipe on which two resolved configurations (``TrainConfig.to_dict()``) differ.
-    A setting one of them lacks (it was saved before the setting existed) counts as its default."""
-    defaults = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
-                for f in fields(TrainConfig)}
-    return sorted(k for k in set(saved) | set(now)
-                  if k not in NOT_RECIPE and saved.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
+def in_range(name: str, value: float | None, low: float, high: float = math.inf, low_open: bool = False,
+             high_open: bool = False) -> None:
+    """A finite number in [low, high] (open at an end where asked); None, a default left to the model, passes."""
+    if value is None:
+        return
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        bounds = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {bounds}, got {value!r}")
 
 
 def task_from_dict(raw: dict) -> TaskConfig:
+    if not isinstance(raw, dict):
+        raise ValueError(f"a task must be a table of settings ([[tasks]]), got {raw!r:.80}")
     check_keys(raw, TaskConfig, f"task {raw.get('name')!r}")
     return TaskConfig(**raw)
 
@@ -179,7 +308,8 @@ def apply_override(raw: dict, assignment: str) -> None:
         value = text
     parts = key.strip().split(".")
     if parts[0] == "tasks" and len(parts) >= 3:
-        by_name = {t.get("name"): t for t in raw.get("tasks", [])}
+        tasks = raw.get("tasks", [])
+        by_name = {t.get("name"): t for t in tasks if isinstance(t, dict)} if isinstance(tasks, list) else {}
         if parts[1] not in by_name:
             raise ValueError(f"override {assignment!r}: no task named {parts[1]!r} (tasks: {list(by_name)})")
         target, parts = by_name[parts[1]], parts[2:]
@@ -187,17 +317,26 @@ def apply_override(raw: dict, assignment: str) -> None:
         target = raw
     for part in parts[:-1]:
         target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"override {assignment!r}: {part} is not a table of settings")
     target[parts[-1]] = value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:
-    raw = read_config_file(path) if path else dict(base or {})
+    """A configuration file (TOML or JSON) or ``base`` (a dict), with ``KEY=VALUE`` overrides applied."""
+    raw = read_config_file(path) if path else json.loads(json.dumps(base or {}))  # a deep copy
+    where = str(path or "configuration")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: a configuration is a table of settings, got {type(raw).__name__}")
     for assignment in overrides:
         apply_override(raw, assignment)
-    check_keys(raw, TrainConfig, str(path or "configuration"))
+    moved = old_keys(raw)
+    if moved:
+        raise ValueError(f"{where}: settings moved into tables: " + ", ".join(moved_note(k, raw[k]) for k in moved))
+    check_keys(raw, TrainConfig, where)
     if "tasks" not in raw:
         raise ValueError(f"{path or 'configuration'}: no [[tasks]]")
     try:
         return TrainConfig(**raw)
-    except TypeError as e:
-        raise ValueError(f"{path or 'configuration'}: {e}") from e
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from e

@@ -18,7 +18,7 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
             raise ValueError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but this machine has "
-                             f"{torch.cuda.device_count()}; start fewer processes or set device=cpu")
+                             f"{torch.cuda.device_count()}; start fewer processes or set runtime.device=cpu")
         name = f"cuda:{local_rank}"
     device = check_device(name, setting="device")
     if device.type == "cuda":
@@ -35,13 +35,13 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), world
 
 
-def all_sum(value: float, world: int, device: torch.device) -> float:
-    """The sum of `value` over all processes (the value itself in a single process)."""
+def all_sum(values: list[float], world: int, device: torch.device) -> list[float]:
+    """Each value summed over all processes (the values themselves in a single process)."""
     if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return float(t.item())
+    return t.tolist()
 
 
 def replicas_identical(model: torch.nn.Module, world: int) -> bool:

@@ -70,5 +70,5 @@ def selection_score(metrics: dict, best_metric: str) -> float:
         return metrics["mean"]
     task, _, metric = best_metric.partition("/")
     if task not in metrics or metric not in metrics[task]:
-        raise ValueError(f"best_metric {best_metric!r} is not among the dev metrics {sorted(metrics)}")
+        raise ValueError(f"eval.best_metric {best_metric!r} is not among the dev metrics {sorted(metrics)}")
     return metrics[task][metric]

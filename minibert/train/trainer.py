@@ -20,65 +20,42 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from minibert.compiled import CompiledBertModel
-from minibert.fast import FastBertModel
 from minibert.multitask import MultiTaskModel
+from minibert.paths import check_path, convert, default_path
 from minibert.tasks import make_task, task_type
 from minibert.tokenizer import TruncationWarning
 from minibert.train import checkpoint, optim
 from minibert.train.batches import StepBatches, inputs_at_max_length, load_task_data, step_loader
-from minibert.train.config import TrainConfig, changed_keys
+from minibert.train.config import TrainConfig
 from minibert.train.distributed import all_sum, init_distributed, pick_device, replicas_identical
 from minibert.train.evaluate import evaluate_sets, selection_score
+from minibert.train.recipe import changed_keys
 
 log = logging.getLogger("minibert.train")
 CHECKPOINT = "checkpoint.pt"
 
 
 class Trainer:
+    """A run in four steps, each its own method: the data, the model, the optimizer, and (``resume``) the
+    state of a killed run. Then ``fit`` trains."""
+
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.config = cfg = config
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(cfg.runtime.device)
         self.rank, self.world = init_distributed(self.device)
         self.out = Path(cfg.output_dir)
+        if cfg.batch_size % (self.world * cfg.optim.grad_accum):
+            raise ValueError(f"batch_size {cfg.batch_size} must divide into {self.world} processes x "
+                             f"{cfg.optim.grad_accum} accumulation steps")
+        if cfg.runtime.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("runtime.precision fp16 needs CUDA (use bf16 on the CPU)")
+        self.path = default_path(self.device) if cfg.runtime.path == "auto" else cfg.runtime.path
+        check_path(self.path, self.device, torch.float32, training=True)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-        if cfg.batch_size % (self.world * cfg.grad_accum):
-            raise ValueError(f"batch_size {cfg.batch_size} must divide into {self.world} processes x "
-                             f"{cfg.grad_accum} accumulation steps")
-        if cfg.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 needs CUDA (use bf16 on the CPU)")
-        tasks = self.load_data()  # every process reads every file and later takes its share of each batch
-        self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, pooling=cfg.pooling,
-                                                 device=self.device,
-                                                 attn_implementation=cfg.attn_implementation,
-                                                 random_encoder=cfg.init == "random")  # same weights everywhere
-        if cfg.init == "random":
-            log.warning("init = random: the encoder's pretrained weights were replaced by random ones")
-        if cfg.heads_from:
-            loaded = self.model.load_heads(cfg.heads_from, missing_ok=True, spec_source="this run's configuration")
-            if not loaded:
-                raise ValueError(f"heads_from = {cfg.heads_from}: it has no head for any of this run's tasks")
-            log.info("heads from %s: %s; fresh: %s", cfg.heads_from, ", ".join(loaded),
-                     ", ".join(n for n in self.model.tasks if n not in loaded) or "none")
-        if cfg.fast:  # the same weights behind the fast path; saved folders keep the Hugging Face layout
-            self.model.encoder.bert = FastBertModel.from_bert(self.model.encoder.bert)
-        if cfg.compile:  # the same tensors, compiled per batch shape; CUDA graphs on CUDA, except that
-            # accumulated micro-batches would each start a new graph run, overwriting the last one's gradients
-            mode = "reduce-overhead" if self.device.type == "cuda" and cfg.grad_accum == 1 else None
-            self.model.encoder.bert = CompiledBertModel.from_bert(self.model.encoder.bert, mode=mode)
-        checkpoint.seed_everything(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
-        tokenizer = self.model.encoder.tokenizer
-        if cfg.max_seq_length:
-            tokenizer.max_length = cfg.max_seq_length
-        if cfg.dropout is not None:
-            self.model.encoder.bert.set_dropout(cfg.dropout)
-        self.batches = StepBatches(tasks, self.train_sets, tokenizer, cfg, self.rank, self.world)
-        if self.rank == 0:
-            self.report_truncation()
-        self.optimizer = optim.make_optimizer(self.model, cfg.lr, cfg.layer_decay, cfg.head_lr, cfg.weight_decay)
-        self.scheduler = optim.make_scheduler(self.optimizer, cfg.steps, cfg.warmup_ratio, cfg.schedule)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+        tasks = self.setup_data()
+        self.setup_model(tasks)
+        self.setup_optimizer()
         self.step, self.best = 0, None
         if resume:
             self.load_checkpoint()
@@ -87,9 +64,9 @@ class Trainer:
             (self.out / "metrics.jsonl").write_text("")
         self.apply_freezing()
 
-    def load_data(self) -> list:
-        """Each task's examples, and the task itself, with the label names its data shows unless the
-        configuration lists them."""
+    def setup_data(self) -> list:
+        """Every task's examples (each process reads every file and later takes its share of each batch),
+        and the tasks, with the label names their data shows unless the configuration lists them."""
         cfg, tasks = self.config, []
         self.train_sets, self.dev_sets, self.test_sets = [], {}, {}
         for i, task_config in enumerate(cfg.tasks):
@@ -105,6 +82,44 @@ class Trainer:
         self.names = [t.name for t in cfg.tasks]
         self.loss_weights = [t.loss_weight for t in cfg.tasks]
         return tasks
+
+    def setup_model(self, tasks: list) -> None:
+        """The encoder (pretrained, or random with ``init = "random"``) and fresh heads, the same weights in
+        every process; heads from a saved model (``heads_from``); then the execution path, the dropout and
+        the token limit. Saved folders keep the Hugging Face layout whatever the path."""
+        cfg, enc = self.config, self.config.encoder
+        self.model = MultiTaskModel.from_encoder(cfg.model, tasks, seed=cfg.seed, pooling=enc.pooling,
+                                                 device=self.device, random_encoder=enc.init == "random",
+                                                 attn_implementation=cfg.runtime.attn_implementation, path="reference")
+        if enc.init == "random":
+            log.warning("encoder.init = random: the encoder's pretrained weights were replaced by random ones")
+        if enc.heads_from:
+            loaded = self.model.transfer_heads(enc.heads_from)
+            if not loaded:
+                raise ValueError(f"encoder.heads_from = {enc.heads_from}: it has no head for any of this run's tasks")
+            log.info("heads from %s: %s; fresh: %s", enc.heads_from, ", ".join(loaded),
+                     ", ".join(n for n in self.model.tasks if n not in loaded) or "none")
+        # CUDA graphs (compiled path) replay one recorded run: accumulated micro-batches would each start a
+        # new one, overwriting the last one's gradients.
+        self.model.encoder.bert = convert(self.model.encoder.bert, self.path, cuda_graphs=cfg.optim.grad_accum == 1)
+        log.info("execution path: %s", self.path)
+        checkpoint.seed_everything(cfg.seed + self.rank)  # then dropout masks differ between replicas, as they should
+        if enc.max_seq_length:
+            self.model.encoder.tokenizer.max_length = enc.max_seq_length
+        if enc.dropout is not None:
+            self.model.encoder.bert.set_dropout(enc.dropout)
+        self.batches = StepBatches(list(self.model.tasks.values()), self.train_sets, self.model.encoder.tokenizer, cfg,
+                                   self.rank, self.world)
+        if self.rank == 0:
+            self.report_truncation()
+
+    def setup_optimizer(self) -> None:
+        """AdamW over parameter groups (layer-wise rates, no decay on biases and norms), the schedule, and
+        the gradient scaler that fp16 needs."""
+        cfg, opt = self.config, self.config.optim
+        self.optimizer = optim.make_optimizer(self.model, opt.lr, opt.layer_decay, opt.head_lr, opt.weight_decay)
+        self.scheduler = optim.make_scheduler(self.optimizer, cfg.steps, cfg.schedule.warmup_ratio, cfg.schedule.shape)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.runtime.precision == "fp16")
 
     def report_truncation(self) -> None:
         """How many training inputs reach max_seq_length, said once per task instead of every batch."""
@@ -122,24 +137,25 @@ class Trainer:
         tracks parameters that require gradients when it is built, so it is rebuilt on every change."""
         cfg = self.config
         optim.unfreeze(self.model, "encoder", "heads")
-        self.frozen_encoder = self.step < cfg.freeze_encoder_steps
+        self.frozen_encoder = self.step < cfg.encoder.freeze_encoder_steps
         if self.frozen_encoder:
             optim.freeze(self.model, "encoder")
-        optim.freeze(self.model, *cfg.freeze)
+        optim.freeze(self.model, *cfg.encoder.freeze)
         self.ddp = DistributedDataParallel(self.model, find_unused_parameters=True,
                                            device_ids=[self.device.index] if self.device.type == "cuda" else None) \
             if self.world > 1 else None
 
     def autocast(self):
-        if self.config.precision == "fp32":
+        if self.config.runtime.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.config.runtime.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
     # ---- one optimizer step ----------------------------------------------------------------------
 
     def forward_backward(self, task: str, micro_batches: list[dict]) -> tuple[float, int]:
-        """Gradients of the step's loss, summed over micro-batches; returns (loss, real tokens).
+        """Gradients of the step's loss, summed over micro-batches; returns the loss of the whole batch and
+        its real tokens, over every process.
 
         Each micro-batch's loss is weighted by its share of the step's loss terms (examples, or labelled
         word pieces for NER), over every process, so accumulation and DDP give the gradient of one loss
@@ -148,7 +164,7 @@ class Trainer:
         """
         spec, model = self.model.task(task), self.ddp or self.model
         terms = [spec.loss_terms(b) for b in micro_batches]
-        total_terms = all_sum(sum(terms), self.world, self.device)
+        total_terms = all_sum([sum(terms)], self.world, self.device)[0]
         weight = self.loss_weights[self.names.index(task)]
         loss_sum, tokens = 0.0, 0
         for j, batch in enumerate(micro_batches):
@@ -161,12 +177,13 @@ class Trainer:
                 self.scaler.scale(out.loss * weight * share).backward()
             loss_sum += out.loss.item() * terms[j]
             tokens += int(batch["attention_mask"].sum())
-        return loss_sum / max(1, sum(terms)), tokens
+        loss_sum, tokens = all_sum([loss_sum, tokens], self.world, self.device)  # each process holds its share
+        return loss_sum / max(1, total_terms), int(tokens)
 
     def train_step(self, item: tuple[int, list[dict]] | None = None) -> dict:
         """One optimizer step on `item` (task index, micro-batches); by default the step's own batches."""
         cfg = self.config
-        if self.frozen_encoder and self.step >= cfg.freeze_encoder_steps:
+        if self.frozen_encoder and self.step >= cfg.encoder.freeze_encoder_steps:
             self.apply_freezing()
         t, micro_batches = item if item is not None else self.batches[self.step]
         task = self.names[t]
@@ -179,21 +196,21 @@ class Trainer:
         micro_batches = [{k: v.to(self.device, non_blocking=True) for k, v in b.items()} for b in micro_batches]
         (self.ddp or self.model).train()
         loss, tokens = self.forward_backward(task, micro_batches)
-        if cfg.sam_rho:
-            saved = optim.sam_perturb(list(self.model.parameters()), cfg.sam_rho)
+        if cfg.optim.sam_rho:
+            saved = optim.sam_perturb(list(self.model.parameters()), cfg.optim.sam_rho)
             self.optimizer.zero_grad(set_to_none=True)
             self.forward_backward(task, micro_batches)
             optim.sam_restore(saved)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                                   cfg.max_grad_norm)
+                                                   cfg.optim.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
         return {"task": task, "loss": loss, "grad_norm": float(grad_norm), "samples": cfg.batch_size,
-                "tokens": tokens * self.world}
+                "tokens": tokens}
 
     # ---- evaluation, checkpoints, logging --------------------------------------------------------
 
@@ -240,9 +257,9 @@ class Trainer:
         if not self.dev_sets:
             return
         if self.rank == 0:
-            metrics = evaluate_sets(self.model, self.dev_sets, self.config.eval_batch_size)
+            metrics = evaluate_sets(self.model, self.dev_sets, self.config.eval.batch_size)
             self.log({"step": self.step, "dev": metrics})
-            score = selection_score(metrics, self.config.best_metric)
+            score = selection_score(metrics, self.config.eval.best_metric)
             if self.best is None or score > self.best["score"]:
                 self.best = {"score": score, "step": self.step, "metrics": metrics}
                 checkpoint.replace_folder(self.model.save, self.out / "best")
@@ -265,14 +282,15 @@ class Trainer:
 
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc="train", unit="step")
         window = {"samples": 0, "tokens": 0, "start": time.perf_counter(), "losses": {}}
-        for item in step_loader(self.batches, self.step, cfg.num_workers, pin_memory=self.device.type == "cuda"):
+        loader = step_loader(self.batches, self.step, cfg.runtime.num_workers, pin_memory=self.device.type == "cuda")
+        for item in loader:
             record = self.train_step(item)
             window["samples"] += record["samples"]
             window["tokens"] += record["tokens"]
             if record["samples"]:
                 window["losses"].setdefault(record["task"], []).append(record["loss"])
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            if self.step % cfg.output.log_every == 0 or self.step == cfg.steps:
                 seconds = time.perf_counter() - window["start"]
                 rates = {"samples_per_s": window["samples"] / seconds, "tokens_per_s": window["tokens"] / seconds}
                 losses = {t: float(np.mean(v)) for t, v in window["losses"].items()}
@@ -282,9 +300,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{np.mean(list(losses.values())):.3f}",
                                     samples_s=f"{rates['samples_per_s']:.0f}")
                 window = {"samples": 0, "tokens": 0, "start": time.perf_counter(), "losses": {}}
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+            if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
                 self.maybe_evaluate()
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            if self.step % cfg.output.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
         bar.close()
         self.maybe_evaluate()
@@ -292,11 +310,12 @@ class Trainer:
         if self.rank == 0:
             checkpoint.replace_folder(self.model.save, self.out / "final")
             if self.test_sets:  # the reported number: the best checkpoint (by dev) on the test files, once
-                chosen = MultiTaskModel.load(self.out / "best", device=self.device) if self.best else self.model
-                result["test"] = evaluate_sets(chosen, self.test_sets, cfg.eval_batch_size)
+                chosen = MultiTaskModel.load(self.out / "best", device=self.device, path=self.path) \
+                    if self.best else self.model
+                result["test"] = evaluate_sets(chosen, self.test_sets, cfg.eval.batch_size)
                 self.log({"step": self.step, "test": result["test"]})
             (self.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-            if cfg.plot:
+            if cfg.output.plot:
                 from minibert.train.plot import plot_curves
 
                 plot_curves(self.out / "metrics.jsonl", self.out / "curves.png",

@@ -15,13 +15,11 @@ batch it was given. The extra positions are padding (masked keys, ignored querie
 copies of the first one, dropped: outputs and gradients are the reference's, to float rounding
 (without dropout, whose random draws differ).
 
-On CPU the same code runs (useful to test it) but the fast path (``minibert.fast``) is faster there.
+On CPU the same code runs (useful to test it) but the fast path (``minibert.paths.fast``) is faster there.
 Short sentences want a smaller ``bucket``: padding to it is work the packed fast path never does.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +30,15 @@ from minibert.model import BertModel, BertOutput
 # Compilations allowed per forward: length buckets (16 up to 512 tokens) x row counts x train/eval x
 # grad/no grad. Dynamo's default (8) would end in an error once a long run meets its ninth shape.
 RECOMPILE_LIMIT = 1024
-LIMITS = {name: RECOMPILE_LIMIT for name in ("recompile_limit", "accumulated_recompile_limit",  # torch >= 2.7
-                                              "cache_size_limit", "accumulated_cache_size_limit")  # older names
-          if hasattr(torch._dynamo.config, name)}
+
+
+def recompile_limits() -> dict[str, int]:
+    """Dynamo's limit settings, under the names this torch has (torch >= 2.7, then the older ones). Read
+    when a compiled model runs: torch._dynamo is slow to import, and no other path needs it."""
+    import torch._dynamo
+
+    names = ("recompile_limit", "accumulated_recompile_limit", "cache_size_limit", "accumulated_cache_size_limit")
+    return {name: RECOMPILE_LIMIT for name in names if hasattr(torch._dynamo.config, name)}
 
 
 def bucketed(n: int, bucket: int, limit: int) -> int:
@@ -50,7 +54,9 @@ class CompiledBertModel(BertModel):
     """``BertModel`` whose forward is ``torch.compile``d, on batches padded to a few fixed shapes.
 
     ``mode`` is torch.compile's: ``None`` (fusion only) or ``"reduce-overhead"`` (fusion and CUDA
-    graphs, on CUDA). Build it with ``from_bert``; it shares the reference model's tensors."""
+    graphs, on CUDA). Build a compiled twin of a model with ``minibert.paths.convert(model, "compiled")``."""
+
+    path = "compiled"
 
     def __init__(self, config: BertConfig, add_pooler: bool = True, attn_implementation: str = "sdpa",
                  bucket: int = 32, mode: str | None = None) -> None:
@@ -61,19 +67,6 @@ class CompiledBertModel(BertModel):
         # The reference forward, compiled once per shape. Unbound: it takes the module as an argument,
         # so a copy of this model runs its own weights.
         self.compiled_forward = torch.compile(BertModel.forward, mode=mode, dynamic=False, fullgraph=True)
-
-    @classmethod
-    def from_bert(cls, bert: BertModel, bucket: int = 32, mode: str | None = None) -> CompiledBertModel:
-        """The compiled twin of a reference model. Its tensors are shared, not copied, and frozen ones
-        stay frozen; like the fast twin it is a snapshot: build it again after moving ``bert`` to
-        another device or dtype."""
-        with torch.device("meta"):
-            twin = cls(copy.deepcopy(bert.config), add_pooler=bert.pooler is not None, bucket=bucket, mode=mode)
-        twin.load_state_dict(bert.state_dict(), strict=True, assign=True)
-        for theirs, ours in zip(bert.parameters(), twin.parameters(), strict=True):
-            ours.requires_grad_(theirs.requires_grad)
-        twin.set_attn_implementation(bert.blocks[0].attention.attn_implementation)
-        return twin.train(bert.training)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> BertOutput:
@@ -88,7 +81,7 @@ class CompiledBertModel(BertModel):
         # of the compiled batch is all padding.
         inputs = [torch.cat([F.pad(t, (0, cols)), F.pad(t[:1], (0, cols)).expand(rows, -1)])
                   for t in (input_ids, attention_mask, token_type_ids)]
-        with torch._dynamo.config.patch(LIMITS):
+        with torch._dynamo.config.patch(recompile_limits()):
             out = self.compiled_forward(self, *inputs)
         pooled = out.pooler_output[:B] if out.pooler_output is not None else None
         return BertOutput(out.last_hidden_state[:B, :L], pooled)

@@ -1,8 +1,7 @@
 """The fast path: the same encoder with padding removed and Q, K, V in one matmul.
 
 ``model.py`` is the reference and stays as it is; ``FastBertModel`` is a ``BertModel`` (same
-embeddings, blocks, norms and feed-forward modules, same parameter names but one) that runs the
-batch differently:
+embeddings and pooler, same parameter names but one) whose blocks run the batch differently:
 
 - **No padding.** The real tokens of a padded (B, L) batch are packed into one (T, C) matrix, so
   every linear layer, GELU and LayerNorm (nearly all of the work) runs on the T real tokens only,
@@ -14,18 +13,16 @@ batch differently:
   fast model is built, ``weights.split_qkv`` splits them when it is saved.
 - **oneDNN linears** on CPU (``FastLinear``), with a backward of their own, and the feed-forward GELU
   fused into its matmul at inference.
-- **int8** (CPU, inference): ``quantize_int8`` swaps the linear layers (all but the feed-forward
-  output, by default) for PyTorch's dynamic int8 ones (weights stored in int8, inputs quantized per batch).
 
 Outputs match the reference path to float rounding, gradients too; padded positions of
-``last_hidden_state`` are zeros here, where the reference computes values nobody reads.
+``last_hidden_state`` are zeros here, where the reference computes values nobody reads. Build a fast
+twin of a model with ``minibert.paths.convert(model, "fast")``.
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import warnings
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -33,25 +30,61 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert.config import BertConfig
-from minibert.model import BertModel, BertOutput
+from minibert.model import BertModel, BertOutput, activation
 from minibert.weights import fuse_qkv
 
-try:  # packed attention over variable lengths (flash attention; CUDA, fp16/bf16)
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:  # older torch: the padded path is used everywhere
-    varlen_attn = None
 
-# oneDNN's matmul (what torch.compile emits for CPU linears), where this build has it. On x86 it is
-# often much faster than the BLAS behind F.linear for float32 (which may not use AVX-512 on every CPU).
-ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+@functools.cache
+def varlen_attention():
+    """Packed attention over variable lengths (flash attention; CUDA, fp16/bf16), or None in a torch
+    without it (the padded path runs instead). Imported on first use on CUDA: the module pulls in
+    torch._dynamo, which is slow to import and which a CPU process does not need."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def find_onednn_op():
+    """oneDNN's fused linear (what torch.compile emits for CPU linears), a private op: None where this
+    build lacks it. On x86 it is often much faster than the BLAS behind F.linear for float32."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+ONEDNN_OP = find_onednn_op()
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
 
 
+class OneDNNFallback(UserWarning):
+    """oneDNN's linear failed here; the fast path uses F.linear from then on (same results, other speed)."""
+
+
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
-    """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN."""
-    if gelu is None:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
+    """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one).
+
+    The only caller of the private op: by oneDNN where the op exists and works, else by ``F.linear``.
+    When the op fails where F.linear works, that is said once and the op is not tried again in this
+    process; inputs that F.linear refuses too get F.linear's own error."""
+    global ONEDNN_OP
+    if ONEDNN_OP is not None:
+        try:
+            if gelu is None:
+                return ONEDNN_OP(x, weight, bias, "none", [], "")
+            return ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
+        except (RuntimeError, TypeError) as e:
+            y = F.linear(x, weight, bias)  # raises here if the inputs themselves are wrong
+            warnings.warn(f"oneDNN's linear failed ({e}); the fast path falls back to F.linear", OneDNNFallback,
+                          stacklevel=2)
+            ONEDNN_OP = None
+            return y if gelu is None else F.gelu(y, approximate=gelu)
+    y = F.linear(x, weight, bias)
+    return y if gelu is None else F.gelu(y, approximate=gelu)
 
 
 class OneDNNLinear(torch.autograd.Function):
@@ -87,8 +120,8 @@ class FastLinear(nn.Linear):
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # autocast does not see custom ops
             dtype = torch.get_autocast_dtype("cpu")
             x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-        usable = ONEDNN and x.device.type == "cpu" and x.dim() == 2 and x.dtype in (torch.float32, torch.bfloat16) \
-            and weight.dtype == x.dtype
+        usable = ONEDNN_OP is not None and x.device.type == "cpu" and x.dim() == 2 \
+            and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype
         if usable and not torch.is_grad_enabled():
             return onednn_linear(x, weight, bias, self.gelu)
         y = OneDNNLinear.apply(x, weight, bias) if usable else F.linear(x, weight, bias)
@@ -111,7 +144,8 @@ class Packing(NamedTuple):
         lengths = real.sum(dim=1, dtype=torch.int32)
         cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
         keep = None if bool(real.all()) else real[:, None, None, :]
-        return cls(real.flatten().nonzero().squeeze(1), (B, L), keep, cu_seqlens, int(lengths.max()))
+        max_len = int(lengths.max()) if B else 0
+        return cls(real.flatten().nonzero().squeeze(1), (B, L), keep, cu_seqlens, max_len)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, ...) -> (T, ...): the real tokens only."""
@@ -142,10 +176,10 @@ class PackedSelfAttention(nn.Module):
         T, C = x.shape
         qkv = self.qkv(x)  # (T, 3C)
         dropout_p = self.dropout_p if self.training else 0.0
-        if varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) \
-                and dropout_p == 0.0:  # varlen_attn has no attention dropout
+        if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0 \
+                and varlen_attention() is not None:  # varlen_attn has no attention dropout
             q, k, v = qkv.view(T, 3, self.n_head, self.head_dim).unbind(1)  # each (T, H, D)
-            y = varlen_attn(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len)
+            y = varlen_attention()(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len)
             return y.reshape(T, C)
         # Elsewhere: back into the (B, L) grid for attention only. Attention is a small share of
         # the work for sentence-length inputs; the linear layers around it stay on T rows.
@@ -162,43 +196,49 @@ class PackedSelfAttention(nn.Module):
         return packing.pack(y.transpose(1, 2)).reshape(T, C)  # (B, H, L, D) -> (T, H, D) -> (T, C)
 
 
+class FastEncoderBlock(nn.Module):
+    """``EncoderBlock`` (same post-LN order, same parameter names but ``attention.qkv``) on packed tokens:
+    x is (T, C), and every layer but attention works row by row, on real tokens only."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        C, inner = config.hidden_size, config.intermediate_size
+        act = activation(config.hidden_act)
+        gelu = act.approximate if isinstance(act, nn.GELU) else None  # a GELU runs inside ffn_in's matmul
+        self.attention = PackedSelfAttention(config)
+        self.attention_out = FastLinear(C, C)
+        self.attention_norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.ffn_in = FastLinear(C, inner, gelu=gelu)
+        self.act = nn.Identity() if gelu is not None else act
+        self.ffn_out = FastLinear(inner, C)
+        self.ffn_norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention_out(self.attention(x, packing))))
+        x = self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+        return x
+
+
 class FastBertModel(BertModel):
-    """``BertModel`` with padding removed and fused QKV; build it with ``from_bert`` or ``from_pretrained``."""
+    """``BertModel`` with padding removed and fused QKV. Built directly, it starts from BERT's own
+    initialisation of the reference blocks, fused (so it equals ``BertModel(config)`` under one seed)."""
+
+    path = "fast"
 
     def __init__(self, config: BertConfig, add_pooler: bool = True, attn_implementation: str = "sdpa") -> None:
         super().__init__(config, add_pooler, attn_implementation)
-        C, inner = config.hidden_size, config.intermediate_size
-        for block in self.blocks:  # same parameter names, but attention.qkv for query, key and value
-            block.attention = PackedSelfAttention(config)
-            block.attention_out = FastLinear(C, C)
-            block.ffn_out = FastLinear(inner, C)
-            if isinstance(block.act, nn.GELU):  # the GELU runs inside ffn_in's matmul
-                block.ffn_in, block.act = FastLinear(C, inner, gelu=block.act.approximate), nn.Identity()
-            else:
-                block.ffn_in = FastLinear(C, inner)
-
-    def set_attn_implementation(self, attn_implementation: str) -> None:
-        """The fast path picks its attention itself (packed on CUDA, plain products on CPU)."""
+        on_meta = any(p.is_meta for p in self.parameters())  # built for loading: the tensors come later
+        state = None if on_meta else fuse_qkv(self.blocks.state_dict())  # the reference blocks, initialised
+        with torch.device("meta"):
+            self.blocks = nn.ModuleList(FastEncoderBlock(config) for _ in range(config.num_hidden_layers))
+        if state is not None:
+            self.blocks.load_state_dict(state, strict=True, assign=True)
 
     def set_dropout(self, p: float) -> None:
         super().set_dropout(p)
         for block in self.blocks:
             block.attention.dropout_p = p
-
-    @classmethod
-    def from_bert(cls, bert: BertModel) -> FastBertModel:
-        """The fast twin of a reference model. Every tensor but the fused QKV is shared, not copied, so
-        the twin is cheap to make; it is a snapshot: build it again after changing ``bert``'s weights."""
-        with torch.device("meta"):
-            fast = cls(bert.config, add_pooler=bert.pooler is not None)
-        fast.load_state_dict(fuse_qkv(bert.state_dict()), strict=True, assign=True)
-        return fast.train(bert.training)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, attn_implementation: str = "sdpa") -> FastBertModel:
-        """A Hugging Face folder, loaded strictly by the reference path, then fused."""
-        return cls.from_bert(BertModel.from_pretrained(path, dtype=dtype, device=device))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> BertOutput:
@@ -208,31 +248,7 @@ class FastBertModel(BertModel):
         # Embeddings on the grid, then packed: positions are grid columns, as in the reference.
         x = packing.pack(self.embeddings(input_ids, token_type_ids))
         for block in self.blocks:
-            x = block(x, packing)  # every layer of the block works row by row, except attention
+            x = block(x, packing)
         x = packing.unpack(x)
         pooled = self.pooler(x) if self.pooler is not None else None
         return BertOutput(x, pooled)
-
-
-def quantize_int8(model: nn.Module, keep_float: tuple[str, ...] = ("ffn_out",)) -> nn.Module:
-    """A copy of ``model`` whose linear layers are dynamic int8 (CPU inference): each weight is stored as
-    int8 with one scale per output row, each input quantized on the fly with one scale per batch.
-    Layers whose name ends with one of ``keep_float`` stay float: by default the feed-forward output
-    layer, whose input (GELU outputs over 4x the width) has outliers that one scale quantizes badly."""
-    p = next(model.parameters())
-    if p.device.type != "cpu" or p.dtype != torch.float32:
-        raise ValueError(f"int8 quantization starts from a float32 CPU model, not {p.dtype} on {p.device}")
-    model = copy.deepcopy(model)
-    for name, parent in list(model.named_modules()):
-        for child_name, child in parent.named_children():
-            if not isinstance(child, nn.Linear) or f"{name}.{child_name}".endswith(keep_float or ("\0",)):
-                continue
-            plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
-            plain.load_state_dict(child.state_dict())
-            plain.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-            with warnings.catch_warnings():  # torch points to torchao, which minibert does not depend on
-                warnings.simplefilter("ignore")
-                quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(plain)
-            gelu = getattr(child, "gelu", None)  # a FastLinear's fused GELU comes out as its own module
-            setattr(parent, child_name, quantized if gelu is None else nn.Sequential(quantized, nn.GELU(gelu)))
-    return model

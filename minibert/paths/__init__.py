@@ -1,0 +1,108 @@
+"""Execution paths: the same weights, run four ways, and the one place that builds each.
+
+    reference   minibert/model.py as written: the readable BERT on padded (B, L) batches
+    fast        paths/fast.py: padding removed, fused QKV, oneDNN linears on the CPU
+    int8        paths/int8.py: the fast path with dynamic int8 linear layers (CPU, float32, inference)
+    compiled    paths/compiled.py: the reference under torch.compile over length buckets (CUDA graphs on CUDA)
+
+``convert(model, path)`` is the only code that builds a twin on another path. A twin
+
+- has a copy of the config, so that changing one model's dropout leaves the other's alone;
+- keeps every parameter's ``requires_grad``, the device, the dtype and train/eval mode;
+- shares every tensor with the model it came from but a fused QKV: on the fast path Q, K and V are
+  one new tensor (a copy of the three); going back, the three are views of the fused one. So a twin
+  is cheap to make, and after training either model, convert again rather than using the other (it
+  would see the new values of every shared tensor but not of the copied QKV). An int8 twin holds
+  quantized copies of its linear layers.
+
+``default_path`` is what ``encode``, the command line and training run unless told otherwise: the
+fastest path that the tests hold to the reference path to float rounding on that device.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+
+import torch
+
+from minibert.model import BertModel
+from minibert.paths.compiled import CompiledBertModel
+from minibert.paths.fast import FastBertModel
+from minibert.paths.int8 import quantize_int8
+from minibert.weights import QKV, fuse_qkv, split_qkv
+
+PATHS = ("reference", "fast", "int8", "compiled")
+TWIN_CLASSES = {"reference": BertModel, "fast": FastBertModel, "int8": FastBertModel, "compiled": CompiledBertModel}
+
+
+def default_path(device: str | torch.device) -> str:
+    """"fast" on the CPU (float32, bfloat16, float16) and on CUDA, where tests hold it to the reference;
+    "reference" on other devices (MPS, ...), where nothing has checked the fast path."""
+    return "fast" if torch.device(device).type in ("cpu", "cuda") else "reference"
+
+
+def has_cpp_compiler() -> bool:
+    return any(shutil.which(c) for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c)
+
+
+def check_path(path: str, device: str | torch.device, dtype: torch.dtype, training: bool = False) -> None:
+    """Every refusal rule of the paths, in one place: a ValueError that says why and what to use instead."""
+    device = torch.device(device)
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if path == "int8" and (device.type != "cpu" or dtype != torch.float32):
+        raise ValueError(f"path 'int8' runs on the CPU in float32, not {str(dtype).removeprefix('torch.')} on "
+                         f"{device} (drop the device/dtype, or use path 'fast')")
+    if path == "int8" and training:
+        raise ValueError("path 'int8' is for inference (quantized copies of the weights): train on 'fast' or "
+                         "'reference', then encode the trained model on 'int8'")
+    if path == "compiled" and device.type == "cpu" and not has_cpp_compiler():
+        raise ValueError("path 'compiled' on the CPU needs a C++ compiler (torch.compile writes C++): "
+                         "install g++, or use path 'fast'")
+
+
+def reference_names(name: str) -> list[str]:
+    """A parameter's name(s) on the reference path: a fused ``attention.qkv`` is query, key and value."""
+    prefix, _, kind = name.rpartition(".")
+    if prefix.endswith(".attention.qkv"):
+        head = prefix.removesuffix(".qkv")
+        return [f"{head}.{which}.{kind}" for which in QKV]
+    return [name]
+
+
+def requires_grad_flags(model: BertModel) -> dict[str, bool]:
+    """reference parameter name -> requires_grad."""
+    return {ref: p.requires_grad for name, p in model.named_parameters() for ref in reference_names(name)}
+
+
+def convert(model: BertModel, path: str, *, cuda_graphs: bool | None = None, bucket: int = 32) -> BertModel:
+    """``model`` on ``path`` (the model itself when it is on that path already).
+
+    ``cuda_graphs`` (compiled path): record CUDA graphs on CUDA (default) or not; ``bucket``: the
+    compiled path pads lengths up to a multiple of this."""
+    p = next(model.parameters())
+    check_path(path, p.device, p.dtype)
+    if path == model.path:
+        return model
+    if model.path == "int8":
+        raise ValueError("an int8 model holds quantized copies of the weights: convert the float model it came from")
+    state = split_qkv(model.state_dict())  # reference names, the same tensors
+    flags = requires_grad_flags(model)
+    options = {}
+    if path == "compiled":
+        options = {"bucket": bucket, "mode": "reduce-overhead" if p.is_cuda and cuda_graphs is not False else None}
+    with torch.device("meta"):  # no initialisation: every tensor comes from `model`
+        twin = TWIN_CLASSES[path](copy.deepcopy(model.config), add_pooler=model.pooler is not None,
+                                  attn_implementation=model.attn_implementation, **options)
+    twin.load_state_dict(fuse_qkv(state) if path in ("fast", "int8") else state, strict=True, assign=True)
+    for name, param in twin.named_parameters():
+        wanted = {flags[ref] for ref in reference_names(name)}
+        if len(wanted) > 1:
+            raise ValueError(f"{name}: query, key and value must be all frozen or all trainable to be fused")
+        param.requires_grad_(wanted.pop())
+    if hasattr(model, "load_report"):
+        twin.load_report = model.load_report
+    twin.train(model.training)
+    return quantize_int8(twin) if path == "int8" else twin

@@ -1,0 +1,158 @@
+"""minibert.paths: the one place that builds a twin on another path, its rules, and the default path."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from minibert import BertConfig, BertModel, SentenceEncoder, paths
+from minibert.paths import check_path, convert, default_path
+from minibert.paths import fast as fast_module
+from minibert.paths.compiled import CompiledBertModel
+from minibert.paths.fast import FastBertModel
+from minibert.weights import fuse_qkv
+
+SMALL = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                   max_position_embeddings=40)
+
+
+def small_batch():
+    ids = torch.randint(1, 60, (3, 9))
+    mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7])
+    return ids, mask
+
+
+def test_a_twin_has_its_own_config_and_keeps_frozen_flags_device_dtype_and_mode():
+    ref = BertModel(SMALL).train()
+    ref.embeddings.requires_grad_(False)
+    ref.blocks[1].ffn_out.bias.requires_grad_(False)
+    for path in ("fast", "compiled") if paths.has_cpp_compiler() else ("fast",):
+        twin = convert(ref, path)
+        assert twin.path == path and twin.training
+        twin.set_dropout(0.0)  # the twin's config is a copy: the original keeps its dropout
+        assert ref.config.hidden_dropout_prob == 0.1 and ref.blocks[0].dropout.p == 0.1
+        flags = {n: p.requires_grad for n, p in twin.named_parameters()}
+        assert not flags["embeddings.word.weight"] and not flags["blocks.1.ffn_out.bias"]
+        assert flags["blocks.1.ffn_out.weight"] and flags["blocks.0.ffn_in.weight"]
+        assert twin.blocks[1].ffn_in.weight.data_ptr() == ref.blocks[1].ffn_in.weight.data_ptr()  # shared
+    back = convert(convert(ref, "fast"), "reference")  # the three are views of the fused tensor
+    assert type(back) is BertModel and not back.embeddings.word.weight.requires_grad
+    assert back.config is not ref.config
+    fast = convert(ref.to(torch.bfloat16).eval(), "fast")
+    assert all(p.dtype == torch.bfloat16 for p in fast.parameters()) and not fast.training
+
+
+def test_fusing_needs_query_key_and_value_alike():
+    ref = BertModel(SMALL)
+    ref.blocks[0].attention.key.weight.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"blocks.0.attention.qkv.weight: query, key and value must be all frozen"):
+        convert(ref, "fast")
+
+
+def test_a_fast_model_built_directly_starts_from_berts_initialisation():
+    torch.manual_seed(0)
+    ref = BertModel(SMALL)
+    torch.manual_seed(0)
+    fast = FastBertModel(SMALL)
+    expected = fuse_qkv(ref.state_dict())
+    assert fast.state_dict().keys() == expected.keys()
+    for name, tensor in fast.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], atol=0, rtol=0, msg=name)
+    assert fast.blocks[0].attention_out.bias.abs().max() == 0  # BERT's zero biases, not nn.Linear's default
+
+
+def test_each_path_runs_the_reference_function():
+    torch.manual_seed(1)
+    ref = BertModel(SMALL).eval()
+    ids, mask = small_batch()
+    real = mask.bool()
+    with torch.no_grad():
+        expected = ref(ids, mask).last_hidden_state
+        for path in ("fast", "compiled") if paths.has_cpp_compiler() else ("fast",):
+            out = convert(ref, path)(ids, mask).last_hidden_state
+            torch.testing.assert_close(out[real], expected[real], atol=1e-5, rtol=1e-4, msg=path)
+
+
+def test_onednn_falls_back_to_f_linear_and_says_so_once(monkeypatch):
+    """The private oneDNN op behind one function: when it fails, F.linear takes over, one warning is
+    given, and the outputs still equal the reference path's."""
+    torch.manual_seed(2)
+    ref = BertModel(SMALL).eval()
+    fast = convert(ref, "fast")
+    ids, mask = small_batch()
+    real = mask.bool()
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("mkldnn: this CPU is not supported")
+
+    monkeypatch.setattr(fast_module, "ONEDNN_OP", broken)
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        expected = ref(ids, mask).last_hidden_state
+        out = fast(ids, mask).last_hidden_state
+        again = fast(ids, mask).last_hidden_state
+    assert len(calls) == 1 and fast_module.ONEDNN_OP is None  # tried once, then not again
+    assert [str(w.message) for w in caught if issubclass(w.category, fast_module.OneDNNFallback)] == [
+        "oneDNN's linear failed (mkldnn: this CPU is not supported); the fast path falls back to F.linear"]
+    torch.testing.assert_close(out[real], expected[real], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(again, out, atol=0, rtol=0)
+    loss = fast.train()(ids, mask).last_hidden_state[real].square().sum()  # the backward falls back too
+    loss.backward()
+    assert fast.blocks[0].attention.qkv.weight.grad.abs().sum() > 0
+
+
+def test_the_refusal_rules(monkeypatch):
+    with pytest.raises(ValueError, match=r"path must be one of \('reference', 'fast', 'int8', 'compiled'\)"):
+        check_path("turbo", "cpu", torch.float32)
+    with pytest.raises(ValueError, match="path 'int8' runs on the CPU in float32, not float16 on cpu"):
+        check_path("int8", "cpu", torch.float16)
+    with pytest.raises(ValueError, match="path 'int8' runs on the CPU in float32, not float32 on cuda"):
+        check_path("int8", "cuda", torch.float32)
+    with pytest.raises(ValueError, match="path 'int8' is for inference"):
+        check_path("int8", "cpu", torch.float32, training=True)
+    monkeypatch.setattr(paths.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="path 'compiled' on the CPU needs a C\\+\\+ compiler"):
+        check_path("compiled", "cpu", torch.float32)
+    check_path("compiled", "cuda", torch.float32)  # on CUDA, inductor writes Triton kernels
+
+
+def test_the_default_path():
+    assert default_path("cpu") == default_path("cuda:1") == "fast"
+    assert default_path("mps") == "reference"  # nothing holds the fast path to the reference there
+
+
+def test_encoders_run_the_default_path_unless_told(minilm_dir, sentences):
+    encoder = SentenceEncoder.from_pretrained(minilm_dir)
+    assert encoder.path == "fast" and isinstance(encoder.bert, FastBertModel)
+    reference = SentenceEncoder.from_pretrained(minilm_dir, path="reference")
+    assert reference.path == "reference" and type(reference.bert) is BertModel
+    np.testing.assert_allclose(encoder.encode(sentences), reference.encode(sentences), atol=1e-6, rtol=0)
+    assert reference.to_path("reference") is reference
+    compiled = reference.to_path("compiled", bucket=16) if paths.has_cpp_compiler() else None
+    assert compiled is None or (isinstance(compiled.bert, CompiledBertModel) and compiled.bert.bucket == 16)
+    int8 = encoder.to_path("int8")
+    with pytest.raises(ValueError, match="path 'int8' runs on the CPU in float32, not bfloat16"):
+        int8.encode(["a"], dtype=torch.bfloat16)  # refused before anything moves
+    with pytest.raises(ValueError, match="path 'int8' runs on the CPU in float32, not bfloat16"):
+        encoder.encode(["a"], dtype=torch.bfloat16, path="int8")
+    assert {p.dtype for p in int8.parameters()} == {p.dtype for p in encoder.parameters()} == {torch.float32}
+
+
+def test_loading_and_encoding_leave_torch_dynamo_unimported(minilm_dir):
+    """torch._dynamo takes a second or more to import; only the compiled path needs it, so loading a
+    model (built on the meta device) and encoding on the other paths must not pull it in."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from minibert import SentenceEncoder; e = SentenceEncoder.from_pretrained(sys.argv[1]); "
+              "[e.encode(['a b c'], path=p) for p in ('fast', 'reference', 'int8')]; "
+              "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))")
+    result = subprocess.run([sys.executable, "-c", script, str(minilm_dir)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
