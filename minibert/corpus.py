@@ -53,8 +53,10 @@ def done_chunks(out: Path) -> set[int]:
 
 
 def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32, chunk_lines: int = 10_000,
-                errors: str = "strict", progress: bool = False, normalize_embeddings: bool | None = None) -> Path:
-    """Embed every line of `path` into the float32 ``.npy`` `out`; resumes a killed run of the same job."""
+                errors: str = "strict", progress: bool = False, normalize_embeddings: bool | None = None,
+                **options) -> Path:
+    """Embed every line of `path` into the float32 ``.npy`` `out`; resumes a killed run of the same job.
+    ``options`` go to ``encode`` (prompt_name, prompt, truncate_dim)."""
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
@@ -62,7 +64,7 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     own_group = world > 1 and not dist.is_initialized()
     if own_group:  # only to wait for each other: the rows themselves go through the file
         dist.init_process_group(backend="gloo")
-    n, dim = count_lines(path), encoder.embedding_dim
+    n, dim = count_lines(path), options.get("truncate_dim") or encoder.embedding_dim
     if n == 0:
         raise ValueError(f"{path} is empty: there is nothing to encode")
     if rank == 0 and not done_chunks(out):  # a new job: make the file (a resumed one keeps its rows)
@@ -85,7 +87,8 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
             if index not in mine:
                 continue
             start = index * chunk_lines
-            embeddings = encoder.encode(lines, batch_size=batch_size, normalize_embeddings=normalize_embeddings)
+            embeddings = encoder.encode(lines, batch_size=batch_size, normalize_embeddings=normalize_embeddings,
+                                        **options)
             # Mapped for this chunk only: written pages count as the process's memory while mapped.
             rows = np.load(out, mmap_mode="r+")
             rows[start:start + len(lines)] = embeddings

@@ -3,6 +3,10 @@
 A batch flows: token ids -> Embeddings -> N x EncoderBlock -> last hidden states (-> Pooler).
 Every module here keeps its own readable names; ``minibert.weights`` holds the explicit map from
 Hugging Face checkpoint keys to these names, and ``BertModel.from_pretrained`` loads through it.
+
+The other families (``minibert/families/``: DistilBERT, RoBERTa/XLM-R, MPNet) are subclasses that
+change only what differs: the embeddings (``embeddings_class``), a bias on the attention scores
+(``attention_bias``), the config and the key map.
 """
 
 from __future__ import annotations
@@ -64,13 +68,12 @@ class Embeddings(nn.Module):
         self.token_type = embedding_table(config.type_vocab_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.max_positions = config.max_position_embeddings
-        self.type_vocab_size = config.type_vocab_size
+        self.max_tokens = config.max_position_embeddings
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         B, L = input_ids.shape
-        if L > self.max_positions:
-            raise ValueError(f"sequence length {L} exceeds max_position_embeddings {self.max_positions}")
+        if L > self.max_tokens:
+            raise ValueError(f"sequence length {L} exceeds max_position_embeddings {self.max_tokens}")
         # Positions are always 0..L-1 (absolute embeddings, right padding). Old checkpoints also
         # store an `embeddings.position_ids` buffer; it is just arange(max_positions), so we ignore
         # it and build the positions here. Pad tokens get positions too, but the attention mask
@@ -99,8 +102,10 @@ class SelfAttention(nn.Module):
         B, L, _ = x.shape  # (B, L, H*D) -> (B, H, L, D)
         return x.view(B, L, self.n_head, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, C); attention_mask: (B, L) with 1 for real tokens and 0 for padding."""
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, C); attention_mask: (B, L) with 1 for real tokens and 0 for padding; ``bias``: an
+        additive (1 or B, H, L, L) term on the scores (MPNet's relative positions), None in BERT."""
         B, L, C = x.shape
         q, k, v = self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
         # The mask is broadcast over heads and query positions: (B, 1, 1, L). Every query may look
@@ -109,12 +114,16 @@ class SelfAttention(nn.Module):
         keep = attention_mask[:, None, None, :].bool()
         dropout_p = self.dropout_p if self.training else 0.0
         if self.attn_implementation == "sdpa":
-            # A boolean mask means "True = may attend". SDPA applies the same 1/sqrt(D) scaling.
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
+            # A boolean mask means "True = may attend"; a float mask is added to the scores. SDPA applies
+            # the same 1/sqrt(D) scaling.
+            mask = keep if bias is None else bias.masked_fill(~keep, torch.finfo(bias.dtype).min)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:
             # Scale by 1/sqrt(D): the dot product of two D-dim vectors with unit-variance entries has
             # variance D; without the scaling, softmax saturates and its gradients vanish.
             scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (B, H, L, L)
+            if bias is not None:
+                scores = scores + bias
             # Additive mask: 0 where we keep, the most negative finite number where we don't, so
             # exp(score - max) underflows to exactly 0 for padded keys. (-inf would work too, but
             # a finite value cannot produce NaN.)
@@ -144,8 +153,8 @@ class EncoderBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention_out(self.attention(x, attention_mask))))
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention_out(self.attention(x, attention_mask, bias))))
         x = self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
         return x
 
@@ -164,18 +173,22 @@ class Pooler(nn.Module):
 class BertOutput(NamedTuple):
     last_hidden_state: torch.Tensor  # (B, L, C)
     pooler_output: torch.Tensor | None  # (B, C), or None when the model has no pooler
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # with output_hidden_states: embeddings, then each block
 
 
 class BertModel(nn.Module):
     """The BERT encoder: embeddings, a stack of post-LN blocks, and an optional pooler."""
 
     path = "reference"  # the execution path this class runs (minibert.paths: fast, int8 and compiled twins)
+    config_class = BertConfig  # what a family changes: its config, its embeddings, its checkpoint names
+    embeddings_class = Embeddings
+    hf_prefix = "bert."  # where BertFor... checkpoints nest the encoder
 
     def __init__(self, config: BertConfig, add_pooler: bool = True,
                  attn_implementation: AttnImplementation = "sdpa") -> None:
         super().__init__()
         self.config = config
-        self.embeddings = Embeddings(config)
+        self.embeddings = self.embeddings_class(config)
         self.blocks = nn.ModuleList(EncoderBlock(config, attn_implementation)
                                     for _ in range(config.num_hidden_layers))
         self.pooler = Pooler(config) if add_pooler else None
@@ -217,15 +230,33 @@ class BertModel(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the position embeddings cover (a family that offsets positions covers fewer)."""
+        return self.embeddings.max_tokens
+
+    def attention_bias(self, length: int) -> torch.Tensor | None:
+        """An additive term on every layer's attention scores, computed once per forward. None in BERT, whose
+        positions are absolute and added to the embeddings; MPNet adds relative positions here."""
+        return None
+
+    @classmethod
+    def key_map(cls, config: BertConfig, with_pooler: bool) -> dict[str, str]:
+        """minibert parameter name -> the Hugging Face checkpoint key (without the model prefix)."""
+        return weights.bert_key_map(config.num_hidden_layers, with_pooler)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> BertOutput:
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> BertOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)
+        bias = self.attention_bias(input_ids.shape[1])
+        states = [x]
         for block in self.blocks:
-            x = block(x, attention_mask)
+            x = block(x, attention_mask, bias)
+            states.append(x)
         pooled = self.pooler(x) if self.pooler is not None else None
-        return BertOutput(x, pooled)
+        return BertOutput(x, pooled, tuple(states) if output_hidden_states else None)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
@@ -239,12 +270,13 @@ class BertModel(nn.Module):
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        config = BertConfig.from_json(folder / "config.json")
-        tensors, report = weights.split_encoder_tensors(weights.load_safetensors(folder), source=str(folder))
+        config = cls.config_class.from_json(folder / "config.json")
+        tensors, report = weights.split_encoder_tensors(weights.load_safetensors(folder), str(folder), cls.hf_prefix)
         with torch.device("meta"):
             model = cls(config, add_pooler=weights.has_pooler(tensors), attn_implementation=attn_implementation)
-        shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-        state = weights.convert_state_dict(tensors, report, config, shapes, str(folder / "config.json"))
+        shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        key_map = cls.key_map(config, weights.has_pooler(tensors))
+        state = weights.convert_state_dict(tensors, report, key_map, shapes, str(folder / "config.json"))
         model.load_state_dict(state, strict=True, assign=True)
         if dtype is None:  # the checkpoint's own dtype, as transformers keeps it; float32 if it mixes several
             stored = {t.dtype for t in state.values()}

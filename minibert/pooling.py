@@ -31,6 +31,7 @@ LEGACY_KEYS = {
 class PoolingConfig:
     modes: tuple[str, ...] = ("mean",)
     embedding_dimension: int | None = None
+    include_prompt: bool = True  # false: a prompt's tokens ([CLS] included) are left out of the pooling
 
     def __post_init__(self) -> None:
         if isinstance(self.modes, str):
@@ -53,14 +54,12 @@ class PoolingConfig:
             if not isinstance(raw.get(key, False), bool):
                 raise ValueError(f"{path}: {key} must be true or false, got {raw[key]!r}")
         dim = raw.get("embedding_dimension", raw.get("word_embedding_dimension"))
-        if raw.get("include_prompt", True) is False:
-            raise ValueError(f"{path}: include_prompt=false (prompt-excluding pooling) is not supported")
         if "pooling_mode" in raw:
             modes = raw["pooling_mode"]
         else:
             modes = tuple(mode for key, mode in LEGACY_KEYS.items() if raw.get(key, False)) or ("mean",)
         try:
-            return cls(modes=modes, embedding_dimension=dim)
+            return cls(modes=modes, embedding_dimension=dim, include_prompt=raw.get("include_prompt", True))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
 
@@ -70,8 +69,9 @@ class PoolingConfig:
         if legacy_order == self.modes:
             out = {"word_embedding_dimension": self.embedding_dimension}
             out.update({key: mode in self.modes for key, mode in LEGACY_KEYS.items()})
-            return out
-        return {"embedding_dimension": self.embedding_dimension, "pooling_mode": list(self.modes)}
+        else:
+            out = {"embedding_dimension": self.embedding_dimension, "pooling_mode": list(self.modes)}
+        return out if self.include_prompt else {**out, "include_prompt": False}
 
 
 class Pooling(nn.Module):

@@ -57,7 +57,7 @@ def module_config(folder: Path) -> tuple[dict, Path | None]:
     return {}, None
 
 
-def read_max_length(folder: Path) -> int:
+def read_max_length(folder: Path, max_positions: int | None = None) -> int:
     """The length (in tokens, specials included) at which sentence-transformers truncates this folder's
     inputs, read as it reads it, from every form of the folder:
 
@@ -68,13 +68,15 @@ def read_max_length(folder: Path) -> int:
        Hugging Face folder has), capped at the model's ``max_position_embeddings``.
 
     A limit of 1. or 2. beyond the model's positions is capped there, with a warning: sentence-transformers
-    would fail on such inputs instead of cutting them.
+    would fail on such inputs instead of cutting them. ``max_positions``: the tokens the model's position
+    embeddings hold (fewer than max_position_embeddings for RoBERTa and MPNet), when the caller knows it.
     """
     config, config_path = module_config(folder)
     model_config = optional_json(folder / "config.json")
     positions = model_config.get("max_position_embeddings", 512) if isinstance(model_config, dict) else 512
     if not isinstance(positions, int) or isinstance(positions, bool):  # the model's own load rejects it
         positions = 512
+    positions = max_positions or positions
     kwargs = (config["tokenizer_args"] if "tokenizer_args" in config else config.get("processor_kwargs")) or {}
     candidates = [(kwargs.get("model_max_length") if isinstance(kwargs, dict) else None, config_path,
                    "processor_kwargs.model_max_length"),
@@ -184,7 +186,10 @@ class Tokenizer:
         self.backend.enable_truncation(self._max_length)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, max_length: int | None = None) -> Tokenizer:
+    def from_pretrained(cls, folder: str | Path, max_length: int | None = None,
+                        max_positions: int | None = None) -> Tokenizer:
+        """``max_length``: the limit (default: read as sentence-transformers reads it); ``max_positions``: the
+        most the model holds, which the limit read from the folder never exceeds."""
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"tokenizer folder not found: {folder}")
@@ -205,13 +210,18 @@ class Tokenizer:
         if not isinstance(lowercase, bool):
             raise ValueError(f"{sbert_path}: do_lower_case must be true or false, got {lowercase!r}")
         if max_length is None:
-            max_length = read_max_length(folder)
+            max_length = read_max_length(folder, max_positions)
         return cls(backend, max_length, pad_token=tok_config["pad_token"], source=folder,
                    lowercase_input=lowercase)
 
     @property
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size()
+
+    @property
+    def special_ids(self) -> set[int]:
+        """The ids of the special tokens ([CLS], [SEP], <s>, </s>, [PAD], ...)."""
+        return {i for i, token in self.backend.get_added_tokens_decoder().items() if token.special}
 
     def encode(self, texts: list[str] | list[tuple[str, str]] | list[list[str]], is_pretokenized: bool = False,
                warn_truncation: bool = True) -> list[Encoding]:

@@ -16,13 +16,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from minibert.config import BertConfig
-
 # Keys in BERT checkpoints that are not part of the encoder: they are skipped and reported.
 # `position_ids` is a legacy buffer (arange(512)) that older transformers versions saved.
 IGNORED_SUFFIXES = ("embeddings.position_ids",)
-TASK_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.")
-MODEL_PREFIXES = ("bert.",)  # BertFor... checkpoints nest the encoder under "bert."
+TASK_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.",  # BERT, RoBERTa, MPNet
+                      "vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "pre_classifier.")  # DistilBERT
 
 
 def bert_key_map(num_layers: int, with_pooler: bool) -> dict[str, str]:
@@ -110,17 +108,11 @@ class LoadReport:
         return msg
 
 
-def detect_prefix(keys: list[str]) -> str:
-    for prefix in MODEL_PREFIXES:
-        if any(k.startswith(prefix + "embeddings.") for k in keys):
-            return prefix
-    return ""
-
-
-def split_encoder_tensors(tensors: dict[str, tuple[torch.Tensor, Path]],
-                          source: str) -> tuple[dict[str, tuple[torch.Tensor, Path]], LoadReport]:
-    """Strip the model prefix and set aside task heads and legacy buffers (reported, not loaded)."""
-    prefix = detect_prefix(list(tensors))
+def split_encoder_tensors(tensors: dict[str, tuple[torch.Tensor, Path]], source: str,
+                          model_prefix: str = "bert.") -> tuple[dict[str, tuple[torch.Tensor, Path]], LoadReport]:
+    """Strip the model prefix (``bert.`` in BertFor... checkpoints; each family has its own) and set aside
+    task heads and legacy buffers (reported, not loaded)."""
+    prefix = model_prefix if any(k.startswith(model_prefix + "embeddings.") for k in tensors) else ""
     report = LoadReport(source=source, prefix=prefix)
     encoder: dict[str, tuple[torch.Tensor, Path]] = {}
     for key, value in tensors.items():
@@ -157,14 +149,13 @@ def check_tensors(found: dict[str, torch.Tensor], expected: dict[str, tuple[int,
                              "where a weight needs floating-point ones")
 
 
-def convert_state_dict(encoder: dict[str, tuple[torch.Tensor, Path]], report: LoadReport, config: BertConfig,
+def convert_state_dict(encoder: dict[str, tuple[torch.Tensor, Path]], report: LoadReport, key_map: dict[str, str],
                        model_shapes: dict[str, tuple[int, ...]],
                        config_source: str = "the config") -> dict[str, torch.Tensor]:
-    """Map checkpoint keys to minibert names, strictly: every key of the map present, nothing extra, and
-    every tensor the shape the model (``model_shapes``: minibert name -> shape) expects. ``config_source``
-    names the config file, for the errors."""
+    """Map checkpoint keys to minibert names through ``key_map`` (minibert name -> checkpoint key), strictly:
+    every key of the map present, nothing extra, and every tensor the shape the model (``model_shapes``:
+    minibert name -> shape) expects. ``config_source`` names the config file, for the errors."""
     prefix = report.prefix
-    key_map = bert_key_map(config.num_hidden_layers, has_pooler(encoder))
     expected = {prefix + theirs: model_shapes[ours] for ours, theirs in key_map.items()}
     files = sorted({str(f) for _, f in encoder.values()})
     check_tensors({prefix + k: t for k, (t, _) in encoder.items()}, expected,
@@ -216,9 +207,9 @@ def split_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def hf_tensors(model, prefix: str = "") -> dict[str, torch.Tensor]:
     """A ``BertModel``'s tensors under Hugging Face's key names (bare, as transformers' BertModel saves
     them, or under ``prefix``), a fast model's fused QKV split back into three. Every writer of an encoder
-    (``save_pretrained_bert``, ``save_cross_encoder``, ``MultiTaskModel.save``, the sentence-transformers
+    (``save_pretrained``, ``save_cross_encoder``, ``MultiTaskModel.save``, the sentence-transformers
     export) takes its tensors from here."""
-    key_map = bert_key_map(model.config.num_hidden_layers, model.pooler is not None)
+    key_map = model.key_map(model.config, model.pooler is not None)
     state = split_qkv(model.state_dict())
     unknown = [name for name in state if name not in key_map]
     if unknown:
@@ -234,8 +225,9 @@ def save_tensors(tensors: dict[str, torch.Tensor], file: str | Path) -> None:
     save_file({k: t.detach().contiguous().cpu() for k, t in tensors.items()}, str(file), metadata={"format": "pt"})
 
 
-def save_pretrained_bert(model, folder: str | Path) -> None:
-    """Write a ``BertModel`` (on any float path) as config.json + model.safetensors, the Hugging Face layout."""
+def save_pretrained(model, folder: str | Path) -> None:
+    """Write a ``BertModel`` of any family, on any float path, as config.json + model.safetensors in its
+    Hugging Face layout (what transformers' AutoModel loads)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = hf_tensors(model)

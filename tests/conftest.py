@@ -144,13 +144,13 @@ def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
     """A 2-layer, 32-wide random BERT with all-MiniLM-L6-v2's tokenizer and no dropout (so that one
     process and several compute the same function)."""
     from minibert import BertConfig, BertModel
-    from minibert.weights import save_pretrained_bert
+    from minibert.weights import save_pretrained
 
     folder = tmp_path_factory.mktemp("tiny-model")
     torch.manual_seed(0)
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                         max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    save_pretrained_bert(BertModel(config), folder)
+    save_pretrained(BertModel(config), folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
         shutil.copy(minilm_dir / name, folder / name)
     return folder

@@ -93,9 +93,9 @@ def test_config_weights_mismatch_names_keys_and_shapes(model_copy):
 def test_extra_and_task_tensors(tmp_path):
     config = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
     model = BertModel(config, add_pooler=False)
-    from minibert.weights import save_pretrained_bert
+    from minibert.weights import save_pretrained
 
-    save_pretrained_bert(model, tmp_path)
+    save_pretrained(model, tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")
     save_file({**tensors, "classifier.weight": torch.zeros(3, 8), "embeddings.position_ids": torch.arange(512)[None]},
               tmp_path / "model.safetensors")
@@ -113,9 +113,9 @@ def test_extra_and_task_tensors(tmp_path):
 def test_sharded_checkpoint_loads(tmp_path):
     config = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16)
     model = BertModel(config)
-    from minibert.weights import bert_key_map, save_pretrained_bert
+    from minibert.weights import bert_key_map, save_pretrained
 
-    save_pretrained_bert(model, tmp_path)
+    save_pretrained(model, tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")
     (tmp_path / "model.safetensors").unlink()
     keys = sorted(tensors)
@@ -152,9 +152,11 @@ def test_unsupported_config_values_are_errors(model_copy, key, value, match):
 def test_unsupported_pipeline_module_is_an_error(model_copy):
     folder = model_copy()
     modules = json.loads((folder / "modules.json").read_text())
-    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    modules.append({"idx": 3, "name": "3", "path": "3_LayerNorm", "type": "sentence_transformers.models.LayerNorm"})
     (folder / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(ValueError, match=r"modules.json: module 'sentence_transformers.models.Dense'"):
+    with pytest.raises(ValueError, match=r"modules.json: module 'sentence_transformers.models.LayerNorm' .* not "
+                                         r"supported by minibert \(supported: Transformer, Pooling, Dense, "
+                                         r"Normalize\)"):
         SentenceEncoder.from_pretrained(folder)
 
 

@@ -22,6 +22,7 @@ fastest path that the tests hold to the reference path to float rounding on that
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import shutil
 
@@ -34,7 +35,26 @@ from minibert.paths.int8 import quantize_int8
 from minibert.weights import QKV, fuse_qkv, split_qkv
 
 PATHS = ("reference", "fast", "int8", "compiled")
-TWIN_CLASSES = {"reference": BertModel, "fast": FastBertModel, "int8": FastBertModel, "compiled": CompiledBertModel}
+PATH_CLASSES = {"fast": FastBertModel, "int8": FastBertModel, "compiled": CompiledBertModel}
+
+
+def family_of(model: BertModel) -> type[BertModel]:
+    """The reference class a model is a twin of: BertModel, or a family (minibert/families)."""
+    paths = tuple(PATH_CLASSES.values())
+    return next(c for c in type(model).__mro__ if issubclass(c, BertModel) and not issubclass(c, paths))
+
+
+@functools.cache
+def twin_class(path: str, family: type[BertModel]) -> type[BertModel]:
+    """The class of a family's model on a path: the path's forward over the family's modules (for MPNet on
+    the fast path, ``FastMPNetModel(FastBertModel, MPNetModel)``; for BERT, FastBertModel itself)."""
+    if path == "reference":
+        return family
+    base = PATH_CLASSES[path]
+    if family is BertModel:
+        return base
+    name = base.__name__.removesuffix("BertModel") + family.__name__
+    return type(name, (base, family), {"__module__": __name__, "__doc__": f"{family.__name__} on the {path} path."})
 
 
 def default_path(device: str | torch.device) -> str:
@@ -94,7 +114,7 @@ def convert(model: BertModel, path: str, *, cuda_graphs: bool | None = None, buc
     if path == "compiled":
         options = {"bucket": bucket, "mode": "reduce-overhead" if p.is_cuda and cuda_graphs is not False else None}
     with torch.device("meta"):  # no initialisation: every tensor comes from `model`
-        twin = TWIN_CLASSES[path](copy.deepcopy(model.config), add_pooler=model.pooler is not None,
+        twin = twin_class(path, family_of(model))(copy.deepcopy(model.config), add_pooler=model.pooler is not None,
                                   attn_implementation=model.attn_implementation, **options)
     twin.load_state_dict(fuse_qkv(state) if path in ("fast", "int8") else state, strict=True, assign=True)
     for name, param in twin.named_parameters():

@@ -76,11 +76,12 @@ class CompiledBertModel(BertModel):
             token_type_ids = torch.zeros_like(input_ids)
         B, L = input_ids.shape
         rows = next_power_of_two(B) - B
-        cols = bucketed(L, self.bucket, self.config.max_position_embeddings) - L
-        # Pad columns are padding (mask 0); pad rows repeat row 0, a real sentence, so that no row
-        # of the compiled batch is all padding.
-        inputs = [torch.cat([F.pad(t, (0, cols)), F.pad(t[:1], (0, cols)).expand(rows, -1)])
-                  for t in (input_ids, attention_mask, token_type_ids)]
+        cols = bucketed(L, self.bucket, self.max_tokens) - L
+        # Pad columns are padding (the pad token, mask 0: RoBERTa's positions skip it); pad rows repeat
+        # row 0, a real sentence, so that no row of the compiled batch is all padding.
+        pad_values = (self.config.pad_token_id, 0, 0)
+        inputs = [torch.cat([F.pad(t, (0, cols), value=v), F.pad(t[:1], (0, cols), value=v).expand(rows, -1)])
+                  for t, v in zip((input_ids, attention_mask, token_type_ids), pad_values, strict=True)]
         with torch._dynamo.config.patch(recompile_limits()):
             out = self.compiled_forward(self, *inputs)
         pooled = out.pooler_output[:B] if out.pooler_output is not None else None

@@ -172,12 +172,13 @@ class PackedSelfAttention(nn.Module):
         self.qkv = FastLinear(config.hidden_size, 3 * config.hidden_size)  # rows: query, then key, then value
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, packing: Packing, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``bias``: an additive (1 or B, H, L, L) term on the scores on the (B, L) grid (MPNet), or None."""
         T, C = x.shape
         qkv = self.qkv(x)  # (T, 3C)
         dropout_p = self.dropout_p if self.training else 0.0
-        if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0 \
-                and varlen_attention() is not None:  # varlen_attn has no attention dropout
+        if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0 and bias is None \
+                and varlen_attention() is not None:  # varlen_attn has no attention dropout, and no bias
             q, k, v = qkv.view(T, 3, self.n_head, self.head_dim).unbind(1)  # each (T, H, D)
             y = varlen_attention()(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len)
             return y.reshape(T, C)
@@ -186,9 +187,14 @@ class PackedSelfAttention(nn.Module):
         B, L = packing.shape
         q, k, v = packing.unpack(qkv).view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         if qkv.is_cuda:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.keep, dropout_p=dropout_p)
+            mask = packing.keep
+            if bias is not None:
+                mask = bias if mask is None else bias.masked_fill(~mask, torch.finfo(bias.dtype).min)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:  # on CPU the plain products beat the fused kernel at these short lengths
             scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (B, H, L, L)
+            if bias is not None:
+                scores = scores + bias
             if packing.keep is not None:
                 scores = scores.masked_fill(~packing.keep, torch.finfo(scores.dtype).min)
             probs = F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=self.training)
@@ -214,8 +220,8 @@ class FastEncoderBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention_out(self.attention(x, packing))))
+    def forward(self, x: torch.Tensor, packing: Packing, bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention_out(self.attention(x, packing, bias))))
         x = self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
         return x
 
@@ -241,14 +247,18 @@ class FastBertModel(BertModel):
             block.attention.dropout_p = p
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> BertOutput:
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> BertOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         packing = Packing.from_mask(attention_mask)
         # Embeddings on the grid, then packed: positions are grid columns, as in the reference.
         x = packing.pack(self.embeddings(input_ids, token_type_ids))
+        bias = self.attention_bias(input_ids.shape[1])
+        states = [x]
         for block in self.blocks:
-            x = block(x, packing)
+            x = block(x, packing, bias)
+            states.append(x)
         x = packing.unpack(x)
         pooled = self.pooler(x) if self.pooler is not None else None
-        return BertOutput(x, pooled)
+        hidden = tuple(packing.unpack(h) for h in states) if output_hidden_states else None
+        return BertOutput(x, pooled, hidden)

@@ -3,7 +3,8 @@
 Every token of a attends to every token of b, a comparison that cos(u, v) cannot make, but the encoder
 runs once per *pair*, so it scores pairs and cannot search a corpus. The head is the one transformers'
 ``BertForSequenceClassification`` puts on BERT (pooler dense + tanh on [CLS], dropout, linear to one
-logit), so ``save_cross_encoder`` writes a folder that sentence-transformers' ``CrossEncoder`` loads.
+logit), so ``save_cross_encoder`` writes a folder that sentence-transformers' ``CrossEncoder`` loads (for
+RoBERTa and MPNet, their own classifier of the same shape).
 The loss is CrossEncoder's default for one label: binary cross-entropy against score / max_score;
 sigmoid(logit) * max_score is the predicted score.
 """
@@ -82,18 +83,33 @@ class CrossSTS(Task):
         return score_metrics([p["score"] for p in predictions], [e.label for e in examples])
 
 
+# model_type -> (the transformers class, where its classifier keeps the dense layer and the output layer).
+# BERT's classifier reads the pooler; RoBERTa's and MPNet's have a dense + tanh of their own: the same maths.
+CROSS_ENCODER_LAYOUTS = {
+    "bert": ("BertForSequenceClassification", "bert.pooler.dense", "classifier"),
+    "roberta": ("RobertaForSequenceClassification", "classifier.dense", "classifier.out_proj"),
+    "xlm-roberta": ("XLMRobertaForSequenceClassification", "classifier.dense", "classifier.out_proj"),
+    "mpnet": ("MPNetForSequenceClassification", "classifier.dense", "classifier.out_proj"),
+}
+
+
 def save_cross_encoder(model, task: str, folder: str | Path) -> None:
-    """The encoder and one cross_sts head as a transformers ``BertForSequenceClassification`` folder
-    (one label), which sentence-transformers' ``CrossEncoder`` loads."""
+    """The encoder and one cross_sts head as a transformers ``...ForSequenceClassification`` folder (one
+    label) of the encoder's family, which sentence-transformers' ``CrossEncoder`` loads."""
     head, bert = model.heads[task], model.encoder.bert
+    model_type = bert.config.model_type
+    if model_type not in CROSS_ENCODER_LAYOUTS:  # DistilBERT's classifier is ReLU(pre_classifier), not tanh
+        raise ValueError(f"a {model_type} cross-encoder has no transformers class with this head (a dense layer "
+                         f"and tanh); families that have one: {', '.join(CROSS_ENCODER_LAYOUTS)}")
+    architecture, dense, out = CROSS_ENCODER_LAYOUTS[model_type]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # the encoder under "bert.", with the head's dense layer as its pooler (BERT's pooler is not trained)
-    state = {k: t for k, t in hf_tensors(bert, prefix="bert.").items() if not k.startswith("bert.pooler.")}
-    state |= {"bert.pooler.dense.weight": head.dense.weight, "bert.pooler.dense.bias": head.dense.bias,
-              "classifier.weight": head.out.weight, "classifier.bias": head.out.bias}
+    prefix = type(bert).hf_prefix  # the encoder under its family's prefix, without the (untrained) pooler
+    state = {k: t for k, t in hf_tensors(bert, prefix=prefix).items() if not k.startswith(prefix + "pooler.")}
+    state |= {f"{dense}.weight": head.dense.weight, f"{dense}.bias": head.dense.bias,
+              f"{out}.weight": head.out.weight, f"{out}.bias": head.out.bias}
     save_tensors(state, folder / "model.safetensors")
-    config = bert.config.to_dict() | {"architectures": ["BertForSequenceClassification"], "num_labels": 1,
+    config = bert.config.to_dict() | {"architectures": [architecture], "num_labels": 1,
                                       "classifier_dropout": model.tasks[task].dropout}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     model.encoder.tokenizer.save(folder)

@@ -1,0 +1,121 @@
+"""DistilBERT = BERT without token types and without a pooler, under names of its own.
+
+The blocks are BERT's post-LN blocks (attention, add, LayerNorm; feed-forward, add, LayerNorm), so
+minibert runs them as they are; only three things differ:
+
+- **No token types.** The embeddings are word + position, then LayerNorm (eps 1e-12) and dropout.
+- **Fixed sinusoidal positions** when ``sinusoidal_pos_embds`` is set: the position table is the
+  Transformer paper's sin/cos one. It is kept as a buffer, so no optimizer ever moves it.
+- **Its own names**, in ``config.json`` (``dim``, ``n_layers``, ``hidden_dim``, ``activation``, ...) and
+  in the checkpoint (``q_lin``, ``out_lin``, ``sa_layer_norm``, ``ffn.lin1``, ``output_layer_norm``, ...,
+  under ``transformer.layer.I`` and, in task checkpoints, ``distilbert.``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minibert.config import BertConfig
+from minibert.model import BertModel, embedding_table
+
+# config.json name -> BertConfig field, where DistilBERT's differ
+HF_NAMES = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+            "hidden_dim": "intermediate_size", "activation": "hidden_act", "dropout": "hidden_dropout_prob",
+            "attention_dropout": "attention_probs_dropout_prob"}
+
+
+@dataclass
+class DistilBertConfig(BertConfig):
+    model_types: ClassVar[tuple[str, ...]] = ("distilbert",)
+    architecture: ClassVar[str] = "DistilBertModel"
+    min_token_types: ClassVar[int] = 0
+
+    num_hidden_layers: int = 6
+    type_vocab_size: int = 0
+    model_type: str = "distilbert"
+    sinusoidal_pos_embds: bool = False
+
+    @classmethod
+    def from_hf(cls, raw: dict) -> dict:
+        renamed = {HF_NAMES.get(k, k): v for k, v in raw.items() if k not in ("type_vocab_size", "layer_norm_eps")}
+        return {**renamed, "type_vocab_size": 0, "layer_norm_eps": 1e-12}  # fixed in DistilBERT
+
+    def to_dict(self) -> dict:
+        ours = {field: hf for hf, field in HF_NAMES.items()}
+        out = {ours.get(k, k): v for k, v in super().to_dict().items()
+               if k not in ("type_vocab_size", "layer_norm_eps", "position_embedding_type")}
+        return {**out, "architectures": [self.architecture]}
+
+
+def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
+    """Row p: sin(p / 10000^(2i/dim)) in the even columns 2i, cos of the same angle in the odd ones."""
+    exponent = torch.arange(dim, dtype=torch.float64).div(2, rounding_mode="floor") * 2 / dim
+    angles = torch.arange(positions, dtype=torch.float64)[:, None] / 10000 ** exponent[None]
+    table = torch.empty(positions, dim, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = angles[:, 0::2].sin(), angles[:, 1::2].cos()
+    return table.float()
+
+
+class FixedPositions(nn.Module):
+    """A position table that is not learnt: a buffer named like nn.Embedding's weight."""
+
+    def __init__(self, positions: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", sinusoidal_table(positions, dim))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return F.embedding(positions, self.weight)
+
+
+class DistilBertEmbeddings(nn.Module):
+    """word + position, then LayerNorm and dropout: BERT's embeddings without the token types."""
+
+    def __init__(self, config: DistilBertConfig) -> None:
+        super().__init__()
+        self.word = embedding_table(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = FixedPositions(config.max_position_embeddings, config.hidden_size) \
+            if config.sinusoidal_pos_embds else embedding_table(config.max_position_embeddings, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.max_tokens = config.max_position_embeddings
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        L = input_ids.shape[1]
+        if L > self.max_tokens:
+            raise ValueError(f"sequence length {L} exceeds max_position_embeddings {self.max_tokens}")
+        x = self.word(input_ids) + self.position(torch.arange(L, device=input_ids.device))[None]
+        return self.dropout(self.norm(x))  # token_type_ids: DistilBERT has none, whatever the tokenizer says
+
+
+class DistilBertModel(BertModel):
+    """DistilBERT: BERT's blocks (no pooler) with DistilBERT's embeddings and names."""
+
+    config_class = DistilBertConfig
+    embeddings_class = DistilBertEmbeddings
+    hf_prefix = "distilbert."
+
+    def __init__(self, config: DistilBertConfig, add_pooler: bool = False, attn_implementation: str = "sdpa") -> None:
+        if add_pooler:
+            raise ValueError("DistilBERT has no pooler")
+        super().__init__(config, add_pooler=False, attn_implementation=attn_implementation)
+
+    @classmethod
+    def key_map(cls, config: BertConfig, with_pooler: bool) -> dict[str, str]:
+        names = {"embeddings.word.weight": "embeddings.word_embeddings.weight",
+                 "embeddings.position.weight": "embeddings.position_embeddings.weight",
+                 "embeddings.norm.weight": "embeddings.LayerNorm.weight",
+                 "embeddings.norm.bias": "embeddings.LayerNorm.bias"}
+        per_layer = {"attention.query": "attention.q_lin", "attention.key": "attention.k_lin",
+                     "attention.value": "attention.v_lin", "attention_out": "attention.out_lin",
+                     "attention_norm": "sa_layer_norm", "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2",
+                     "ffn_norm": "output_layer_norm"}
+        for i in range(config.num_hidden_layers):
+            for ours, theirs in per_layer.items():
+                for p in ("weight", "bias"):
+                    names[f"blocks.{i}.{ours}.{p}"] = f"transformer.layer.{i}.{theirs}.{p}"
+        return names

@@ -1,0 +1,80 @@
+"""RoBERTa and XLM-RoBERTa = BERT with positions counted from ``padding_idx + 1``, skipping padding.
+
+The blocks, the pooler and the parameter names are BERT's (under ``roberta.`` in task checkpoints).
+What differs is the embeddings:
+
+- **Positions.** fairseq numbers a sentence's tokens ``padding_idx + 1, padding_idx + 2, ...`` and gives
+  every pad token position ``padding_idx``. With ``padding_idx = 1`` and 514 position embeddings, a
+  sentence holds at most 512 tokens (``max_tokens``).
+- **One token type.** ``type_vocab_size`` is 1 and every token gets type 0: RoBERTa's tokenizer gives no
+  segment ids, even for pairs (``<s> a </s></s> b </s>``).
+
+XLM-RoBERTa is the same model with a SentencePiece vocabulary of 250k pieces; only ``model_type`` differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from minibert.config import BertConfig
+from minibert.model import BertModel, embedding_table
+
+
+@dataclass
+class RobertaConfig(BertConfig):
+    model_types: ClassVar[tuple[str, ...]] = ("roberta", "xlm-roberta")
+    architecture: ClassVar[str] = "RobertaModel"
+
+    vocab_size: int = 50265
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+    model_type: str = "roberta"
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        if self.model_type == "xlm-roberta":
+            out["architectures"] = ["XLMRobertaModel"]
+        return out
+
+
+def fairseq_positions(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """padding_idx + 1, + 2, ... for the real tokens of each row, padding_idx for its pad tokens."""
+    real = input_ids.ne(padding_idx).int()
+    return torch.cumsum(real, dim=1) * real + padding_idx
+
+
+class RobertaEmbeddings(nn.Module):
+    """word + position (fairseq numbering) + the one token type, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.padding_idx = config.pad_token_id
+        self.word = embedding_table(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = embedding_table(config.max_position_embeddings, config.hidden_size,
+                                        padding_idx=self.padding_idx)
+        self.token_type = embedding_table(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.max_tokens = config.max_position_embeddings - self.padding_idx - 1  # the rest are below the first
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if input_ids.shape[1] > self.max_tokens:
+            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds the {self.max_tokens} tokens that "
+                             f"{self.max_tokens + self.padding_idx + 1} position embeddings hold")
+        x = self.word(input_ids) + self.token_type.weight[0]  # type 0 for every token; transformers' order of adds
+        x = x + self.position(fairseq_positions(input_ids, self.padding_idx))
+        return self.dropout(self.norm(x))
+
+
+class RobertaModel(BertModel):
+    """RoBERTa / XLM-RoBERTa: BERT's model, keys and pooler with RoBERTa's embeddings."""
+
+    config_class = RobertaConfig
+    embeddings_class = RobertaEmbeddings
+    hf_prefix = "roberta."

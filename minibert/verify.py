@@ -1,0 +1,149 @@
+"""``minibert verify MODEL_DIR``: the weight-parity check as a command.
+
+minibert loads the folder and runs a built-in set of sentences (lengths from one token to beyond the
+limit, special tokens written in the text, accents, CJK, emoji); transformers and sentence-transformers
+load the same folder and run the same sentences. Printed: the largest difference of the hidden states
+after every layer (real tokens only) and of the sentence embeddings, for each minibert path. The exit
+code is 0 when every difference is within its tolerance, 1 when one is not, 2 when the references are
+not installed.
+
+This is the one module that uses the reference libraries, imported here on request and only to compare
+with: minibert computes nothing through them, and they are not among its dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from minibert.tokenizer import TruncationWarning
+
+FP32_TOLERANCE = 1e-5  # times max(1, the largest |value| of the reference): float32 rounding, layer after layer
+# bf16 keeps 8 significant bits: its unit in the last place at value v is 2^(floor(log2 v) - 7). A bf16 run
+# against the float32 reference may differ by four such units at the largest value, in each layer's hidden
+# states (every layer starts from rounded inputs) and in the embeddings.
+BF16_HIDDEN_ULPS, BF16_EMBEDDING_ULPS = 4, 4
+
+
+def sentences(max_length: int) -> list[str]:
+    """The built-in inputs: short to past the limit, special tokens written in the text, accents, CJK, emoji."""
+    words = [" ".join(["word"] * n) for n in (1, 2, 8, 32, max(1, max_length - 2), max_length, max_length + 50)]
+    return ["a", "", *words, "[CLS] [SEP] [MASK] [PAD] [UNK] <s> </s> <pad> <mask> in the text",
+            "Caf\u00e9 na\u00efve r\u00e9sum\u00e9, \u00c6r\u00f8sk\u00f8bing, Stra\u00dfe, \u00e9\u0301",
+            "\u6771\u4eac\u306f\u65e5\u672c\u306e\u9996\u90fd\u3067\u3059\u3002\u4e2d\u6587\uff0c\ud55c\uad6d\uc5b4",
+            "I love it \U0001f600\U0001f389\U0001f44d\U0001f3fd and \u2764\ufe0f", "A man is playing a guitar."]
+
+
+def bf16_tolerance(reference: torch.Tensor, ulps: int) -> float:
+    largest = float(reference.abs().max())
+    return ulps * 2.0 ** (math.floor(math.log2(largest)) - 7) if largest > 0 else 0.0
+
+
+def fp32_tolerance(reference: torch.Tensor) -> float:
+    return FP32_TOLERANCE * max(1.0, float(reference.abs().max()))
+
+
+def missing_references() -> list[str]:
+    missing = []
+    for name in ("transformers", "sentence_transformers"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name.replace("_", "-"))
+    return missing
+
+
+def run_paths(folder: Path):
+    """name -> the minibert encoder of each path that is checked: reference and fast in float32, fast in bf16."""
+    from minibert.sentence import SentenceEncoder
+
+    fp32 = SentenceEncoder.from_pretrained(folder, path="reference", dtype=torch.float32)
+    return {"reference fp32": fp32, "fast fp32": fp32.to_path("fast"),
+            "fast bf16": SentenceEncoder.from_pretrained(folder, path="fast", dtype=torch.bfloat16)}
+
+
+def verify(folder: str | Path, batch_size: int = 8) -> int:
+    """Print the comparison; return the exit code."""
+    with warnings.catch_warnings():  # the inputs beyond the limit are cut on purpose, on both sides
+        warnings.simplefilter("ignore", TruncationWarning)
+        return compare(folder, batch_size)
+
+
+def compare(folder: str | Path, batch_size: int) -> int:
+    missing = missing_references()
+    if missing:
+        print(f"minibert verify compares with the reference libraries; install them: pip install {' '.join(missing)}"
+              " (or pip install -e '.[test]')")
+        return 2
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers = importlib.import_module("transformers")
+    sentence_transformers = importlib.import_module("sentence_transformers")
+    from minibert.hub import resolve_model
+    from minibert.pipeline import read_pipeline
+
+    folder = resolve_model(folder)
+    encoders = run_paths(folder)
+    ours = encoders["reference fp32"]
+    texts = sentences(ours.tokenizer.max_length)
+    transformer = read_pipeline(folder).transformer
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(transformer))
+    reference = transformers.AutoModel.from_pretrained(str(transformer), attn_implementation="eager",
+                                                       dtype=torch.float32).eval()
+    config = ours.bert.config
+    print(f"minibert verify {folder}: {config.model_type}, {config.num_hidden_layers} layers, {config.hidden_size} "
+          f"dims, at most {ours.tokenizer.max_length} tokens; {len(texts)} sentences")
+
+    failures = 0
+    lower = ours.tokenizer.lowercase_input  # sentence_bert_config's do_lower_case, applied before the tokenizer
+    ids_ok = all(ours.tokenizer.encode([t], warn_truncation=False)[0].ids == tokenizer(
+        t.lower() if lower else t, truncation=True, max_length=ours.tokenizer.max_length)["input_ids"] for t in texts)
+    print(f"token ids equal to transformers' tokenizer: {'yes' if ids_ok else 'NO'}")
+    failures += not ids_ok
+
+    worst = {name: [] for name in encoders}  # per layer: (difference, tolerance)
+    for start in range(0, len(texts), batch_size):
+        batch = ours.tokenizer(texts[start:start + batch_size])
+        real = batch.attention_mask.bool()
+        with torch.inference_mode():
+            theirs = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                               output_hidden_states=True).hidden_states
+            for name, encoder in encoders.items():
+                mine = encoder.bert(batch.input_ids, batch.attention_mask, batch.token_type_ids,
+                                    output_hidden_states=True).hidden_states
+                for layer, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+                    diff = float((a[real].float() - b[real]).abs().max())
+                    tol = bf16_tolerance(b[real], BF16_HIDDEN_ULPS) if "bf16" in name else fp32_tolerance(b[real])
+                    if len(worst[name]) <= layer:
+                        worst[name].append((0.0, tol))
+                    worst[name][layer] = (max(worst[name][layer][0], diff), max(worst[name][layer][1], tol))
+
+    print("\nhidden states, max |difference| with transformers (real tokens; tolerance in brackets)")
+    print(f"{'layer':12}" + "".join(f"{name:>28}" for name in encoders))
+    for layer in range(config.num_hidden_layers + 1):
+        cells = []
+        for name in encoders:
+            diff, tol = worst[name][layer]
+            failures += diff > tol
+            cells.append(f"{diff:.1e} [{tol:.0e}]{' FAIL' if diff > tol else ''}")
+        print(f"{'embeddings' if layer == 0 else f'after {layer}':12}" + "".join(f"{c:>28}" for c in cells))
+
+    st_model = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
+    expected = torch.as_tensor(st_model.encode(texts, batch_size=batch_size))
+    print("\nsentence embeddings, max |difference| with sentence-transformers (tolerance in brackets)")
+    for name, encoder in encoders.items():
+        got = torch.as_tensor(encoder.encode(texts, batch_size=batch_size)).float()
+        diff = float((got - expected).abs().max())
+        tol = bf16_tolerance(expected, BF16_EMBEDDING_ULPS) if "bf16" in name else fp32_tolerance(expected)
+        failures += diff > tol
+        print(f"  {name:16} {diff:.1e} [{tol:.0e}]{' FAIL' if diff > tol else ''}")
+    cosine = torch.nn.functional.cosine_similarity(torch.as_tensor(encoders["fast bf16"].encode(texts)).float(),
+                                                   expected).min()
+    print(f"  (fast bf16: lowest cosine with the reference {float(cosine):.5f})")
+    print(f"\n{'OK: every difference is within its tolerance' if not failures else f'{failures} check(s) FAILED'}")
+    return 1 if failures else 0
+
