@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 MODEL  ?= all-MiniLM-L6-v2
 export HF_HUB_OFFLINE = 1
 
-.PHONY: demo test lint bench weights install fixture clean train train-stsb train-quick bench-multitask demo-multitask app
+.PHONY: demo test lint bench weights install fixture clean notebook train train-stsb train-quick bench-multitask demo-multitask app
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,14 @@ test: install weights
 	$(PY) -m pytest -q
 
 lint: install
-	$(PY) -m ruff check minibert scripts tests experiments
+	$(PY) -m ruff check minibert scripts tests experiments docs
 
 bench: install weights
 	$(PY) scripts/bench_encode.py
+
+# The walkthrough notebook, run top to bottom from its source; the outputs and figures are kept.
+notebook: install weights
+	$(PY) scripts/notebook.py --source docs/walkthrough.py --output docs/walkthrough.ipynb
 
 fixture: install weights
 	$(PY) scripts/make_reference_fixture.py
