@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 MODEL  ?= all-MiniLM-L6-v2
 export HF_HUB_OFFLINE = 1
 
-.PHONY: demo test lint bench weights install fixture clean notebook train train-stsb train-quick bench-multitask demo-multitask app
+.PHONY: demo test lint bench bench-rivals weights install fixture clean notebook train train-stsb train-quick bench-multitask demo-multitask app
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,17 @@ lint: install
 bench: install weights
 	$(PY) scripts/bench_encode.py
 
+# The same benchmark with ONNX Runtime and OpenVINO, in a venv of their own (.venv-bench).
+.venv-bench/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet --upgrade pip
+	.venv-bench/bin/python -m pip install --quiet "$(TORCH)"
+	.venv-bench/bin/python -m pip install --quiet -e ".[bench]"
+	touch $@
+
+bench-rivals: .venv-bench/.installed weights
+	.venv-bench/bin/python scripts/bench_encode.py
+
 # The walkthrough notebook, run top to bottom from its source; the outputs and figures are kept.
 notebook: install weights
 	$(PY) scripts/notebook.py --source docs/walkthrough.py --output docs/walkthrough.ipynb
@@ -48,7 +59,7 @@ fixture: install weights
 	$(PY) scripts/make_reference_fixture.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .venv-bench .pytest_cache .ruff_cache .hypothesis *.egg-info
 
 # Training. Data files are relative to data_dir: ../shared/data, or $MINIBERT_DATA, or --set data_dir=DIR.
 train: install weights

@@ -1,13 +1,17 @@
-"""Encoding speed: minibert's reference path, its fast path (and int8 on CPU), its compiled path (on
-CUDA, or with --compile) and sentence-transformers, in every dtype, side by side in one process.
+"""Encoding speed: minibert's paths against what a sentence-transformers user would pick instead, side by
+side in one process: sentence-transformers on PyTorch (fp32, bf16), its ONNX Runtime backend (fp32, O3,
+dynamic int8) and OpenVINO (f32, and its default precision), when the `bench` extra is installed
+(scripts/rivals.py; rows skip, saying why, otherwise).
 
 Encodes the 2,758 sentences of STS-B test (both sides of each pair) with every configuration (same
-model folder, batch size and threads), alternating rounds so that machine noise hits all alike.
-Prints sentences/s, the ratio to sentence-transformers in the same dtype and in float32, the
-effective GFLOP/s against the best linear layer of the model's shape here, and the STS-B test Spearman of the cosine
-scores (all-MiniLM-L6-v2 in float32: 0.8203).
+model folder, batch size and threads), alternating rounds so that machine noise hits all alike; the
+rate is the median round. Prints sentences/s, the ratio to the best rival in the same precision and to
+sentence-transformers on PyTorch in fp32, the useful GFLOP/s (the multiply-adds of the real tokens,
+padding not counted) against the best linear layer of the model's shape measured here, and the STS-B
+test Spearman of the cosine scores (all-MiniLM-L6-v2 in float32: 0.8203). The header names the CPU.
 
     python scripts/bench_encode.py [--data ../shared/data] [--rounds 3] [--threads 2] [--device cuda] [--compile]
+    make bench-rivals                       # the same, in .venv-bench with the rivals installed
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rivals import rival_rows
 from timing import timed
 
 from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
@@ -28,28 +33,38 @@ from minibert.metrics import spearman
 from minibert.paths import fast as fast_path
 
 
-def encoder_flops(encoder: SentenceEncoder, sentences: list[str], batch_size: int) -> float:
-    """Multiply-adds x 2 of the forward passes minibert actually runs (padding included)."""
+def encoder_flops(encoder: SentenceEncoder, sentences: list[str]) -> float:
+    """Multiply-adds x 2 of the useful work: every real token through the linear layers, and attention
+    over each sentence's own length (padding is work a path may or may not do: it does not count)."""
     cfg = encoder.bert.config
     C, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    lengths = sorted((len(e.ids) for e in encoder.tokenizer.encode(sentences, warn_truncation=False)), reverse=True)
-    total = 0.0
-    for start in range(0, len(lengths), batch_size):
-        L = lengths[start]  # each batch pads to its longest, which comes first
-        n = len(lengths[start:start + batch_size])
-        per_token = 2 * (4 * C * C + 2 * C * inter) + 2 * 2 * L * C  # linears + QK^T and PV
-        total += layers * n * L * per_token
-    return total
+    lengths = [len(e.ids) for e in encoder.tokenizer.encode(sentences, warn_truncation=False)]
+    return layers * sum(n * (2 * (4 * C * C + 2 * C * inter) + 2 * 2 * n * C) for n in lengths)
 
 
-def matmul_ceiling(device: str, dtype: torch.dtype, hidden: int, inter: int) -> float:
+def cpu_name() -> str:
+    """The CPU's model and the instruction sets that matter for matmuls, for the benchmark's header."""
+    info = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+    return f"{model} ({os.cpu_count()} CPUs; {' '.join(f for f in wanted if f in flags) or 'no AVX2'})"
+
+
+def matmul_ceiling(device: str, group: str, hidden: int, inter: int) -> float:
     """Best GFLOP/s of the model's own feed-forward product (1024 tokens) on these threads, by F.linear
-    or, on CPU, by the fast path's oneDNN linear: roughly the most any encoder can reach here, since its
-    time goes mostly into such products."""
+    or, on CPU, by the fast path's oneDNN linear (int8: PyTorch's dynamic int8 linear): roughly the most
+    any encoder can reach here, since its time goes mostly into such products."""
+    dtype = torch.float32 if group == "int8" else getattr(torch, group)
     x = torch.randn(1024, hidden, device=device, dtype=dtype)
     w = torch.randn(inter, hidden, device=device, dtype=dtype)
     b = torch.zeros(inter, device=device, dtype=dtype)
     kernels = [F.linear] + ([fast_path.onednn_linear] if fast_path.ONEDNN_OP is not None and device == "cpu" else [])
+    if group == "int8":
+        plain = torch.nn.Linear(hidden, inter)
+        plain.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(plain)
+        kernels = [lambda x, w, b: quantized(x)]
     n, best = 20, float("inf")
     for kernel in kernels:
         for _ in range(3):
@@ -87,9 +102,11 @@ def configurations(folder: Path, args: argparse.Namespace, sentences: list[str])
         runs[f"minibert {name}"] = (name, encoding(ours))
         runs[f"minibert fast {name}"] = (name, encoding(ours.to_path("fast")))
         if name == "float32" and args.device == "cpu":
-            runs["minibert fast int8"] = (name, encoding(ours.to_path("int8")))
+            runs["minibert fast int8"] = ("int8", encoding(ours.to_path("int8")))
         if args.compile or args.device.startswith("cuda"):  # compiled per batch shape in the warm-up pass
             runs[f"minibert compiled {name}"] = (name, encoding(ours.to_path("compiled")))
+    if args.device == "cpu":
+        runs |= rival_rows(folder, sentences, args.batch_size, args.threads)
     return runs
 
 
@@ -111,6 +128,7 @@ def main() -> None:
     folder = resolve_model(args.model)
     print(f"{len(sentences)} sentences from STS-B test, model {folder}, batch {args.batch_size}, "
           f"threads {args.threads}, device {args.device}")
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}")
     runs = configurations(folder, args, sentences)
     for _, fn in runs.values():  # warm-up: first-call allocations, kernel selection
         timed(fn, args.device)
@@ -122,23 +140,24 @@ def main() -> None:
             times[name].append(seconds)
 
     encoder = SentenceEncoder.from_pretrained(folder)
-    flops = encoder_flops(encoder, sentences, args.batch_size)
+    flops = encoder_flops(encoder, sentences)
     cfg = encoder.bert.config
-    ceiling = {name: matmul_ceiling(args.device, getattr(torch, name), cfg.hidden_size, cfg.intermediate_size)
-               for name in {dtype for dtype, _ in runs.values()}}
+    ceiling = {group: matmul_ceiling(args.device, group, cfg.hidden_size, cfg.intermediate_size)
+               for group in {group for group, _ in runs.values()}}
     rate = {name: len(sentences) / statistics.median(ts) for name, ts in times.items()}
-    print(f"\n{'configuration':32}{'sent/s':>9}{'vs ST same dtype':>18}{'vs ST fp32':>12}{'GFLOP/s':>9}"
-          f"{'of best':>13}{'Spearman':>10}")
+    rivals = {name: r for name, r in rate.items() if not name.startswith("minibert")}
+    best_rival = {g: max((r for n, r in rivals.items() if runs[n][0] == g), default=None) for g in ceiling}
+    print(f"\n{'configuration':38}{'sent/s':>9}{'vs best rival':>15}{'vs ST fp32':>12}{'GFLOP/s':>9}"
+          f"{'of best linear':>16}{'Spearman':>10}")
     st32 = rate.get("sentence-transformers float32")
     for name, r in rate.items():
-        dtype = runs[name][0]
-        st = rate.get(f"sentence-transformers {dtype}")
+        group = runs[name][0]
         emb = np.asarray(outputs[name], dtype=np.float64)
         rho = spearman(cosine_rows(emb[: len(pairs)], emb[len(pairs):]), gold)
         gflops = flops * r / len(sentences) / 1e9
-        same = f"{r / st:17.2f}x" if st else f"{'':>18}"
+        rival = f"{r / best_rival[group]:14.2f}x" if best_rival[group] else f"{'':>15}"
         fp32 = f"{r / st32:11.2f}x" if st32 else f"{'':>12}"
-        print(f"{name:32}{r:9.1f}{same}{fp32}{gflops:9.1f}{gflops / ceiling[dtype]:13.0%}{rho:10.4f}")
+        print(f"{name:38}{r:9.1f}{rival}{fp32}{gflops:9.1f}{gflops / ceiling[group]:16.0%}{rho:10.4f}")
     print("\nbest linear layer of the model's shape here (GFLOP/s): "
           + ", ".join(f"{k} {v:.1f}" for k, v in ceiling.items()))
     if st32:
