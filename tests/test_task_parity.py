@@ -55,7 +55,8 @@ def test_sts_losses_equal_sentence_transformers(minilm_dir, loss, reference_loss
     ref_loss_fn = getattr(losses, reference_loss)(reference)
     out = ours("sts", ours.collate("sts", pairs(SCORES)))
     ref = ref_loss_fn([features(reference, A), features(reference, B)], torch.tensor(SCORES) / 5.0)
-    assert_close(out.loss, ref, atol=1e-6, rtol=1e-6)
+    # CoSENT multiplies the cosines by 20 before its logsumexp: their float rounding (1e-7) grows to a few 1e-6
+    assert_close(out.loss, ref, atol=1e-5 if loss == "cosent" else 1e-6, rtol=1e-6)
     cosine = torch.nn.functional.cosine_similarity(torch.tensor(reference.encode(A)), torch.tensor(reference.encode(B)))
     assert_close(out.logits, cosine, atol=1e-6, rtol=0)
 
