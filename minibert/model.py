@@ -151,10 +151,11 @@ class EncoderBlock(nn.Module):
         self.act = activation(config.hidden_act)
         self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)  # on each residual branch before the add
+        self.attention_dropout = self.dropout if config.attention_out_dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention_out(self.attention(x, attention_mask, bias))))
+        x = self.attention_norm(x + self.attention_dropout(self.attention_out(self.attention(x, attention_mask, bias))))
         x = self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
         return x
 

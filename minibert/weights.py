@@ -209,14 +209,15 @@ def hf_tensors(model, prefix: str = "") -> dict[str, torch.Tensor]:
     them, or under ``prefix``), a fast model's fused QKV split back into three. Every writer of an encoder
     (``save_pretrained``, ``save_cross_encoder``, ``MultiTaskModel.save``, the sentence-transformers
     export) takes its tensors from here."""
+    if getattr(model, "path", "") == "int8":
+        raise ValueError("an int8 model holds quantized copies of its weights and cannot be saved: save the "
+                         "float model it came from")
     key_map = model.key_map(model.config, model.pooler is not None)
     state = split_qkv(model.state_dict())
     unknown = [name for name in state if name not in key_map]
     if unknown:
-        hint = " (an int8 model holds quantized copies: save the float model it came from)" \
-            if getattr(model, "path", "") == "int8" else ""
         raise ValueError(f"{type(model).__name__} cannot be saved in the Hugging Face layout: {unknown[0]} has no "
-                         f"name there{hint}")
+                         f"name there")
     return {prefix + key_map[name]: t for name, t in state.items()}
 
 

@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rivals import rival_rows
 from timing import timed
 
 from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.metrics import spearman
-from minibert.paths import fast as fast_path
+from minibert.paths import kernels
 
 
 def encoder_flops(encoder: SentenceEncoder, sentences: list[str]) -> float:
@@ -52,24 +51,25 @@ def cpu_name() -> str:
 
 
 def matmul_ceiling(device: str, group: str, hidden: int, inter: int) -> float:
-    """Best GFLOP/s of the model's own feed-forward product (1024 tokens) on these threads, by F.linear
-    or, on CPU, by the fast path's oneDNN linear (int8: PyTorch's dynamic int8 linear): roughly the most
-    any encoder can reach here, since its time goes mostly into such products."""
-    dtype = torch.float32 if group == "int8" else getattr(torch, group)
-    x = torch.randn(1024, hidden, device=device, dtype=dtype)
-    w = torch.randn(inter, hidden, device=device, dtype=dtype)
-    b = torch.zeros(inter, device=device, dtype=dtype)
-    kernels = [F.linear] + ([fast_path.onednn_linear] if fast_path.ONEDNN_OP is not None and device == "cpu" else [])
+    """Best GFLOP/s of the model's own feed-forward product (1024 tokens) on these threads: roughly the most
+    any encoder can reach here, since its time goes mostly into such products. Float: every kernel the fast
+    path may pick (F.linear, oneDNN; bf16 also computed in float32, minibert.paths.kernels); int8: the bare
+    int8 x int8 -> int32 product (torch._int_mm), without quantizing anything."""
+    dtype = torch.int8 if group == "int8" else getattr(torch, group)
     if group == "int8":
-        plain = torch.nn.Linear(hidden, inter)
-        plain.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(plain)
-        kernels = [lambda x, w, b: quantized(x)]
+        x = torch.randint(-127, 128, (1024, hidden), dtype=dtype, device=device)
+        w = torch.randint(-127, 128, (hidden, inter), dtype=dtype, device=device)
+        products = [lambda: kernels.int8_matmul(x, w)]
+    else:
+        x = torch.randn(1024, hidden, device=device, dtype=dtype)
+        w = torch.randn(inter, hidden, device=device, dtype=dtype)
+        names = kernels.candidates(dtype) if device == "cpu" else ["blas"]
+        products = [lambda k=kernels.LINEARS[name]: k(x, w, None) for name in names]
     n, best = 20, float("inf")
-    for kernel in kernels:
+    for product in products:
         for _ in range(3):
-            kernel(x, w, b)
-        best = min(best, *(timed(lambda k=kernel: [k(x, w, b) for _ in range(n)], device)[0] for _ in range(5)))
+            product()
+        best = min(best, *(timed(lambda p=product: [p() for _ in range(n)], device)[0] for _ in range(5)))
     return n * 2 * 1024 * hidden * inter / best / 1e9
 
 

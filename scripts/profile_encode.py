@@ -20,8 +20,9 @@ from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
 
 CATEGORIES = {  # operator name -> where it belongs
-    "matmul": ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "quantized::linear_dynamic",
-               "quantized::linear_dynamic_fp16"),
+    "matmul": ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::_int_mm"),
+    "int8 quantize, dequantize": ("aten::amax", "aten::amin", "aten::round_", "aten::addcmul", "aten::addcmul_",
+                                  "aten::mul_", "aten::sub_"),  # (dtype conversions count as copies)
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::baddbmm",
                   "aten::masked_fill_", "aten::where"),
     "softmax": ("aten::_softmax",),

@@ -101,7 +101,8 @@ def rival_rows(folder: Path, sentences: list[str], batch_size: int, threads: int
         return rows
     for precision in ("f32", None):
         encoder = OpenVINOEncoder(exported, precision, threads)
-        label = "OpenVINO f32" if precision else f"OpenVINO default ({encoder.precision} here)"
-        group = "float32" if precision or encoder.precision == "f32" else "bfloat16"
+        runs = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}.get(encoder.precision, encoder.precision)
+        label = "OpenVINO f32" if precision else f"OpenVINO default ({runs} here)"
+        group = "float32" if precision else runs  # a row is compared with the rows of the precision it runs
         rows[label] = (group, lambda e=encoder: e.encode(sentences, batch_size=batch_size))
     return rows

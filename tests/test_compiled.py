@@ -56,6 +56,11 @@ def test_compiled_outputs_and_gradients_match_the_reference():
     grads = dict(compiled.named_parameters())
     for name, p in ref.named_parameters():
         torch.testing.assert_close(grads[name].grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+    with torch.no_grad():  # every layer's states, as the other paths give them
+        states = [m.eval()(ids, mask, output_hidden_states=True).hidden_states for m in (ref, compiled)]
+    assert len(states[1]) == 3 and states[1][1].shape == (3, 11, 32)
+    for layer, (ours, theirs) in enumerate(zip(states[1], states[0], strict=True)):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4, msg=f"layer {layer}")
     ref.embeddings.requires_grad_(False)
     twin = convert(ref, "compiled")  # shares the tensors, and what was frozen stays frozen
     assert twin.blocks[1].ffn_out.weight.data_ptr() == ref.blocks[1].ffn_out.weight.data_ptr()

@@ -138,6 +138,22 @@ def test_hidden_states_after_every_layer_match_transformers(family_dirs, family,
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_dropout_sits_where_transformers_puts_it(family_dirs, family, monkeypatch):
+    """In training, with every dropout made deterministic (x * (1 - p)), the outputs match transformers': a
+    dropout that one has and the other lacks (DistilBERT has none on its attention's output) shows."""
+    monkeypatch.setattr(torch.nn.functional, "dropout",
+                        lambda x, p=0.5, training=True, inplace=False: x * (1 - p) if training else x)
+    folder = family_dirs[family]
+    batch = batch_of(folder)
+    real = batch["attention_mask"].bool()
+    theirs = reference(folder).train()(**batch).last_hidden_state
+    for path in ("reference", "fast"):
+        ours = convert(load_model(folder, attn_implementation="eager"), path).train()
+        mine = ours(batch["input_ids"], batch["attention_mask"]).last_hidden_state
+        torch.testing.assert_close(mine[real], theirs[real], atol=1e-5, rtol=0, msg=path)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_gradients_of_every_parameter_match_transformers(family_dirs, family):
     folder = family_dirs[family]
     batch = batch_of(folder)

@@ -14,8 +14,8 @@ from minibert.model import BertModel
 from minibert.multitask import MultiTaskModel
 from minibert.paths import convert
 from minibert.paths.fast import FastLinear, Packing
-from minibert.paths.int8 import quantize_int8
-from minibert.weights import fuse_qkv, split_qkv
+from minibert.paths.int8 import Int8Linear, quantize_int8, quantize_rows, quantize_rows_with_offset
+from minibert.weights import fuse_qkv, save_pretrained, split_qkv
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 PAIRS = [PairExample("A man is playing a guitar.", "Someone plays music on a stage tonight.", 4.2),
@@ -112,11 +112,10 @@ def test_int8_keeps_the_embeddings_close(minilm_dir, sentences):
     ref = torch.as_tensor(encoder.encode(sentences, path="reference"))
     int8 = torch.as_tensor(encoder.encode(sentences, path="int8"))
     cosine = torch.nn.functional.cosine_similarity(int8, ref)
-    assert cosine.min() > 0.85 and cosine.mean() > 0.97
+    assert cosine.min() > 0.98 and cosine.mean() > 0.995  # per-batch scales (the old scheme): 0.95 and 0.988
     model = convert(encoder.bert, "int8")
     assert model.path == "int8" and encoder.path == "fast"
-    kinds = {type(model.blocks[0].attention.qkv).__module__, type(model.blocks[0].ffn_out).__name__}
-    assert kinds == {"torch.ao.nn.quantized.dynamic.modules.linear", "FastLinear"}  # ffn_out stays float
+    assert {type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__} == {"Int8Linear"}
     assert type(encoder.bert.blocks[0].attention.qkv) is FastLinear  # a twin was quantized, not the model given
     with pytest.raises(ValueError, match="int8 quantization starts from a float32 CPU model"):
         quantize_int8(convert(encoder.bert, "fast").to(torch.bfloat16))
@@ -124,6 +123,52 @@ def test_int8_keeps_the_embeddings_close(minilm_dir, sentences):
         convert(encoder.bert.to(torch.bfloat16), "int8")
     with pytest.raises(ValueError, match="an int8 model holds quantized copies"):
         convert(model, "reference")
+    with pytest.raises(ValueError, match="an int8 model holds quantized copies of its weights and cannot be saved"):
+        save_pretrained(model, "unused")
+
+
+def test_int8_linear_is_the_product_of_its_quantized_inputs():
+    """y = (q_x s_x)(q_w s_w)^T + b with q_x, s_x per row of x and q_w, s_w per row of W; with an offset per
+    row, x ~ s_x (q_x + 128) + low_x. The products exact."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(10, 64)
+    x[3, 5] = 40.0  # an outlier token
+    layer, with_offset = Int8Linear(linear), Int8Linear(linear, offset=True)
+    q_x, s_x = quantize_rows(x)
+    q_w, s_w = quantize_rows(linear.weight.detach())
+    assert q_x.abs().amax(1).tolist() == [127] * 10 and q_w.dtype == torch.int8
+    weight = (q_w.double() * s_w.double()).T
+    torch.testing.assert_close(layer(x).double(), (q_x.double() * s_x.double()) @ weight + linear.bias.double(),
+                               atol=1e-5, rtol=1e-6)
+    q_o, s_o, low = quantize_rows_with_offset(x)
+    assert q_o.amin(1).tolist() == [-128] * 10 and q_o.amax(1).tolist() == [127] * 10
+    expected = (s_o.double() * (q_o.double() + 128) + low.double()) @ weight + linear.bias.double()
+    torch.testing.assert_close(with_offset(x).double(), expected, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(layer(x[:3]), layer(x)[:3], atol=0, rtol=0)  # the outlier's row stays in its row
+    with torch.no_grad():  # each row's error, relative to the row: the outlier's row is coarsest
+        error = ((layer(x) - linear(x)).abs().amax(1) / linear(x).abs().amax(1)).tolist()
+        assert max(error) == error[3] and max(error[:3] + error[4:]) < 0.015
+        positive = torch.nn.functional.gelu(torch.randn(10, 64))  # far from symmetric: the offset keeps 8 bits
+        assert (with_offset(positive) - linear(positive)).abs().mean() < 0.6 * (layer(positive) -
+                                                                                linear(positive)).abs().mean()
+    gelu = Int8Linear(linear, gelu="tanh")
+    torch.testing.assert_close(gelu(x), torch.nn.functional.gelu(layer(x), approximate="tanh"), atol=0, rtol=0)
+
+
+def test_smoothing_moves_an_outlier_channel_into_the_weights():
+    """A channel 30x larger than the others in every token coarsens every token's grid; divided by
+    s_j = sqrt(max|x_j| / max|W[:, j]|) (and W's column multiplied by it) it costs far less."""
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(50, 64)
+    x[:, 7] *= 30
+    column_max = linear.weight.detach().abs().amax(0)
+    smooth = (x.abs().amax(0) / column_max).sqrt()
+    with torch.no_grad():
+        plain = (Int8Linear(linear)(x) - linear(x)).abs().mean()
+        smoothed = (Int8Linear(linear, smooth=smooth)(x) - linear(x)).abs().mean()
+    assert smoothed < plain / 2  # measured: 0.0068 against 0.0162
 
 
 def test_a_fast_model_saves_in_the_hugging_face_layout(minilm_dir, tmp_path):

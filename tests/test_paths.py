@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from minibert import BertConfig, BertModel, SentenceEncoder, paths
-from minibert.paths import check_path, convert, default_path
-from minibert.paths import fast as fast_module
+from minibert.paths import check_path, convert, default_path, kernels
 from minibert.paths.compiled import CompiledBertModel
 from minibert.paths.fast import FastBertModel
 from minibert.weights import fuse_qkv
@@ -90,20 +89,82 @@ def test_onednn_falls_back_to_f_linear_and_says_so_once(monkeypatch):
         calls.append(1)
         raise RuntimeError("mkldnn: this CPU is not supported")
 
-    monkeypatch.setattr(fast_module, "ONEDNN_OP", broken)
+    monkeypatch.setattr(kernels, "ONEDNN_OP", broken)
+    monkeypatch.setitem(kernels.CHOSEN, torch.float32, "onednn")
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         expected = ref(ids, mask).last_hidden_state
         out = fast(ids, mask).last_hidden_state
         again = fast(ids, mask).last_hidden_state
-    assert len(calls) == 1 and fast_module.ONEDNN_OP is None  # tried once, then not again
-    assert [str(w.message) for w in caught if issubclass(w.category, fast_module.OneDNNFallback)] == [
-        "oneDNN's linear failed (mkldnn: this CPU is not supported); the fast path falls back to F.linear"]
+    assert len(calls) == 1 and kernels.ONEDNN_OP is None  # tried once, then not again
+    assert [str(w.message) for w in caught if issubclass(w.category, kernels.KernelFallback)] == [
+        "oneDNN's linear failed (mkldnn: this CPU is not supported); the fast path falls back to the public torch "
+        "functions"]
     torch.testing.assert_close(out[real], expected[real], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(again, out, atol=0, rtol=0)
     loss = fast.train()(ids, mask).last_hidden_state[real].square().sum()  # the backward falls back too
     loss.backward()
     assert fast.blocks[0].attention.qkv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype,kernel,float32_kernel", [
+    (torch.float32, "blas", "blas"), (torch.float32, "onednn", "onednn"), (torch.bfloat16, "blas", "blas"),
+    (torch.bfloat16, "onednn", "blas"), (torch.bfloat16, "float32", "blas"), (torch.bfloat16, "float32", "onednn")])
+def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch, dtype, kernel, float32_kernel):
+    """Whichever kernels the measurement picks on a CPU, forward and backward are the reference path's."""
+    monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
+    monkeypatch.setitem(kernels.CHOSEN, torch.float32, float32_kernel)
+    torch.manual_seed(3)
+    ref = BertModel(SMALL).eval().to(dtype)
+    fast = convert(ref, "fast")
+    ids, mask = small_batch()
+    real = mask.bool()
+    tolerance = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.02}
+    outs, grads = {}, {}
+    for name, model in (("ref", ref), ("fast", fast)):
+        model.zero_grad()
+        out = model(ids, mask).last_hidden_state
+        outs[name] = out[real].float()
+        out[real].float().square().sum().backward()
+        grads[name] = model.blocks[1].ffn_in.weight.grad.float()
+    torch.testing.assert_close(outs["fast"], outs["ref"], **tolerance)
+    torch.testing.assert_close(grads["fast"], grads["ref"], atol=tolerance["atol"] * 10, rtol=tolerance["rtol"] * 10)
+
+
+def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
+    timings = {kernels.blas_linear: 1.0, kernels.onednn_linear: 0.95, kernels.float32_linear: 0.5}
+    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timings[kernel])
+    monkeypatch.setattr(kernels, "ONEDNN_OP", object())  # a oneDNN op exists (never called here)
+    monkeypatch.setattr(kernels, "CHOSEN", {})
+    assert kernels.linear_kernel(torch.float32) == "blas"  # 5% faster is within the noise
+    timings[kernels.onednn_linear] = 0.5
+    assert kernels.linear_kernel(torch.float32) == "blas"  # measured once: the first answer stays
+    assert kernels.measure(torch.randn(4, 8), torch.randn(3, 8), None) == "onednn"
+    assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # the first of equals (float32: 0.5 too)
+    monkeypatch.setattr(kernels, "ONEDNN_OP", None)
+    assert kernels.candidates(torch.float32) == ["blas"] and kernels.candidates(torch.bfloat16) == ["blas", "float32"]
+
+
+def test_int8_products_fall_back_to_exact_float64_and_say_so_once(monkeypatch):
+    a = torch.randint(-127, 128, (33, 1536), dtype=torch.int8)
+    b = torch.randint(-127, 128, (1536, 40), dtype=torch.int8)
+    exact = a.long() @ b.long()
+    assert torch.equal(kernels.int8_matmul(a, b).long(), exact)
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("_int_mm: not supported on this CPU")
+
+    monkeypatch.setattr(kernels, "INT_MM", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = kernels.int8_matmul(a, b), kernels.int8_matmul(a, b)
+    assert len(calls) == 1 and kernels.INT_MM is None
+    assert [str(w.message) for w in caught if issubclass(w.category, kernels.KernelFallback)] == [
+        "torch._int_mm failed (_int_mm: not supported on this CPU); the fast path falls back to the public torch "
+        "functions"]
+    assert first.dtype == torch.int32 and torch.equal(first.long(), exact) and torch.equal(second, first)
 
 
 def test_the_refusal_rules(monkeypatch):

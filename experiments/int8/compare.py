@@ -1,22 +1,30 @@
-"""Which linear layers to quantize to int8, chosen on STS-B dev.
+"""How to run the encoder's linear layers in int8, chosen on dev sets only.
 
-Dynamic int8 quantizes each layer's input with one scale per batch, so a layer whose inputs have a few
-large channels loses the small ones. Compared here, by the STS-B dev Spearman of the cosine scores and
-by the cosine of each embedding to the float32 one:
-- every linear layer int8;
-- one kind of layer kept float (ffn_out, attention_out, qkv, ffn_in), or two;
-- a data-free SmoothQuant: each channel j of a LayerNorm'd input is divided by
-  s_j = a_j^alpha / w_j^(1 - alpha) and the weight's column multiplied by it, with a_j estimated from
-  the LayerNorm as k * |gamma_j| + |beta_j| and w_j the column's largest weight.
+Every scheme quantizes weights to int8 with one scale per output row. They differ in the inputs:
 
-    python experiments/int8/compare.py [--data ../shared/data]
+- **per batch** (PyTorch's dynamic quantization, fbgemm: what the int8 path ran before): one scale for
+  the whole (T, C) input of a layer, 7-bit as PyTorch runs it; all layers, or all but ``ffn_out``;
+- **per token** (``minibert.paths.int8``): a scale and an offset per row, with or without SmoothQuant's
+  smoothing of the LayerNorm-fed layers (alpha 0.5 or 0.8), and with ``ffn_out`` kept float;
+- **ONNX Runtime dynamic int8**, what sentence-transformers' ``export_dynamic_quantized_onnx_model``
+  makes (per-batch uint8 inputs, per-channel weights), when onnxruntime and optimum are installed.
+
+Scored on STS-B dev with all-MiniLM-L6-v2 (Spearman of the cosines, and each embedding's cosine to the
+float32 one), and, with a trained multi-task model (``--multitask``), on the dev sets of its other tasks:
+SST-2 and AG News (accuracy) and CoNLL-2003 (entity F1, from token states, not the pooled vector), with
+how many predictions differ from the float32 model's.
+
+    python experiments/int8/compare.py --multitask runs/multitask-1k/best     # in .venv-bench for the ORT row
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import shutil
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,66 +34,149 @@ from torch import nn
 from minibert import SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.metrics import spearman
+from minibert.model import BertOutput
+from minibert.multitask import MultiTaskModel
 from minibert.paths import convert
-from minibert.paths.fast import FastBertModel
 from minibert.paths.int8 import quantize_int8
+from minibert.train.batches import hold_out
+from minibert.train.evaluate import evaluate_task, without_labels
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
 
 
-class Scale(nn.Module):
-    def __init__(self, factor: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("factor", factor)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
-
-
-@torch.no_grad()
-def smoothed(bert: FastBertModel, alpha: float, k: float) -> FastBertModel:
+def per_batch_int8(bert: nn.Module, keep_float: tuple[str, ...]) -> nn.Module:
+    """The earlier scheme: PyTorch's dynamic int8 linear (fbgemm), one input scale per batch."""
     bert = copy.deepcopy(bert)
-    norms = [bert.embeddings.norm] + [b.ffn_norm for b in bert.blocks]  # what feeds each block's qkv
-    for i, block in enumerate(bert.blocks):
-        for owner, attr, norm in ((block.attention, "qkv", norms[i]), (block, "ffn_in", block.attention_norm)):
-            linear = getattr(owner, attr)
-            a = norm.weight.abs() * k + norm.bias.abs()
-            s = (a ** alpha / linear.weight.abs().amax(0) ** (1 - alpha)).clamp(min=1e-5)
-            linear.weight.mul_(s)
-            setattr(owner, attr, nn.Sequential(Scale(1 / s), linear))
+    for name, parent in list(bert.named_modules()):
+        for child_name, child in parent.named_children():
+            if not isinstance(child, nn.Linear) or f"{name}.{child_name}".endswith(keep_float or ("\0",)):
+                continue
+            plain = nn.Linear(child.in_features, child.out_features)
+            plain.load_state_dict(child.state_dict())
+            plain.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(plain)
+            gelu = getattr(child, "gelu", None)
+            setattr(parent, child_name, quantized if gelu is None else nn.Sequential(quantized, nn.GELU(gelu)))
     return bert
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=default_data_dir())
-    args = parser.parse_args()
-    pairs = read_sts_tsv(Path(args.data) / "stsb" / "dev.tsv")
+class OnnxRuntimeBert(nn.Module):
+    """An encoder run by ONNX Runtime from a dynamic-int8 export, in place of a minibert model."""
+
+    path = "onnxruntime"
+
+    def __init__(self, bert: nn.Module, folder: Path) -> None:
+        super().__init__()
+        import onnxruntime
+        from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+        from rivals import cpu_int8_config
+
+        from minibert.weights import save_pretrained
+
+        self.config, self.pooler, self.anchor = bert.config, None, nn.Parameter(torch.zeros(1))
+        export = folder / "onnx-int8"
+        if not (export / "model_quantized.onnx").is_file():
+            shutil.rmtree(folder / "hf", ignore_errors=True)
+            save_pretrained(bert, folder / "hf")
+            onnx = ORTModelForFeatureExtraction.from_pretrained(str(folder / "hf"), export=True)
+            config = getattr(AutoQuantizationConfig, cpu_int8_config())(is_static=False)
+            ORTQuantizer.from_pretrained(onnx).quantize(save_dir=str(export), quantization_config=config)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = onnxruntime.InferenceSession(str(export / "model_quantized.onnx"), options,
+                                                    providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids}
+        out = self.session.run(None, {k: v.numpy() for k, v in feeds.items() if k in self.inputs})[0]
+        return BertOutput(torch.from_numpy(out), None)
+
+
+def schemes(bert: nn.Module, scratch: Path) -> dict[str, nn.Module]:
+    fast = convert(bert, "fast")
+    found = {"float32 (fast path)": fast,
+             "per batch, ffn_out float (before)": per_batch_int8(fast, ("ffn_out",)),
+             "per batch, all": per_batch_int8(fast, ()),
+             "per token, not smoothed": quantize_int8(copy.deepcopy(fast), smoothing=0),
+             "per token, smoothed a=0.8": quantize_int8(copy.deepcopy(fast), smoothing=0.8),
+             "per token, smoothed, ffn_out float": quantize_int8(copy.deepcopy(fast), ("ffn_out",)),
+             "**per token, smoothed a=0.5 (now)**": quantize_int8(copy.deepcopy(fast))}
+    try:
+        found["ONNX Runtime dynamic int8"] = OnnxRuntimeBert(bert, scratch)
+    except ImportError as e:
+        print(f"ONNX Runtime row skipped: {e.name} is not installed (pip install -e '.[bench]')")
+    return found
+
+
+def sts_dev(data: Path, scratch: Path) -> dict[str, tuple]:
+    pairs = read_sts_tsv(data / "stsb" / "dev.tsv")
     sentences = [p.a for p in pairs] + [p.b for p in pairs]
     gold = np.array([p.label for p in pairs])
     encoder = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2", path="reference")
     reference = encoder.encode(sentences)
-    fast = convert(encoder.bert, "fast")
-
-    def quantized(keep_float: tuple[str, ...], bert: FastBertModel | None = None) -> FastBertModel:
-        return quantize_int8(copy.deepcopy(bert or fast), keep_float=keep_float)  # in place: on a copy
-
-    candidates = {"float32 (fast path)": fast, "all int8": quantized(())}
-    for keep in (("ffn_out",), ("attention_out",), ("qkv",), ("ffn_in",), ("ffn_out", "attention_out")):
-        candidates[f"int8, {' + '.join(keep)} float"] = quantized(keep)
-    for alpha in (0.5, 0.8):
-        for k in (1.0, 4.0):
-            candidates[f"all int8, smoothed a={alpha} k={k:g}"] = quantized((), smoothed(fast, alpha, k))
-
-    print(f"STS-B dev, {len(sentences)} sentences")
-    print(f"{'':38}{'Spearman':>10}{'cos min':>9}{'cos mean':>10}{'sent/s':>8}")
-    for name, bert in candidates.items():
+    rows = {}
+    for name, bert in schemes(encoder.bert, scratch / "minilm").items():
         model = SentenceEncoder(bert, encoder.tokenizer, encoder.pooling, encoder.normalize).eval()
         start = time.perf_counter()
         emb = model.encode(sentences)
         rate = len(sentences) / (time.perf_counter() - start)
         a, b = emb[: len(pairs)], emb[len(pairs):]
         rho = spearman((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1), gold)
-        cos = (emb * reference).sum(1)  # both unit vectors
-        print(f"{name:38}{rho:10.4f}{cos.min():9.4f}{cos.mean():10.4f}{rate:8.0f}")
+        cos = (emb * reference).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(reference, axis=1)
+        rows[name] = (rho, cos.min(), cos.mean(), rate)
+    return rows
+
+
+@torch.inference_mode()
+def predictions(model: MultiTaskModel, task: str, examples: list) -> list:
+    """Each example's predicted label (or tags), in order."""
+    out = []
+    for start in range(0, len(examples), 64):
+        chunk = [without_labels(e) for e in examples[start:start + 64]]
+        batch = model.collate(task, chunk)
+        rows = model.task(task).predict(model(task, batch).logits, batch, chunk)
+        out += [p.get("label", p.get("tags")) for p in rows]
+    return out
+
+
+def multitask_dev(folder: Path, data: Path, scratch: Path) -> dict[str, tuple]:
+    """SST-2 dev (872), AG News dev (the 10% of train that the run held out, its first 3,000), CoNLL dev (3,250)."""
+    model = MultiTaskModel.load(folder, path="reference")
+    _, topic_dev = hold_out(model.task("topic").read(data / "agnews" / "train.tsv"), 0.1, 0)
+    sets = {"sentiment": model.task("sentiment").read(data / "sst2" / "dev.tsv"), "topic": topic_dev[:3000],
+            "ner": model.task("ner").read(data / "conll2003" / "valid.txt")}
+    rows = {}
+    bert = model.encoder.bert
+    for name, twin in schemes(bert, scratch / "multitask").items():
+        model.encoder.bert = twin
+        rows[name] = tuple((evaluate_task(model, task, examples)[model.task(task).main_metric],
+                            predictions(model, task, examples)) for task, examples in sets.items())
+    model.encoder.bert = bert
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=default_data_dir())
+    parser.add_argument("--multitask", help="a trained multi-task model with sentiment (SST-2) and ner (CoNLL) tasks")
+    args = parser.parse_args()
+    data, scratch = Path(args.data), ROOT / "runs" / "int8-study"
+    sts = sts_dev(data, scratch)
+    other = multitask_dev(Path(args.multitask), data, scratch) if args.multitask else {}
+    print("task dev sets: score (predictions that differ from float32's)")
+    print(f"{'scheme':38}{'STS-B dev':>10}{'cos min':>9}{'cos mean':>10}{'SST-2 dev':>16}{'AG News dev':>16}"
+          f"{'CoNLL dev':>16}{'sent/s':>8}")
+    float32 = next(iter(other.values()), ())
+    for name, (rho, cos_min, cos_mean, rate) in sts.items():
+        tasks = "".join(f"{score:9.4f} ({sum(a != b for a, b in zip(p, ref, strict=True)):3d})"
+                        for (score, p), (_, ref) in zip(other.get(name, ()), float32, strict=True))
+        print(f"{name:38}{rho:10.4f}{cos_min:9.4f}{cos_mean:10.4f}{tasks}{rate:8.0f}")
 
 
 if __name__ == "__main__":

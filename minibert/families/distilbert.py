@@ -1,11 +1,13 @@
 """DistilBERT = BERT without token types and without a pooler, under names of its own.
 
 The blocks are BERT's post-LN blocks (attention, add, LayerNorm; feed-forward, add, LayerNorm), so
-minibert runs them as they are; only three things differ:
+minibert runs them as they are, but for one thing: in training, DistilBERT applies no dropout to the
+attention's output before its residual add (``attention_out_dropout``). Otherwise three things differ:
 
 - **No token types.** The embeddings are word + position, then LayerNorm (eps 1e-12) and dropout.
 - **Fixed sinusoidal positions** when ``sinusoidal_pos_embds`` is set: the position table is the
-  Transformer paper's sin/cos one. It is kept as a buffer, so no optimizer ever moves it.
+  Transformer paper's sin/cos one. It is loaded from the checkpoint like any tensor and kept as a buffer,
+  so no optimizer moves it (as in the paper and transformers 4; transformers 5 leaves it trainable).
 - **Its own names**, in ``config.json`` (``dim``, ``n_layers``, ``hidden_dim``, ``activation``, ...) and
   in the checkpoint (``q_lin``, ``out_lin``, ``sa_layer_norm``, ``ffn.lin1``, ``output_layer_norm``, ...,
   under ``transformer.layer.I`` and, in task checkpoints, ``distilbert.``).
@@ -34,6 +36,7 @@ class DistilBertConfig(BertConfig):
     model_types: ClassVar[tuple[str, ...]] = ("distilbert",)
     architecture: ClassVar[str] = "DistilBertModel"
     min_token_types: ClassVar[int] = 0
+    attention_out_dropout: ClassVar[bool] = False  # the attention's output goes straight into the residual add
 
     num_hidden_layers: int = 6
     type_vocab_size: int = 0

@@ -1,8 +1,8 @@
 """Execution paths: the same weights, run four ways, and the one place that builds each.
 
     reference   minibert/model.py as written: the readable BERT on padded (B, L) batches
-    fast        paths/fast.py: padding removed, fused QKV, oneDNN linears on the CPU
-    int8        paths/int8.py: the fast path with dynamic int8 linear layers (CPU, float32, inference)
+    fast        paths/fast.py: padding removed, fused QKV, the CPU's fastest linear kernel (kernels.py)
+    int8        paths/int8.py: the fast path with int8 linear layers, one scale per token (CPU, float32, inference)
     compiled    paths/compiled.py: the reference under torch.compile over length buckets (CUDA graphs on CUDA)
 
 ``convert(model, path)`` is the only code that builds a twin on another path. A twin

@@ -11,8 +11,9 @@ embeddings and pooler, same parameter names but one) whose blocks run the batch 
 - **Fused QKV.** ``query``, ``key`` and ``value`` are one ``Linear(C, 3C)``: one larger matmul
   instead of three. Checkpoints keep the three tensors: ``weights.fuse_qkv`` joins them when the
   fast model is built, ``weights.split_qkv`` splits them when it is saved.
-- **oneDNN linears** on CPU (``FastLinear``), with a backward of their own, and the feed-forward GELU
-  fused into its matmul at inference.
+- **The fastest CPU linear kernel** for the dtype on the CPU at hand, measured once (``kernels.py``):
+  the BLAS behind ``F.linear`` or oneDNN (whose matmul also takes the feed-forward GELU), and bf16
+  products in float32 on a CPU without bf16 instructions.
 
 Outputs match the reference path to float rounding, gradients too; padded positions of
 ``last_hidden_state`` are zeros here, where the reference computes values nobody reads. Build a fast
@@ -22,7 +23,6 @@ twin of a model with ``minibert.paths.convert(model, "fast")``.
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput, activation
+from minibert.paths.kernels import cpu_linear
 from minibert.weights import fuse_qkv
 
 
@@ -46,70 +47,10 @@ def varlen_attention():
     return varlen_attn
 
 
-def find_onednn_op():
-    """oneDNN's fused linear (what torch.compile emits for CPU linears), a private op: None where this
-    build lacks it. On x86 it is often much faster than the BLAS behind F.linear for float32."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        return torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError):
-        return None
-
-
-ONEDNN_OP = find_onednn_op()
-GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
-
-
-class OneDNNFallback(UserWarning):
-    """oneDNN's linear failed here; the fast path uses F.linear from then on (same results, other speed)."""
-
-
-def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
-    """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one).
-
-    The only caller of the private op: by oneDNN where the op exists and works, else by ``F.linear``.
-    When the op fails where F.linear works, that is said once and the op is not tried again in this
-    process; inputs that F.linear refuses too get F.linear's own error."""
-    global ONEDNN_OP
-    if ONEDNN_OP is not None:
-        try:
-            if gelu is None:
-                return ONEDNN_OP(x, weight, bias, "none", [], "")
-            return ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
-        except (RuntimeError, TypeError) as e:
-            y = F.linear(x, weight, bias)  # raises here if the inputs themselves are wrong
-            warnings.warn(f"oneDNN's linear failed ({e}); the fast path falls back to F.linear", OneDNNFallback,
-                          stacklevel=2)
-            ONEDNN_OP = None
-            return y if gelu is None else F.gelu(y, approximate=gelu)
-    y = F.linear(x, weight, bias)
-    return y if gelu is None else F.gelu(y, approximate=gelu)
-
-
-class OneDNNLinear(torch.autograd.Function):
-    """A linear layer by oneDNN, with its backward also by oneDNN (the op has no autograd formula):
-    dx = dy @ W, dW = dy.T @ x, db = sum of dy over the rows."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return onednn_linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad = grad.contiguous()
-        dx = onednn_linear(grad, weight.t().contiguous(), None) if ctx.needs_input_grad[0] else None
-        dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if ctx.needs_input_grad[1] else None
-        db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dw, db
-
-
 class FastLinear(nn.Linear):
-    """``nn.Linear`` (same parameters) that runs on oneDNN for 2-D float32/bfloat16 CPU inputs, with an
-    optional GELU fused into the matmul when no gradient is needed."""
+    """``nn.Linear`` (same parameters) that runs 2-D float32/bfloat16 CPU inputs on the kernel measured
+    fastest for their dtype on this CPU (``kernels.cpu_linear``), with an optional GELU after it (fused
+    into oneDNN's matmul when that kernel runs)."""
 
     def __init__(self, in_features: int, out_features: int, gelu: str | None = None) -> None:
         super().__init__(in_features, out_features)
@@ -117,14 +58,13 @@ class FastLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # autocast does not see custom ops
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # autocast does not see custom kernels
             dtype = torch.get_autocast_dtype("cpu")
             x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-        usable = ONEDNN_OP is not None and x.device.type == "cpu" and x.dim() == 2 \
-            and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype
-        if usable and not torch.is_grad_enabled():
-            return onednn_linear(x, weight, bias, self.gelu)
-        y = OneDNNLinear.apply(x, weight, bias) if usable else F.linear(x, weight, bias)
+        if x.device.type == "cpu" and x.dim() == 2 and x.dtype in (torch.float32, torch.bfloat16) \
+                and weight.dtype == x.dtype:
+            return cpu_linear(x, weight, bias, self.gelu)
+        y = F.linear(x, weight, bias)
         return y if self.gelu is None else F.gelu(y, approximate=self.gelu)
 
 
@@ -219,9 +159,10 @@ class FastEncoderBlock(nn.Module):
         self.ffn_out = FastLinear(inner, C)
         self.ffn_norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.attention_dropout = self.dropout if config.attention_out_dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor, packing: Packing, bias: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attention_norm(x + self.dropout(self.attention_out(self.attention(x, packing, bias))))
+        x = self.attention_norm(x + self.attention_dropout(self.attention_out(self.attention(x, packing, bias))))
         x = self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
         return x
 

@@ -1,41 +1,132 @@
-"""The int8 path: the fast path with dynamic int8 linear layers, for CPU inference.
+"""The int8 path: the fast path with every linear layer of the encoder as an int8 product, for CPU inference.
 
-Each weight is stored as int8 with one scale per output row; each input is quantized on the fly with
-one scale per batch (PyTorch's dynamic quantization). The layers named in ``keep_float`` stay float:
-by default the feed-forward output, whose input (GELU outputs over 4x the width) has outliers that one
-scale per batch quantizes badly (``experiments/int8/``). Build it with
-``minibert.paths.convert(model, "int8")``; it holds quantized copies, so it cannot be trained or saved.
+An int8 linear layer computes x W^T in integers and scales the result back:
+
+- **Weights**: int8, with one scale per output row (the row's largest |w| maps to 127), made once.
+- **Inputs**: quantized on the fly, with one scale per *token* (row of the packed (T, C) input): the
+  row's largest |x| maps to 127. A transformer's activations have a few outlier values; with one scale
+  for the whole batch (PyTorch's dynamic quantization, ONNX Runtime's), one outlier token coarsens
+  every other token's grid; per token it costs precision in its own row only. The feed-forward output
+  layer's input, GELU's output, is far from symmetric (>= -0.17): there the row's [min, max] maps onto
+  -128..127 (a scale and an offset per token), which keeps all 8 bits.
+- **Smoothing** (SmoothQuant, Xiao et al., 2023) for the layers fed by a LayerNorm (qkv, ffn_in): there a
+  few *channels* are outliers in every token. Channel j of the input is divided by
+  s_j = sqrt(max|x_j| / max|W[:, j]|) and column j of the weight multiplied by it (the product is the
+  same), which moves part of the channel's range into the weights, where each output row has its own
+  scale. max|x_j| is measured once, on a forward pass over random token ids: which channels are
+  outliers is a property of the weights (on dev sentences it gives the same ranges as real text does).
+- **The product** acc = q_x @ q_W is exact in int32 (``kernels.int8_matmul``); then, in float32,
+  y = scale_w * scale_x * acc + bias, or with an offset y = scale_w * (scale_x * acc + (128 scale_x +
+  low_x) * sum_k q_W) + bias.
+
+The scheme was chosen on dev sets (``experiments/int8/``). Build it with ``minibert.paths.convert(model,
+"int8")``; it holds quantized copies of the weights, so it cannot be trained or saved.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from minibert.paths.fast import FastBertModel
+from minibert.paths.kernels import int8_matmul
 
-KEEP_FLOAT = ("ffn_out",)
+TINY = torch.finfo(torch.float32).tiny
+SMOOTHING = 0.5  # SmoothQuant's alpha: s_j = max|x_j|^alpha / max|W[:, j]|^(1 - alpha)
 
 
-def quantize_int8(model: FastBertModel, keep_float: tuple[str, ...] = KEEP_FLOAT) -> FastBertModel:
-    """``model``'s linear layers swapped, in place, for dynamic int8 ones (but those whose name ends with
-    one of ``keep_float``); the model is marked as being on the int8 path."""
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row: (q, scale) with x ~ q * scale; the row's largest |x| maps to 127."""
+    scale = x.abs().amax(dim=-1, keepdim=True).div_(127).clamp_(min=TINY)
+    return x.mul(scale.reciprocal()).round_().to(torch.int8), scale
+
+
+def quantize_rows_with_offset(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric int8 per row: (q, scale, low) with x ~ scale * (q + 128) + low; [min, max] -> -128..127."""
+    low, high = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)  # (torch.aminmax is slower)
+    scale = (high - low).div_(255).clamp_(min=TINY)
+    return (x - low).mul_(scale.reciprocal()).sub_(128).round_().to(torch.int8), scale, low
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights (a scale per output row) and int8 inputs (a scale per token, and an
+    offset per token when ``offset``), its input channels divided by ``smooth`` first when given."""
+
+    def __init__(self, linear: nn.Linear, gelu: str | None = None, smooth: torch.Tensor | None = None,
+                 offset: bool = False) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        weight = weight if smooth is None else weight * smooth  # column j times s_j, input channel j over s_j
+        weight, weight_scale = quantize_rows(weight)
+        self.in_features, self.out_features, self.offset = linear.in_features, linear.out_features, offset
+        self.register_buffer("weight_t", weight.t().contiguous())  # (in, out): the layout the product wants
+        self.register_buffer("weight_scale", weight_scale.squeeze(1))  # (out,)
+        self.register_buffer("weight_sum", weight.sum(1, dtype=torch.int32).float())  # (out,): for the offset
+        bias = linear.bias.detach().float().clone() if linear.bias is not None else torch.zeros(self.out_features)
+        self.register_buffer("bias", bias)
+        self.register_buffer("inverse_smooth", None if smooth is None else smooth.reciprocal())
+        self.gelu = gelu  # a FastLinear's fused GELU, applied after the product
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, self.in_features)
+        if self.inverse_smooth is not None:
+            x = x * self.inverse_smooth
+        if self.offset:
+            q, scale, low = quantize_rows_with_offset(x)
+        else:
+            q, scale = quantize_rows(x)
+        acc = int8_matmul(q, self.weight_t).float().mul_(scale)  # scale_x * sum_k q_x q_W
+        if self.offset:
+            acc.addcmul_(scale.mul(128).add_(low), self.weight_sum)  # + (128 scale_x + low_x) * sum_k q_W
+        y = torch.addcmul(self.bias, acc, self.weight_scale).view(*shape[:-1], self.out_features)
+        return y if self.gelu is None else F.gelu(y, approximate=self.gelu)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, gelu={self.gelu}, " \
+               f"smoothed={self.inverse_smooth is not None}, offset={self.offset}"
+
+
+@torch.no_grad()
+def input_ranges(model: FastBertModel, layers: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
+    """max |x_j| of each input channel of ``layers`` (name -> layer), over one forward pass of ``model`` on
+    random token ids (32 inputs of 24 tokens, the same every time; the padding id is left out)."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (32, 24), generator=generator)
+    ids[ids == model.config.pad_token_id] = (model.config.pad_token_id + 1) % model.config.vocab_size
+    ranges, hooks = {}, []
+    for name, layer in layers.items():
+        def record(module, inputs, output, name=name):
+            ranges[name] = inputs[0].abs().reshape(-1, inputs[0].shape[-1]).amax(0)
+        hooks.append(layer.register_forward_hook(record))
+    try:
+        model.eval()(ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ranges
+
+
+def quantize_int8(model: FastBertModel, keep_float: tuple[str, ...] = (),
+                  smoothing: float = SMOOTHING) -> FastBertModel:
+    """``model``'s linear layers swapped, in place, for int8 ones (but those whose name ends with one of
+    ``keep_float``), those fed by a LayerNorm smoothed (``smoothing``: SmoothQuant's alpha, 0 for none);
+    the model is marked as being on the int8 path."""
     p = next(model.parameters())
     if p.device.type != "cpu" or p.dtype != torch.float32:
         raise ValueError(f"int8 quantization starts from a float32 CPU model, not {p.dtype} on {p.device}")
-    for name, parent in list(model.named_modules()):
-        for child_name, child in parent.named_children():
-            if not isinstance(child, nn.Linear) or f"{name}.{child_name}".endswith(keep_float or ("\0",)):
-                continue
-            plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
-            plain.load_state_dict(child.state_dict())
-            plain.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-            with warnings.catch_warnings():  # torch points to torchao, which minibert does not depend on
-                warnings.simplefilter("ignore")
-                quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(plain)
-            gelu = getattr(child, "gelu", None)  # a FastLinear's fused GELU comes out as its own module
-            setattr(parent, child_name, quantized if gelu is None else nn.Sequential(quantized, nn.GELU(gelu)))
+    linears = {f"{name}.{child_name}": (parent, child_name, child) for name, parent in model.named_modules()
+               for child_name, child in parent.named_children()
+               if isinstance(child, nn.Linear) and not f"{name}.{child_name}".endswith(keep_float or ("\0",))}
+    fed_by_norm = {name: child for name, (_, _, child) in linears.items() if name.endswith((".qkv", ".ffn_in"))}
+    ranges = input_ranges(model, fed_by_norm) if smoothing else {}
+    for name, (parent, child_name, child) in linears.items():
+        smooth = None
+        if name in ranges:
+            column_max = child.weight.detach().abs().amax(0).clamp(min=1e-5)  # no channel divided by ~0
+            smooth = ranges[name].clamp(min=1e-5) ** smoothing / column_max ** (1 - smoothing)
+        offset = name.endswith(".ffn_out")  # its input is GELU's output, >= -0.17: far from symmetric
+        setattr(parent, child_name, Int8Linear(child, getattr(child, "gelu", None), smooth, offset))
     model.path = "int8"
     return model.eval()

@@ -1,0 +1,171 @@
+"""The CPU matrix products of the fast and int8 paths: which kernel runs, chosen by measuring on the CPU
+at hand, and the private torch ops behind one function each, with a public fallback.
+
+Which kernel is fastest is a property of the CPU, not of the code, so nothing here assumes it:
+
+- **float32**: the BLAS behind ``F.linear`` (MKL in the x86 wheels) or oneDNN's fused linear. On some
+  AMD EPYCs oneDNN runs the model's products about twice as fast; on some Intel Xeons they tie, and
+  oneDNN's call costs a little more.
+- **bfloat16**: native bf16 products where the CPU has bf16 instructions (AVX512-BF16, AMX); where it
+  has none, they are emulated several times slower than float32, and converting to float32 for the
+  product (then rounding the result back) is the faster way to the same bf16 numbers, as OpenVINO does.
+
+So the first linear layer of each dtype times every candidate on its own product, a few milliseconds
+once per process, and the fastest one (the public ``F.linear`` unless another is clearly faster) runs
+from then on. ``CHOSEN`` holds those choices; setting an entry forces one, as the tests do.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
+CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn" or "float32"
+MARGIN = 1.1  # another kernel must beat F.linear by this factor: measurements on a busy machine jitter
+
+
+class KernelFallback(UserWarning):
+    """A private op failed here; the public fallback runs from then on (same results, other speed)."""
+
+
+def find_onednn_op():
+    """oneDNN's fused linear (what torch.compile emits for CPU linears), a private op: None where this
+    build lacks it."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+ONEDNN_OP = find_onednn_op()
+INT_MM = getattr(torch, "_int_mm", None)  # int8 x int8 -> int32 products, a private function
+
+
+def fall_back(what: str, error: Exception) -> None:
+    warnings.warn(f"{what} failed ({error}); the fast path falls back to the public torch functions",
+                  KernelFallback, stacklevel=3)
+
+
+def with_gelu(y: torch.Tensor, gelu: str | None) -> torch.Tensor:
+    return y if gelu is None else F.gelu(y, approximate=gelu)
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+    """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN.
+
+    The only caller of the private op. Where it is missing, or fails where F.linear works (said once, and
+    not tried again in this process), F.linear computes the same; inputs that F.linear refuses too get
+    F.linear's own error."""
+    global ONEDNN_OP
+    if ONEDNN_OP is not None:
+        try:
+            if gelu is None:
+                return ONEDNN_OP(x, weight, bias, "none", [], "")
+            return ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
+        except (RuntimeError, TypeError) as e:
+            y = F.linear(x, weight, bias)  # raises here if the inputs themselves are wrong
+            fall_back("oneDNN's linear", e)
+            ONEDNN_OP = None
+            return with_gelu(y, gelu)
+    return with_gelu(F.linear(x, weight, bias), gelu)
+
+
+def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+    return with_gelu(F.linear(x, weight, bias), gelu)
+
+
+def float32_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+    """A bfloat16 linear computed in float32 (by float32's kernel), rounded back to bfloat16: the same
+    result as a bf16 kernel that accumulates in float32, which is what they all do."""
+    bias = None if bias is None else bias.float()
+    return cpu_linear(x.float(), weight.float(), bias, gelu).to(x.dtype)
+
+
+LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "float32": float32_linear}
+
+
+def candidates(dtype: torch.dtype) -> list[str]:
+    """The kernels worth timing for a dtype, the public one first."""
+    names = ["blas"] + (["onednn"] if ONEDNN_OP is not None else [])
+    return names + (["float32"] if dtype == torch.bfloat16 else [])
+
+
+def seconds(kernel: Callable, args: tuple, repeats: int = 3) -> float:
+    """The best of a few timings of a few calls (the first call of each round warms caches)."""
+    kernel(*args)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(4):
+            kernel(*args)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.no_grad()
+def measure(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
+    """The fastest kernel for this product: ``F.linear`` unless another beats it by ``MARGIN``."""
+    names = candidates(x.dtype)
+    times = {name: seconds(LINEARS[name], (x, weight, bias)) for name in names}
+    best = min(times, key=times.get)
+    return best if times[best] * MARGIN < times["blas"] else "blas"
+
+
+def linear_kernel(dtype: torch.dtype, example: tuple | None = None) -> str:
+    """The kernel CPU linears of this dtype run: measured once on ``example`` (x, weight, bias), the first
+    product that asks, or on a product of MiniLM's shape when none is given."""
+    if dtype not in CHOSEN:
+        if example is None:
+            example = (torch.randn(256, 384, dtype=dtype), torch.randn(1536, 384, dtype=dtype), None)
+        CHOSEN[dtype] = measure(*example) if len(candidates(dtype)) > 1 else "blas"
+    return CHOSEN[dtype]
+
+
+def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+    """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
+    through ``F.linear`` and the dtype casts natively, and through ``OneDNNLinear`` for oneDNN."""
+    kernel = CHOSEN.get(x.dtype) or linear_kernel(x.dtype, (x.detach(), weight.detach(),
+                                                            None if bias is None else bias.detach()))
+    if kernel == "onednn" and torch.is_grad_enabled():
+        return with_gelu(OneDNNLinear.apply(x, weight, bias), gelu)
+    return LINEARS[kernel](x, weight, bias, gelu)
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """A linear layer by oneDNN, with its backward also by oneDNN (the op has no autograd formula):
+    dx = dy @ W, dW = dy.T @ x, db = sum of dy over the rows."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        dx = onednn_linear(grad, weight.t().contiguous(), None) if ctx.needs_input_grad[0] else None
+        dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if ctx.needs_input_grad[1] else None
+        db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db
+
+
+def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b for int8 matrices, exactly, in int32: by ``torch._int_mm`` where it exists and works, else (said
+    once) in float64, which holds every such sum exactly (127 * 127 * K < 2^53)."""
+    global INT_MM
+    if INT_MM is not None:
+        try:
+            return INT_MM(a, b)
+        except RuntimeError as e:
+            fall_back("torch._int_mm", e)
+            INT_MM = None
+    return (a.double() @ b.double()).to(torch.int32)
