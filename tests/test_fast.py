@@ -35,6 +35,23 @@ def test_packing_keeps_exactly_the_real_tokens():
     assert full.keep is None and torch.equal(full.unpack(full.pack(x[:2, :3])), x[:2, :3])
 
 
+def test_a_batch_with_little_padding_keeps_its_grid(minilm_reference):
+    """Up to a tenth of padding, the rows are the whole grid (no copies), with the same outputs: padded keys
+    masked, padded positions zero."""
+    texts = ["one two three four five six seven eight nine ten eleven twelve"] * 3 + ["one two three four five six 7"]
+    batch = minilm_reference.tokenizer(texts).tensors()
+    fast = convert(minilm_reference.bert, "fast")
+    packing = Packing.from_mask(batch["attention_mask"], pack_above=0.1)
+    assert packing.index is None and packing.keep is not None  # 5 of 56 positions are padding
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        ref = minilm_reference.bert(**batch).last_hidden_state
+        out = fast(**batch).last_hidden_state
+    torch.testing.assert_close(out[real], ref[real], atol=2e-5, rtol=1e-4)
+    assert out[~real].abs().max() == 0
+    assert Packing.from_mask(batch["attention_mask"], pack_above=0.05).index is not None  # a tenth is too much
+
+
 def test_fuse_and_split_qkv_round_trip_and_name_what_is_missing(minilm_reference):
     state = minilm_reference.bert.state_dict()
     fused = fuse_qkv(state)

@@ -7,7 +7,9 @@ embeddings and pooler, same parameter names but one) whose blocks run the batch 
   every linear layer, GELU and LayerNorm (nearly all of the work) runs on the T real tokens only,
   not on B x L. Only attention needs to know where one sentence ends: on CUDA it runs packed
   (``varlen_attn``, flash attention over sequences of different lengths); elsewhere the (T, 3C)
-  projections are scattered back into the (B, L) grid for attention alone and gathered again.
+  projections are scattered back into the (B, L) grid for attention alone and gathered again. On the
+  CPU a batch that is almost all real tokens (``encode`` sorts by length: 2% padding on STS-B) keeps
+  its grid, since packing it would cost more in copies than it saves.
 - **Fused QKV.** ``query``, ``key`` and ``value`` are one ``Linear(C, 3C)``: one larger matmul
   instead of three. Checkpoints keep the three tensors: ``weights.fuse_qkv`` joins them when the
   fast model is built, ``weights.split_qkv`` splits them when it is saved.
@@ -33,6 +35,8 @@ from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput, activation
 from minibert.paths.kernels import cpu_linear
 from minibert.weights import fuse_qkv
+
+PACK_ABOVE = 0.1  # on the CPU, rows are packed when more than this share of a batch's grid is padding
 
 
 @functools.cache
@@ -69,35 +73,41 @@ class FastLinear(nn.Linear):
 
 
 class Packing(NamedTuple):
-    """Where the real tokens of a padded (B, L) batch are, computed once per forward."""
+    """Where the real tokens of a padded (B, L) batch are, computed once per forward. The rows the layers run
+    on are the real tokens, or, for a batch with little padding, the whole grid (``index`` None): removing a
+    few padded rows costs more in copies than it saves in products."""
 
-    index: torch.Tensor  # (T,) positions of the real tokens in the flattened (B * L) grid, in order
+    index: torch.Tensor | None  # (T,) positions of the real tokens in the flattened (B * L) grid, or None
     shape: tuple[int, int]  # (B, L)
     keep: torch.Tensor | None  # (B, 1, 1, L) bool attention mask, or None when no sentence is padded
     cu_seqlens: torch.Tensor  # (B + 1,) int32: sentence b's tokens are packed rows cu[b]:cu[b + 1]
     max_len: int
 
     @classmethod
-    def from_mask(cls, attention_mask: torch.Tensor) -> Packing:
+    def from_mask(cls, attention_mask: torch.Tensor, pack_above: float = 0.0) -> Packing:
+        """``pack_above``: the rows are the real tokens when more than this share of the grid is padding."""
         B, L = attention_mask.shape
         real = attention_mask.bool()
         lengths = real.sum(dim=1, dtype=torch.int32)
         cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
         keep = None if bool(real.all()) else real[:, None, None, :]
         max_len = int(lengths.max()) if B else 0
-        return cls(real.flatten().nonzero().squeeze(1), (B, L), keep, cu_seqlens, max_len)
+        padded = 1 - int(cu_seqlens[-1]) / max(B * L, 1)
+        index = real.flatten().nonzero().squeeze(1) if keep is not None and padded > pack_above else None
+        return cls(index, (B, L), keep, cu_seqlens, max_len)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, ...) -> (T, ...): the real tokens only."""
-        if self.keep is None:  # nothing padded: the grid is the packed matrix
+        """(B, L, ...) -> (T, ...): the rows the layers run on."""
+        if self.index is None:  # the grid is the matrix of rows
             return x.flatten(0, 1)
         return x.flatten(0, 1).index_select(0, self.index)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """(T, ...) -> (B, L, ...), zeros at the padded positions."""
         B, L = self.shape
-        if self.keep is None:
-            return x.view(B, L, *x.shape[1:])
+        if self.index is None:
+            grid = x.view(B, L, *x.shape[1:])
+            return grid if self.keep is None else grid * self.keep[:, 0, 0, :].view(B, L, *[1] * (x.dim() - 1))
         grid = x.new_zeros(B * L, *x.shape[1:])
         return grid.index_copy_(0, self.index, x).view(B, L, *x.shape[1:])
 
@@ -118,14 +128,15 @@ class PackedSelfAttention(nn.Module):
         qkv = self.qkv(x)  # (T, 3C)
         dropout_p = self.dropout_p if self.training else 0.0
         if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0 and bias is None \
-                and varlen_attention() is not None:  # varlen_attn has no attention dropout, and no bias
+                and packing.index is not None and varlen_attention() is not None:  # no dropout, no bias
             q, k, v = qkv.view(T, 3, self.n_head, self.head_dim).unbind(1)  # each (T, H, D)
             y = varlen_attention()(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len)
             return y.reshape(T, C)
         # Elsewhere: back into the (B, L) grid for attention only. Attention is a small share of
         # the work for sentence-length inputs; the linear layers around it stay on T rows.
         B, L = packing.shape
-        q, k, v = packing.unpack(qkv).view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        grid = qkv.view(B, L, -1) if packing.index is None else packing.unpack(qkv)  # padded rows: masked keys
+        q, k, v = grid.view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         if qkv.is_cuda:
             mask = packing.keep
             if bias is not None:
@@ -191,7 +202,9 @@ class FastBertModel(BertModel):
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> BertOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        packing = Packing.from_mask(attention_mask)
+        # On the CPU a batch keeps its grid when at most a tenth of it is padding (longest-first batches, as
+        # encode() makes them); on CUDA rows are always packed, for varlen attention.
+        packing = Packing.from_mask(attention_mask, pack_above=0.0 if attention_mask.is_cuda else PACK_ABOVE)
         # Embeddings on the grid, then packed: positions are grid columns, as in the reference.
         x = packing.pack(self.embeddings(input_ids, token_type_ids))
         bias = self.attention_bias(input_ids.shape[1])

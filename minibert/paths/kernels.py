@@ -118,21 +118,20 @@ def measure(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return best if times[best] * MARGIN < times["blas"] else "blas"
 
 
-def linear_kernel(dtype: torch.dtype, example: tuple | None = None) -> str:
-    """The kernel CPU linears of this dtype run: measured once on ``example`` (x, weight, bias), the first
-    product that asks, or on a product of MiniLM's shape when none is given."""
+def linear_kernel(dtype: torch.dtype, weight: torch.Tensor | None = None) -> str:
+    """The kernel CPU linears of this dtype run, measured once: on 256 random rows times ``weight`` (the
+    first layer that asks), or times a weight of MiniLM's feed-forward shape when none is given."""
     if dtype not in CHOSEN:
-        if example is None:
-            example = (torch.randn(256, 384, dtype=dtype), torch.randn(1536, 384, dtype=dtype), None)
-        CHOSEN[dtype] = measure(*example) if len(candidates(dtype)) > 1 else "blas"
+        weight = torch.randn(1536, 384, dtype=dtype) if weight is None else weight.detach()
+        x = torch.randn(256, weight.shape[1], dtype=dtype)
+        CHOSEN[dtype] = measure(x, weight, None) if len(candidates(dtype)) > 1 else "blas"
     return CHOSEN[dtype]
 
 
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
     """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
     through ``F.linear`` and the dtype casts natively, and through ``OneDNNLinear`` for oneDNN."""
-    kernel = CHOSEN.get(x.dtype) or linear_kernel(x.dtype, (x.detach(), weight.detach(),
-                                                            None if bias is None else bias.detach()))
+    kernel = CHOSEN.get(x.dtype) or linear_kernel(x.dtype, weight)
     if kernel == "onednn" and torch.is_grad_enabled():
         return with_gelu(OneDNNLinear.apply(x, weight, bias), gelu)
     return LINEARS[kernel](x, weight, bias, gelu)
