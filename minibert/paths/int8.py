@@ -88,13 +88,17 @@ class Int8Linear(nn.Module):
                f"smoothed={self.inverse_smooth is not None}, offset={self.offset}"
 
 
+def random_ids(config, rows: int = 32, length: int = 24) -> torch.Tensor:
+    """Random token ids, the same every time, without the padding id."""
+    ids = torch.randint(0, config.vocab_size, (rows, length), generator=torch.Generator().manual_seed(0))
+    ids[ids == config.pad_token_id] = (config.pad_token_id + 1) % config.vocab_size
+    return ids
+
+
 @torch.no_grad()
-def input_ranges(model: FastBertModel, layers: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
+def input_ranges(model: FastBertModel, layers: dict[str, nn.Linear], ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """max |x_j| of each input channel of ``layers`` (name -> layer), over one forward pass of ``model`` on
-    random token ids (32 inputs of 24 tokens, the same every time; the padding id is left out)."""
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.config.vocab_size, (32, 24), generator=generator)
-    ids[ids == model.config.pad_token_id] = (model.config.pad_token_id + 1) % model.config.vocab_size
+    ``ids`` (a (B, L) batch without padding)."""
     ranges, hooks = {}, []
     for name, layer in layers.items():
         def record(module, inputs, output, name=name):
@@ -108,11 +112,12 @@ def input_ranges(model: FastBertModel, layers: dict[str, nn.Linear]) -> dict[str
     return ranges
 
 
-def quantize_int8(model: FastBertModel, keep_float: tuple[str, ...] = (),
-                  smoothing: float = SMOOTHING) -> FastBertModel:
+def quantize_int8(model: FastBertModel, keep_float: tuple[str, ...] = (), smoothing: float = SMOOTHING,
+                  calibration: torch.Tensor | None = None) -> FastBertModel:
     """``model``'s linear layers swapped, in place, for int8 ones (but those whose name ends with one of
-    ``keep_float``), those fed by a LayerNorm smoothed (``smoothing``: SmoothQuant's alpha, 0 for none);
-    the model is marked as being on the int8 path."""
+    ``keep_float``), those fed by a LayerNorm smoothed (``smoothing``: SmoothQuant's alpha, 0 for none) by
+    channel ranges measured on ``calibration`` token ids ((B, L), no padding; by default random ids); the
+    model is marked as being on the int8 path."""
     p = next(model.parameters())
     if p.device.type != "cpu" or p.dtype != torch.float32:
         raise ValueError(f"int8 quantization starts from a float32 CPU model, not {p.dtype} on {p.device}")
@@ -120,7 +125,8 @@ def quantize_int8(model: FastBertModel, keep_float: tuple[str, ...] = (),
                for child_name, child in parent.named_children()
                if isinstance(child, nn.Linear) and not f"{name}.{child_name}".endswith(keep_float or ("\0",))}
     fed_by_norm = {name: child for name, (_, _, child) in linears.items() if name.endswith((".qkv", ".ffn_in"))}
-    ranges = input_ranges(model, fed_by_norm) if smoothing else {}
+    ids = random_ids(model.config) if calibration is None else calibration
+    ranges = input_ranges(model, fed_by_norm, ids) if smoothing else {}
     for name, (parent, child_name, child) in linears.items():
         smooth = None
         if name in ranges:
