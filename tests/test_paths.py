@@ -109,13 +109,18 @@ def test_onednn_falls_back_to_f_linear_and_says_so_once(monkeypatch):
 
 @pytest.mark.parametrize("dtype,kernel,float32_kernel", [
     (torch.float32, "blas", "blas"), (torch.float32, "onednn", "onednn"), (torch.bfloat16, "blas", "blas"),
-    (torch.bfloat16, "onednn", "blas"), (torch.bfloat16, "float32", "blas"), (torch.bfloat16, "float32", "onednn")])
+    (torch.bfloat16, "onednn", "blas"), (torch.bfloat16, "upcast", "blas"), (torch.bfloat16, "upcast", "onednn")])
 def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch, dtype, kernel, float32_kernel):
     """Whichever kernels the measurement picks on a CPU, forward and backward are the reference path's."""
     monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, float32_kernel)
     torch.manual_seed(3)
-    ref = BertModel(SMALL).eval().to(dtype)
+    ref = BertModel(SMALL).eval()
+    with torch.no_grad():  # biases away from BERT's zero init, so that a kernel that drops one shows
+        for module in ref.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.bias.normal_(0, 0.1)
+    ref = ref.to(dtype)
     fast = convert(ref, "fast")
     ids, mask = small_batch()
     real = mask.bool()
@@ -126,23 +131,55 @@ def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch,
         out = model(ids, mask).last_hidden_state
         outs[name] = out[real].float()
         out[real].float().square().sum().backward()
-        grads[name] = model.blocks[1].ffn_in.weight.grad.float()
+        grads[name] = [model.blocks[1].ffn_in.weight.grad.float(), model.blocks[1].ffn_in.bias.grad.float(),
+                       model.blocks[0].attention_out.bias.grad.float()]
     torch.testing.assert_close(outs["fast"], outs["ref"], **tolerance)
-    torch.testing.assert_close(grads["fast"], grads["ref"], atol=tolerance["atol"] * 10, rtol=tolerance["rtol"] * 10)
+    for fast_grad, ref_grad in zip(grads["fast"], grads["ref"], strict=True):
+        torch.testing.assert_close(fast_grad, ref_grad, atol=tolerance["atol"] * 10, rtol=tolerance["rtol"] * 10)
 
 
 def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
-    timings = {kernels.blas_linear: 1.0, kernels.onednn_linear: 0.95, kernels.float32_linear: 0.5}
+    timings = {kernels.blas_linear: 1.0, kernels.onednn_linear: 0.95, kernels.upcast_linear: 0.5}
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timings[kernel])
     monkeypatch.setattr(kernels, "ONEDNN_OP", object())  # a oneDNN op exists (never called here)
     monkeypatch.setattr(kernels, "CHOSEN", {})
+    monkeypatch.delenv("MINIBERT_CPU_LINEAR", raising=False)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
     assert kernels.linear_kernel(torch.float32) == "blas"  # 5% faster is within the noise
+    assert torch.equal(torch.get_rng_state(), state)  # the global random state (dropout's) is untouched
     timings[kernels.onednn_linear] = 0.5
     assert kernels.linear_kernel(torch.float32) == "blas"  # measured once: the first answer stays
     assert kernels.measure(torch.randn(4, 8), torch.randn(3, 8), None) == "onednn"
-    assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # the first of equals (float32: 0.5 too)
+    assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # the first of equals (upcast: 0.5 too)
     monkeypatch.setattr(kernels, "ONEDNN_OP", None)
-    assert kernels.candidates(torch.float32) == ["blas"] and kernels.candidates(torch.bfloat16) == ["blas", "float32"]
+    assert kernels.candidates(torch.float32) == ["blas"] and kernels.candidates(torch.bfloat16) == ["blas", "upcast"]
+
+
+def test_the_kernel_can_be_named_in_the_environment(monkeypatch):
+    monkeypatch.setattr(kernels, "CHOSEN", {})
+    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: pytest.fail("nothing is measured"))
+    monkeypatch.setenv("MINIBERT_CPU_LINEAR", "upcast")
+    assert kernels.linear_kernel(torch.bfloat16) == "upcast"
+    with pytest.raises(ValueError, match=r"MINIBERT_CPU_LINEAR='upcast': for torch.float32 it must be one of"):
+        kernels.linear_kernel(torch.float32)
+
+
+def test_upcast_stays_float32_under_autocast(monkeypatch):
+    """Autocast would turn the float32 product back into an (emulated) bf16 one: upcast switches it off."""
+    seen = []
+
+    def recording(x, weight, bias, gelu=None):
+        seen.append((x.dtype, weight.dtype, torch.is_autocast_enabled("cpu")))
+        return kernels.blas_linear(x, weight, bias, gelu)
+
+    monkeypatch.setitem(kernels.CHOSEN, torch.float32, "blas")
+    monkeypatch.setitem(kernels.LINEARS, "blas", recording)
+    x, w = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(3, 8, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = kernels.upcast_linear(x, w, None)
+    assert seen == [(torch.float32, torch.float32, False)] and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, torch.nn.functional.linear(x.float(), w.float()).bfloat16(), atol=0, rtol=0)
 
 
 def test_int8_products_fall_back_to_exact_float64_and_say_so_once(monkeypatch):
@@ -157,6 +194,10 @@ def test_int8_products_fall_back_to_exact_float64_and_say_so_once(monkeypatch):
         raise RuntimeError("_int_mm: not supported on this CPU")
 
     monkeypatch.setattr(kernels, "INT_MM", broken)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):  # wrong inputs: their own error, op kept
+        kernels.int8_matmul(a, a)
+    assert kernels.INT_MM is broken
+    calls.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first, second = kernels.int8_matmul(a, b), kernels.int8_matmul(a, b)

@@ -4,8 +4,9 @@ Every scheme quantizes weights to int8 with one scale per output row. They diffe
 
 - **per batch** (PyTorch's dynamic quantization, fbgemm: what the int8 path ran before): one scale for
   the whole (T, C) input of a layer, 7-bit as PyTorch runs it; all layers, or all but ``ffn_out``;
-- **per token** (``minibert.paths.int8``): a scale and an offset per row, with or without SmoothQuant's
-  smoothing of the LayerNorm-fed layers (alpha 0.5 or 0.8), and with ``ffn_out`` kept float;
+- **per token** (``minibert.paths.int8``): a scale per row (and an offset for ``ffn_out``'s input), with or
+  without SmoothQuant's smoothing of the LayerNorm-fed layers (alpha 0.5 or 0.8, channel ranges from
+  random token ids or from STS-B train text), and with ``ffn_out`` kept float;
 - **ONNX Runtime dynamic int8**, what sentence-transformers' ``export_dynamic_quantized_onnx_model``
   makes (per-batch uint8 inputs, per-channel weights), when onnxruntime and optimum are installed.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import shutil
 import sys
 import time
@@ -43,6 +45,9 @@ from minibert.train.evaluate import example_length, without_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
+
+
+from bench_encode import cosine_rows  # noqa: E402  (scripts/, put on the path above)
 
 
 def per_batch_int8(bert: nn.Module, keep_float: tuple[str, ...]) -> nn.Module:
@@ -134,9 +139,8 @@ def sts_dev(data: Path, scratch: Path) -> dict[str, tuple]:
         start = time.perf_counter()
         emb = model.encode(sentences)
         rate = len(sentences) / (time.perf_counter() - start)
-        a, b = emb[: len(pairs)], emb[len(pairs):]
-        rho = spearman((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1), gold)
-        cos = (emb * reference).sum(1) / np.linalg.norm(emb, axis=1) / np.linalg.norm(reference, axis=1)
+        rho = spearman(cosine_rows(emb[: len(pairs)], emb[len(pairs):]), gold)
+        cos = cosine_rows(emb, reference)
         rows[name] = (rho, cos.min(), cos.mean(), rate)
     return rows
 
@@ -162,7 +166,8 @@ def multitask_dev(folder: Path, data: Path, scratch: Path) -> dict[str, tuple]:
     sets = {task: sorted(examples, key=example_length, reverse=True) for task, examples in sets.items()}
     rows = {}
     bert = model.encoder.bert
-    for name, twin in schemes(bert, scratch / "multitask", text_ids(model.encoder.tokenizer, data)).items():
+    export = scratch / "multitask" / hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]  # per model
+    for name, twin in schemes(bert, export, text_ids(model.encoder.tokenizer, data)).items():
         model.encoder.bert = twin
         rows[name] = []
         for task, examples in sets.items():

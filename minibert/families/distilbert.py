@@ -7,7 +7,7 @@ attention's output before its residual add (``attention_out_dropout``). Otherwis
 - **No token types.** The embeddings are word + position, then LayerNorm (eps 1e-12) and dropout.
 - **Fixed sinusoidal positions** when ``sinusoidal_pos_embds`` is set: the position table is the
   Transformer paper's sin/cos one. It is loaded from the checkpoint like any tensor and kept as a buffer,
-  so no optimizer moves it (as in the paper and transformers 4; transformers 5 leaves it trainable).
+  so no optimizer moves it, as the paper intends (recent transformers releases leave it trainable).
 - **Its own names**, in ``config.json`` (``dim``, ``n_layers``, ``hidden_dim``, ``activation``, ...) and
   in the checkpoint (``q_lin``, ``out_lin``, ``sa_layer_norm``, ``ffn.lin1``, ``output_layer_norm``, ...,
   under ``transformer.layer.I`` and, in task checkpoints, ``distilbert.``).

@@ -8,8 +8,8 @@ embeddings and pooler, same parameter names but one) whose blocks run the batch 
   not on B x L. Only attention needs to know where one sentence ends: on CUDA it runs packed
   (``varlen_attn``, flash attention over sequences of different lengths); elsewhere the (T, 3C)
   projections are scattered back into the (B, L) grid for attention alone and gathered again. On the
-  CPU a batch that is almost all real tokens (``encode`` sorts by length: 2% padding on STS-B) keeps
-  its grid, since packing it would cost more in copies than it saves.
+  CPU a batch that is almost all real tokens (``encode`` sorts by length, so its batches are) keeps its
+  grid, since packing it would cost more in copies than it saves.
 - **Fused QKV.** ``query``, ``key`` and ``value`` are one ``Linear(C, 3C)``: one larger matmul
   instead of three. Checkpoints keep the three tensors: ``weights.fuse_qkv`` joins them when the
   fast model is built, ``weights.split_qkv`` splits them when it is saved.
@@ -128,7 +128,8 @@ class PackedSelfAttention(nn.Module):
         qkv = self.qkv(x)  # (T, 3C)
         dropout_p = self.dropout_p if self.training else 0.0
         if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0 and bias is None \
-                and packing.index is not None and varlen_attention() is not None:  # no dropout, no bias
+                and (packing.index is not None or packing.keep is None) and varlen_attention() is not None:
+            # rows packed (or nothing to pack); varlen_attn takes no attention dropout and no bias
             q, k, v = qkv.view(T, 3, self.n_head, self.head_dim).unbind(1)  # each (T, H, D)
             y = varlen_attention()(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len)
             return y.reshape(T, C)
@@ -203,7 +204,7 @@ class FastBertModel(BertModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # On the CPU a batch keeps its grid when at most a tenth of it is padding (longest-first batches, as
-        # encode() makes them); on CUDA rows are always packed, for varlen attention.
+        # encode() makes them); on CUDA padded batches are always packed, for varlen attention.
         packing = Packing.from_mask(attention_mask, pack_above=0.0 if attention_mask.is_cuda else PACK_ABOVE)
         # Embeddings on the grid, then packed: positions are grid columns, as in the reference.
         x = packing.pack(self.embeddings(input_ids, token_type_ids))

@@ -1,4 +1,4 @@
-"""The int8 path: the fast path with every linear layer of the encoder as an int8 product, for CPU inference.
+"""The int8 path: the fast path with every linear layer (the pooler's too) as an int8 product, for CPU inference.
 
 An int8 linear layer computes x W^T in integers and scales the result back:
 
@@ -14,7 +14,7 @@ An int8 linear layer computes x W^T in integers and scales the result back:
   s_j = sqrt(max|x_j| / max|W[:, j]|) and column j of the weight multiplied by it (the product is the
   same), which moves part of the channel's range into the weights, where each output row has its own
   scale. max|x_j| is measured once, on a forward pass over random token ids: which channels are
-  outliers is a property of the weights (on dev sentences it gives the same ranges as real text does).
+  outliers is a property of the weights, not of the text (``experiments/int8/`` compares with real text).
 - **The product** acc = q_x @ q_W is exact in int32 (``kernels.int8_matmul``); then, in float32,
   y = scale_w * scale_x * acc + bias, or with an offset y = scale_w * (scale_x * acc + (128 scale_x +
   low_x) * sum_k q_W) + bias.

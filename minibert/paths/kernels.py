@@ -3,20 +3,23 @@ at hand, and the private torch ops behind one function each, with a public fallb
 
 Which kernel is fastest is a property of the CPU, not of the code, so nothing here assumes it:
 
-- **float32**: the BLAS behind ``F.linear`` (MKL in the x86 wheels) or oneDNN's fused linear. On some
-  AMD EPYCs oneDNN runs the model's products about twice as fast; on some Intel Xeons they tie, and
-  oneDNN's call costs a little more.
-- **bfloat16**: native bf16 products where the CPU has bf16 instructions (AVX512-BF16, AMX); where it
-  has none, they are emulated several times slower than float32, and converting to float32 for the
-  product (then rounding the result back) is the faster way to the same bf16 numbers, as OpenVINO does.
+- **float32**: the BLAS behind ``F.linear`` (MKL in the x86 wheels) or oneDNN's fused linear. Which one
+  wins differs from one x86 CPU to another, AMD or Intel.
+- **bfloat16**: native bf16 products where the CPU has bf16 instructions (AVX512-BF16, AMX). Where it has
+  none they are emulated, far slower than float32 ones; there converting to float32 for the product and
+  rounding the result back ("upcast") is the faster way to the same bf16 numbers, as OpenVINO does.
 
-So the first linear layer of each dtype times every candidate on its own product, a few milliseconds
-once per process, and the fastest one (the public ``F.linear`` unless another is clearly faster) runs
-from then on. ``CHOSEN`` holds those choices; setting an entry forces one, as the tests do.
+So the first CPU linear layer of each dtype times every candidate, once per process, on a fixed product
+of MiniLM's feed-forward shape, and the fastest (the public ``F.linear`` unless another is clearly
+faster) runs from then on. The kernels agree to float rounding, not bit for bit: to run the same one in
+every process, set ``MINIBERT_CPU_LINEAR`` (``blas``, ``onednn``; for bf16 also ``upcast``).
+``CHOSEN`` holds the choices; setting an entry forces one, as the tests do.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -25,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
-CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn" or "float32"
+CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn" or "upcast"
 MARGIN = 1.1  # another kernel must beat F.linear by this factor: measurements on a busy machine jitter
+MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
 
 class KernelFallback(UserWarning):
@@ -81,20 +85,22 @@ def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return with_gelu(F.linear(x, weight, bias), gelu)
 
 
-def float32_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
     """A bfloat16 linear computed in float32 (by float32's kernel), rounded back to bfloat16: the same
-    result as a bf16 kernel that accumulates in float32, which is what they all do."""
+    result as a bf16 kernel that accumulates in float32, which is what they all do. (Autocast would cast
+    the float32 product back to bf16: it is off in here.)"""
     bias = None if bias is None else bias.float()
-    return cpu_linear(x.float(), weight.float(), bias, gelu).to(x.dtype)
+    with torch.autocast("cpu", enabled=False):
+        return cpu_linear(x.float(), weight.float(), bias, gelu).to(x.dtype)
 
 
-LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "float32": float32_linear}
+LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "upcast": upcast_linear}
 
 
 def candidates(dtype: torch.dtype) -> list[str]:
     """The kernels worth timing for a dtype, the public one first."""
     names = ["blas"] + (["onednn"] if ONEDNN_OP is not None else [])
-    return names + (["float32"] if dtype == torch.bfloat16 else [])
+    return names + (["upcast"] if dtype == torch.bfloat16 else [])
 
 
 def seconds(kernel: Callable, args: tuple, repeats: int = 3) -> float:
@@ -112,26 +118,31 @@ def seconds(kernel: Callable, args: tuple, repeats: int = 3) -> float:
 @torch.no_grad()
 def measure(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
     """The fastest kernel for this product: ``F.linear`` unless another beats it by ``MARGIN``."""
-    names = candidates(x.dtype)
-    times = {name: seconds(LINEARS[name], (x, weight, bias)) for name in names}
+    with torch.autocast("cpu", enabled=False):  # each kernel at the inputs' own dtype
+        times = {name: seconds(LINEARS[name], (x, weight, bias)) for name in candidates(x.dtype)}
     best = min(times, key=times.get)
     return best if times[best] * MARGIN < times["blas"] else "blas"
 
 
-def linear_kernel(dtype: torch.dtype, weight: torch.Tensor | None = None) -> str:
-    """The kernel CPU linears of this dtype run, measured once: on 256 random rows times ``weight`` (the
-    first layer that asks), or times a weight of MiniLM's feed-forward shape when none is given."""
-    if dtype not in CHOSEN:
-        weight = torch.randn(1536, 384, dtype=dtype) if weight is None else weight.detach()
-        x = torch.randn(256, weight.shape[1], dtype=dtype)
-        CHOSEN[dtype] = measure(x, weight, None) if len(candidates(dtype)) > 1 else "blas"
+def linear_kernel(dtype: torch.dtype) -> str:
+    """The kernel CPU linears of this dtype run: ``MINIBERT_CPU_LINEAR`` when set, else measured once on 256
+    rows times a weight of MiniLM's feed-forward shape (drawn from a generator of their own, so that the
+    global random state, which seeds dropout, is left as it was)."""
+    with MEASURING:
+        if dtype not in CHOSEN:
+            forced = os.environ.get("MINIBERT_CPU_LINEAR")
+            if forced is not None and forced not in candidates(dtype):
+                raise ValueError(f"MINIBERT_CPU_LINEAR={forced!r}: for {dtype} it must be one of {candidates(dtype)}")
+            generator = torch.Generator().manual_seed(0)
+            x, weight = (torch.randn(*shape, generator=generator).to(dtype) for shape in ((256, 384), (1536, 384)))
+            CHOSEN[dtype] = forced or (measure(x, weight, None) if len(candidates(dtype)) > 1 else "blas")
     return CHOSEN[dtype]
 
 
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
     """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
     through ``F.linear`` and the dtype casts natively, and through ``OneDNNLinear`` for oneDNN."""
-    kernel = CHOSEN.get(x.dtype) or linear_kernel(x.dtype, weight)
+    kernel = CHOSEN.get(x.dtype) or linear_kernel(x.dtype)
     if kernel == "onednn" and torch.is_grad_enabled():
         return with_gelu(OneDNNLinear.apply(x, weight, bias), gelu)
     return LINEARS[kernel](x, weight, bias, gelu)
@@ -165,6 +176,8 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         try:
             return INT_MM(a, b)
         except RuntimeError as e:
+            y = (a.double() @ b.double()).to(torch.int32)  # raises here if the inputs themselves are wrong
             fall_back("torch._int_mm", e)
             INT_MM = None
+            return y
     return (a.double() @ b.double()).to(torch.int32)
