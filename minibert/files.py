@@ -1,9 +1,13 @@
-"""Reading the small JSON files of a model folder, with errors that name the file."""
+"""Reading what minibert is given: a model folder's small JSON files, text files of lines, .npy embeddings;
+every error names the file (and the line)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+import numpy as np
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
@@ -24,3 +28,50 @@ def read_json(path: str | Path, what: str = "file") -> dict | list:
 def optional_json(path: str | Path) -> dict:
     """The JSON object in `path`, or {} when the file does not exist."""
     return read_json(path) if Path(path).is_file() else {}
+
+
+def split_lines(data: bytes, name: str) -> list[str]:
+    """UTF-8 bytes as lines, one entry a line; blank lines are kept (row i of the output is line i).
+    Bytes that are not UTF-8 are an error naming ``name`` and the line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{name}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from e
+    lines = text.split("\n")
+    if lines and lines[-1] == "":  # the newline that ends the last line does not start a new one
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_lines(path: str) -> list[str]:
+    """The lines of a text file, as ``split_lines`` reads them. ``-`` is standard input; a pipe or a
+    device (``<(cmd)``, /dev/stdin) is read as a stream like it; a folder is an error of its own."""
+    if path == "-":
+        try:
+            return split_lines(sys.stdin.buffer.read(), "<stdin>")
+        except (OSError, AttributeError) as e:  # no readable standard input
+            raise ValueError(f"--input -: standard input cannot be read ({e})") from e
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"input file not found: {path}")
+    if file.is_dir():
+        raise ValueError(f"--input {path} is a folder, not a text file")
+    try:
+        with open(file, "rb") as f:  # a regular file, or a stream
+            return split_lines(f.read(), path)
+    except OSError as e:  # unreadable: permissions, a broken pipe
+        raise ValueError(f"--input {path}: cannot be read ({e.strerror or e})") from e
+
+
+def read_embeddings(path: str) -> np.ndarray:
+    """A .npy of embeddings saved by `minibert encode`, memory-mapped (it may be larger than memory)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"embeddings file not found: {path}")
+    try:
+        emb = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:  # not a .npy, truncated, or pickled objects
+        raise ValueError(f"{path}: not a readable .npy array of embeddings ({e})") from e
+    if emb.ndim != 2 or not np.issubdtype(emb.dtype, np.floating):
+        raise ValueError(f"{path}: expected a (rows, dim) float array of embeddings, got {emb.dtype} {emb.shape}")
+    return emb

@@ -16,7 +16,8 @@ import sys
 import streamlit as st
 import torch
 
-from minibert.cli import format_prediction, short, split_lines
+from minibert.cli import format_prediction, short
+from minibert.files import split_lines
 from minibert.hub import DEFAULT_MODEL
 from minibert.multitask import MultiTaskModel
 from minibert.paths import PATHS
