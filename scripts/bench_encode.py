@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rivals import rival_rows
-from timing import timed
 
 from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.metrics import spearman
 from minibert.paths import kernels
+
+from rivals import rival_rows
+from timing import timed
 
 
 def encoder_flops(encoder: SentenceEncoder, sentences: list[str]) -> float:

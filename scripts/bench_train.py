@@ -24,7 +24,6 @@ import statistics
 from pathlib import Path
 
 import torch
-from timing import timed
 
 from minibert.config import BertConfig
 from minibert.data import PairExample, default_data_dir, read_sts_tsv
@@ -35,6 +34,8 @@ from minibert.sentence import SentenceEncoder
 from minibert.tasks import make_task
 from minibert.tokenizer import Tokenizer
 from minibert.train.optim import make_optimizer
+
+from timing import timed
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)

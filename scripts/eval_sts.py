@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_encode import cosine_rows
 
 from minibert import SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.metrics import spearman
+
+from bench_encode import cosine_rows
 
 
 def score(embeddings: np.ndarray, n: int, gold: np.ndarray) -> float:

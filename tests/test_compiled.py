@@ -11,13 +11,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import assert_losses_match, tiny_config, train_tiny
 from torch._dynamo.utils import counters
 
 from minibert import BertConfig, BertModel, SentenceEncoder
 from minibert.paths import convert
 from minibert.paths.compiled import bucketed, next_power_of_two
 from minibert.train import load_config
+
+from conftest import assert_losses_match, tiny_config, train_tiny
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                     reason="torch.compile on the CPU needs a C++ compiler (apt install g++)")

@@ -268,10 +268,10 @@ def test_roberta_positions_start_after_padding_and_cover_max_tokens(family_dirs)
 @pytest.mark.parametrize("family", ["distilbert", "roberta", "mpnet"])
 def test_multi_task_training_on_a_family(family_dirs, tiny_data, tmp_path, family):
     """Every task type trains on the family (fast path, the default) and the saved model loads back."""
-    from conftest import tiny_config
-
     from minibert.multitask import MultiTaskModel
     from minibert.train import load_config, train
+
+    from conftest import tiny_config
 
     config = tiny_config(family_dirs[family], tiny_data, tmp_path / "run", steps=14, eval={"every": 0},
                          output={"log_every": 1})

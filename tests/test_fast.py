@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_losses_match, train_tiny
 from safetensors.torch import load_file
 
 from minibert import SentenceEncoder
@@ -16,6 +15,8 @@ from minibert.paths import convert
 from minibert.paths.fast import FastLinear, Packing
 from minibert.paths.int8 import Int8Linear, quantize_int8, quantize_rows, quantize_rows_with_offset
 from minibert.weights import fuse_qkv, save_pretrained, split_qkv
+
+from conftest import assert_losses_match, train_tiny
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 PAIRS = [PairExample("A man is playing a guitar.", "Someone plays music on a stage tonight.", 4.2),

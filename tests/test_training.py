@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import merge, tiny_config
 from safetensors.torch import load_file
 
 from minibert.data import read_conll, read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
 from minibert.train.evaluate import evaluate_task
+
+from conftest import merge, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -309,9 +309,9 @@ def test_schedules():
 
 def accumulated_weights(tiny_model_dir, tiny_data, tmp_path, task: str, accum: int, max_grad_norm: float = 1.0,
                         head: dict | None = None):
-    from conftest import tiny_config
-
     from minibert.train import Trainer
+
+    from conftest import tiny_config
 
     config = tiny_config(tiny_model_dir, tiny_data, tmp_path / f"{task}{accum}", steps=3, eval={"every": 0},
                          optim={"grad_accum": accum, "max_grad_norm": max_grad_norm})

@@ -78,9 +78,10 @@ class OnnxRuntimeBert(nn.Module):
         import onnxruntime
         from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
         from optimum.onnxruntime.configuration import AutoQuantizationConfig
-        from rivals import cpu_int8_config
 
         from minibert.weights import save_pretrained
+
+        from rivals import cpu_int8_config
 
         self.config, self.pooler, self.anchor = bert.config, None, nn.Parameter(torch.zeros(1))
         export = folder / "onnx-int8"

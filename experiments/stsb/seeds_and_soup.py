@@ -14,13 +14,13 @@ import copy
 import logging
 from pathlib import Path
 
-from soup import greedy_soup, save_soup
-
 from minibert.data import read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
 from minibert.train.evaluate import evaluate_task
+
 from runs import check_finished_run, single_sts_task
+from soup import greedy_soup, save_soup
 
 
 def main() -> None:

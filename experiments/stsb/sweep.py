@@ -31,6 +31,7 @@ from minibert.data import read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config
 from minibert.train.evaluate import evaluate_task
+
 from runs import check_finished_run, single_sts_task
 
 ROOT = Path(__file__).resolve().parents[2]
