@@ -5,8 +5,8 @@ backward, AdamW step, as each library's trainer does it (minibert: scripts/train
 sentence-transformers: CosineSimilarityLoss and the Hugging Face trainer's fused AdamW with decay /
 no-decay groups). Dropout on, same threads; the configurations alternate in rounds in one process.
 Prints pairs/s, tokens/s (real tokens, padding not counted) and, on CUDA, peak memory, TFLOP/s and
-MFU against the measured matmul peak. The compiled path (torch.compile over length buckets, CUDA
-graphs on CUDA) is timed on CUDA, or with --compile; its compilations fall in the untimed first steps
+MFU against the measured matmul peak. The compiled path (torch.compile; on CUDA over length buckets,
+with CUDA graphs) is timed on CUDA, or with --compile; its compilations fall in the untimed first steps
 or, for a length bucket first met later, are outliers that the per-step median leaves out.
 
     python scripts/bench_train.py [--batch-size 16] [--precision fp32|bf16] [--device cuda] [--compile]

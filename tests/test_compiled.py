@@ -73,6 +73,24 @@ def test_compiled_outputs_and_gradients_match_the_reference():
 
 
 @needs_compiler
+def test_on_the_cpu_one_compilation_serves_every_batch_shape():
+    """Without CUDA graphs nothing needs fixed shapes: the CPU's default compiles once, with symbolic sizes,
+    and pads nothing (padding is work the other paths never do)."""
+    ref = tiny_bert().eval()
+    compiled = convert(copy.deepcopy(ref), "compiled")
+    assert compiled.bucket is None and convert(ref, "compiled", bucket=8).bucket == 8
+    counters.clear()
+    with torch.no_grad():
+        for rows, length in ((2, 5), (3, 9), (5, 17), (4, 40)):
+            ids = torch.randint(1, 50, (rows, length))
+            mask = torch.ones(rows, length, dtype=torch.long)
+            mask[1:, length // 2:] = 0
+            torch.testing.assert_close(compiled(ids, mask).last_hidden_state, ref(ids, mask).last_hidden_state,
+                                       atol=1e-5, rtol=1e-4, msg=f"{rows} x {length}")
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+@needs_compiler
 def test_encode_compiled_matches_the_reference(minilm_reference, sentences):
     compiled = minilm_reference.to_path("compiled", bucket=16)
     assert compiled.bert.blocks[0].ffn_in.weight.data_ptr() == minilm_reference.bert.blocks[0].ffn_in.weight.data_ptr()

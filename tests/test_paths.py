@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -162,10 +163,28 @@ def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
 def test_the_kernel_can_be_named_in_the_environment(monkeypatch):
     monkeypatch.setattr(kernels, "CHOSEN", {})
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: pytest.fail("nothing is measured"))
-    monkeypatch.setenv("MINIBERT_CPU_LINEAR", "upcast")
-    assert kernels.linear_kernel(torch.bfloat16) == "upcast"
-    with pytest.raises(ValueError, match=r"MINIBERT_CPU_LINEAR='upcast': for torch.float32 it must be one of"):
+    monkeypatch.setenv("MINIBERT_CPU_LINEAR", "upcast")  # upcast computes by float32's kernel, named too
+    with pytest.raises(ValueError, match=r"MINIBERT_CPU_LINEAR='upcast' names no kernel for torch.float32"):
+        kernels.linear_kernel(torch.bfloat16)
+    monkeypatch.setenv("MINIBERT_CPU_LINEAR", "upcast, blas")
+    assert kernels.linear_kernel(torch.bfloat16) == "upcast" and kernels.CHOSEN[torch.float32] == "blas"
+    monkeypatch.setattr(kernels, "CHOSEN", {})
+    monkeypatch.setenv("MINIBERT_CPU_LINEAR", "blas,mkl")
+    with pytest.raises(ValueError, match=r"MINIBERT_CPU_LINEAR='blas,mkl': 'mkl' is not a kernel"):
         kernels.linear_kernel(torch.float32)
+
+
+def test_bfloat16_measured_first_in_a_process(monkeypatch):
+    """Timing upcast runs float32's kernel, which a new process has not chosen yet: both get measured
+    (this once waited forever for its own lock)."""
+    monkeypatch.setattr(kernels, "CHOSEN", {})
+    monkeypatch.delenv("MINIBERT_CPU_LINEAR", raising=False)
+    chosen = []
+    thread = threading.Thread(target=lambda: chosen.append(kernels.linear_kernel(torch.bfloat16)), daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert chosen and chosen[0] in kernels.candidates(torch.bfloat16)
+    assert kernels.CHOSEN[torch.float32] in kernels.candidates(torch.float32)
 
 
 def test_upcast_stays_float32_under_autocast(monkeypatch):

@@ -3,7 +3,7 @@
     reference   minibert/model.py as written: the readable BERT on padded (B, L) batches
     fast        paths/fast.py: padding removed, fused QKV, the CPU's fastest linear kernel (kernels.py)
     int8        paths/int8.py: the fast path with int8 linear layers, one scale per token (CPU, float32, inference)
-    compiled    paths/compiled.py: the reference under torch.compile over length buckets (CUDA graphs on CUDA)
+    compiled    paths/compiled.py: the reference under torch.compile (CUDA: length buckets, CUDA graphs)
 
 ``convert(model, path)`` is the only code that builds a twin on another path. A twin
 
@@ -97,11 +97,12 @@ def requires_grad_flags(model: BertModel) -> dict[str, bool]:
     return {ref: p.requires_grad for name, p in model.named_parameters() for ref in reference_names(name)}
 
 
-def convert(model: BertModel, path: str, *, cuda_graphs: bool | None = None, bucket: int = 32) -> BertModel:
+def convert(model: BertModel, path: str, *, cuda_graphs: bool | None = None, bucket: int | None = None) -> BertModel:
     """``model`` on ``path`` (the model itself when it is on that path already).
 
-    ``cuda_graphs`` (compiled path): record CUDA graphs on CUDA (default) or not; ``bucket``: the
-    compiled path pads lengths up to a multiple of this."""
+    Compiled path: ``cuda_graphs`` records CUDA graphs on CUDA (default) or not; ``bucket`` pads lengths
+    up to a multiple of it (default 32 on CUDA, where graphs need fixed shapes; on the CPU none, with
+    dynamic shapes)."""
     p = next(model.parameters())
     check_path(path, p.device, p.dtype)
     if path == model.path:
@@ -112,7 +113,8 @@ def convert(model: BertModel, path: str, *, cuda_graphs: bool | None = None, buc
     flags = requires_grad_flags(model)
     options = {}
     if path == "compiled":
-        options = {"bucket": bucket, "mode": "reduce-overhead" if p.is_cuda and cuda_graphs is not False else None}
+        graphs = p.is_cuda and cuda_graphs is not False
+        options = {"bucket": bucket or (32 if p.is_cuda else None), "mode": "reduce-overhead" if graphs else None}
     with torch.device("meta"):  # no initialisation: every tensor comes from `model`
         twin = twin_class(path, family_of(model))(copy.deepcopy(model.config), add_pooler=model.pooler is not None,
                                   attn_implementation=model.attn_implementation, **options)

@@ -8,15 +8,15 @@ layers issue a few hundred small kernels per forward. Two remedies, both from ``
 - **CUDA graphs** (``mode="reduce-overhead"``). A whole forward (and backward) is recorded once and
   replayed as one launch.
 
-Both need static shapes: a graph replays the exact sizes it recorded, and every new shape compiles
-again. So ``CompiledBertModel`` pads each batch's length up to a multiple of ``bucket`` tokens and its
-rows up to a power of two, runs the compiled reference forward, and cuts the result back to the
-batch it was given. The extra positions are padding (masked keys, ignored queries) and the extra rows
-copies of the first one, dropped: outputs and gradients are the reference's, to float rounding
-(without dropout, whose random draws differ).
+CUDA graphs need static shapes: a graph replays the exact sizes it recorded, and every new shape
+compiles again. So on CUDA ``CompiledBertModel`` pads each batch's length up to a multiple of
+``bucket`` tokens and its rows up to a power of two, runs the compiled reference forward, and cuts the
+result back to the batch it was given. The extra positions are padding (masked keys, ignored queries)
+and the extra rows copies of the first one, dropped: outputs and gradients are the reference's, to float
+rounding (without dropout, whose random draws differ).
 
-On CPU the same code runs (useful to test it) but the fast path (``minibert.paths.fast``) is faster there.
-Short sentences want a smaller ``bucket``: padding to it is work the packed fast path never does.
+On the CPU there are no graphs to replay, and padding would be work the other paths never do. There
+(``bucket=None``) the forward compiles once with symbolic sizes and runs every batch as it comes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput
 
 # Compilations allowed per forward: length buckets (16 up to 512 tokens) x row counts x train/eval x
-# grad/no grad. Dynamo's default (8) would end in an error once a long run meets its ninth shape.
+# grad/no grad, on CUDA. Dynamo's default (8) would end in an error once a long run meets its ninth shape.
 RECOMPILE_LIMIT = 1024
 
 
@@ -51,7 +51,8 @@ def next_power_of_two(n: int) -> int:
 
 
 class CompiledBertModel(BertModel):
-    """``BertModel`` whose forward is ``torch.compile``d, on batches padded to a few fixed shapes.
+    """``BertModel`` whose forward is ``torch.compile``d: on batches padded to a few fixed shapes, or with
+    dynamic shapes when ``bucket`` is None.
 
     ``mode`` is torch.compile's: ``None`` (fusion only) or ``"reduce-overhead"`` (fusion and CUDA
     graphs, on CUDA). Build a compiled twin of a model with ``minibert.paths.convert(model, "compiled")``."""
@@ -59,14 +60,14 @@ class CompiledBertModel(BertModel):
     path = "compiled"
 
     def __init__(self, config: BertConfig, add_pooler: bool = True, attn_implementation: str = "sdpa",
-                 bucket: int = 32, mode: str | None = None) -> None:
+                 bucket: int | None = 32, mode: str | None = None) -> None:
         super().__init__(config, add_pooler, attn_implementation)
-        if bucket < 1:
+        if bucket is not None and bucket < 1:
             raise ValueError(f"bucket must be >= 1, got {bucket}")
         self.bucket, self.mode = bucket, mode
-        # The reference forward, compiled once per shape. Unbound: it takes the module as an argument,
-        # so a copy of this model runs its own weights.
-        self.compiled_forward = torch.compile(BertModel.forward, mode=mode, dynamic=False, fullgraph=True)
+        # The reference forward, compiled once per shape (once in all, with symbolic sizes). Unbound: it
+        # takes the module as an argument, so a copy of this model runs its own weights.
+        self.compiled_forward = torch.compile(BertModel.forward, mode=mode, dynamic=bucket is None, fullgraph=True)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> BertOutput:
@@ -74,6 +75,10 @@ class CompiledBertModel(BertModel):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if self.bucket is None:  # symbolic sizes: every batch as it is
+            with torch._dynamo.config.patch(recompile_limits()):
+                return self.compiled_forward(self, input_ids, attention_mask, token_type_ids,
+                                             output_hidden_states=output_hidden_states)
         B, L = input_ids.shape
         rows = next_power_of_two(B) - B
         cols = bucketed(L, self.bucket, self.max_tokens) - L

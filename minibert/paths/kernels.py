@@ -13,7 +13,8 @@ So the first CPU linear layer of each dtype times every candidate, once per proc
 of MiniLM's feed-forward shape, and the fastest (the public ``F.linear`` unless another is clearly
 faster) runs from then on. The kernels agree to float rounding, not bit for bit, and two processes may
 measure differently: to run the same one in every process (bit-identical outputs across the shards of
-one job, say), set ``MINIBERT_CPU_LINEAR`` (``blas``, ``onednn``; for bf16 also ``upcast``).
+one job, say), set ``MINIBERT_CPU_LINEAR`` (``blas`` or ``onednn``; for bf16 also ``upcast``; a list such
+as ``upcast,onednn`` gives each dtype the first it can run).
 ``CHOSEN`` holds the choices; setting an entry forces one, as the tests do.
 """
 
@@ -129,15 +130,35 @@ def measure(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ro
     return fastest if best[fastest] * MARGIN < best["blas"] else "blas"
 
 
+def forced_kernel(dtype: torch.dtype) -> str | None:
+    """The kernel ``MINIBERT_CPU_LINEAR`` names for this dtype, if it is set: a name, or several separated
+    by commas, of which each dtype takes the first it can run ("upcast,blas": bf16 computed in float32,
+    and float32 by F.linear)."""
+    value = os.environ.get("MINIBERT_CPU_LINEAR")
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if name not in LINEARS:
+            raise ValueError(f"MINIBERT_CPU_LINEAR={value!r}: {name!r} is not a kernel (kernels: {list(LINEARS)})")
+    for name in names:
+        if name in candidates(dtype):
+            return name
+    raise ValueError(f"MINIBERT_CPU_LINEAR={value!r} names no kernel for {dtype}: it must name one of "
+                     f"{candidates(dtype)}")
+
+
 def linear_kernel(dtype: torch.dtype) -> str:
-    """The kernel CPU linears of this dtype run: ``MINIBERT_CPU_LINEAR`` when set, else measured once on 256
+    """The kernel CPU linears of this dtype run: ``MINIBERT_CPU_LINEAR``'s when set, else measured once on 256
     rows times a weight of MiniLM's feed-forward shape (drawn from a generator of their own, so that the
     global random state, which seeds dropout, is left as it was)."""
+    if dtype != torch.float32 and "upcast" in candidates(dtype):
+        # upcast runs float32's kernel: choose that one first, or timing upcast would wait for a measurement
+        # of float32 that waits for this one to end
+        linear_kernel(torch.float32)
     with MEASURING:
         if dtype not in CHOSEN:
-            forced = os.environ.get("MINIBERT_CPU_LINEAR")
-            if forced is not None and forced not in candidates(dtype):
-                raise ValueError(f"MINIBERT_CPU_LINEAR={forced!r}: for {dtype} it must be one of {candidates(dtype)}")
+            forced = forced_kernel(dtype)
             generator = torch.Generator().manual_seed(0)
             x, weight = (torch.randn(*shape, generator=generator).to(dtype) for shape in ((256, 384), (1536, 384)))
             CHOSEN[dtype] = forced or (measure(x, weight, None) if len(candidates(dtype)) > 1 else "blas")
