@@ -79,6 +79,8 @@ def test_on_the_cpu_one_compilation_serves_every_batch_shape():
     ref = tiny_bert().eval()
     compiled = convert(copy.deepcopy(ref), "compiled")
     assert compiled.bucket is None and convert(ref, "compiled", bucket=8).bucket == 8
+    with pytest.raises(ValueError, match="bucket must be >= 1, got 0"):
+        convert(ref, "compiled", bucket=0)
     counters.clear()
     with torch.no_grad():
         for rows, length in ((2, 5), (3, 9), (5, 17), (4, 40)):

@@ -114,7 +114,9 @@ def convert(model: BertModel, path: str, *, cuda_graphs: bool | None = None, buc
     options = {}
     if path == "compiled":
         graphs = p.is_cuda and cuda_graphs is not False
-        options = {"bucket": bucket or (32 if p.is_cuda else None), "mode": "reduce-overhead" if graphs else None}
+        if bucket is None:
+            bucket = 32 if p.is_cuda else None
+        options = {"bucket": bucket, "mode": "reduce-overhead" if graphs else None}
     with torch.device("meta"):  # no initialisation: every tensor comes from `model`
         twin = twin_class(path, family_of(model))(copy.deepcopy(model.config), add_pooler=model.pooler is not None,
                                   attn_implementation=model.attn_implementation, **options)
