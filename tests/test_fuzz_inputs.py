@@ -29,7 +29,7 @@ from minibert.cli import main, run
 from minibert.multitask import MultiTaskModel
 from minibert.pooling import PoolingConfig
 from minibert.tokenizer import Tokenizer
-from minibert.train.config import load_config
+from minibert.train.config_file import load_config
 
 CLEAR = (ValueError, FileNotFoundError, TypeError)
 

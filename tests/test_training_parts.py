@@ -16,7 +16,7 @@ from minibert.data import TextExample, read_classification, read_conll, read_nli
 from minibert.metrics import entity_prf, macro_f1
 from minibert.tasks import Classification, TokenClassification
 from minibert.train.batches import StepBatches, hold_out, load_task_data, task_for_step, task_probabilities
-from minibert.train.config import load_config
+from minibert.train.config_file import load_config
 from minibert.train.optim import lr_multiplier, make_optimizer, param_groups
 from minibert.train.recipe import changed_keys
 

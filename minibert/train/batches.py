@@ -9,15 +9,18 @@ map-style dataset that DataLoader workers fill ahead of the training loop.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from minibert.tasks import Task, task_type
+from minibert.tasks import Task, make_task, task_type
 from minibert.tokenizer import TruncationWarning
 from minibert.train.config import TaskConfig, TrainConfig
+
+log = logging.getLogger("minibert.train")
 
 
 def subsample(examples: list, limit: int | None, seed: int) -> list:
@@ -64,6 +67,32 @@ def inputs_at_max_length(task: Task, examples: list, tokenizer) -> int:
         warnings.simplefilter("ignore", TruncationWarning)
         return sum(int((task.collate(examples[i:i + 1024], tokenizer)["attention_mask"].sum(1)
                         >= tokenizer.max_length).sum()) for i in range(0, len(examples), 1024))
+
+
+def read_tasks(cfg: TrainConfig) -> tuple[list[Task], list[list], dict[str, list], dict[str, list]]:
+    """The tasks, with the label names their training data shows unless the configuration lists them, and
+    their training sets (in the configuration's order), dev sets and test sets (by task name)."""
+    tasks, train_sets, dev_sets, test_sets = [], [], {}, {}
+    for i, task_config in enumerate(cfg.tasks):
+        train, dev, test = load_task_data(cfg, task_config, i)
+        train_sets.append(train)
+        if dev:
+            dev_sets[task_config.name] = dev
+        if test:
+            test_sets[task_config.name] = test
+        labels = task_config.labels or task_type(task_config.type, task_config.name).infer_labels(train)
+        tasks.append(make_task({"name": task_config.name, "type": task_config.type, "labels": labels,
+                                **task_config.head}))
+    return tasks, train_sets, dev_sets, test_sets
+
+
+def log_truncation(tasks, train_sets: list[list], tokenizer) -> None:
+    """How many training inputs reach max_seq_length, said once per task instead of every batch."""
+    for task, examples in zip(tasks, train_sets, strict=True):
+        full = inputs_at_max_length(task, examples, tokenizer)
+        if full:
+            log.info("task %s: %d training inputs reach max_seq_length=%d tokens (longer ones are truncated)",
+                     task.name, full, tokenizer.max_length)
 
 
 def task_probabilities(sizes: list[int], sampling: str, temperature: float = 2.0) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Files a run writes without ever leaving a half-written one behind, and the RNG states a checkpoint
-must carry for a resumed run to continue exactly."""
+"""Files a run writes without ever leaving a half-written one behind, the RNG states a checkpoint must
+carry for a resumed run to continue exactly, and the checks before it does."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from minibert.train.recipe import changed_keys
 
 
 def rng_state() -> dict:
@@ -18,6 +21,15 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def rng_states_of_all(world: int) -> list[dict]:
+    """Every process's RNG states, in rank order (a collective call under DDP: every process makes it)."""
+    if world == 1:
+        return [rng_state()]
+    states = [None] * world
+    dist.all_gather_object(states, rng_state())
+    return states
 
 
 def set_rng_state(state: dict) -> None:
@@ -62,9 +74,16 @@ def forget_log_after(path: Path, step: int, finished: bool) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
-def load_training_state(path: Path) -> dict:
-    """Our own checkpoint file, read onto the CPU: the RNG states must stay CPU byte tensors, and
-    ``load_state_dict`` copies the rest onto the devices of the parameters they belong to."""
+def load_training_state(path: Path, config: dict, world: int) -> dict:
+    """Our own checkpoint file, read onto the CPU (the RNG states must stay CPU byte tensors, and
+    ``load_state_dict`` copies the rest onto the devices of the parameters they belong to), refused when
+    it was written with another recipe or another number of processes."""
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    changed = changed_keys(state["config"], config)
+    if changed:
+        raise ValueError(f"--resume: {path} was written with a different configuration (changed: {changed})")
+    if state["world"] != world:
+        raise ValueError(f"--resume: {path} was written by {state['world']} processes, now {world}")
+    return state

@@ -1,4 +1,5 @@
-"""One training configuration: a TOML or JSON file, plus ``key=value`` overrides from the command line.
+"""One training configuration: what each setting means, its default and its checks (``config_file.py`` reads
+one from a TOML or JSON file, with ``key=value`` overrides from the command line).
 
 Data paths are relative to ``data_dir`` (default: ``$MINIBERT_DATA``, else ``shared/data`` beside the
 checkout). Every run writes the resolved configuration (overrides applied, ``data_dir`` filled in) next
@@ -10,17 +11,15 @@ from __future__ import annotations
 import json
 import math
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from minibert.data import default_data_dir
-from minibert.files import read_json, read_text
 from minibert.hub import DEFAULT_MODEL
 from minibert.paths import PATHS
 from minibert.tasks import check_options
-from minibert.train.recipe import TABLES, moved_note, old_keys
+from minibert.train.recipe import TABLES
 from minibert.typecheck import check_types
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -284,59 +283,3 @@ def check_keys(raw: dict, cls, where: str) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-
-
-def read_config_file(path: str | Path) -> dict:
-    path = Path(path)
-    if path.suffix != ".toml":
-        return read_json(path, "config file")
-    text = read_text(path, "config file")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: {e}") from e
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """'steps=200', 'tasks.sts.loss_weight=2', 'freeze=["embeddings"]' (values parsed as JSON when they can be)."""
-    if "=" not in assignment:
-        raise ValueError(f"override {assignment!r} is not KEY=VALUE")
-    key, text = assignment.split("=", 1)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    parts = key.strip().split(".")
-    if parts[0] == "tasks" and len(parts) >= 3:
-        tasks = raw.get("tasks", [])
-        by_name = {t.get("name"): t for t in tasks if isinstance(t, dict)} if isinstance(tasks, list) else {}
-        if parts[1] not in by_name:
-            raise ValueError(f"override {assignment!r}: no task named {parts[1]!r} (tasks: {list(by_name)})")
-        target, parts = by_name[parts[1]], parts[2:]
-    else:
-        target = raw
-    for part in parts[:-1]:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise ValueError(f"override {assignment!r}: {part} is not a table of settings")
-    target[parts[-1]] = value
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:
-    """A configuration file (TOML or JSON) or ``base`` (a dict), with ``KEY=VALUE`` overrides applied."""
-    raw = read_config_file(path) if path else json.loads(json.dumps(base or {}))  # a deep copy
-    where = str(path or "configuration")
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: a configuration is a table of settings, got {type(raw).__name__}")
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    moved = old_keys(raw)
-    if moved:
-        raise ValueError(f"{where}: settings moved into tables: " + ", ".join(moved_note(k, raw[k]) for k in moved))
-    check_keys(raw, TrainConfig, where)
-    if "tasks" not in raw:
-        raise ValueError(f"{path or 'configuration'}: no [[tasks]]")
-    try:
-        return TrainConfig(**raw)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: {e}") from e

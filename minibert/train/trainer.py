@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 import warnings
 from pathlib import Path
 
@@ -22,14 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minibert.multitask import MultiTaskModel
 from minibert.paths import check_path, convert, default_path
-from minibert.tasks import make_task, task_type
 from minibert.tokenizer import TruncationWarning
 from minibert.train import checkpoint, optim
-from minibert.train.batches import StepBatches, inputs_at_max_length, load_task_data, step_loader
+from minibert.train.batches import StepBatches, log_truncation, read_tasks, step_loader
 from minibert.train.config import TrainConfig
 from minibert.train.distributed import all_sum, init_distributed, pick_device, replicas_identical
 from minibert.train.evaluate import evaluate_sets, selection_score
-from minibert.train.recipe import changed_keys
+from minibert.train.progress import LogWindow
 
 log = logging.getLogger("minibert.train")
 CHECKPOINT = "checkpoint.pt"
@@ -66,21 +64,10 @@ class Trainer:
 
     def setup_data(self) -> list:
         """Every task's examples (each process reads every file and later takes its share of each batch),
-        and the tasks, with the label names their data shows unless the configuration lists them."""
-        cfg, tasks = self.config, []
-        self.train_sets, self.dev_sets, self.test_sets = [], {}, {}
-        for i, task_config in enumerate(cfg.tasks):
-            train, dev, test = load_task_data(cfg, task_config, i)
-            self.train_sets.append(train)
-            if dev:
-                self.dev_sets[task_config.name] = dev
-            if test:
-                self.test_sets[task_config.name] = test
-            labels = task_config.labels or task_type(task_config.type, task_config.name).infer_labels(train)
-            tasks.append(make_task({"name": task_config.name, "type": task_config.type, "labels": labels,
-                                    **task_config.head}))
-        self.names = [t.name for t in cfg.tasks]
-        self.loss_weights = [t.loss_weight for t in cfg.tasks]
+        and the tasks."""
+        tasks, self.train_sets, self.dev_sets, self.test_sets = read_tasks(self.config)
+        self.names = [t.name for t in self.config.tasks]
+        self.loss_weights = [t.loss_weight for t in self.config.tasks]
         return tasks
 
     def setup_model(self, tasks: list) -> None:
@@ -111,7 +98,7 @@ class Trainer:
         self.batches = StepBatches(list(self.model.tasks.values()), self.train_sets, self.model.encoder.tokenizer, cfg,
                                    self.rank, self.world)
         if self.rank == 0:
-            self.report_truncation()
+            log_truncation(self.model.tasks.values(), self.train_sets, self.model.encoder.tokenizer)
 
     def setup_optimizer(self) -> None:
         """AdamW over parameter groups (layer-wise rates, no decay on biases and norms), the schedule, and
@@ -120,15 +107,6 @@ class Trainer:
         self.optimizer = optim.make_optimizer(self.model, opt.lr, opt.layer_decay, opt.head_lr, opt.weight_decay)
         self.scheduler = optim.make_scheduler(self.optimizer, cfg.steps, cfg.schedule.warmup_ratio, cfg.schedule.shape)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.runtime.precision == "fp16")
-
-    def report_truncation(self) -> None:
-        """How many training inputs reach max_seq_length, said once per task instead of every batch."""
-        tokenizer = self.model.encoder.tokenizer
-        for task, examples in zip(self.model.tasks.values(), self.train_sets, strict=True):
-            full = inputs_at_max_length(task, examples, tokenizer)
-            if full:
-                log.info("task %s: %d training inputs reach max_seq_length=%d tokens (longer ones are truncated)",
-                         task.name, full, tokenizer.max_length)
 
     # ---- freezing and the DDP wrapper ------------------------------------------------------------
 
@@ -220,11 +198,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self) -> None:
-        rngs = [None] * self.world
-        if self.world > 1:
-            dist.all_gather_object(rngs, checkpoint.rng_state())
-        else:
-            rngs = [checkpoint.rng_state()]
+        rngs = checkpoint.rng_states_of_all(self.world)
         if self.rank != 0:
             return
         checkpoint.atomic_save({
@@ -237,12 +211,7 @@ class Trainer:
         """Everything a step depends on: weights, optimizer, schedule, scaler and RNG states. The data
         position is the step itself (see batches.py)."""
         path = self.out / CHECKPOINT
-        state = checkpoint.load_training_state(path)
-        changed = changed_keys(state["config"], self.config.to_dict())
-        if changed:
-            raise ValueError(f"--resume: {path} was written with a different configuration (changed: {changed})")
-        if state["world"] != self.world:
-            raise ValueError(f"--resume: {path} was written by {state['world']} processes, now {self.world}")
+        state = checkpoint.load_training_state(path, self.config.to_dict(), self.world)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -281,25 +250,18 @@ class Trainer:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc="train", unit="step")
-        window = {"samples": 0, "tokens": 0, "start": time.perf_counter(), "losses": {}}
+        window = LogWindow()
         loader = step_loader(self.batches, self.step, cfg.runtime.num_workers, pin_memory=self.device.type == "cuda")
         for item in loader:
-            record = self.train_step(item)
-            window["samples"] += record["samples"]
-            window["tokens"] += record["tokens"]
-            if record["samples"]:
-                window["losses"].setdefault(record["task"], []).append(record["loss"])
+            window.add(self.train_step(item))
             bar.update(1)
             if self.step % cfg.output.log_every == 0 or self.step == cfg.steps:
-                seconds = time.perf_counter() - window["start"]
-                rates = {"samples_per_s": window["samples"] / seconds, "tokens_per_s": window["tokens"] / seconds}
-                losses = {t: float(np.mean(v)) for t, v in window["losses"].items()}
-                lr = optim.logged_learning_rates(self.optimizer)
-                self.log({"step": self.step, "lr": lr, "loss": losses, **rates})
-                if losses:
-                    bar.set_postfix(loss=f"{np.mean(list(losses.values())):.3f}",
-                                    samples_s=f"{rates['samples_per_s']:.0f}")
-                window = {"samples": 0, "tokens": 0, "start": time.perf_counter(), "losses": {}}
+                summary = window.summary()
+                self.log({"step": self.step, "lr": optim.logged_learning_rates(self.optimizer), **summary})
+                if summary["loss"]:
+                    bar.set_postfix(loss=f"{np.mean(list(summary['loss'].values())):.3f}",
+                                    samples_s=f"{summary['samples_per_s']:.0f}")
+                window = LogWindow()
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
                 self.maybe_evaluate()
             if self.step % cfg.output.checkpoint_every == 0 or self.step == cfg.steps:
