@@ -49,6 +49,13 @@ def fp32_tolerance(reference: torch.Tensor) -> float:
     return FP32_TOLERANCE * max(1.0, float(reference.abs().max()))
 
 
+def tolerances(theirs: torch.Tensor, theirs_bf16: torch.Tensor, bf16_ulps: int) -> tuple[float, float]:
+    """(float32, bfloat16) tolerances for differences with ``theirs``: bf16's is ``bf16_ulps`` units in the
+    last place at the largest value, or twice the references' own bf16 error, whichever is larger."""
+    bf16_error = float((theirs_bf16.float() - theirs).abs().max())
+    return fp32_tolerance(theirs), max(bf16_tolerance(theirs, bf16_ulps), BF16_REFERENCE_FACTOR * bf16_error)
+
+
 def missing_references() -> list[str]:
     missing = []
     for name in ("transformers", "sentence_transformers"):
@@ -114,17 +121,17 @@ def compare(folder: str | Path, batch_size: int) -> int:
             theirs, theirs_bf16 = (model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                          output_hidden_states=True).hidden_states
                                    for model in (reference, reference_bf16))
+            # each batch and layer is held to its own tolerance: (fp32, bf16)
+            held_to = [tolerances(b[real], c[real], BF16_HIDDEN_ULPS) for b, c in zip(theirs, theirs_bf16, strict=True)]
             for name, encoder in encoders.items():
                 mine = encoder.bert(batch.input_ids, batch.attention_mask, batch.token_type_ids,
                                     output_hidden_states=True).hidden_states
-                for layer, (a, b, c) in enumerate(zip(mine, theirs, theirs_bf16, strict=True)):
+                for layer, (a, b) in enumerate(zip(mine, theirs, strict=True)):
                     diff = float((a[real].float() - b[real]).abs().max())
-                    theirs_error = float((c[real].float() - b[real]).abs().max())
-                    tol = max(bf16_tolerance(b[real], BF16_HIDDEN_ULPS), BF16_REFERENCE_FACTOR * theirs_error) \
-                        if "bf16" in name else fp32_tolerance(b[real])
+                    tol = held_to[layer]["bf16" in name]
                     if len(worst[name]) <= layer:
                         worst[name].append((0.0, tol, False))
-                    was = worst[name][layer]  # each batch is held to its own tolerance
+                    was = worst[name][layer]
                     worst[name][layer] = (max(was[0], diff), max(was[1], tol), was[2] or diff > tol)
 
     print("\nhidden states, max |difference| with transformers (real tokens; tolerance in brackets)")
@@ -141,15 +148,14 @@ def compare(folder: str | Path, batch_size: int) -> int:
         str(folder), device="cpu", model_kwargs={"dtype": dtype}).encode(texts, batch_size=batch_size)).float()
         for dtype in (torch.float32, torch.bfloat16))
     print("\nsentence embeddings, max |difference| with sentence-transformers (tolerance in brackets)")
-    for name, encoder in encoders.items():
-        got = torch.as_tensor(encoder.encode(texts, batch_size=batch_size)).float()
-        diff = float((got - expected).abs().max())
-        tol = max(bf16_tolerance(expected, BF16_EMBEDDING_ULPS), BF16_REFERENCE_FACTOR * float(
-            (expected_bf16 - expected).abs().max())) if "bf16" in name else fp32_tolerance(expected)
+    held_to = tolerances(expected, expected_bf16, BF16_EMBEDDING_ULPS)
+    got = {name: torch.as_tensor(encoder.encode(texts, batch_size=batch_size)).float()
+           for name, encoder in encoders.items()}
+    for name in encoders:
+        diff, tol = float((got[name] - expected).abs().max()), held_to["bf16" in name]
         failures += diff > tol
         print(f"  {name:16} {diff:.1e} [{tol:.0e}]{' FAIL' if diff > tol else ''}")
-    cosine = torch.nn.functional.cosine_similarity(torch.as_tensor(encoders["fast bf16"].encode(texts)).float(),
-                                                   expected).min()
+    cosine = torch.nn.functional.cosine_similarity(got["fast bf16"], expected).min()
     print(f"  (fast bf16: lowest cosine with the reference {float(cosine):.5f})")
     print(f"\n{'OK: every difference is within its tolerance' if not failures else f'{failures} check(s) FAILED'}")
     return 1 if failures else 0

@@ -80,6 +80,12 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
+def sts_spearman(embeddings: np.ndarray, gold: np.ndarray) -> float:
+    """Spearman of the cosines of the pairs (row i, row n + i), n = len(gold), against the gold scores."""
+    n = len(gold)
+    return spearman(cosine_rows(embeddings[:n], embeddings[n:]), gold)
+
+
 def configurations(folder: Path, args: argparse.Namespace, sentences: list[str]) -> dict:
     """name -> (dtype name, function that encodes all the sentences). Models are built once, up front."""
     dtypes = ["float32", "bfloat16"] + (["float16"] if args.device.startswith("cuda") else [])
@@ -154,7 +160,7 @@ def main() -> None:
     for name, r in rate.items():
         group = runs[name][0]
         emb = np.asarray(outputs[name], dtype=np.float64)
-        rho = spearman(cosine_rows(emb[: len(pairs)], emb[len(pairs):]), gold)
+        rho = sts_spearman(emb, gold)
         gflops = flops * r / len(sentences) / 1e9
         rival = f"{r / best_rival[group]:14.2f}x" if best_rival[group] else f"{'':>15}"
         fp32 = f"{r / st32:11.2f}x" if st32 else f"{'':>12}"

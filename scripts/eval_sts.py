@@ -15,14 +15,8 @@ import torch
 
 from minibert import SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
-from minibert.metrics import spearman
 
-from bench_encode import cosine_rows
-
-
-def score(embeddings: np.ndarray, n: int, gold: np.ndarray) -> float:
-    """Spearman of the cosines of pairs (row i, row n + i) against the gold scores."""
-    return spearman(cosine_rows(embeddings[:n], embeddings[n:]), gold)
+from bench_encode import sts_spearman
 
 
 def main() -> None:
@@ -39,7 +33,7 @@ def main() -> None:
     rows["minibert fast bf16"] = SentenceEncoder.from_pretrained(folder, dtype=torch.bfloat16)
     print(f"{folder}, {args.file}: {len(pairs)} pairs")
     for name, model in rows.items():
-        print(f"{name:28} Spearman {score(model.encode(sentences, batch_size=args.batch_size), len(pairs), gold):.4f}")
+        print(f"{name:28} Spearman {sts_spearman(model.encode(sentences, batch_size=args.batch_size), gold):.4f}")
     try:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -47,7 +41,7 @@ def main() -> None:
         print("sentence-transformers is not installed: its row is skipped")
         return
     theirs = SentenceTransformer(str(folder), device="cpu").encode(sentences, batch_size=args.batch_size)
-    print(f"{'sentence-transformers':28} Spearman {score(theirs, len(pairs), gold):.4f}")
+    print(f"{'sentence-transformers':28} Spearman {sts_spearman(theirs, gold):.4f}")
 
 
 if __name__ == "__main__":

@@ -36,18 +36,20 @@ def test_packing_keeps_exactly_the_real_tokens():
     assert full.keep is None and torch.equal(full.unpack(full.pack(x[:2, :3])), x[:2, :3])
 
 
-def test_a_batch_with_little_padding_keeps_its_grid(minilm_reference):
+def test_a_batch_with_little_padding_keeps_its_grid(minilm_reference, monkeypatch):
     """Up to a tenth of padding, the rows are the whole grid (no copies), with the same outputs: padded keys
     masked, padded positions zero."""
     texts = ["one two three four five six seven eight nine ten eleven twelve"] * 3 + ["one two three four five six 7"]
     batch = minilm_reference.tokenizer(texts).tensors()
     fast = convert(minilm_reference.bert, "fast")
-    packing = Packing.from_mask(batch["attention_mask"], pack_above=0.1)
-    assert packing.index is None and packing.keep is not None  # 5 of 56 positions are padding
+    used, from_mask = [], Packing.from_mask
+    monkeypatch.setattr(Packing, "from_mask", staticmethod(lambda *args, **kw: used.append(from_mask(*args, **kw))
+                                                           or used[-1]))
     real = batch["attention_mask"].bool()
     with torch.no_grad():
         ref = minilm_reference.bert(**batch).last_hidden_state
         out = fast(**batch).last_hidden_state
+    assert len(used) == 1 and used[0].index is None and used[0].keep is not None  # 5 of 56 positions are padding
     torch.testing.assert_close(out[real], ref[real], atol=2e-5, rtol=1e-4)
     assert out[~real].abs().max() == 0
     assert Packing.from_mask(batch["attention_mask"], pack_above=0.05).index is not None  # a tenth is too much
@@ -187,6 +189,40 @@ def test_smoothing_moves_an_outlier_channel_into_the_weights():
         plain = (Int8Linear(linear)(x) - linear(x)).abs().mean()
         smoothed = (Int8Linear(linear, smooth=smooth)(x) - linear(x)).abs().mean()
     assert smoothed < plain / 2  # measured: 0.0068 against 0.0162
+
+
+def test_quantize_int8_smooths_the_layernorm_fed_layers_by_their_measured_ranges():
+    """quantize_int8's own choices: qkv and ffn_in smoothed by s_j = max|x_j|^a / max|W[:, j]|^(1 - a), with
+    max|x_j| over a forward pass on the calibration ids (recorded here by hooks of this test's own), the other
+    layers not smoothed, and ffn_out (GELU's outputs) quantized with an offset."""
+    from minibert.config import BertConfig
+
+    torch.manual_seed(4)
+    config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=40)
+    fast = convert(BertModel(config).eval(), "fast")
+    ids = torch.randint(1, 60, (4, 12))
+    seen, hooks = {}, []
+    for name, module in fast.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            hooks.append(module.register_forward_hook(
+                lambda m, inputs, out, name=name: seen.__setitem__(name, inputs[0].abs().amax(0))))
+    weights = {name: m.weight.detach().clone() for name, m in fast.named_modules() if isinstance(m, torch.nn.Linear)}
+    with torch.no_grad():
+        fast(ids)
+    for hook in hooks:
+        hook.remove()
+    alpha = 0.3
+    int8 = quantize_int8(fast, smoothing=alpha, calibration=ids)
+    layers = {name: m for name, m in int8.named_modules() if isinstance(m, Int8Linear)}
+    assert set(layers) == set(weights)  # every linear layer, the pooler's included
+    for name, layer in layers.items():
+        smoothed = name.endswith((".qkv", ".ffn_in"))
+        assert (layer.inverse_smooth is not None) == smoothed, name
+        assert layer.offset == name.endswith(".ffn_out"), name
+        if smoothed:
+            expected = seen[name].clamp(min=1e-5) ** alpha / weights[name].abs().amax(0).clamp(min=1e-5) ** (1 - alpha)
+            torch.testing.assert_close(layer.inverse_smooth, expected.reciprocal(), rtol=1e-6, atol=0, msg=name)
 
 
 def test_a_fast_model_saves_in_the_hugging_face_layout(minilm_dir, tmp_path):

@@ -35,7 +35,6 @@ from torch import nn
 
 from minibert import SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
-from minibert.metrics import spearman
 from minibert.model import BertOutput
 from minibert.multitask import MultiTaskModel
 from minibert.paths import convert
@@ -47,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-from bench_encode import cosine_rows  # noqa: E402  (scripts/, put on the path above)
+from bench_encode import cosine_rows, sts_spearman  # noqa: E402  (scripts/, put on the path above)
 
 
 def per_batch_int8(bert: nn.Module, keep_float: tuple[str, ...]) -> nn.Module:
@@ -140,7 +139,7 @@ def sts_dev(data: Path, scratch: Path) -> dict[str, tuple]:
         start = time.perf_counter()
         emb = model.encode(sentences)
         rate = len(sentences) / (time.perf_counter() - start)
-        rho = spearman(cosine_rows(emb[: len(pairs)], emb[len(pairs):]), gold)
+        rho = sts_spearman(emb, gold)
         cos = cosine_rows(emb, reference)
         rows[name] = (rho, cos.min(), cos.mean(), rate)
     return rows

@@ -51,8 +51,8 @@ def next_power_of_two(n: int) -> int:
 
 
 class CompiledBertModel(BertModel):
-    """``BertModel`` whose forward is ``torch.compile``d: on batches padded to a few fixed shapes, or with
-    dynamic shapes when ``bucket`` is None.
+    """``BertModel`` whose forward is ``torch.compile``d: on batches padded to a few fixed shapes (lengths a
+    multiple of ``bucket``; ``convert`` takes 32 on CUDA), or with dynamic shapes when ``bucket`` is None.
 
     ``mode`` is torch.compile's: ``None`` (fusion only) or ``"reduce-overhead"`` (fusion and CUDA
     graphs, on CUDA). Build a compiled twin of a model with ``minibert.paths.convert(model, "compiled")``."""
@@ -60,7 +60,7 @@ class CompiledBertModel(BertModel):
     path = "compiled"
 
     def __init__(self, config: BertConfig, add_pooler: bool = True, attn_implementation: str = "sdpa",
-                 bucket: int | None = 32, mode: str | None = None) -> None:
+                 bucket: int | None = None, mode: str | None = None) -> None:
         super().__init__(config, add_pooler, attn_implementation)
         if bucket is not None and bucket < 1:
             raise ValueError(f"bucket must be >= 1, got {bucket}")

@@ -33,7 +33,7 @@ from torch import nn
 
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput, activation
-from minibert.paths.kernels import cpu_linear
+from minibert.paths.kernels import blas_linear, cpu_linear
 from minibert.weights import fuse_qkv
 
 PACK_ABOVE = 0.1  # on the CPU, rows are packed when more than this share of a batch's grid is padding
@@ -68,8 +68,7 @@ class FastLinear(nn.Linear):
         if x.device.type == "cpu" and x.dim() == 2 and x.dtype in (torch.float32, torch.bfloat16) \
                 and weight.dtype == x.dtype:
             return cpu_linear(x, weight, bias, self.gelu)
-        y = F.linear(x, weight, bias)
-        return y if self.gelu is None else F.gelu(y, approximate=self.gelu)
+        return blas_linear(x, weight, bias, self.gelu)
 
 
 class Packing(NamedTuple):
@@ -90,10 +89,11 @@ class Packing(NamedTuple):
         real = attention_mask.bool()
         lengths = real.sum(dim=1, dtype=torch.int32)
         cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
-        keep = None if bool(real.all()) else real[:, None, None, :]
+        total = int(cu_seqlens[-1])  # real tokens (one device sync; the next is max_len's)
+        keep = None if total == B * L else real[:, None, None, :]
         max_len = int(lengths.max()) if B else 0
-        padded = 1 - int(cu_seqlens[-1]) / max(B * L, 1)
-        index = real.flatten().nonzero().squeeze(1) if keep is not None and padded > pack_above else None
+        padded = 1 - total / max(B * L, 1)  # 0 for a batch without padding: its rows are its grid
+        index = real.flatten().nonzero().squeeze(1) if padded > pack_above else None
         return cls(index, (B, L), keep, cu_seqlens, max_len)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,11 +26,10 @@ The scheme was chosen on dev sets (``experiments/int8/``). Build it with ``minib
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minibert.paths.fast import FastBertModel
-from minibert.paths.kernels import int8_matmul
+from minibert.paths.kernels import int8_matmul, with_gelu
 
 TINY = torch.finfo(torch.float32).tiny
 SMOOTHING = 0.5  # SmoothQuant's alpha: s_j = max|x_j|^alpha / max|W[:, j]|^(1 - alpha)
@@ -62,7 +61,7 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features, self.offset = linear.in_features, linear.out_features, offset
         self.register_buffer("weight_t", weight.t().contiguous())  # (in, out): the layout the product wants
         self.register_buffer("weight_scale", weight_scale.squeeze(1))  # (out,)
-        self.register_buffer("weight_sum", weight.sum(1, dtype=torch.int32).float())  # (out,): for the offset
+        self.register_buffer("weight_sum", weight.sum(1, dtype=torch.int32).float() if offset else None)  # (out,)
         bias = linear.bias.detach().float().clone() if linear.bias is not None else torch.zeros(self.out_features)
         self.register_buffer("bias", bias)
         self.register_buffer("inverse_smooth", None if smooth is None else smooth.reciprocal())
@@ -81,7 +80,7 @@ class Int8Linear(nn.Module):
         if self.offset:
             acc.addcmul_(scale.mul(128).add_(low), self.weight_sum)  # + (128 scale_x + low_x) * sum_k q_W
         y = torch.addcmul(self.bias, acc, self.weight_scale).view(*shape[:-1], self.out_features)
-        return y if self.gelu is None else F.gelu(y, approximate=self.gelu)
+        return with_gelu(y, self.gelu)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, gelu={self.gelu}, " \

@@ -64,6 +64,10 @@ def with_gelu(y: torch.Tensor, gelu: str | None) -> torch.Tensor:
     return y if gelu is None else F.gelu(y, approximate=gelu)
 
 
+def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+    return with_gelu(F.linear(x, weight, bias), gelu)
+
+
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
     """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN.
 
@@ -77,15 +81,11 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                 return ONEDNN_OP(x, weight, bias, "none", [], "")
             return ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
         except (RuntimeError, TypeError) as e:
-            y = F.linear(x, weight, bias)  # raises here if the inputs themselves are wrong
+            y = blas_linear(x, weight, bias, gelu)  # raises here if the inputs themselves are wrong
             fall_back("oneDNN's linear", e)
             ONEDNN_OP = None
-            return with_gelu(y, gelu)
-    return with_gelu(F.linear(x, weight, bias), gelu)
-
-
-def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
-    return with_gelu(F.linear(x, weight, bias), gelu)
+            return y
+    return blas_linear(x, weight, bias, gelu)
 
 
 def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
@@ -152,7 +152,7 @@ def linear_kernel(dtype: torch.dtype) -> str:
     """The kernel CPU linears of this dtype run: ``MINIBERT_CPU_LINEAR``'s when set, else measured once on 256
     rows times a weight of MiniLM's feed-forward shape (drawn from a generator of their own, so that the
     global random state, which seeds dropout, is left as it was)."""
-    if dtype != torch.float32 and "upcast" in candidates(dtype):
+    if dtype == torch.bfloat16:
         # upcast runs float32's kernel: choose that one first, or timing upcast would wait for a measurement
         # of float32 that waits for this one to end
         linear_kernel(torch.float32)
@@ -202,8 +202,12 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         try:
             return INT_MM(a, b)
         except RuntimeError as e:
-            y = (a.double() @ b.double()).to(torch.int32)  # raises here if the inputs themselves are wrong
+            y = exact_int8_matmul(a, b)  # raises here if the inputs themselves are wrong
             fall_back("torch._int_mm", e)
             INT_MM = None
             return y
+    return exact_int8_matmul(a, b)
+
+
+def exact_int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double()).to(torch.int32)
