@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from minibert import SentenceEncoder
@@ -80,6 +83,27 @@ def test_fast_outputs_match_the_reference(minilm_reference, sentences):
     torch.testing.assert_close(out.pooler_output, ref.pooler_output, atol=2e-6, rtol=1e-5)
     # shared tensors are the same storage: the twin costs only the fused QKV
     assert fast.blocks[0].ffn_in.weight.data_ptr() == minilm_reference.bert.blocks[0].ffn_in.weight.data_ptr()
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_fast_attention_follows_the_model_setting(minilm_reference, sentences, attn, monkeypatch):
+    """The fast path runs the attention its model is set to, on the CPU too: SDPA (the default), or the
+    products written out (which a reader, or a test's deterministic dropout, can follow); same outputs."""
+    bert = copy.deepcopy(minilm_reference.bert)
+    bert.set_attn_implementation(attn)
+    fast = convert(bert, "fast")
+    calls, sdpa = [], F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *args, **kw: calls.append(1) or sdpa(*args, **kw))
+    batch = minilm_reference.tokenizer(sentences).tensors()
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        out = fast(**batch).last_hidden_state
+    monkeypatch.undo()
+    with torch.no_grad():
+        ref = minilm_reference.bert(**batch).last_hidden_state
+    assert fast.attn_implementation == attn
+    assert len(calls) == (bert.config.num_hidden_layers if attn == "sdpa" else 0)
+    torch.testing.assert_close(out[real], ref[real], atol=2e-5, rtol=1e-4)
 
 
 def test_encode_fast_matches_the_reference(minilm, sentences):
@@ -191,10 +215,12 @@ def test_smoothing_moves_an_outlier_channel_into_the_weights():
     assert smoothed < plain / 2  # measured: 0.0068 against 0.0162
 
 
-def test_quantize_int8_smooths_the_layernorm_fed_layers_by_their_measured_ranges():
-    """quantize_int8's own choices: qkv and ffn_in smoothed by s_j = max|x_j|^a / max|W[:, j]|^(1 - a), with
-    max|x_j| over a forward pass on the calibration ids (recorded here by hooks of this test's own), the other
-    layers not smoothed, and ffn_out (GELU's outputs) quantized with an offset."""
+@pytest.mark.parametrize("smoothed", [None, (".qkv", ".ffn_in", ".attention_out", ".ffn_out"), ()])
+def test_quantize_int8_smooths_the_layernorm_fed_layers_by_their_measured_ranges(smoothed):
+    """quantize_int8's own choices: qkv and ffn_in smoothed (by default; else the layers ``smoothed`` names) by
+    s_j = max|x_j|^a / max|W[:, j]|^(1 - a), with max|x_j| over a forward pass on the calibration ids
+    (recorded here by hooks of this test's own), the other layers not smoothed, and ffn_out (GELU's
+    outputs) quantized with an offset."""
     from minibert.config import BertConfig
 
     torch.manual_seed(4)
@@ -213,14 +239,17 @@ def test_quantize_int8_smooths_the_layernorm_fed_layers_by_their_measured_ranges
     for hook in hooks:
         hook.remove()
     alpha = 0.3
-    int8 = quantize_int8(fast, smoothing=alpha, calibration=ids)
+    chosen = {} if smoothed is None else {"smoothed": smoothed}
+    int8 = quantize_int8(fast, smoothing=alpha, calibration=ids, **chosen)
     layers = {name: m for name, m in int8.named_modules() if isinstance(m, Int8Linear)}
     assert set(layers) == set(weights)  # every linear layer, the pooler's included
+    kinds = 2 if smoothed is None else len(smoothed)  # of layer, smoothed in each of the 2 blocks
+    assert sum(layer.inverse_smooth is not None for layer in layers.values()) == 2 * kinds
     for name, layer in layers.items():
-        smoothed = name.endswith((".qkv", ".ffn_in"))
-        assert (layer.inverse_smooth is not None) == smoothed, name
+        is_smoothed = name.endswith((".qkv", ".ffn_in") if smoothed is None else smoothed or ("\0",))
+        assert (layer.inverse_smooth is not None) == is_smoothed, name
         assert layer.offset == name.endswith(".ffn_out"), name
-        if smoothed:
+        if is_smoothed:
             expected = seen[name].clamp(min=1e-5) ** alpha / weights[name].abs().amax(0).clamp(min=1e-5) ** (1 - alpha)
             torch.testing.assert_close(layer.inverse_smooth, expected.reciprocal(), rtol=1e-6, atol=0, msg=name)
 
