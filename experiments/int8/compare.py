@@ -12,8 +12,10 @@ Every scheme quantizes weights to int8 with one scale per output row. They diffe
 
 Scored on STS-B dev with all-MiniLM-L6-v2 (Spearman of the cosines, and each embedding's cosine to the
 float32 one), and, with a trained multi-task model (``--multitask``), on the dev sets of its other tasks:
-SST-2 and AG News (accuracy) and CoNLL-2003 (entity F1, from token states, not the pooled vector), with
-how many predictions differ from the float32 model's.
+SNLI, SST-2 and AG News (accuracy) and CoNLL-2003 (entity F1, from token states, not the pooled vector),
+with how many predictions differ from the float32 model's. The chosen scheme's difference to ONNX
+Runtime's on each dev set comes with a paired bootstrap interval: a difference of a few examples is not
+a difference between the schemes.
 
     python experiments/int8/compare.py --multitask runs/multitask-1k/best     # in .venv-bench for the ORT row
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import json
 import shutil
 import sys
 import time
@@ -38,7 +41,7 @@ from minibert.data import default_data_dir, read_sts_tsv
 from minibert.model import BertOutput
 from minibert.multitask import MultiTaskModel
 from minibert.paths import convert
-from minibert.paths.int8 import quantize_int8
+from minibert.paths.int8 import SMOOTHED, quantize_int8
 from minibert.train.batches import hold_out
 from minibert.train.evaluate import example_length, without_labels
 
@@ -110,6 +113,10 @@ def text_ids(tokenizer, data: Path) -> torch.Tensor:
     return torch.tensor(ids[: len(ids) // 24 * 24]).view(-1, 24)
 
 
+EVERY_LAYER = (*SMOOTHED, ".attention_out", ".ffn_out")
+CHOSEN, RIVAL = "**per token, smoothed a=0.5 (now)**", "ONNX Runtime dynamic int8"
+
+
 def schemes(bert: nn.Module, scratch: Path, calibration: torch.Tensor) -> dict[str, nn.Module]:
     fast = convert(bert, "fast")
     found = {"float32 (fast path)": fast,
@@ -119,7 +126,9 @@ def schemes(bert: nn.Module, scratch: Path, calibration: torch.Tensor) -> dict[s
              "per token, smoothed a=0.8": quantize_int8(copy.deepcopy(fast), smoothing=0.8),
              "per token, smoothed, ffn_out float": quantize_int8(copy.deepcopy(fast), ("ffn_out",)),
              "**per token, smoothed a=0.5 (now)**": quantize_int8(copy.deepcopy(fast)),
-             "same, ranges from STS-B train text": quantize_int8(copy.deepcopy(fast), calibration=calibration)}
+             "same, ranges from STS-B train text": quantize_int8(copy.deepcopy(fast), calibration=calibration),
+             "same, every layer smoothed": quantize_int8(copy.deepcopy(fast), smoothed=EVERY_LAYER),
+             "same, ffn_out smoothed too": quantize_int8(copy.deepcopy(fast), smoothed=(".qkv", ".ffn_in", ".ffn_out"))}
     try:
         found["ONNX Runtime dynamic int8"] = OnnxRuntimeBert(bert, scratch)
     except ImportError as e:
@@ -133,7 +142,7 @@ def sts_dev(data: Path, scratch: Path) -> dict[str, tuple]:
     gold = np.array([p.label for p in pairs])
     encoder = SentenceEncoder.from_pretrained("all-MiniLM-L6-v2", path="reference")
     reference = encoder.encode(sentences)
-    rows = {}
+    rows, embeddings = {}, {}
     for name, bert in schemes(encoder.bert, scratch / "minilm", text_ids(encoder.tokenizer, data)).items():
         model = SentenceEncoder(bert, encoder.tokenizer, encoder.pooling, encoder.normalize).eval()
         start = time.perf_counter()
@@ -142,6 +151,14 @@ def sts_dev(data: Path, scratch: Path) -> dict[str, tuple]:
         rho = sts_spearman(emb, gold)
         cos = cosine_rows(emb, reference)
         rows[name] = (rho, cos.min(), cos.mean(), rate)
+        embeddings[name] = emb
+    if RIVAL in rows:
+        def metric(emb: list, ex: list) -> float:
+            return sts_spearman(np.array([e[0] for e in emb] + [e[1] for e in emb]), np.array(ex))
+        n = len(pairs)
+        pair_rows = {name: list(zip(e[:n], e[n:], strict=True)) for name, e in embeddings.items()}
+        diff, low, high = paired_interval(metric, list(gold), pair_rows[CHOSEN], pair_rows[RIVAL])
+        print(f"STS-B dev, {CHOSEN} minus {RIVAL}: {diff:+.4f} [{low:+.4f}, {high:+.4f}] (95% paired bootstrap)")
     return rows
 
 
@@ -157,38 +174,61 @@ def predictions(model: MultiTaskModel, task: str, examples: list) -> list[dict]:
 
 
 def multitask_dev(folder: Path, data: Path, scratch: Path) -> dict[str, tuple]:
-    """SST-2 dev (872), AG News dev (the 10% of train that the run held out: 1,000), CoNLL dev (3,250):
-    each scheme's score and predicted labels (tags for NER)."""
+    """SNLI dev and AG News dev (the 10% of their training files that the run held out: 984 pairs, 1,000
+    texts), SST-2 dev (6,735), CoNLL dev (3,250): each scheme's score and predicted labels (tags for NER)."""
     model = MultiTaskModel.load(folder, path="reference")
-    _, topic_dev = hold_out(model.task("topic").read(data / "agnews" / "train.tsv"), 0.1, 0)
-    sets = {"sentiment": model.task("sentiment").read(data / "sst2" / "dev.tsv"), "topic": topic_dev,
+    split_seed = json.loads((folder.parent / "config.json").read_text())["split_seed"]  # the run's hold-out
+    _, nli_dev = hold_out(model.task("nli").read(data / "snli" / "dev.tsv"), 0.1, split_seed)
+    _, topic_dev = hold_out(model.task("topic").read(data / "agnews" / "train.tsv"), 0.1, split_seed)
+    sets = {"nli": nli_dev, "sentiment": model.task("sentiment").read(data / "sst2" / "dev.tsv"), "topic": topic_dev,
             "ner": model.task("ner").read(data / "conll2003" / "valid.txt")}
     sets = {task: sorted(examples, key=example_length, reverse=True) for task, examples in sets.items()}
-    rows = {}
+    rows, predicted = {}, {}
     bert = model.encoder.bert
     export = scratch / "multitask" / hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]  # per model
     for name, twin in schemes(bert, export, text_ids(model.encoder.tokenizer, data)).items():
         model.encoder.bert = twin
         rows[name] = []
         for task, examples in sets.items():
-            predicted = predictions(model, task, examples)
-            score = model.task(task).metrics(predicted, examples)[model.task(task).main_metric]
-            rows[name].append((score, [p.get("label", p.get("tags")) for p in predicted]))
+            predicted[name, task] = predictions(model, task, examples)
+            score = model.task(task).metrics(predicted[name, task], examples)[model.task(task).main_metric]
+            rows[name].append((score, [p.get("label", p.get("tags")) for p in predicted[name, task]]))
     model.encoder.bert = bert
+    if RIVAL in rows:  # is the difference to ONNX Runtime more than the dev sets' sampling noise?
+        print(f"{CHOSEN} minus {RIVAL}, with a 95% paired bootstrap interval over the dev examples:")
+        for task, examples in sets.items():
+            def metric(chosen: list, ex: list, task=task) -> float:
+                return model.task(task).metrics(chosen, ex)[model.task(task).main_metric]
+            diff, low, high = paired_interval(metric, examples, predicted[CHOSEN, task], predicted[RIVAL, task])
+            print(f"  {task:10} {diff:+.4f}  [{low:+.4f}, {high:+.4f}]")
     return rows
+
+
+def paired_interval(metric, examples: list, a: list, b: list, draws: int = 1000) -> tuple[float, float, float]:
+    """metric(a) - metric(b), and the 2.5th and 97.5th percentiles of that difference over ``draws``
+    resamples of the examples (with replacement, the same resample for both)."""
+    rng, n = np.random.default_rng(0), len(examples)
+    diffs = []
+    for _ in range(draws):
+        pick = rng.integers(0, n, n)
+        sample = [examples[i] for i in pick]
+        diffs.append(metric([a[i] for i in pick], sample) - metric([b[i] for i in pick], sample))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return metric(a, examples) - metric(b, examples), low, high
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=default_data_dir())
-    parser.add_argument("--multitask", help="a trained multi-task model with sentiment (SST-2) and ner (CoNLL) tasks")
+    parser.add_argument("--multitask", help="a multi-task model with the tasks of scripts/configs/multitask.toml "
+                        "(nli, sentiment, topic, ner), saved by scripts/train.py (its config.json beside it)")
     args = parser.parse_args()
     data, scratch = Path(args.data), ROOT / "runs" / "int8-study"
     sts = sts_dev(data, scratch)
     other = multitask_dev(Path(args.multitask), data, scratch) if args.multitask else {}
     print("task dev sets: score (predictions that differ from float32's)")
-    print(f"{'scheme':38}{'STS-B dev':>10}{'cos min':>9}{'cos mean':>10}{'SST-2 dev':>16}{'AG News dev':>16}"
-          f"{'CoNLL dev':>16}{'sent/s':>8}")
+    print(f"{'scheme':38}{'STS-B dev':>10}{'cos min':>9}{'cos mean':>10}{'SNLI dev':>16}{'SST-2 dev':>16}"
+          f"{'AG News dev':>16}{'CoNLL dev':>16}{'sent/s':>8}")
     float32 = next(iter(other.values()), ())
     for name, (rho, cos_min, cos_mean, rate) in sts.items():
         tasks = "".join(f"{score:9.4f} ({sum(a != b for a, b in zip(p, ref, strict=True)):3d})"

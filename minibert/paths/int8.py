@@ -33,6 +33,7 @@ from minibert.paths.kernels import int8_matmul, with_gelu
 
 TINY = torch.finfo(torch.float32).tiny
 SMOOTHING = 0.5  # SmoothQuant's alpha: s_j = max|x_j|^alpha / max|W[:, j]|^(1 - alpha)
+SMOOTHED = (".qkv", ".ffn_in")  # the layers fed by a LayerNorm, whose outlier channels smoothing moves
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,20 +113,20 @@ def input_ranges(model: FastBertModel, layers: dict[str, nn.Linear], ids: torch.
 
 
 def quantize_int8(model: FastBertModel, keep_float: tuple[str, ...] = (), smoothing: float = SMOOTHING,
-                  calibration: torch.Tensor | None = None) -> FastBertModel:
+                  calibration: torch.Tensor | None = None, smoothed: tuple[str, ...] = SMOOTHED) -> FastBertModel:
     """``model``'s linear layers swapped, in place, for int8 ones (but those whose name ends with one of
-    ``keep_float``), those fed by a LayerNorm smoothed (``smoothing``: SmoothQuant's alpha, 0 for none) by
-    channel ranges measured on ``calibration`` token ids ((B, L), no padding; by default random ids); the
-    model is marked as being on the int8 path."""
+    ``keep_float``), those whose name ends with one of ``smoothed`` smoothed (``smoothing``: SmoothQuant's
+    alpha, 0 for none) by channel ranges measured on ``calibration`` token ids ((B, L), no padding; by
+    default random ids); the model is marked as being on the int8 path."""
     p = next(model.parameters())
     if p.device.type != "cpu" or p.dtype != torch.float32:
         raise ValueError(f"int8 quantization starts from a float32 CPU model, not {p.dtype} on {p.device}")
     linears = {f"{name}.{child_name}": (parent, child_name, child) for name, parent in model.named_modules()
                for child_name, child in parent.named_children()
                if isinstance(child, nn.Linear) and not f"{name}.{child_name}".endswith(keep_float or ("\0",))}
-    fed_by_norm = {name: child for name, (_, _, child) in linears.items() if name.endswith((".qkv", ".ffn_in"))}
+    to_smooth = {name: child for name, (_, _, child) in linears.items() if name.endswith(smoothed or ("\0",))}
     ids = random_ids(model.config) if calibration is None else calibration
-    ranges = input_ranges(model, fed_by_norm, ids) if smoothing else {}
+    ranges = input_ranges(model, to_smooth, ids) if smoothing else {}
     for name, (parent, child_name, child) in linears.items():
         smooth = None
         if name in ranges:
