@@ -7,8 +7,9 @@ Encodes the 2,758 sentences of STS-B test (both sides of each pair) with every c
 model folder, batch size and threads), alternating rounds so that machine noise hits all alike; the
 rate is the median round. Prints sentences/s, the ratio to the best rival in the same precision and to
 sentence-transformers on PyTorch in fp32, the useful GFLOP/s (the multiply-adds of the real tokens,
-padding not counted) against the best linear layer of the model's shape measured here, and the STS-B
-test Spearman of the cosine scores (all-MiniLM-L6-v2 in float32: 0.8203). The header names the CPU.
+padding not counted) against the best linear layer of the model's shape (timed between the encodes of
+every round, and taken at its median round as the rates are), and the STS-B test Spearman of the cosine
+scores (all-MiniLM-L6-v2 in float32: 0.8203). The header names the CPU.
 
     python scripts/bench_encode.py [--data ../shared/data] [--rounds 3] [--threads 2] [--device cuda] [--compile]
     make bench-rivals                       # the same, in .venv-bench with the rivals installed
@@ -33,13 +34,13 @@ from rivals import rival_rows
 from timing import timed
 
 
-def encoder_flops(encoder: SentenceEncoder, sentences: list[str]) -> float:
-    """Multiply-adds x 2 of the useful work: every real token through the linear layers, and attention
-    over each sentence's own length (padding is work a path may or may not do: it does not count)."""
+def encoder_flops(encoder: SentenceEncoder, sentences: list[str], attention: bool = True) -> float:
+    """Multiply-adds x 2 of the useful work: every real token through the linear layers, and (``attention``)
+    attention over each sentence's own length (padding is work a path may or may not do: it does not count)."""
     cfg = encoder.bert.config
     C, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     lengths = [len(e.ids) for e in encoder.tokenizer.encode(sentences, warn_truncation=False)]
-    return layers * sum(n * (2 * (4 * C * C + 2 * C * inter) + 2 * 2 * n * C) for n in lengths)
+    return layers * sum(n * (2 * (4 * C * C + 2 * C * inter) + attention * 2 * 2 * n * C) for n in lengths)
 
 
 def cpu_name() -> str:
@@ -51,11 +52,12 @@ def cpu_name() -> str:
     return f"{model} ({os.cpu_count()} CPUs; {' '.join(f for f in wanted if f in flags) or 'no AVX2'})"
 
 
-def matmul_ceiling(device: str, group: str, hidden: int, inter: int) -> float:
-    """Best GFLOP/s of the model's own feed-forward product (1024 tokens) on these threads: roughly the most
-    any encoder can reach here, since its time goes mostly into such products. Float: every kernel the fast
-    path may pick (F.linear, oneDNN; bf16 also computed in float32, minibert.paths.kernels); int8: the bare
-    int8 x int8 -> int32 product (torch._int_mm), without quantizing anything."""
+def matmul_ceiling(device: str, group: str, hidden: int, inter: int, reps: int = 5) -> float:
+    """Best GFLOP/s of the model's own feed-forward product (1024 tokens) on these threads, best of ``reps``
+    timings of 20 products: roughly the most any encoder can reach here, since its time goes mostly into
+    such products. Float: every kernel the fast path may pick (F.linear, oneDNN; bf16 also computed in
+    float32, minibert.paths.kernels); int8: the bare int8 x int8 -> int32 product (torch._int_mm), without
+    quantizing anything."""
     dtype = torch.int8 if group == "int8" else getattr(torch, group)
     if group == "int8":
         x = torch.randint(-127, 128, (1024, hidden), dtype=dtype, device=device)
@@ -70,7 +72,7 @@ def matmul_ceiling(device: str, group: str, hidden: int, inter: int) -> float:
     for product in products:
         for _ in range(3):
             product()
-        best = min(best, *(timed(lambda p=product: [p() for _ in range(n)], device)[0] for _ in range(5)))
+        best = min(best, *(timed(lambda p=product: [p() for _ in range(n)], device)[0] for _ in range(reps)))
     return n * 2 * 1024 * hidden * inter / best / 1e9
 
 
@@ -141,16 +143,20 @@ def main() -> None:
         timed(fn, args.device)
     times: dict[str, list[float]] = {name: [] for name in runs}
     outputs: dict[str, np.ndarray] = {}
+    # The ceiling is measured in every round too, between the encodes, so that it meets the same machine
+    # noise as they do; the table divides by its median over the rounds, like the rates.
+    cfg = SentenceEncoder.from_pretrained(folder).bert.config
+    groups = sorted({group for group, _ in runs.values()})
+    ceilings: dict[str, list[float]] = {group: [] for group in groups}
     for _ in range(args.rounds):
         for name, (_, fn) in runs.items():
             seconds, outputs[name] = timed(fn, args.device)
             times[name].append(seconds)
+        for group in groups:
+            ceilings[group].append(matmul_ceiling(args.device, group, cfg.hidden_size, cfg.intermediate_size, 3))
 
-    encoder = SentenceEncoder.from_pretrained(folder)
-    flops = encoder_flops(encoder, sentences)
-    cfg = encoder.bert.config
-    ceiling = {group: matmul_ceiling(args.device, group, cfg.hidden_size, cfg.intermediate_size)
-               for group in {group for group, _ in runs.values()}}
+    flops = encoder_flops(SentenceEncoder.from_pretrained(folder), sentences)
+    ceiling = {group: statistics.median(rates) for group, rates in ceilings.items()}
     rate = {name: len(sentences) / statistics.median(ts) for name, ts in times.items()}
     rivals = {name: r for name, r in rate.items() if not name.startswith("minibert")}
     best_rival = {g: max((r for n, r in rivals.items() if runs[n][0] == g), default=None) for g in ceiling}
@@ -165,8 +171,8 @@ def main() -> None:
         rival = f"{r / best_rival[group]:14.2f}x" if best_rival[group] else f"{'':>15}"
         fp32 = f"{r / st32:11.2f}x" if st32 else f"{'':>12}"
         print(f"{name:38}{r:9.1f}{rival}{fp32}{gflops:9.1f}{gflops / ceiling[group]:16.0%}{rho:10.4f}")
-    print("\nbest linear layer of the model's shape here (GFLOP/s): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in ceiling.items()))
+    print("\nbest linear layer of the model's shape here (GFLOP/s), median of the rounds (the rounds' range): "
+          + ", ".join(f"{k} {v:.1f} ({min(ceilings[k]):.1f}-{max(ceilings[k]):.1f})" for k, v in ceiling.items()))
     if st32:
         diff = np.abs(np.asarray(outputs["minibert float32"], np.float64) - outputs["sentence-transformers float32"])
         print(f"max |embedding difference| minibert vs sentence-transformers, float32: {diff.max():.2e}")

@@ -2,7 +2,10 @@
 
 Encodes STS-B test (2,758 sentences, batch 32) under torch.profiler for each path and dtype, and
 splits the wall time by the operators' own time. "Python and dispatch" is the wall time no operator
-accounts for: the interpreter, module calls and the tokenizer.
+accounts for: the interpreter, module calls and the tokenizer. Then the rate of the products themselves
+(the real tokens' linear-layer multiply-adds over the time in matmul), beside the best linear layer of
+the model's shape measured at the end: where that rate is near the best, the rest of the gap is outside
+the products.
 
     python scripts/profile_encode.py [--data ../shared/data] [--threads 2]
 """
@@ -18,6 +21,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
+
+from bench_encode import encoder_flops, matmul_ceiling
 
 CATEGORIES = {  # operator name -> where it belongs
     "matmul": ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::_int_mm"),
@@ -79,6 +84,14 @@ def main() -> None:
     for row in rows:
         print(f"{row:22}" + "".join(f"{r[row] / r['wall']:20.1%}" for r in runs.values()))
     print(f"{'wall seconds':22}" + "".join(f"{r['wall']:20.2f}" for r in runs.values()))
+    # The rate of the products themselves: the real tokens' linear-layer work over the time spent in matmul
+    # (the reference path, and the fast path on a lightly padded grid, also multiply padding rows: that time
+    # counts, not that work).
+    linear, cfg = encoder_flops(encoder, sentences, attention=False), encoder.bert.config
+    print(f"{'matmul GFLOP/s':22}" + "".join(f"{linear / r['matmul'] / 1e9:20.1f}" for r in runs.values()))
+    print("best linear layer of the model's shape, measured now (GFLOP/s): "
+          + ", ".join(f"{group} {matmul_ceiling('cpu', group, cfg.hidden_size, cfg.intermediate_size):.1f}"
+                      for group in ("float32", "bfloat16", "int8")))
 
 
 if __name__ == "__main__":
