@@ -97,13 +97,16 @@ def squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def table_rows(table) -> list[list[str]]:
-    """The body rows of a rendered st.table, as cell texts (index cells, if any, left out)."""
-    return [[squash(cell.inner_text()) for cell in row.locator("td").all()] for row in table.locator("tbody tr").all()]
+# Every visible table's body rows as cell texts (index cells, if any, left out), read in one go inside the
+# page: Streamlit replaces a table's rows while it fills them, and a row found by one call could be gone by
+# the next (a locator to it would then wait for it until the test times out).
+READ_TABLES = """() => [...document.querySelectorAll('table')]
+    .filter(t => t.getClientRects().length > 0 && getComputedStyle(t).visibility !== 'hidden')
+    .map(t => [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(c => c.innerText)))"""
 
 
-def visible_tables(page) -> list:
-    return [t for t in page.locator("table").all() if t.is_visible()]
+def tables_now(page) -> list[list[list[str]]]:
+    return [[[squash(cell) for cell in row] for row in table] for table in page.evaluate(READ_TABLES)]
 
 
 def shown_tables(page, timeout: float = 30.0) -> list[list[list[str]]]:
@@ -111,7 +114,7 @@ def shown_tables(page, timeout: float = 30.0) -> list[list[list[str]]]:
     after the table itself appears, so read until two reads agree and no row is empty."""
     deadline, last = time.time() + timeout, None
     while time.time() < deadline:
-        now = [table_rows(t) for t in visible_tables(page)]
+        now = tables_now(page)
         if now == last and all(row for table in now for row in table):
             return now
         last = now
