@@ -201,8 +201,9 @@ class BertModel(nn.Module):
         if attn_implementation not in ("eager", "sdpa"):
             raise ValueError(f"attn_implementation must be 'eager' or 'sdpa', got {attn_implementation!r}")
         self.attn_implementation = attn_implementation  # kept by a twin on another path, and back
-        for block in self.blocks:  # every path's attention reads it
-            block.attention.attn_implementation = attn_implementation
+        for block in self.blocks:
+            if isinstance(block.attention, SelfAttention):  # the fast path's attention picks its own kernel
+                block.attention.attn_implementation = attn_implementation
 
     def set_dropout(self, p: float) -> None:
         """One dropout rate for the embeddings, attention links and residual branches (fine-tuning knob)."""

@@ -145,7 +145,8 @@ def main() -> None:
     outputs: dict[str, np.ndarray] = {}
     # The ceiling is measured in every round too, between the encodes, so that it meets the same machine
     # noise as they do; the table divides by its median over the rounds, like the rates.
-    cfg = SentenceEncoder.from_pretrained(folder).bert.config
+    plain = SentenceEncoder.from_pretrained(folder)  # for the model's shape and the sentences' token counts
+    cfg = plain.bert.config
     groups = sorted({group for group, _ in runs.values()})
     ceilings: dict[str, list[float]] = {group: [] for group in groups}
     for _ in range(args.rounds):
@@ -155,7 +156,7 @@ def main() -> None:
         for group in groups:
             ceilings[group].append(matmul_ceiling(args.device, group, cfg.hidden_size, cfg.intermediate_size, 3))
 
-    flops = encoder_flops(SentenceEncoder.from_pretrained(folder), sentences)
+    flops = encoder_flops(plain, sentences)
     ceiling = {group: statistics.median(rates) for group, rates in ceilings.items()}
     rate = {name: len(sentences) / statistics.median(ts) for name, ts in times.items()}
     rivals = {name: r for name, r in rate.items() if not name.startswith("minibert")}

@@ -101,7 +101,8 @@ def squash(text: str) -> str:
 # page: Streamlit replaces a table's rows while it fills them, and a row found by one call could be gone by
 # the next (a locator to it would then wait for it until the test times out).
 READ_TABLES = """() => [...document.querySelectorAll('table')]
-    .filter(t => t.getClientRects().length > 0 && getComputedStyle(t).visibility !== 'hidden')
+    .filter(t => { const box = t.getBoundingClientRect(); return box.width > 0 && box.height > 0
+        && getComputedStyle(t).visibility !== 'hidden' })
     .map(t => [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(c => c.innerText)))"""
 
 

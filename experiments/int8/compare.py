@@ -125,10 +125,10 @@ def schemes(bert: nn.Module, scratch: Path, calibration: torch.Tensor) -> dict[s
              "per token, not smoothed": quantize_int8(copy.deepcopy(fast), smoothing=0),
              "per token, smoothed a=0.8": quantize_int8(copy.deepcopy(fast), smoothing=0.8),
              "per token, smoothed, ffn_out float": quantize_int8(copy.deepcopy(fast), ("ffn_out",)),
-             "**per token, smoothed a=0.5 (now)**": quantize_int8(copy.deepcopy(fast)),
+             CHOSEN: quantize_int8(copy.deepcopy(fast)),
              "same, ranges from STS-B train text": quantize_int8(copy.deepcopy(fast), calibration=calibration),
              "same, every layer smoothed": quantize_int8(copy.deepcopy(fast), smoothed=EVERY_LAYER),
-             "same, ffn_out smoothed too": quantize_int8(copy.deepcopy(fast), smoothed=(".qkv", ".ffn_in", ".ffn_out"))}
+             "same, ffn_out smoothed too": quantize_int8(copy.deepcopy(fast), smoothed=(*SMOOTHED, ".ffn_out"))}
     try:
         found["ONNX Runtime dynamic int8"] = OnnxRuntimeBert(bert, scratch)
     except ImportError as e:
@@ -177,9 +177,11 @@ def multitask_dev(folder: Path, data: Path, scratch: Path) -> dict[str, tuple]:
     """SNLI dev and AG News dev (the 10% of their training files that the run held out: 984 pairs, 1,000
     texts), SST-2 dev (6,735), CoNLL dev (3,250): each scheme's score and predicted labels (tags for NER)."""
     model = MultiTaskModel.load(folder, path="reference")
-    split_seed = json.loads((folder.parent / "config.json").read_text())["split_seed"]  # the run's hold-out
-    _, nli_dev = hold_out(model.task("nli").read(data / "snli" / "dev.tsv"), 0.1, split_seed)
-    _, topic_dev = hold_out(model.task("topic").read(data / "agnews" / "train.tsv"), 0.1, split_seed)
+    run = json.loads((folder.parent / "config.json").read_text())  # what the run held out, and how
+    fraction = {task["name"]: task["dev_split"] for task in run["tasks"]}
+    seed = run["split_seed"]
+    _, nli_dev = hold_out(model.task("nli").read(data / "snli" / "dev.tsv"), fraction["nli"], seed)
+    _, topic_dev = hold_out(model.task("topic").read(data / "agnews" / "train.tsv"), fraction["topic"], seed)
     sets = {"nli": nli_dev, "sentiment": model.task("sentiment").read(data / "sst2" / "dev.tsv"), "topic": topic_dev,
             "ner": model.task("ner").read(data / "conll2003" / "valid.txt")}
     sets = {task: sorted(examples, key=example_length, reverse=True) for task, examples in sets.items()}

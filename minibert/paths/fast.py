@@ -121,7 +121,6 @@ class PackedSelfAttention(nn.Module):
         self.head_dim = config.head_dim
         self.qkv = FastLinear(config.hidden_size, 3 * config.hidden_size)  # rows: query, then key, then value
         self.dropout_p = config.attention_probs_dropout_prob
-        self.attn_implementation = "sdpa"  # or "eager": the model's setting (BertModel.set_attn_implementation)
 
     def forward(self, x: torch.Tensor, packing: Packing, bias: torch.Tensor | None = None) -> torch.Tensor:
         """``bias``: an additive (1 or B, H, L, L) term on the scores on the (B, L) grid (MPNet), or None."""
@@ -129,29 +128,29 @@ class PackedSelfAttention(nn.Module):
         qkv = self.qkv(x)  # (T, 3C)
         dropout_p = self.dropout_p if self.training else 0.0
         if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0 and bias is None \
-                and self.attn_implementation == "sdpa" and (packing.index is not None or packing.keep is None) \
-                and varlen_attention() is not None:
+                and (packing.index is not None or packing.keep is None) and varlen_attention() is not None:
             # rows packed (or nothing to pack); varlen_attn takes no attention dropout and no bias
             q, k, v = qkv.view(T, 3, self.n_head, self.head_dim).unbind(1)  # each (T, H, D)
             y = varlen_attention()(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len)
             return y.reshape(T, C)
-        # Elsewhere: back into the (B, L) grid for attention only. Attention is a small share of the work
-        # for sentence-length inputs; the linear layers around it stay on T rows.
+        # Elsewhere: back into the (B, L) grid for attention only. Attention is a small share of
+        # the work for sentence-length inputs; the linear layers around it stay on T rows.
         B, L = packing.shape
         grid = qkv.view(B, L, -1) if packing.index is None else packing.unpack(qkv)  # padded rows: masked keys
-        q, k, v = grid.view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, L, D)
-        if self.attn_implementation == "sdpa":  # fused; on the CPU it also reads q, k, v where they lie
+        q, k, v = grid.view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        if qkv.is_cuda:
             mask = packing.keep
             if bias is not None:
                 mask = bias if mask is None else bias.masked_fill(~mask, torch.finfo(bias.dtype).min)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        else:  # "eager": the products written out, as in model.py
+        else:  # on CPU the plain products beat the fused kernel at these short lengths
             scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (B, H, L, L)
             if bias is not None:
                 scores = scores + bias
             if packing.keep is not None:
                 scores = scores.masked_fill(~packing.keep, torch.finfo(scores.dtype).min)
-            y = F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=self.training) @ v
+            probs = F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=self.training)
+            y = probs @ v
         return packing.pack(y.transpose(1, 2)).reshape(T, C)  # (B, H, L, D) -> (T, H, D) -> (T, C)
 
 
@@ -194,7 +193,6 @@ class FastBertModel(BertModel):
             self.blocks = nn.ModuleList(FastEncoderBlock(config) for _ in range(config.num_hidden_layers))
         if state is not None:
             self.blocks.load_state_dict(state, strict=True, assign=True)
-        self.set_attn_implementation(attn_implementation)  # on the new blocks
 
     def set_dropout(self, p: float) -> None:
         super().set_dropout(p)
