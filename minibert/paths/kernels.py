@@ -158,10 +158,12 @@ def linear_kernel(dtype: torch.dtype) -> str:
         linear_kernel(torch.float32)
     with MEASURING:
         if dtype not in CHOSEN:
-            forced = forced_kernel(dtype)
-            generator = torch.Generator().manual_seed(0)
-            x, weight = (torch.randn(*shape, generator=generator).to(dtype) for shape in ((256, 384), (1536, 384)))
-            CHOSEN[dtype] = forced or (measure(x, weight, None) if len(candidates(dtype)) > 1 else "blas")
+            chosen = forced_kernel(dtype)
+            if chosen is None and len(candidates(dtype)) > 1:  # nothing forced, something to choose from
+                generator = torch.Generator().manual_seed(0)
+                x, weight = (torch.randn(*shape, generator=generator).to(dtype) for shape in ((256, 384), (1536, 384)))
+                chosen = measure(x, weight, None)
+            CHOSEN[dtype] = chosen or "blas"
     return CHOSEN[dtype]
 
 
