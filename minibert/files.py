@@ -26,8 +26,16 @@ def read_json(path: str | Path, what: str = "file") -> dict | list:
 
 
 def optional_json(path: str | Path) -> dict:
-    """The JSON object in `path`, or {} when the file does not exist."""
+    """The JSON in `path` (any value: ``json_object`` checks for an object), or {} when there is no such file."""
     return read_json(path) if Path(path).is_file() else {}
+
+
+def json_object(path: Path) -> dict:
+    """The JSON object in ``path``, {} when there is no such file."""
+    raw = optional_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
 
 
 def split_lines(data: bytes, name: str) -> list[str]:

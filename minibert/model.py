@@ -22,21 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert import weights
-from minibert.config import BertConfig
+from minibert.activations import activation
+from minibert.config import BertConfig, declared_dtype
+from minibert.files import read_json
 
 AttnImplementation = Literal["eager", "sdpa"]
 log = logging.getLogger(__name__)
-
-
-def activation(name: str):
-    """The feed-forward nonlinearity named by ``config.hidden_act``."""
-    if name == "gelu":  # BERT's original GELU: x * Phi(x), computed exactly with erf
-        return nn.GELU()
-    if name in ("gelu_new", "gelu_pytorch_tanh"):  # the tanh approximation (GPT-2 style)
-        return nn.GELU(approximate="tanh")
-    if name == "relu":
-        return nn.ReLU()
-    raise ValueError(f"unsupported activation {name!r}")
 
 
 @contextmanager
@@ -113,11 +104,11 @@ class SelfAttention(nn.Module):
         # computed (they attend to the real keys) and are simply ignored downstream.
         keep = attention_mask[:, None, None, :].bool()
         dropout_p = self.dropout_p if self.training else 0.0
-        if self.attn_implementation == "sdpa":
-            # A boolean mask means "True = may attend"; a float mask is added to the scores. SDPA applies
-            # the same 1/sqrt(D) scaling.
-            mask = keep if bias is None else bias.masked_fill(~keep, torch.finfo(bias.dtype).min)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        # A bias on the scores (MPNet's) always runs the products written out, as transformers runs MPNet: SDPA's
+        # CPU kernel rounds such a sum differently, by several bf16 units where it matters.
+        if self.attn_implementation == "sdpa" and bias is None:
+            # A boolean mask means "True = may attend". SDPA applies the same 1/sqrt(D) scaling.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
         else:
             # Scale by 1/sqrt(D): the dot product of two D-dim vectors with unit-variance entries has
             # variance D; without the scaling, softmax saturates and its gradients vanish.
@@ -262,8 +253,10 @@ class BertModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None,
-                        attn_implementation: AttnImplementation = "sdpa") -> BertModel:
+                        attn_implementation: AttnImplementation = "sdpa",
+                        config_overrides: dict | None = None) -> BertModel:
         """Every parameter from a Hugging Face BERT folder (config.json + safetensors), strictly.
+        ``config_overrides``: settings laid over config.json's (a sentence-transformers folder's config_args).
 
         The model is built on the ``meta`` device: no random init to throw away, and a parameter the
         checkpoint does not fill cannot silently keep a random value (``load_state_dict`` is strict).
@@ -271,7 +264,10 @@ class BertModel(nn.Module):
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        config = cls.config_class.from_json(folder / "config.json")
+        raw_config = read_json(folder / "config.json", "config file")
+        if isinstance(raw_config, dict) and config_overrides:
+            raw_config = {**raw_config, **config_overrides}
+        config = cls.config_class.from_dict(raw_config, source=str(folder / "config.json"))
         tensors, report = weights.split_encoder_tensors(weights.load_safetensors(folder), str(folder), cls.hf_prefix)
         with torch.device("meta"):
             model = cls(config, add_pooler=weights.has_pooler(tensors), attn_implementation=attn_implementation)
@@ -279,7 +275,9 @@ class BertModel(nn.Module):
         key_map = cls.key_map(config, weights.has_pooler(tensors))
         state = weights.convert_state_dict(tensors, report, key_map, shapes, str(folder / "config.json"))
         model.load_state_dict(state, strict=True, assign=True)
-        if dtype is None:  # the checkpoint's own dtype, as transformers keeps it; float32 if it mixes several
+        if dtype is None:  # as transformers: the dtype config.json names, else the one the weights are stored in
+            dtype = declared_dtype(raw_config, str(folder / "config.json"))
+        if dtype is None:  # (float32 if they mix several)
             stored = {t.dtype for t in state.values()}
             dtype = stored.pop() if len(stored) == 1 else torch.float32
         model.to(device=device, dtype=dtype).eval()  # a loaded model starts in inference mode, as in transformers

@@ -2,14 +2,16 @@
 
     Transformer (the encoder's folder) -> Pooling (1_Pooling/) -> Dense (2_Dense/, ...)* -> Normalize?
 
-minibert reads that list and rebuilds the same pipeline: ``Dense`` is a linear layer with an
-activation (sentence-transformers' projection, e.g. to 768 or 256 dims), ``Normalize`` an L2
-normalisation. ``config_sentence_transformers.json`` adds named prompts ("query: ") that are put in
-front of the text. A module type minibert does not implement is an error naming it and the file.
+minibert reads that list and rebuilds the same pipeline: ``Dense`` is a linear layer with an activation
+(sentence-transformers' projection, e.g. to 768 or 256 dims), ``Normalize`` an L2 normalisation. The
+Transformer module's own settings live in ``sentence_bert_config.json`` (``TransformerSettings``). Every key
+sentence-transformers reads there is honoured or refused by name; a module type minibert does not implement
+is an error naming it and the file. docs/parity.md lists every file and key.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,25 +21,107 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from minibert.config import declared_dtype
 from minibert.files import optional_json, read_json
 from minibert.weights import check_tensors, save_tensors
 
-# sentence-transformers writes the activation as the class's full name
-ACTIVATIONS = {"torch.nn.modules.linear.Identity": nn.Identity, "torch.nn.modules.activation.Tanh": nn.Tanh,
-               "torch.nn.modules.activation.ReLU": nn.ReLU, "torch.nn.modules.activation.GELU": nn.GELU,
-               "torch.nn.modules.activation.Sigmoid": nn.Sigmoid, "torch.nn.modules.activation.SiLU": nn.SiLU}
 MODULE_TYPES = ("Transformer", "Pooling", "Dense", "Normalize")
+# The Transformer module's config: the current name first, then the older per-family names it still reads.
+MODULE_CONFIG_FILES = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
+                       "sentence_camembert_config.json", "sentence_albert_config.json",
+                       "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
+# sentence-transformers 6 renamed these keys of the module config; either name is read
+RENAMED = {"model_args": "model_kwargs", "tokenizer_args": "processor_kwargs", "config_args": "config_kwargs"}
+# Keys that do not change the embeddings of encode(): the device backend, flash-attention unpadding (the same
+# function), the lengths and expansion of encode_query/encode_document, which minibert does not have.
+NO_EFFECT = ("backend", "cache_dir", "unpad_inputs", "query_length", "document_length")
+
+
+@dataclass
+class TransformerSettings:
+    """What the Transformer module's config says (all empty for a plain Hugging Face folder)."""
+
+    path: Path | None = None
+    max_seq_length: int | None = None  # the token limit (before sentence-transformers 6 wrote it here)
+    do_lower_case: bool = False  # lowercase the text first (a Lowercase put before the tokenizer's normaliser)
+    tokenizer: dict = field(default_factory=dict)  # over tokenizer_config.json's settings
+    config: dict = field(default_factory=dict)  # over config.json's settings
+    dtype: torch.dtype | None = None  # model_kwargs' dtype, over config.json's
+
+
+def read_transformer_settings(folder: Path) -> TransformerSettings:
+    """The first of MODULE_CONFIG_FILES that holds settings, every key checked."""
+    for name in MODULE_CONFIG_FILES:
+        raw = optional_json(folder / name)
+        if raw:
+            break
+    else:
+        return TransformerSettings()
+    path = folder / name
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings, got {type(raw).__name__}")
+    raw = {RENAMED.get(k, k): v for k, v in raw.items() if k not in NO_EFFECT}
+    settings = TransformerSettings(path, raw.pop("max_seq_length", None), raw.pop("do_lower_case", False))
+    limit = settings.max_seq_length
+    if limit is not None and not (type(limit) is int and limit >= 2):
+        raise ValueError(f"{path}: max_seq_length must be an integer >= 2, got {settings.max_seq_length!r}")
+    if not isinstance(settings.do_lower_case, bool):
+        raise ValueError(f"{path}: do_lower_case must be true or false, got {settings.do_lower_case!r}")
+    for key in ("model_kwargs", "processor_kwargs", "config_kwargs"):
+        value = raw.pop(key, None) or {}
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: {key} must be a JSON object, got {value!r}")
+        value = {k: v for k, v in value.items() if k != "trust_remote_code"}
+        if key == "model_kwargs":
+            unknown = [k for k in value if k not in ("dtype", "torch_dtype", "attn_implementation")]
+            if unknown:
+                raise ValueError(f"{path}: model_kwargs {unknown[0]!r} is not a setting minibert runs (it reads "
+                                 "dtype, torch_dtype and attn_implementation)")
+            settings.dtype = declared_dtype(value, f"{path}: model_kwargs")
+        else:
+            setattr(settings, "tokenizer" if key == "processor_kwargs" else "config", value)
+    check_text_only(raw, path)
+    if raw:
+        raise ValueError(f"{path}: {sorted(raw)[0]!r} is not a setting of sentence-transformers' Transformer module "
+                         "that minibert runs (see docs/parity.md)")
+    return settings
+
+
+def check_text_only(raw: dict, path: Path) -> None:
+    """Pop the keys that say what the module runs; anything but text through the model's forward is refused."""
+    task = raw.pop("transformer_task", "feature-extraction")
+    if task != "feature-extraction":
+        raise ValueError(f"{path}: transformer_task {task!r}: minibert runs 'feature-extraction' only")
+    output = raw.pop("module_output_name", "token_embeddings")
+    if output != "token_embeddings":
+        raise ValueError(f"{path}: module_output_name {output!r}: minibert's pooling reads 'token_embeddings'")
+    modalities = raw.pop("modality_config", None)
+    text = {"method": "forward", "method_output_name": "last_hidden_state"}
+    if modalities is not None and (not isinstance(modalities, dict) or set(modalities) != {"text"}
+                                   or {k: v for k, v in modalities["text"].items() if k != "format"} != text):
+        raise ValueError(f"{path}: modality_config {modalities!r}: minibert runs plain text through the model's "
+                         f"forward only ({{'text': {text}}}; no chat template)")
+    kwargs = raw.pop("processing_kwargs", None)
+    if kwargs:
+        raise ValueError(f"{path}: processing_kwargs {kwargs!r}: minibert does not change the tokenizer's call")
+    for key in ("query_expansion", "tokenizer_name_or_path"):
+        if raw.pop(key, None) is not None:
+            raise ValueError(f"{path}: {key} is not supported by minibert")
 
 
 @dataclass
 class Pipeline:
-    """What modules.json lists: the encoder's folder, the pooling folder (None: mean pooling, as for a plain
-    Hugging Face folder), the Dense modules' folders in order, and whether a Normalize comes last."""
+    """What modules.json lists: the encoder's folder and its settings, the pooling folder (None: mean pooling,
+    as for a plain Hugging Face folder), the Dense modules' folders in order, and whether a Normalize comes
+    last. ``sentence_transformers``: whether the folder has a modules.json at all (its other files are only
+    read when it does, as sentence-transformers reads them)."""
 
     transformer: Path
     pooling: Path | None = None
     dense: list[Path] = field(default_factory=list)
     normalize: bool = False
+    settings: TransformerSettings = field(default_factory=TransformerSettings)
+    sentence_transformers: bool = False
 
 
 def read_pipeline(folder: Path) -> Pipeline:
@@ -48,11 +132,13 @@ def read_pipeline(folder: Path) -> Pipeline:
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise ValueError(f"{path}: expected a list of modules ({{\"idx\", \"path\", \"type\"}}), got {modules!r:.80}")
     for i, module in enumerate(modules):
-        if not (isinstance(module.get("type"), str) and isinstance(module.get("path", ""), str)
-                and type(module.get("idx", 0)) is int):
-            raise ValueError(f"{path}: module {i} needs a string type and path and an integer idx, got {module!r}")
-    kinds = [(m["type"].rsplit(".", 1)[-1], folder / m.get("path", ""), m) for m in sorted(modules, key=lambda m:
-                                                                                          m.get("idx", 0))]
+        where = module.get("path", "")
+        if not (isinstance(module.get("type"), str) and isinstance(where, str)):
+            raise ValueError(f"{path}: module {i} needs a string type and path, got {module!r}")
+        if Path(where).is_absolute() or ".." in Path(where).parts:
+            raise ValueError(f"{path}: module {i}'s path {where!r} must lie inside the model folder")
+    # sentence-transformers runs the modules in the order listed (it does not read "idx")
+    kinds = [(m["type"].rsplit(".", 1)[-1], folder / m.get("path", ""), m) for m in modules]
     for kind, _, module in kinds:
         if kind not in MODULE_TYPES:
             raise ValueError(f"{path}: module {module['type']!r} (path {module.get('path')!r}) is not supported by "
@@ -65,8 +151,33 @@ def read_pipeline(folder: Path) -> Pipeline:
         raise ValueError(f"{path}: modules in the order {order}; minibert runs Transformer, Pooling, Dense..., "
                          "Normalize, each at most once but Dense")
     by_kind = {kind: p for kind, p, _ in kinds}
-    return Pipeline(by_kind["Transformer"], by_kind.get("Pooling"), [p for kind, p, _ in kinds if kind == "Dense"],
-                    "Normalize" in order)
+    if "Normalize" in by_kind:  # its optional config.json names what it reads and writes
+        normalize_config = optional_json(by_kind["Normalize"] / "config.json")
+        for key in ("module_input_name", "module_output_name"):
+            if normalize_config.get(key, "sentence_embedding") != "sentence_embedding":
+                raise ValueError(f"{by_kind['Normalize'] / 'config.json'}: {key}={normalize_config[key]!r}: minibert "
+                                 "normalises sentence embeddings only")
+    transformer = by_kind["Transformer"]
+    return Pipeline(transformer, by_kind.get("Pooling"), [p for kind, p, _ in kinds if kind == "Dense"],
+                    "Normalize" in order, read_transformer_settings(transformer), sentence_transformers=True)
+
+
+def activation_module(name: str, where: str) -> nn.Module:
+    """Dense's ``activation_function``: the import path of a torch.nn module class, built without arguments, as
+    sentence-transformers builds it (e.g. ``torch.nn.modules.activation.Tanh``). A path outside torch is
+    refused (sentence-transformers would silently put Tanh in its place)."""
+    module_name, _, class_name = name.rpartition(".")
+    if not module_name.startswith("torch."):
+        raise ValueError(f"{where}: activation_function {name!r} is not a torch class (sentence-transformers "
+                         "would run Tanh instead of it)")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        module = cls() if isinstance(cls, type) and issubclass(cls, nn.Module) else None
+    except (ImportError, AttributeError, TypeError) as e:
+        raise ValueError(f"{where}: activation_function {name!r} cannot be imported and built ({e})") from e
+    if module is None or any(True for _ in module.parameters()):
+        raise ValueError(f"{where}: activation_function {name!r} must be a torch.nn module without parameters")
+    return module
 
 
 class Dense(nn.Module):
@@ -76,11 +187,9 @@ class Dense(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str =
                  "torch.nn.modules.activation.Tanh", use_residual: bool = False) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r} is not supported (supported: {sorted(ACTIVATIONS)})")
         self.activation_name, self.use_residual = activation, use_residual
         self.linear = nn.Linear(in_features, out_features, bias=bias)
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = activation_module(activation, "Dense")
         self.residual = nn.Linear(in_features, out_features, bias=False) \
             if use_residual and in_features != out_features else None
 
@@ -130,41 +239,3 @@ class Dense(nn.Module):
             config["use_residual"] = True
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_tensors(self.state_dict(), folder / "model.safetensors")
-
-
-@dataclass
-class Prompts:
-    """config_sentence_transformers.json's named prompts and the one used when none is asked for."""
-
-    prompts: dict[str, str] = field(default_factory=dict)
-    default_prompt_name: str | None = None
-
-    @classmethod
-    def from_folder(cls, folder: Path) -> Prompts:
-        path = folder / "config_sentence_transformers.json"
-        raw = optional_json(path)
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a JSON object of settings, got {type(raw).__name__}")
-        prompts, default = raw.get("prompts") or {}, raw.get("default_prompt_name")
-        if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                    for k, v in prompts.items()):
-            raise ValueError(f"{path}: prompts must map names to texts, got {prompts!r}")
-        if default is not None and default not in prompts:
-            raise ValueError(f"{path}: default_prompt_name {default!r} is not one of the prompts {sorted(prompts)}")
-        return cls(dict(prompts), default)
-
-    def text(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
-        """The prompt to put before each text: ``prompt`` itself, the one named, or the default one ("")."""
-        if prompt is not None:
-            if prompt_name is not None:
-                raise ValueError("give prompt or prompt_name, not both")
-            return prompt
-        name = prompt_name if prompt_name is not None else self.default_prompt_name
-        if name is None:
-            return ""
-        if name not in self.prompts:
-            raise ValueError(f"prompt_name {name!r} is not one of the model's prompts {sorted(self.prompts)}")
-        return self.prompts[name]
-
-    def to_json_dict(self) -> dict:
-        return {"prompts": self.prompts, "default_prompt_name": self.default_prompt_name}

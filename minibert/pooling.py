@@ -81,15 +81,25 @@ class Pooling(nn.Module):
         super().__init__()
         self.config = config or PoolingConfig()
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.cat([pool(mode, hidden, mask) for mode in self.config.modes], dim=-1)
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, prompt_length: int = 0) -> torch.Tensor:
+        """``prompt_length``: the first tokens of every row are a prompt ([CLS] included), left out when the
+        config says ``include_prompt = false`` (rows are padded on the right, so they come first)."""
+        pool_mask = mask
+        if prompt_length and not self.config.include_prompt:
+            pool_mask = mask.clone()
+            pool_mask[:, :prompt_length] = 0
+        first = mask.to(torch.int).argmax(dim=1)  # the first real token; weightedmean counts from it
+        return torch.cat([pool(mode, hidden, pool_mask, first) for mode in self.config.modes], dim=-1)
 
     def output_dim(self, hidden_size: int) -> int:
         return len(self.config.modes) * hidden_size
 
 
-def pool(mode: str, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """One pooling mode. Sums accumulate in float32 even for bf16/fp16 hidden states."""
+def pool(mode: str, hidden: torch.Tensor, mask: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+    """One pooling mode over the tokens ``mask`` keeps. ``first``: each row's first real token, where
+    weightedmean's weights start (a prompt left out of ``mask`` keeps its positions: the tokens after it are
+    weighted as if it were there, as sentence-transformers weights them). Sums accumulate in float32 even for
+    bf16/fp16 hidden states."""
     B, L, C = hidden.shape
     keep = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1): multiplying by it zeroes the pads
     acc = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
@@ -105,7 +115,9 @@ def pool(mode: str, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (summed / (count if mode == "mean" else count.sqrt())).to(hidden.dtype)
     if mode == "weightedmean":  # token t (counting from 1) gets weight t: later tokens count more
         weights = torch.arange(1, L + 1, device=hidden.device, dtype=acc).view(1, L, 1)
-        weights = weights - mask.to(torch.int32).argmax(dim=1).view(B, 1, 1)  # start at the first real token
+        if first is None:
+            first = mask.to(torch.int32).argmax(dim=1)
+        weights = weights - first.view(B, 1, 1).to(acc)  # start at the first real token
         weighted = keep.to(acc) * weights
         return ((hidden * weighted).sum(dim=1) / weighted.sum(dim=1).clamp(min=1e-9)).to(hidden.dtype)
     if mode == "lasttoken":  # the last real token ([SEP] for BERT)

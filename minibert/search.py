@@ -13,7 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-Score = Literal["cos", "dot"]
+from minibert.similarity import SIMILARITIES, check_name
+
+Score = Literal["cosine", "dot", "euclidean", "manhattan", "cos"]  # "cos": cosine, its older name here
+
+
+def score_name(score: str) -> str:
+    return check_name("cosine" if score == "cos" else score)
 
 
 def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
@@ -33,9 +39,14 @@ def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str, offset: int = 0)
     return x
 
 
-def prepare(x: torch.Tensor, score: Score) -> torch.Tensor:
-    """Rows ready for a dot product: the cosine is the dot product of unit vectors."""
-    return F.normalize(x, dim=-1) if score == "cos" else x
+def prepare(x: torch.Tensor, score: str) -> torch.Tensor:
+    """Rows ready to be scored: unit vectors for the cosine (then it is their dot product), else as they are."""
+    return F.normalize(x, dim=-1) if score == "cosine" else x
+
+
+def scores(queries: torch.Tensor, chunk: torch.Tensor, score: str) -> torch.Tensor:
+    """(queries, chunk) scores of prepared rows, larger meaning closer (distances negated)."""
+    return queries @ chunk.T if score in ("cosine", "dot") else SIMILARITIES[score](queries, chunk)
 
 
 def merge_top_k(best_scores: torch.Tensor, best_ids: torch.Tensor, new_scores: torch.Tensor, new_ids: torch.Tensor,
@@ -58,15 +69,15 @@ def best_first(scores: torch.Tensor, ids: torch.Tensor) -> tuple[list, list]:
 
 @torch.inference_mode()
 def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddings: np.ndarray | torch.Tensor,
-                    top_k: int = 10, score: Score = "cos", chunk_size: int = 50_000) -> list[list[dict]]:
+                    top_k: int = 10, score: Score = "cosine", chunk_size: int = 50_000) -> list[list[dict]]:
     """For each query, its ``top_k`` corpus entries as ``{"corpus_id", "score"}``, best first (fewer when
     the corpus is smaller than ``top_k``, as in sentence-transformers).
 
-    ``score="cos"`` is cosine similarity, ``"dot"`` the plain dot product (the same for unit vectors).
-    The corpus may be a ``np.memmap``: only ``chunk_size`` rows of it are in memory at a time.
+    ``score``: one of ``minibert.similarity``'s (cosine, dot, euclidean, manhattan; larger is closer), the one
+    the model was trained for (``SentenceEncoder.settings.similarity_fn_name``). The corpus may be a
+    ``np.memmap``: only ``chunk_size`` rows of it are in memory at a time.
     """
-    if score not in ("cos", "dot"):
-        raise ValueError(f"score must be 'cos' or 'dot', got {score!r}")
+    score = score_name(score)
     if top_k < 1 or chunk_size < 1:
         raise ValueError(f"top_k and chunk_size must be >= 1, got {top_k} and {chunk_size}")
     queries = prepare(as_matrix(query_embeddings, "query embeddings"), score)
@@ -80,17 +91,19 @@ def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddin
         if chunk.shape[1] != queries.shape[1]:
             raise ValueError(f"queries have {queries.shape[1]} dimensions but the corpus {chunk.shape[1]}")
         ids = torch.arange(start, start + len(chunk)).expand(len(queries), -1)
-        best_scores, best_ids = merge_top_k(best_scores, best_ids, queries @ prepare(chunk, score).T, ids, top_k)
+        best_scores, best_ids = merge_top_k(best_scores, best_ids, scores(queries, prepare(chunk, score), score),
+                                            ids, top_k)
     return [[{"corpus_id": int(i), "score": float(s)} for s, i in zip(row_s, row_i, strict=True)]
             for row_s, row_i in zip(*best_first(best_scores, best_ids), strict=True)]
 
 
 @torch.inference_mode()
 def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, max_pairs: int = 500_000,
-                      score: Score = "cos", chunk_size: int = 5_000) -> list[tuple[float, int, int]]:
+                      score: Score = "cosine", chunk_size: int = 5_000) -> list[tuple[float, int, int]]:
     """The best-scoring distinct pairs (score, i, j), i < j, within one set: each entry is paired with its
     ``top_k`` nearest other entries, a pair found from both ends counts once, best first (ties: lower
     i, then lower j), at most ``max_pairs``."""
+    score = score_name(score)
     x = prepare(as_matrix(embeddings, "embeddings"), score)
     pairs: dict[tuple[int, int], float] = {}
     for start in range(0, len(x), chunk_size):
@@ -100,7 +113,7 @@ def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, m
         best_ids = torch.empty(len(queries), 0, dtype=torch.long)
         for corpus_start in range(0, len(x), chunk_size):
             chunk = x[corpus_start:corpus_start + chunk_size]
-            chunk_scores = queries @ chunk.T
+            chunk_scores = scores(queries, chunk, score)
             ids = torch.arange(corpus_start, corpus_start + len(chunk)).expand(len(queries), -1)
             chunk_scores = chunk_scores.masked_fill(ids == rows[:, None], float("-inf"))  # not with itself
             best_scores, best_ids = merge_top_k(best_scores, best_ids, chunk_scores, ids, top_k)

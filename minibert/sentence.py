@@ -8,6 +8,8 @@ pipeline from minibert's own modules.
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -17,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minibert import similarity
+from minibert.encode_settings import EncodeSettings
 from minibert.families import load_model
 from minibert.hub import DEFAULT_MODEL, resolve_model
 from minibert.model import AttnImplementation, BertModel, eval_mode
-from minibert.paths import check_path, convert, default_path
-from minibert.pipeline import Dense, Prompts, read_pipeline
+from minibert.paths import cast, check_path, convert, default_path
+from minibert.pipeline import Dense, read_pipeline
 from minibert.pooling import Pooling, PoolingConfig
 from minibert.tokenizer import Batch, Tokenizer
 
@@ -37,17 +41,20 @@ class SentenceEncoder(nn.Module):
     """Text in, one vector per text out."""
 
     def __init__(self, bert: BertModel, tokenizer: Tokenizer, pooling: Pooling | None = None,
-                 normalize: bool = False, dense: Sequence[Dense] = (), prompts: Prompts | None = None) -> None:
+                 normalize: bool = False, dense: Sequence[Dense] = (), settings: EncodeSettings | None = None) -> None:
         super().__init__()
         self.bert = bert
         self.tokenizer = tokenizer
         self.pooling = pooling or Pooling()
         self.dense = nn.ModuleList(dense)  # sentence-transformers' Dense modules, in order
-        self.normalize = normalize  # True when the model was trained with a Normalize module
-        self.prompts = prompts or Prompts()
+        self.normalize = normalize  # True when the folder lists a Normalize module: it always runs, as there
+        self.settings = settings or EncodeSettings()  # prompts, similarity function, truncate_dim
         if tokenizer.vocab_size > bert.config.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model only "
                              f"{bert.config.vocab_size} embeddings")
+        dim = self.settings.truncate_dim
+        if dim is not None and dim > self.embedding_dim:
+            raise ValueError(f"truncate_dim {dim} is more than the model's {self.embedding_dim} dimensions")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
@@ -55,11 +62,13 @@ class SentenceEncoder(nn.Module):
                         path: str | None = None) -> SentenceEncoder:
         """A model folder (or a known model's name), loaded strictly. ``path`` is the execution path
         (``minibert.paths``): by default the fastest one that equals the reference on the device ("fast"
-        on the CPU and CUDA); ``path="reference"`` runs ``model.py`` as written."""
+        on the CPU and CUDA); ``path="reference"`` runs ``model.py`` as written. ``dtype``: by default the
+        one the folder names (config.json's, or its module config's), else the one its weights have."""
         folder = resolve_model(name_or_path)
         pipeline = read_pipeline(folder)
-        bert = load_model(pipeline.transformer, dtype=dtype, device=device, attn_implementation=attn_implementation)
-        tokenizer = Tokenizer.from_pretrained(pipeline.transformer, max_positions=bert.max_tokens)
+        bert = load_model(pipeline.transformer, dtype=dtype or pipeline.settings.dtype, device=device,
+                          attn_implementation=attn_implementation, config_overrides=pipeline.settings.config)
+        tokenizer = Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens)
         pooling_json = pipeline.pooling / "config.json" if pipeline.pooling else None
         pooling_config = PoolingConfig.from_json(pooling_json) if pooling_json else PoolingConfig()
         dim = pooling_config.embedding_dimension
@@ -74,9 +83,13 @@ class SentenceEncoder(nn.Module):
                 raise ValueError(f"{dense_folder / 'config.json'}: in_features {dense[-1].linear.in_features}, but "
                                  f"the module before gives {dim} dimensions")
             dim = dense[-1].linear.out_features
+        settings = EncodeSettings.from_folder(folder) if pipeline.sentence_transformers else EncodeSettings()
+        if settings.truncate_dim is not None and settings.truncate_dim > dim:
+            raise ValueError(f"{folder / 'config_sentence_transformers.json'}: truncate_dim {settings.truncate_dim} "
+                             f"is more than the model's {dim} dimensions")
         bert_param = next(bert.parameters())
-        encoder = cls(bert, tokenizer, pooling, pipeline.normalize, dense, Prompts.from_folder(folder))
-        encoder = encoder.to(bert_param.device, bert_param.dtype).eval()
+        encoder = cls(bert, tokenizer, pooling, pipeline.normalize, dense, settings)
+        encoder = encoder.to(bert_param.device, bert_param.dtype).eval()  # Dense in the encoder's dtype, as in ST
         return encoder.to_path(path or default_path(encoder.device))
 
     @property
@@ -84,14 +97,24 @@ class SentenceEncoder(nn.Module):
         """The execution path the encoder runs: "reference", "fast", "int8" or "compiled"."""
         return self.bert.path
 
+    def twin(self, bert: BertModel, dense: Sequence[Dense] | None = None) -> SentenceEncoder:
+        """This encoder around another encoder model (and Dense modules): the same tokenizer, pooling and
+        settings, in the same train/eval mode."""
+        encoder = SentenceEncoder(bert, self.tokenizer, self.pooling, self.normalize,
+                                  self.dense if dense is None else dense, self.settings)
+        return encoder.train(self.training)
+
     def to_path(self, path: str, **options) -> SentenceEncoder:
         """This encoder on another execution path (``minibert.paths.convert``; ``options`` are its): the same
         tokenizer, pooling and Dense modules, the weights shared. Itself when it runs that path already."""
-        if path == self.path:
+        return self if path == self.path else self.twin(convert(self.bert, path, **options))
+
+    def in_dtype(self, dtype: torch.dtype) -> SentenceEncoder:
+        """This encoder computing in ``dtype`` on its path: copies of its weights in that dtype, so that its own
+        stay as they are (``encode(dtype=...)``). Itself when it has that dtype."""
+        if dtype == next(self.parameters()).dtype:
             return self
-        encoder = SentenceEncoder(convert(self.bert, path, **options), self.tokenizer, self.pooling, self.normalize,
-                                  self.dense, self.prompts)
-        return encoder.train(self.training)
+        return self.twin(cast(self.bert, dtype), [copy.deepcopy(d).to(dtype) for d in self.dense])
 
     @property
     def embedding_dim(self) -> int:
@@ -103,28 +126,22 @@ class SentenceEncoder(nn.Module):
         return next(self.parameters()).device
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None = None, normalize: bool | None = None,
-                 prompt_length: int = 0) -> SentenceFeatures:
+                 token_type_ids: torch.Tensor | None = None, prompt_length: int = 0) -> SentenceFeatures:
         """Token states and sentence embeddings from one encoder pass; differentiable, for training.
         Token-level heads read the first, sentence-level heads the second. ``prompt_length``: the first
         tokens of every row are a prompt ([CLS] included), left out of the pooling when the folder's
         pooling says ``include_prompt = false``, as sentence-transformers does."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
-        pool_mask = attention_mask
-        if prompt_length and not self.pooling.config.include_prompt:
-            pool_mask = attention_mask.clone()
-            pool_mask[:, :prompt_length] = 0
-        emb = self.pooling(hidden, pool_mask)
+        emb = self.pooling(hidden, attention_mask, prompt_length)
         for dense in self.dense:
             emb = dense(emb)
-        if self.normalize if normalize is None else normalize:
+        if self.normalize:
             emb = F.normalize(emb, p=2, dim=-1)
         return SentenceFeatures(hidden, emb)
 
-    def forward(self, batch: Batch, normalize: bool | None = None, prompt_length: int = 0) -> torch.Tensor:
+    def forward(self, batch: Batch, prompt_length: int = 0) -> torch.Tensor:
         """Embeddings (B, D) for a tokenized batch."""
-        return self.features(batch.input_ids, batch.attention_mask, batch.token_type_ids, normalize,
-                             prompt_length).embedding
+        return self.features(batch.input_ids, batch.attention_mask, batch.token_type_ids, prompt_length).embedding
 
     def prompt_length(self, prompt: str) -> int:
         """The prompt's tokens at the start of a text's tokens: all of its own but a closing special token."""
@@ -134,22 +151,24 @@ class SentenceEncoder(nn.Module):
         return len(ids) - (ids[-1] in self.tokenizer.special_ids)
 
     @torch.inference_mode()
-    def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool | None = None,
+    def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool = False,
                convert_to: Literal["numpy", "torch"] = "numpy", show_progress_bar: bool = False,
                device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                path: str | None = None, prompt_name: str | None = None, prompt: str | None = None,
                truncate_dim: int | None = None) -> np.ndarray | torch.Tensor:
-        """Embed sentences; row i of the result belongs to ``sentences[i]``.
+        """Embed sentences; row i of the result belongs to ``sentences[i]``, as sentence-transformers'
+        ``encode`` computes it.
 
         Sentences are tokenized once, then batched longest-first, so each batch pads to a similar
-        length and little compute is spent on padding. ``normalize_embeddings=None`` follows the
-        model folder (its Normalize module). ``device``/``dtype`` move the model, as
-        sentence-transformers does. A single string gives a 1-D vector. ``path`` runs this call on another
-        execution path (``minibert.paths``: "reference", "fast", "int8", "compiled"), converted for this
-        call only; by default the encoder's own (``to_path`` keeps a converted encoder). ``prompt`` (or
-        one of the folder's ``prompts`` by ``prompt_name``; by default its ``default_prompt_name``) goes
-        before every sentence. ``truncate_dim`` keeps the first dimensions (Matryoshka models), before
-        ``normalize_embeddings=True`` normalises, as in sentence-transformers.
+        length and little compute is spent on padding. The folder's modules all run (its Normalize too);
+        then ``truncate_dim`` (by default the folder's) keeps the first dimensions (Matryoshka models), and
+        ``normalize_embeddings=True`` L2-normalises what is left. A single string gives a 1-D vector.
+
+        ``device`` moves the model, as sentence-transformers does. ``dtype`` and ``path`` hold for this call
+        only: ``dtype`` computes with copies of the weights in that dtype, ``path`` converts to another
+        execution path (``minibert.paths``: "reference", "fast", "int8", "compiled"; ``to_path`` keeps one).
+        ``prompt`` (or one of the folder's ``prompts`` by ``prompt_name``; by default its
+        ``default_prompt_name``) goes before every sentence.
         """
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
@@ -162,16 +181,18 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         if truncate_dim is not None and not (type(truncate_dim) is int and 1 <= truncate_dim <= self.embedding_dim):
             raise ValueError(f"truncate_dim must be in 1..{self.embedding_dim}, got {truncate_dim!r}")
-        prefix = self.prompts.text(prompt_name, prompt)
+        truncate_dim = truncate_dim or self.settings.truncate_dim
+        prefix = self.settings.prompt(prompt_name, prompt)
         sentences, prompt_length = [prefix + s for s in sentences], self.prompt_length(prefix)
-        if device is not None or dtype is not None:
-            check_path(path or self.path, device or self.device, dtype or next(self.parameters()).dtype)
-            self.to(device=device, dtype=dtype)
+        if device is not None:
+            check_path(path or self.path, device, dtype or next(self.parameters()).dtype)
+            self.to(device=device)
         model = self if path is None else self.to_path(path)
+        model = model if dtype is None else model.in_dtype(dtype)
         with eval_mode(model):
             encodings = self.tokenizer.encode(sentences)
             order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))
-            out = torch.empty(len(sentences), truncate_dim or self.embedding_dim, dtype=next(self.parameters()).dtype)
+            out = torch.empty(len(sentences), truncate_dim or self.embedding_dim, dtype=next(model.parameters()).dtype)
             starts = range(0, len(sentences), batch_size)
             if show_progress_bar:
                 from tqdm.auto import tqdm
@@ -179,14 +200,23 @@ class SentenceEncoder(nn.Module):
             for start in starts:
                 idx = order[start:start + batch_size]
                 batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
-                emb = model(batch, normalize=False if normalize_embeddings is False else None,
-                            prompt_length=prompt_length)[:, :truncate_dim]
+                emb = model(batch, prompt_length=prompt_length)[:, :truncate_dim]
                 if normalize_embeddings:
                     emb = F.normalize(emb, p=2, dim=-1)
                 out[idx] = emb.to("cpu", out.dtype)
+        if convert_to == "numpy":  # numpy has no bfloat16
+            out = out.float() if out.dtype == torch.bfloat16 else out
+            out = out.numpy()
+        return out[0] if single else out
 
-        result = out if convert_to == "torch" else out.float().numpy()  # numpy has no bfloat16
-        return result[0] if single else result
+    def similarity(self, a, b, name: str | None = None) -> torch.Tensor:
+        """(len(a), len(b)) scores between embeddings, by the folder's ``similarity_fn_name`` (cosine unless it
+        says dot, euclidean or manhattan) or ``name``, as sentence-transformers' ``similarity``."""
+        return similarity.similarity(a, b, name or self.settings.similarity_fn_name)
+
+    def similarity_pairwise(self, a, b, name: str | None = None) -> torch.Tensor:
+        """(n,) scores of row i of ``a`` with row i of ``b``, by the folder's similarity function or ``name``."""
+        return similarity.pairwise(a, b, name or self.settings.similarity_fn_name)
 
 
 def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
@@ -200,9 +230,7 @@ def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor | None = 
 
 def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Path) -> None:
     """Write ``encoder`` as a sentence-transformers folder: the encoder at the root (its family's Hugging Face
-    layout), 1_Pooling, the Dense modules (2_Dense, ...), Normalize, and the prompts."""
-    import json
-
+    layout), 1_Pooling, the Dense modules (2_Dense, ...), Normalize, and config_sentence_transformers.json."""
     from minibert.weights import save_pretrained
 
     folder = Path(folder)
@@ -212,9 +240,11 @@ def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Pa
     pooling = encoder.pooling.config
     pooling_json = PoolingConfig(pooling.modes, encoder.bert.config.hidden_size, pooling.include_prompt).to_json_dict()
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_json, indent=2) + "\n")
-    (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": encoder.tokenizer.max_length,
-                    "do_lower_case": encoder.tokenizer.lowercase_input}, indent=2) + "\n")
+    module_config = {"max_seq_length": encoder.tokenizer.max_length, "do_lower_case": encoder.tokenizer.do_lower_case}
+    overrides = {k: v for k, v in encoder.tokenizer.overrides.items() if k != "model_max_length"}
+    if overrides:  # settings that were laid over the tokenizer files, kept with them
+        module_config["tokenizer_args"] = overrides
+    (folder / "sentence_bert_config.json").write_text(json.dumps(module_config, indent=2) + "\n")
     kind = "sentence_transformers.models."
     modules = [{"path": "", "type": kind + "Transformer"}, {"path": "1_Pooling", "type": kind + "Pooling"}]
     for i, dense in enumerate(encoder.dense):
@@ -224,6 +254,4 @@ def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Pa
         modules.append({"path": f"{len(modules)}_Normalize", "type": kind + "Normalize"})
     listed = [{"idx": i, "name": str(i), **m} for i, m in enumerate(modules)]
     (folder / "modules.json").write_text(json.dumps(listed, indent=2) + "\n")
-    if encoder.prompts.prompts:
-        (folder / "config_sentence_transformers.json").write_text(
-            json.dumps(encoder.prompts.to_json_dict(), indent=2) + "\n")
+    encoder.settings.save(folder)

@@ -1,12 +1,13 @@
-"""WordPiece tokenization through the `tokenizers` library, plus padding into tensors.
+"""Text to padded token ids, through the `tokenizers` library.
 
-A folder's ``tokenizer.json`` is used as is. A folder with only ``vocab.txt`` gets the standard BERT
-pipeline built from it (BERT normaliser, BERT pre-tokenizer, WordPiece, [CLS] ... [SEP] template).
+A folder's tokenizer files are read as transformers 5 reads them (``minibert.tokenizer_files``: the tokenizer
+class rebuilds its pipeline from tokenizer_config.json around the vocabulary), and a sentence-transformers
+folder's own settings (``sentence_bert_config.json``: the token limit, ``do_lower_case``) are laid on top,
+as sentence-transformers lays them. We pad ourselves, on the right, after sorting by length.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -14,91 +15,63 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, Encoding, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Encoding, normalizers
 from tokenizers import Tokenizer as BackendTokenizer
 
+from minibert import tokenizer_files
 from minibert.files import optional_json
+from minibert.pipeline import TransformerSettings, read_pipeline
 
-SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")  # the first four must be in every vocabulary
-
-
-# sentence-transformers' config of its Transformer module: the current name first, then the older
-# per-family names it still reads.
-MODULE_CONFIG_FILES = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
-                       "sentence_camembert_config.json", "sentence_albert_config.json",
-                       "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
+UNLIMITED = 1e20  # transformers treats a model_max_length above this as "no limit" (its default is 1e30)
 
 
-def read_tokenizer_config(path: Path) -> dict:
-    """``tokenizer_config.json`` (or {}), its settings that minibert reads checked; ``pad_token`` as a string
-    (transformers may save a token as {"content": ...})."""
-    raw = optional_json(path)
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object of settings, got {type(raw).__name__}")
-    for key, allowed in (("do_lower_case", (bool,)), ("tokenize_chinese_chars", (bool,)),
-                         ("strip_accents", (bool, type(None)))):
-        if not isinstance(raw.get(key, True), allowed):
-            raise ValueError(f"{path}: {key} must be true or false, got {raw[key]!r}")
-    pad = raw.get("pad_token", "[PAD]")
-    pad = pad.get("content") if isinstance(pad, dict) else pad
-    if not isinstance(pad, str):
-        raise ValueError(f"{path}: pad_token must be a token (a string), got {raw['pad_token']!r}")
-    return {**raw, "pad_token": pad}
-
-
-def module_config(folder: Path) -> tuple[dict, Path | None]:
-    """The Transformer module's config (``sentence_bert_config.json`` or an older name) and its path."""
-    for name in MODULE_CONFIG_FILES:
-        if (folder / name).is_file():
-            raw = optional_json(folder / name)
-            if not isinstance(raw, dict):
-                raise ValueError(f"{folder / name}: expected a JSON object, got {type(raw).__name__}")
-            return raw, folder / name
-    return {}, None
-
-
-def read_max_length(folder: Path, max_positions: int | None = None) -> int:
+def token_limit(folder: Path, settings: TransformerSettings, spec: tokenizer_files.TokenizerSpec,
+                max_positions: int | None = None) -> int:
     """The length (in tokens, specials included) at which sentence-transformers truncates this folder's
     inputs, read as it reads it, from every form of the folder:
 
     1. ``model_max_length`` among the module config's tokenizer arguments (``processor_kwargs``, or the
-       older ``tokenizer_args``, which wins when both are there), if set;
+       older ``tokenizer_args``), if set;
     2. else the module config's ``max_seq_length`` (what sentence-transformers wrote before version 6);
     3. else ``tokenizer_config.json``'s ``model_max_length`` (where version 6 keeps it, and what a plain
-       Hugging Face folder has), capped at the model's ``max_position_embeddings``.
+       Hugging Face folder has), capped at config.json's ``max_position_embeddings``.
 
-    A limit of 1. or 2. beyond the model's positions is capped there, with a warning: sentence-transformers
-    would fail on such inputs instead of cutting them. ``max_positions``: the tokens the model's position
-    embeddings hold (fewer than max_position_embeddings for RoBERTa and MPNet), when the caller knows it.
+    A limit beyond what the model's positions hold (``max_positions``; fewer than max_position_embeddings for
+    RoBERTa and MPNet) is cut there, with a warning for 1. and 2.: sentence-transformers would fail on such
+    inputs instead of cutting them.
     """
-    config, config_path = module_config(folder)
-    model_config = optional_json(folder / "config.json")
-    positions = model_config.get("max_position_embeddings", 512) if isinstance(model_config, dict) else 512
+    config = optional_json(folder / "config.json")
+    positions = config.get("max_position_embeddings", 512) if isinstance(config, dict) else 512
     if not isinstance(positions, int) or isinstance(positions, bool):  # the model's own load rejects it
         positions = 512
-    positions = max_positions or positions
-    kwargs = (config["tokenizer_args"] if "tokenizer_args" in config else config.get("processor_kwargs")) or {}
-    candidates = [(kwargs.get("model_max_length") if isinstance(kwargs, dict) else None, config_path,
-                   "processor_kwargs.model_max_length"),
-                  (config.get("max_seq_length"), config_path, "max_seq_length")]
-    for value, source, key in candidates:
+    capacity = min(positions, max_positions or positions)
+    explicit = [(settings.tokenizer.get("model_max_length"), "processor_kwargs.model_max_length"),
+                (settings.max_seq_length, "max_seq_length")]
+    for value, key in explicit:
         if value is not None:
-            return checked_length(value, source, key, positions)
-    tok_config = read_tokenizer_config(folder / "tokenizer_config.json")
-    value = tok_config.get("model_max_length")
-    if value is None or (isinstance(value, (int, float)) and value > positions):  # "unlimited" is 1e30 there
-        return checked_length(positions, folder / "config.json", "max_position_embeddings", positions)
-    return checked_length(value, folder / "tokenizer_config.json", "model_max_length", positions)
+            return checked_length(value, settings.path, key, capacity)
+    value = spec.model_max_length
+    if value is None or value > UNLIMITED or value > capacity:
+        return checked_length(capacity, folder / "config.json", "max_position_embeddings", capacity)
+    return checked_length(value, folder / "tokenizer_config.json", "model_max_length", capacity)
 
 
-def checked_length(value, source: Path, key: str, positions) -> int:
+def checked_length(value, source: Path | None, key: str, capacity: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 2:
         raise ValueError(f"{source}: {key} must be an integer >= 2 (room for [CLS] and [SEP]), got {value!r}")
-    if value > positions:
-        warnings.warn(f"{source}: {key} {value} exceeds the model's max_position_embeddings {positions}; "
-                      f"inputs are cut at {positions} tokens", stacklevel=3)
-        return positions
+    if value > capacity:
+        warnings.warn(f"{source}: {key} {value} exceeds the {capacity} tokens the model's positions hold; "
+                      f"inputs are cut at {capacity} tokens", stacklevel=3)
+        return capacity
     return value
+
+
+def has_lowercase(normalizer) -> bool:
+    """Whether a Lowercase normaliser is at the top of the pipeline (sentence-transformers' test)."""
+    if isinstance(normalizer, normalizers.Lowercase):
+        return True
+    return isinstance(normalizer, normalizers.Sequence) and any(isinstance(n, normalizers.Lowercase)
+                                                                for n in normalizer)
 
 
 class TruncationWarning(UserWarning):
@@ -124,50 +97,32 @@ class Batch:
                 "token_type_ids": self.token_type_ids}
 
 
-def wordpiece_from_vocab(vocab_path: Path, lowercase: bool = True, strip_accents: bool | None = None,
-                         chinese_chars: bool = True) -> BackendTokenizer:
-    """The BERT tokenizer pipeline, built from a plain ``vocab.txt`` (line i holds token i)."""
-    vocab: dict[str, int] = {}
-    for i, line in enumerate(vocab_path.read_text(encoding="utf-8").split("\n")):
-        token = line.rstrip("\r")
-        if not token and i == len(vocab):  # allow the trailing newline
-            continue
-        if token in vocab:
-            raise ValueError(f"{vocab_path}:{i + 1}: duplicate token {token!r} (first on line {vocab[token] + 1})")
-        vocab[token] = i
-    for special in SPECIAL_TOKENS[:4]:
-        if special not in vocab:
-            raise ValueError(f"{vocab_path}: special token {special} is missing from the vocabulary")
-    tok = BackendTokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    # Special tokens written in the text ("[CLS] a [SEP]") stay one token each, as tokenizer.json files
-    # and transformers' BertTokenizer have it: matched before the normaliser (which would lower-case
-    # them) and the pre-tokenizer (which would split off the brackets).
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS if t in vocab])
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=chinese_chars,
-                                                strip_accents=strip_accents, lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    tok.decoder = decoders.WordPiece(prefix="##")
-    return tok
-
-
 class Tokenizer:
     """Turns text into padded ``Batch``es; truncates to ``max_length`` tokens (specials included)."""
 
-    TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+    TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                       "special_tokens_map.json", "added_tokens.json")
 
     def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]",
-                 source: Path | None = None, lowercase_input: bool = False) -> None:
+                 source: Path | None = None, do_lower_case: bool = False, special_tokens: tuple[str, ...] = (),
+                 truncation_side: str = "right", overrides: dict | None = None) -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
         self.backend = backend
-        self.pad_id = pad_id
+        self.pad_id, self.pad_token = pad_id, pad_token
         self.source = source  # the folder it was read from: `save` copies its files verbatim
-        self.lowercase_input = lowercase_input  # sentence_bert_config.json's do_lower_case, applied to raw text
+        self.overrides = dict(overrides or {})  # settings laid over tokenizer_config.json's (the module config's)
+        # sentence_bert_config.json's do_lower_case: sentence-transformers puts a Lowercase before the tokenizer's
+        # own normaliser (unless one is there already). Special tokens written in the text ("[SEP]") are matched
+        # before any normaliser, so they keep their case.
+        self.do_lower_case = do_lower_case
+        if do_lower_case and not has_lowercase(backend.normalizer):
+            rest = [] if backend.normalizer is None else list(backend.normalizer) \
+                if isinstance(backend.normalizer, normalizers.Sequence) else [backend.normalizer]
+            backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *rest])
+        self.special_tokens = tuple(special_tokens)
+        self.truncation_side = truncation_side
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
@@ -183,36 +138,35 @@ class Tokenizer:
         if value < 2:
             raise ValueError(f"max_length must leave room for [CLS] and [SEP], got {value}")
         self._max_length = int(value)
-        self.backend.enable_truncation(self._max_length)
+        self.backend.enable_truncation(self._max_length, direction=self.truncation_side)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, max_length: int | None = None,
                         max_positions: int | None = None) -> Tokenizer:
-        """``max_length``: the limit (default: read as sentence-transformers reads it); ``max_positions``: the
-        most the model holds, which the limit read from the folder never exceeds."""
+        """The tokenizer of a model folder (a sentence-transformers folder's Transformer module, with its
+        settings). ``max_length``: the limit (default: read as sentence-transformers reads it);
+        ``max_positions``: the most the model holds, which the limit read from the folder never exceeds."""
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"tokenizer folder not found: {folder}")
-        tok_config = read_tokenizer_config(folder / "tokenizer_config.json")
-        if (folder / "tokenizer.json").is_file():
-            try:
-                backend = BackendTokenizer.from_file(str(folder / "tokenizer.json"))
-            except Exception as e:  # the Rust side raises plain Exceptions
-                raise ValueError(f"{folder / 'tokenizer.json'}: cannot be read as a tokenizer ({e})") from e
-        elif (folder / "vocab.txt").is_file():
-            backend = wordpiece_from_vocab(folder / "vocab.txt", lowercase=tok_config.get("do_lower_case", True),
-                                           strip_accents=tok_config.get("strip_accents"),
-                                           chinese_chars=tok_config.get("tokenize_chinese_chars", True))
-        else:
-            raise FileNotFoundError(f"no tokenizer.json or vocab.txt in {folder}")
-        sbert, sbert_path = module_config(folder)
-        lowercase = sbert.get("do_lower_case", False)
-        if not isinstance(lowercase, bool):
-            raise ValueError(f"{sbert_path}: do_lower_case must be true or false, got {lowercase!r}")
+        pipeline = read_pipeline(folder)
+        where, settings = pipeline.transformer, pipeline.settings
+        config = optional_json(where / "config.json")
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        try:
+            backend, spec = tokenizer_files.build(where, model_type, settings.tokenizer)
+        except Exception as e:  # the Rust side raises plain Exceptions
+            if isinstance(e, (ValueError, OSError)):
+                raise
+            raise ValueError(f"{where}: the tokenizer files cannot be read ({e})") from e
+        if spec.pad_token is None:
+            raise ValueError(f"{where}: the tokenizer has no pad token (tokenizer_config.json names none), so it "
+                             "cannot pad a batch")
         if max_length is None:
-            max_length = read_max_length(folder, max_positions)
-        return cls(backend, max_length, pad_token=tok_config["pad_token"], source=folder,
-                   lowercase_input=lowercase)
+            max_length = token_limit(where, settings, spec, max_positions)
+        return cls(backend, max_length, spec.pad_token, source=where, do_lower_case=settings.do_lower_case,
+                   special_tokens=tuple(spec.special_tokens), truncation_side=spec.truncation_side,
+                   overrides=settings.tokenizer)
 
     @property
     def vocab_size(self) -> int:
@@ -220,15 +174,15 @@ class Tokenizer:
 
     @property
     def special_ids(self) -> set[int]:
-        """The ids of the special tokens ([CLS], [SEP], <s>, </s>, [PAD], ...)."""
+        """The ids of the special tokens ([CLS], [SEP], <s>, </s>, [PAD], ...): those the files name, else
+        (a tokenizer built in code) the added tokens marked special."""
+        if self.special_tokens:
+            return {i for i in map(self.backend.token_to_id, self.special_tokens) if i is not None}
         return {i for i, token in self.backend.get_added_tokens_decoder().items() if token.special}
 
     def encode(self, texts: list[str] | list[tuple[str, str]] | list[list[str]], is_pretokenized: bool = False,
                warn_truncation: bool = True) -> list[Encoding]:
         """Tokenize without padding. Texts may be strings, (a, b) pairs, or word lists (pretokenized)."""
-        if self.lowercase_input:  # as sentence-transformers does, before the tokenizer's own normaliser
-            texts = [[w.lower() for w in t] if is_pretokenized else
-                     (t.lower() if isinstance(t, str) else tuple(x.lower() for x in t)) for t in texts]
         encodings = self.backend.encode_batch(texts, is_pretokenized=is_pretokenized) if texts else []
         truncated = [i for i, e in enumerate(encodings) if e.overflowing]
         if truncated and warn_truncation:
@@ -260,7 +214,8 @@ class Tokenizer:
 
     def save(self, folder: str | Path) -> None:
         """Write the tokenizer files: the originals when we have them (so every library reads them
-        exactly as before), else tokenizer.json from the backend."""
+        exactly as before), else tokenizer.json from the backend and a tokenizer_config.json that says
+        to run it as it is."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         copied = [name for name in self.TOKENIZER_FILES if self.source and (self.source / name).is_file()]
@@ -268,6 +223,4 @@ class Tokenizer:
             if (self.source / name).resolve() != (folder / name).resolve():
                 shutil.copyfile(self.source / name, folder / name)
         if not copied:
-            data = json.loads(self.backend.to_str())
-            data["truncation"] = data["padding"] = None
-            (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            tokenizer_files.write_config(self.backend, folder, self.pad_token, self.max_length)

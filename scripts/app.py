@@ -24,6 +24,7 @@ from minibert.paths import PATHS
 from minibert.predict import predict, predict_pairs
 from minibert.search import semantic_search
 from minibert.sentence import SentenceEncoder, cos_sim
+from minibert.similarity import SIMILARITIES
 
 SENTENCES = """A man is playing a guitar.
 Someone is playing an instrument.
@@ -92,7 +93,9 @@ def search_tab(encoder: SentenceEncoder) -> None:
         corpus_text = st.text_area("Corpus, one entry a line", CORPUS, height=200)
         upload = st.file_uploader("...or upload a text file (UTF-8, one entry a line)", type=["txt"])
         top_k = st.number_input("Hits per query", min_value=1, max_value=100, value=3)
-        score = st.radio("Score", ["cos", "dot"], horizontal=True, help="cosine, or the plain dot product")
+        names = list(SIMILARITIES)
+        score = st.radio("Score", names, index=names.index(encoder.settings.similarity_fn_name), horizontal=True,
+                         help="how to compare embeddings; by default the model's own (its similarity_fn_name)")
         submitted = st.form_submit_button("Search")
     if not submitted:
         return

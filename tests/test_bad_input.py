@@ -136,7 +136,8 @@ def test_sharded_checkpoint_loads(tmp_path):
 
 @pytest.mark.parametrize("key,value,match", [
     ("position_embedding_type", "relative_key", "position_embedding_type='relative_key' is not supported"),
-    ("hidden_act", "swish", "hidden_act 'swish' is not supported"),
+    ("hidden_act", "prelu", "hidden_act 'prelu' has learnt parameters of its own"),
+    ("hidden_act", "swiss", "hidden_act 'swiss' is not an activation transformers knows"),
     ("model_type", "roberta", "model_type='roberta' is not supported"),
     ("num_attention_heads", 5, "not divisible"),
     ("hidden_size", -4, "hidden_size must be a positive integer"),

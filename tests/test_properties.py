@@ -40,7 +40,7 @@ def vocab_only_tokenizer(minilm_dir, tmp_path_factory):
     from minibert.tokenizer import Tokenizer
 
     folder = tmp_path_factory.mktemp("vocab-only")
-    for name in ("vocab.txt", "tokenizer_config.json", "config.json", "sentence_bert_config.json"):
+    for name in ("vocab.txt", "tokenizer_config.json", "config.json", "sentence_bert_config.json", "modules.json"):
         shutil.copy(minilm_dir / name, folder / name)
     return Tokenizer.from_pretrained(folder)
 

@@ -38,7 +38,7 @@ def test_ties_go_to_the_lower_index_and_a_memmap_corpus_works(tmp_path):
     assert len(semantic_search(query, on_disk, top_k=100)[0]) == 20  # never more hits than entries
     with pytest.raises(ValueError, match="queries have 16 dimensions but the corpus 8"):
         semantic_search(query, corpus[:, :8])
-    with pytest.raises(ValueError, match="score must be 'cos' or 'dot'"):
+    with pytest.raises(ValueError, match=r"similarity must be one of \['cosine', 'dot', 'euclidean', 'manhattan'\]"):
         semantic_search(query, corpus, score="l2")
 
 

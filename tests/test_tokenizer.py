@@ -92,11 +92,15 @@ def test_word_ids_map_pieces_to_words(minilm_dir):
 
 def test_duplicate_vocab_entry_names_the_line(tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nhello\n")
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match=r"vocab.txt:6: duplicate token 'hello'"):
         Tokenizer.from_pretrained(tmp_path)
 
 
 def test_sentence_bert_do_lower_case_lowers_the_text(model_copy, sentences):
+    """sentence_bert_config's do_lower_case puts a Lowercase before the tokenizer's own normaliser, as
+    sentence-transformers 6 does: special tokens written in the text stay special, and a final capital sigma
+    becomes the plain small sigma (Python's str.lower would give the final form)."""
     st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the reference")
     from minibert import SentenceEncoder
 
@@ -106,11 +110,15 @@ def test_sentence_bert_do_lower_case_lowers_the_text(model_copy, sentences):
     config = json.loads((folder / "tokenizer_config.json").read_text())
     (folder / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
     ours = SentenceEncoder.from_pretrained(folder)
-    assert ours.tokenizer.lowercase_input and ours.tokenizer.max_length == 128
+    assert ours.tokenizer.do_lower_case and ours.tokenizer.max_length == 128
     assert "hello" in ours.tokenizer.encode(["HELLO"])[0].tokens  # lowered before the (cased) WordPiece
-    assert "hello" not in ours.tokenizer.backend.encode("HELLO").tokens
+    greek = "\u039f\u0394\u039f\u03a3 \u03a3\u039f\u03a6\u0399\u0391\u03a3"  # capital sigmas, two of them final
+    texts = ["HELLO [SEP] World [MASK] [mask]", greek, *sentences]
     reference = st.SentenceTransformer(str(folder), device="cpu")
-    np.testing.assert_allclose(ours.encode(sentences), reference.encode(sentences), atol=1e-5)
+    ids = ours.tokenizer(texts[:2]).input_ids
+    assert ids.tolist() == reference.preprocess(texts[:2])["input_ids"].tolist()
+    assert ours.tokenizer.backend.token_to_id("[SEP]") in ids[0].tolist()  # still special: not lowercased
+    np.testing.assert_allclose(ours.encode(texts), reference.encode(texts), atol=1e-5)
 
 
 def test_do_lower_case_survives_save_and_reload(model_copy, tmp_path, sentences):
@@ -126,7 +134,7 @@ def test_do_lower_case_survives_save_and_reload(model_copy, tmp_path, sentences)
     original = SentenceEncoder.from_pretrained(folder)
     save_sentence_transformers_folder(original, tmp_path / "saved")
     reloaded = SentenceEncoder.from_pretrained(tmp_path / "saved")
-    assert reloaded.tokenizer.lowercase_input
+    assert reloaded.tokenizer.do_lower_case
     texts = [s.upper() for s in sentences]
     np.testing.assert_array_equal(reloaded.encode(texts), original.encode(texts))
 

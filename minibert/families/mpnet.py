@@ -35,10 +35,8 @@ class MPNetConfig(BertConfig):
     architecture: ClassVar[str] = "MPNetModel"
     min_token_types: ClassVar[int] = 0
 
-    vocab_size: int = 30527
-    max_position_embeddings: int = 514
+    vocab_size: int = 30527  # transformers' defaults (released checkpoints set 514 positions, eps 1e-5)
     type_vocab_size: int = 0
-    layer_norm_eps: float = 1e-5
     pad_token_id: int = 1
     model_type: str = "mpnet"
     relative_attention_num_buckets: int = 32

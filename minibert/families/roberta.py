@@ -29,12 +29,18 @@ class RobertaConfig(BertConfig):
     model_types: ClassVar[tuple[str, ...]] = ("roberta", "xlm-roberta")
     architecture: ClassVar[str] = "RobertaModel"
 
+    # transformers' defaults for a key config.json leaves out; released checkpoints set 514 positions, one
+    # token type and layer_norm_eps 1e-5 explicitly.
     vocab_size: int = 50265
-    max_position_embeddings: int = 514
-    type_vocab_size: int = 1
-    layer_norm_eps: float = 1e-5
+    type_vocab_size: int = 2
     pad_token_id: int = 1
     model_type: str = "roberta"
+
+    @classmethod
+    def from_hf(cls, raw: dict) -> dict:
+        if raw.get("model_type") == "xlm-roberta":  # XLMRobertaConfig's own default
+            return {"vocab_size": 30522, **raw}
+        return raw
 
     def to_dict(self) -> dict:
         out = super().to_dict()

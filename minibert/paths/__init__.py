@@ -130,3 +130,23 @@ def convert(model: BertModel, path: str, *, cuda_graphs: bool | None = None, buc
         twin.load_report = model.load_report
     twin.train(model.training)
     return quantize_int8(twin) if path == "int8" else twin
+
+
+def cast(model: BertModel, dtype: torch.dtype) -> BertModel:
+    """A twin of ``model`` on its path that computes in ``dtype``: copies of its tensors in that dtype, so that
+    the model itself keeps its own (``encode(dtype=...)`` runs one call this way). The model itself when it
+    has that dtype already."""
+    p = next(model.parameters())
+    if p.dtype == dtype:
+        return model
+    check_path(model.path, p.device, dtype)
+    if model.path == "int8":
+        raise ValueError("an int8 model holds quantized copies of the weights: cast the float model it came from")
+    reference = convert(model, "reference")  # the same tensors, under the reference's names
+    with torch.device("meta"):
+        twin = family_of(model)(copy.deepcopy(model.config), add_pooler=model.pooler is not None,
+                                attn_implementation=model.attn_implementation)
+    state = {k: t.to(dtype) if t.is_floating_point() else t for k, t in reference.state_dict().items()}
+    twin.load_state_dict(state, strict=True, assign=True)
+    twin.train(model.training)
+    return convert(twin, model.path)

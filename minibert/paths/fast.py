@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minibert.activations import activation
 from minibert.config import BertConfig
-from minibert.model import BertModel, BertOutput, activation
+from minibert.model import BertModel, BertOutput
 from minibert.paths.kernels import blas_linear, cpu_linear
 from minibert.weights import fuse_qkv
 

@@ -1,0 +1,68 @@
+"""The four scores a sentence-transformers model can name (``similarity_fn_name``), larger meaning closer.
+
+    cosine      a.b / (|a| |b|)           the usual choice; for unit vectors the same as dot
+    dot         a.b                       models trained for it (e.g. msmarco's "-dot-" models): length matters
+    euclidean   -|a - b|                  distances are negated, so that larger is still closer
+    manhattan   -sum |a_i - b_i|
+
+``similarity(a, b)`` scores every row of ``a`` against every row of ``b``; ``pairwise(a, b)`` row i against
+row i. Both compute in float32 (at least), as sentence-transformers does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def matrix(x: np.ndarray | torch.Tensor | list) -> torch.Tensor:
+    """Rows as a float tensor of at least float32 precision; a single vector is one row."""
+    t = torch.as_tensor(np.asarray(x) if isinstance(x, list) else x)
+    if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t[None] if t.ndim == 1 else t
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.normalize(a, p=2, dim=-1) @ F.normalize(b, p=2, dim=-1).T
+
+
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a @ b.T
+
+
+def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return -torch.cdist(a, b, p=2.0)
+
+
+def manhattan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return -torch.cdist(a, b, p=1.0)
+
+
+SIMILARITIES = {"cosine": cosine, "dot": dot, "euclidean": euclidean, "manhattan": manhattan}
+PAIRWISE = {
+    "cosine": lambda a, b: (F.normalize(a, p=2, dim=-1) * F.normalize(b, p=2, dim=-1)).sum(dim=-1),
+    "dot": lambda a, b: (a * b).sum(dim=-1),
+    "euclidean": lambda a, b: -torch.linalg.vector_norm(a - b, ord=2, dim=-1),
+    "manhattan": lambda a, b: -(a - b).abs().sum(dim=-1),
+}
+
+
+def check_name(name: str) -> str:
+    if name not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {list(SIMILARITIES)}, got {name!r}")
+    return name
+
+
+def similarity(a, b, name: str = "cosine") -> torch.Tensor:
+    """(len(a), len(b)) scores."""
+    return SIMILARITIES[check_name(name)](matrix(a), matrix(b))
+
+
+def pairwise(a, b, name: str = "cosine") -> torch.Tensor:
+    """(n,) scores of row i of ``a`` with row i of ``b``."""
+    a, b = matrix(a), matrix(b)
+    if a.shape != b.shape:
+        raise ValueError(f"pairwise scores need two matrices of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return PAIRWISE[check_name(name)](a, b)

@@ -1,0 +1,256 @@
+"""A folder's tokenizer files turned into a `tokenizers` pipeline, the way transformers 5 builds it.
+
+transformers 5 does not run a ``tokenizer.json`` as it is. Its tokenizer class (``tokenizer_config.json``'s
+``tokenizer_class``, else the one of config.json's ``model_type``) keeps only the file's vocabulary (BPE: and
+merges; XLM-R: and its SentencePiece character map) and builds everything else from ``tokenizer_config.json``
+and the class's defaults:
+
+    class                         vocabulary from                normaliser, pre-tokenizer          template
+    BertTokenizer (DistilBERT's)  tokenizer.json or vocab.txt    BertNormalizer(do_lower_case), Bert  [CLS] A [SEP]
+    MPNetTokenizer                tokenizer.json or vocab.txt    as BERT                              <s> A </s>
+    RobertaTokenizer              tokenizer.json or vocab.json   none, ByteLevel(add_prefix_space)    <s> A </s>
+                                  + merges.txt
+    XLMRobertaTokenizer           tokenizer.json                 its character map, Metaspace         <s> A </s>
+
+So a cased model whose tokenizer_config.json lacks ``"do_lower_case": false`` is lowercased (the default is
+true), whatever its tokenizer.json says. Only ``PreTrainedTokenizerFast`` (a class named so in the config) runs
+tokenizer.json verbatim. The special tokens come from tokenizer_config.json, or, when that lists no
+``added_tokens_decoder``, from special_tokens_map.json over it, else from the class's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer as Backend
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+from minibert.files import json_object, optional_json
+from minibert.special_tokens import add_tokens, read_special_tokens
+
+ROBERTA_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+                    "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
+# class -> (its model, the defaults of its special tokens)
+CLASSES = {
+    "BertTokenizer": ("WordPiece", {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                                    "cls_token": "[CLS]", "mask_token": "[MASK]"}),
+    "MPNetTokenizer": ("WordPiece", {**ROBERTA_SPECIALS, "unk_token": "[UNK]"}),
+    "RobertaTokenizer": ("BPE", ROBERTA_SPECIALS),
+    "XLMRobertaTokenizer": ("Unigram", ROBERTA_SPECIALS),
+    "PreTrainedTokenizerFast": (None, {}),  # tokenizer.json as it is
+}
+ALIASES = {"DistilBertTokenizer": "BertTokenizer", "TokenizersBackend": "PreTrainedTokenizerFast"}
+CLASS_OF_MODEL_TYPE = {"bert": "BertTokenizer", "distilbert": "BertTokenizer", "mpnet": "MPNetTokenizer",
+                       "roberta": "RobertaTokenizer", "xlm-roberta": "XLMRobertaTokenizer"}
+# tokenizer_config.json settings and the types they must have (the others are read by nothing that changes ids)
+SETTING_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "strip_accents": (bool, type(None)),
+                 "add_prefix_space": (bool,), "trim_offsets": (bool,), "split_special_tokens": (bool,),
+                 "tokenizer_class": (str,), "padding_side": (str,), "truncation_side": (str,),
+                 "model_max_length": (int, float, type(None)), "max_len": (int, float, type(None))}
+
+
+@dataclass
+class TokenizerSpec:
+    """What the files say beyond the pipeline itself."""
+
+    tokenizer_class: str
+    pad_token: str | None
+    special_tokens: list[str]  # every named and extra special token (transformers' all_special_tokens)
+    model_max_length: int | float | None  # tokenizer_config.json's (or max_len), None when it names none
+    truncation_side: str  # "right" or "left"
+
+
+def checked_settings(raw: dict, path: Path) -> dict:
+    for key, types in SETTING_TYPES.items():
+        if key not in raw:
+            continue
+        is_bool = isinstance(raw[key], bool)
+        if not isinstance(raw[key], types) or (is_bool and bool not in types):
+            raise ValueError(f"{path}: {key} must be {' or '.join(t.__name__ for t in types)}, got {raw[key]!r}")
+    for key in ("padding_side", "truncation_side"):
+        if raw.get(key, "right") not in ("right", "left"):
+            raise ValueError(f"{path}: {key} must be 'right' or 'left', got {raw[key]!r}")
+    return raw
+
+
+def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> str:
+    """tokenizer_config.json's tokenizer_class, else config.json's, else the one of the model_type."""
+    name = settings.get("tokenizer_class")
+    source = f"{folder / 'tokenizer_config.json'}: tokenizer_class"
+    if name is None:
+        config = optional_json(folder / "config.json")
+        name, source = (config.get("tokenizer_class") if isinstance(config, dict) else None), \
+            f"{folder / 'config.json'}: tokenizer_class"
+    if name is None:
+        if model_type not in CLASS_OF_MODEL_TYPE:
+            raise ValueError(f"{folder}: neither tokenizer_config.json nor config.json names a tokenizer class, and "
+                             f"model_type {model_type!r} implies none")
+        return CLASS_OF_MODEL_TYPE[model_type]
+    if not isinstance(name, str):
+        raise ValueError(f"{source} must be a class name, got {name!r}")
+    name = ALIASES.get(name, name)
+    name = name if name in CLASSES else name.removesuffix("Fast")  # BertTokenizerFast is BertTokenizer
+    name = ALIASES.get(name, name)
+    if name not in CLASSES:
+        raise ValueError(f"{source} {name!r} is not a tokenizer minibert builds (it builds {', '.join(CLASSES)})")
+    return name
+
+
+def read_vocab_txt(path: Path) -> dict[str, int]:
+    """vocab.txt: line i holds token i (trailing whitespace dropped, as the tokenizers library reads it). A token
+    on two lines is an error naming both (transformers would silently keep the later one)."""
+    vocab: dict[str, int] = {}
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for i, line in enumerate(lines[:-1] if lines[-1] == "" else lines):
+        token = line.rstrip()
+        if token in vocab:
+            raise ValueError(f"{path}:{i + 1}: duplicate token {token!r} (first on line {vocab[token] + 1})")
+        vocab[token] = i
+    return vocab
+
+
+def vocabulary(folder: Path, model: str, data: dict) -> tuple[dict | list, list, bytes | None]:
+    """(vocab, merges, XLM-R's character map) from tokenizer.json (``data``, {} when there is none), else from
+    the class's vocabulary files."""
+    path = folder / "tokenizer.json"
+    if data:
+        spec = data.get("model")
+        if not isinstance(spec, dict) or spec.get("type", model) != model or "vocab" not in spec:
+            raise ValueError(f"{path}: expected a {model} model (what this folder's tokenizer class reads), "
+                             f"got {spec.get('type') if isinstance(spec, dict) else spec!r:.80}")
+        vocab, merges = spec["vocab"], spec.get("merges") or []
+        wanted = list if model == "Unigram" else dict
+        if not isinstance(vocab, wanted) or not isinstance(merges, list):
+            raise ValueError(f"{path}: the {model} model's vocab must be a {wanted.__name__} (and merges a list)")
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+        charsmap = None
+        norm = data.get("normalizer") or {}
+        for part in norm.get("normalizers", [norm]) if isinstance(norm, dict) else []:
+            if isinstance(part, dict) and part.get("type") == "Precompiled" and "precompiled_charsmap" in part:
+                import base64
+                charsmap = base64.b64decode(part["precompiled_charsmap"])
+                break
+        if model == "Unigram":
+            vocab = [tuple(piece) if isinstance(piece, list) else piece for piece in vocab]
+        return vocab, merges, charsmap
+    try:
+        if model == "WordPiece" and (folder / "vocab.txt").is_file():
+            return read_vocab_txt(folder / "vocab.txt"), [], None
+        if model == "BPE" and (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            vocab, merges = models.BPE.read_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
+            return vocab, merges, None
+    except Exception as e:  # the Rust readers raise plain Exceptions
+        raise ValueError(f"{folder}: the vocabulary files cannot be read ({e})") from e
+    wanted = {"WordPiece": "tokenizer.json or vocab.txt", "BPE": "tokenizer.json, or vocab.json and merges.txt",
+              "Unigram": "tokenizer.json (minibert does not read sentencepiece.bpe.model)"}[model]
+    raise FileNotFoundError(f"no tokenizer files in {folder}: its tokenizer needs {wanted}")
+
+
+def build(folder: Path, model_type: str | None, overrides: dict | None = None) -> tuple[Backend, TokenizerSpec]:
+    """The backend tokenizer and its spec. ``overrides``: settings that win over tokenizer_config.json's (a
+    sentence-transformers folder's ``tokenizer_args``)."""
+    config_path = folder / "tokenizer_config.json"
+    raw = optional_json(config_path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_path}: expected a JSON object of settings, got {type(raw).__name__}")
+    settings = checked_settings({**raw, **(overrides or {})}, config_path)
+    name = tokenizer_class(folder, settings, model_type)
+    model, defaults = CLASSES[name]
+    json_path = folder / "tokenizer.json"
+    tokenizer_json = json_object(json_path)
+    for key, side in (("padding", "padding_side"), ("truncation", "truncation_side")):
+        saved = tokenizer_json.get(key)  # what tokenizer.json was saved with: the side, unless the config says
+        direction = str(saved.get("direction")).lower() if isinstance(saved, dict) else None
+        if side not in settings and direction in ("left", "right"):
+            settings[side] = direction
+    named, extra, added = read_special_tokens(folder, settings, defaults, tokenizer_json)
+    text = {k: str(v) if v is not None else None for k, v in named.items()}
+    source = json_path if tokenizer_json else folder
+    try:
+        if model is None:
+            if not tokenizer_json:
+                raise FileNotFoundError(f"{config_path}: tokenizer_class {name} runs tokenizer.json, which {folder} "
+                                        "lacks")
+            backend = Backend.from_file(str(json_path))
+        else:
+            backend = pipeline(name, model, settings, text, vocabulary(folder, model, tokenizer_json))
+        add_tokens(backend, name, named, extra, added)
+    except (ValueError, OSError):
+        raise
+    except Exception as e:  # the Rust side raises plain Exceptions (a vocabulary it cannot take, ...)
+        raise ValueError(f"{source}: cannot be built into a {name} ({e})") from e
+    if model is not None:
+        backend.post_processor = template(name, model, settings, text, backend)
+    elif backend.post_processor is None:  # transformers' plain template
+        backend.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1")
+    if settings.get("split_special_tokens"):
+        backend.encode_special_tokens = True
+    if settings.get("padding_side", "right") != "right":
+        raise ValueError(f"{config_path}: padding_side {settings['padding_side']!r}: minibert pads on the right only")
+    specials = [t for t in [*text.values(), *map(str, extra)] if t is not None]
+    return backend, TokenizerSpec(name, text["pad_token"], list(dict.fromkeys(specials)),
+                                  settings.get("model_max_length", settings.get("max_len")),
+                                  settings.get("truncation_side", "right"))
+
+
+def pipeline(name: str, model: str, settings: dict, text: dict, files: tuple) -> Backend:
+    """The class's model, normaliser, pre-tokenizer and decoder, built as its __init__ builds them."""
+    vocab, merges, charsmap = files
+    if model == "WordPiece":  # BERT and MPNet
+        backend = Backend(models.WordPiece(vocab, unk_token=text["unk_token"] or "[UNK]"))
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
+            strip_accents=settings.get("strip_accents"), lowercase=settings.get("do_lower_case", True))
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+    elif model == "BPE":  # RoBERTa: byte-level, no normaliser, no unknown token
+        backend = Backend(models.BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
+                                     end_of_word_suffix="", fuse_unk=False))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=settings.get("add_prefix_space", False))
+        backend.decoder = decoders.ByteLevel()
+    else:  # XLM-R: SentencePiece's pieces; the unknown piece is always id 3 (fairseq's order)
+        backend = Backend(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+        if charsmap is not None:
+            backend.normalizer = normalizers.Precompiled(charsmap)
+        scheme = "always" if settings.get("add_prefix_space", True) else "never"
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(
+            replacement="\u2581", prepend_scheme=scheme)])
+        backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme)
+    return backend
+
+
+def template(name: str, model: str, settings: dict, text: dict, backend: Backend):
+    """The class's post-processor: [CLS] A [SEP] (pairs: [CLS] A [SEP] B [SEP]) for BERT, <s> A </s> (pairs:
+    <s> A </s></s> B </s>) for the others."""
+    def token_id(key: str, fallback: int) -> int:
+        found = backend.token_to_id(text[key]) if text[key] is not None else None
+        return fallback if found is None else found
+
+    if name == "BertTokenizer":
+        cls, sep = text["cls_token"], text["sep_token"]
+        return processors.TemplateProcessing(single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+                                             special_tokens=[(cls, token_id("cls_token", 2)),
+                                                             (sep, token_id("sep_token", 3))])
+    if name == "XLMRobertaTokenizer":  # from the bos and eos tokens, not cls and sep
+        bos, eos = text["bos_token"], text["eos_token"]
+        return processors.TemplateProcessing(single=[bos, "$A", eos], pair=[bos, "$A", eos, eos, "$B", eos],
+                                             special_tokens=[(bos, token_id("bos_token", 0)),
+                                                             (eos, token_id("eos_token", 2))])
+    if name == "MPNetTokenizer":
+        return processors.RobertaProcessing((text["sep_token"], token_id("sep_token", 2)),
+                                            (text["cls_token"], token_id("cls_token", 0)), True, False)
+    return processors.RobertaProcessing((text["sep_token"], token_id("sep_token", 2)),
+                                        (text["cls_token"], token_id("cls_token", 0)),
+                                        settings.get("trim_offsets", True), settings.get("add_prefix_space", False))
+
+
+def write_config(backend: Backend, folder: Path, pad_token: str, max_length: int) -> None:
+    """A tokenizer built in code, saved so that transformers and minibert read it back as it is: tokenizer.json
+    and a tokenizer_config.json naming the verbatim class."""
+    data = json.loads(backend.to_str())
+    data["truncation"] = data["padding"] = None
+    (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": pad_token, "model_max_length": max_length}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

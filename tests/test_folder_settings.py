@@ -1,0 +1,218 @@
+"""Each setting a folder can hold, one at a time, against sentence-transformers (and transformers) on the same
+folder. Every folder is built as a user gets one: transformers saves a small random model and its tokenizer,
+sentence-transformers builds its pipeline and saves it (``tests/differential.py``), then one setting is written
+in the form an older version wrote it, or left out. ``compare`` encodes the same sentences (special tokens in
+the text, mixed case, Greek, CJK, emoji, past the limit) with both, on minibert's reference and fast paths.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from minibert import SentenceEncoder
+
+from differential import SENTENCES, build, choices, compare
+
+st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the reference")
+transformers = pytest.importorskip("transformers", reason="transformers builds the folders")
+
+
+def folder_of(tmp_path, family: str, **settings):
+    c = choices(family, **settings)
+    return c, build(c, tmp_path / "folder")
+
+
+def assert_matches(c, folder):
+    outcome = compare(c, folder)
+    assert outcome.kind == "match", outcome.detail
+
+
+def test_truncate_dim_stored_in_the_folder(tmp_path):
+    c, folder = folder_of(tmp_path, "bert", truncate_dim=8, normalize=True)
+    assert json.loads((folder / "config_sentence_transformers.json").read_text())["truncate_dim"] == 8
+    ours = SentenceEncoder.from_pretrained(folder)
+    assert ours.encode(SENTENCES).shape == (len(SENTENCES), 8)
+    assert ours.encode(SENTENCES, truncate_dim=4).shape == (len(SENTENCES), 4)  # the call's wins
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("normalize_embeddings", [False, True])
+def test_normalize_embeddings_adds_to_the_folders_normalize_module(tmp_path, normalize_embeddings):
+    """normalize_embeddings=False cannot switch a Normalize module off; True normalises after truncate_dim."""
+    c, folder = folder_of(tmp_path, "bert", normalize=True, pass_truncate=6, normalize_embeddings=normalize_embeddings)
+    ours = SentenceEncoder.from_pretrained(folder)
+    norms = np.linalg.norm(ours.encode(SENTENCES, normalize_embeddings=normalize_embeddings), axis=1)
+    assert (np.abs(norms - 1) < 1e-5).all()
+    truncated = ours.encode(SENTENCES, truncate_dim=6, normalize_embeddings=normalize_embeddings)
+    truncated = np.linalg.norm(truncated, axis=1)
+    assert (np.abs(truncated - 1) < 1e-5).all() == normalize_embeddings
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet"])
+def test_do_lower_case_false_in_tokenizer_config_beside_a_lowercasing_tokenizer_json(tmp_path, family):
+    """transformers 5 builds the normaliser from tokenizer_config.json, whatever tokenizer.json says."""
+    c, folder = folder_of(tmp_path, family, lower=False, files="json_lowercase")
+    data = json.loads((folder / "tokenizer.json").read_text())
+    assert data["normalizer"]["lowercase"] and not json.loads((folder / "tokenizer_config.json").read_text())[
+        "do_lower_case"]
+    ours = SentenceEncoder.from_pretrained(folder).tokenizer
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+    assert ours(SENTENCES[:3]).input_ids.tolist() == theirs(SENTENCES[:3], padding=True)["input_ids"]
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "mpnet"])
+def test_a_missing_layer_norm_eps_is_transformers_default(tmp_path, family):
+    c, folder = folder_of(tmp_path, family, eps="drop")
+    assert "layer_norm_eps" not in json.loads((folder / "config.json").read_text())
+    assert SentenceEncoder.from_pretrained(folder).bert.config.layer_norm_eps == 1e-12
+    assert_matches(c, folder)
+
+
+def test_an_mpnet_folder_with_vocab_txt_only_has_its_own_special_tokens(tmp_path):
+    c, folder = folder_of(tmp_path, "mpnet", files="vocab")
+    assert not (folder / "tokenizer.json").exists()
+    ours = SentenceEncoder.from_pretrained(folder).tokenizer
+    assert ours.backend.encode("a").tokens[0] == "<s>" and ours.backend.encode("a").tokens[-1] == "</s>"
+    assert_matches(c, folder)
+
+
+def test_weightedmean_keeps_the_positions_of_the_tokens_after_a_left_out_prompt(tmp_path):
+    c, folder = folder_of(tmp_path, "bert", pooling=["weightedmean"], include_prompt=False, prompts=True,
+                          prompt_call="name")
+    assert_matches(c, folder)
+
+
+def test_a_config_without_model_type_is_refused(tmp_path):
+    c, folder = folder_of(tmp_path, "roberta", drop_model_type=True)
+    with pytest.raises(ValueError, match="has no model_type"):
+        SentenceEncoder.from_pretrained(folder)
+    assert compare(c, folder).kind == "both"  # transformers refuses it too
+
+
+@pytest.mark.parametrize("family, settings", [
+    ("bert", {"act": "silu"}), ("distilbert", {"act": "quick_gelu"}), ("mpnet", {"act": "gelu_new"}),
+    ("roberta", {"files": "no_tokenizer_config"}), ("xlm-roberta", {"files": "no_tokenizer_config"}),
+    ("roberta", {"files": "vocab"}), ("bert", {"files": "special_tokens_map"}),
+    ("mpnet", {"files": "added_tokens_decoder"}), ("bert", {"files": "token_dicts"}),
+    ("distilbert", {"files": "no_tokenizer_class"}), ("roberta", {"files": "verbatim"}),
+], ids=lambda x: x if isinstance(x, str) else "-".join(map(str, x.values())))
+def test_folders_that_sentence_transformers_loads_are_loaded(tmp_path, family, settings):
+    assert_matches(*folder_of(tmp_path, family, **settings))
+
+
+@pytest.mark.parametrize("settings", [
+    {"module_form": "old", "st_max": 20, "st_lower": True}, {"module_form": "old_renamed", "st_max": 20},
+    {"module_form": "tokenizer_args", "lower": False}, {"module_form": "model_args"},
+    {"module_form": "config_args"}, {"module_form": "no_modules", "prompts": True},
+    {"old_class_names": True, "legacy_pooling": True, "pooling": ["mean", "cls"]},
+    {"st_config_form": "v2", "prompts": True, "default_prompt": True},
+    {"truncation_side": "left", "tokenizer_max": 24}, {"dtype": "bfloat16"},
+], ids=lambda s: "-".join(map(str, s.values())))
+def test_older_and_rarer_forms_of_a_folder(tmp_path, settings):
+    assert_matches(*folder_of(tmp_path, "roberta", **settings))
+
+
+def test_an_unknown_similarity_name_is_cosine_with_a_warning(tmp_path):
+    c, folder = folder_of(tmp_path, "bert", similarity="dot", st_config_form="bad_similarity")
+    with pytest.warns(UserWarning, match="similarity_fn_name 'dot_product' is not one of"):
+        assert SentenceEncoder.from_pretrained(folder).settings.similarity_fn_name == "cosine"
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("settings, refusal", [
+    ({"act": "prelu"}, "has learnt parameters of its own"),
+    ({"padding_side": "left"}, "padding_side 'left': minibert pads on the right only"),
+    ({"dense": [(8, "mypackage.Swish", True, False)]}, "is not a torch class"),
+])
+def test_settings_minibert_refuses_are_named(tmp_path, settings, refusal):
+    """What sentence-transformers runs but minibert refuses, each naming the file and the setting: prelu's
+    parameters are not in the checkpoint (transformers draws them at random), a Dense activation outside torch
+    (sentence-transformers runs Tanh in its place), left padding."""
+    c, folder = folder_of(tmp_path, "bert", **settings)
+    with pytest.raises(ValueError, match=refusal):
+        SentenceEncoder.from_pretrained(folder)
+    assert compare(c, folder).kind == "refused"
+
+
+def test_encode_in_another_dtype_leaves_the_weights_as_they_were(minilm, sentences):
+    before = minilm.encode(sentences, convert_to="torch")
+    bf16 = minilm.encode(sentences, dtype=torch.bfloat16, convert_to="torch")
+    assert bf16.dtype == torch.bfloat16 and next(minilm.parameters()).dtype == torch.float32
+    assert torch.equal(minilm.encode(sentences, convert_to="torch"), before)  # float32 again, exactly
+    expected = SentenceEncoder.from_pretrained(minilm.tokenizer.source, dtype=torch.bfloat16).encode(
+        sentences, convert_to="torch")
+    assert torch.equal(bf16, expected)  # the same as a model loaded in bf16
+
+
+@pytest.mark.parametrize("name", ["cosine", "dot", "euclidean", "manhattan"])
+def test_similarity_is_the_folders_function(tmp_path, name):
+    from sentence_transformers import util
+
+    from minibert.search import semantic_search
+
+    _, folder = folder_of(tmp_path, "bert", similarity=name)
+    ours, theirs = SentenceEncoder.from_pretrained(folder), st.SentenceTransformer(str(folder), device="cpu")
+    assert ours.settings.similarity_fn_name == name == theirs.similarity_fn_name
+    a, b = ours.encode(SENTENCES[:6]), ours.encode(SENTENCES[6:12])
+    torch.testing.assert_close(ours.similarity(a, b), theirs.similarity(a, b), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.similarity_pairwise(a, b), theirs.similarity_pairwise(a, b), atol=1e-5, rtol=0)
+    ours_hits = semantic_search(b, a, top_k=3, score=name)
+    their_hits = util.semantic_search(torch.as_tensor(b), torch.as_tensor(a), top_k=3,
+                                      score_function=theirs.similarity)
+    assert [[h["corpus_id"] for h in hits] for hits in ours_hits] == \
+        [[h["corpus_id"] for h in hits] for hits in their_hits]
+    np.testing.assert_allclose([[h["score"] for h in hits] for hits in ours_hits],
+                               [[h["score"] for h in hits] for hits in their_hits], atol=1e-5)
+
+
+@pytest.mark.parametrize("key, value, refusal", [
+    ("transformer_task", "text-generation", "transformer_task 'text-generation'"),
+    ("modality_config", {"message": {"method": "forward", "method_output_name": "last_hidden_state"}},
+     "no chat template"),
+    ("processing_kwargs", {"text": {"max_length": 8}}, "processing_kwargs"),
+    ("model_args", {"trust_remote_code": True, "revision": "main"}, "model_kwargs 'revision'"),
+    ("pooling_mode", "cls", "'pooling_mode' is not a setting"),
+])
+def test_module_config_keys_minibert_does_not_run_are_refused_by_name(model_copy, key, value, refusal):
+    folder = model_copy()
+    path = folder / "sentence_bert_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(ValueError, match=refusal) as error:
+        SentenceEncoder.from_pretrained(folder)
+    assert str(path) in str(error.value)
+
+
+def test_minibert_search_and_mine_use_the_folders_similarity(tmp_path, capsys):
+    """On a dot-product folder `minibert search` ranks by the dot product, as sentence-transformers'
+    semantic_search with the model's similarity does; --score chooses another."""
+    from sentence_transformers import util
+
+    from minibert.cli import main
+
+    _, folder = folder_of(tmp_path, "bert", similarity="dot")
+    lines = [s for s in SENTENCES if s and "\n" not in s]  # one a line
+    corpus, queries = tmp_path / "corpus.txt", tmp_path / "queries.txt"
+    corpus.write_text("\n".join(lines[5:]) + "\n")
+    queries.write_text("\n".join(lines[:5]) + "\n")
+    theirs = st.SentenceTransformer(str(folder), device="cpu")
+    query_embeddings, corpus_embeddings = (theirs.encode(part, convert_to_tensor=True)
+                                           for part in (lines[:5], lines[5:]))
+    expected = util.semantic_search(query_embeddings, corpus_embeddings, top_k=3, score_function=util.dot_score)
+    cosine = util.semantic_search(query_embeddings, corpus_embeddings, top_k=3)
+    assert expected != cosine  # the two scores rank differently here
+    for arguments, wanted in (([], expected), (["--score", "cosine"], cosine)):
+        out = tmp_path / "hits.jsonl"
+        assert main(["search", "--model", str(folder), "--corpus", str(corpus), "--queries", str(queries),
+                     "--top-k", "3", "--output", str(out), *arguments]) == 0
+        hits = [json.loads(line)["hits"] for line in out.read_text().splitlines()]
+        assert [[h["corpus_id"] for h in q] for q in hits] == [[h["corpus_id"] for h in q] for q in wanted]
+        np.testing.assert_allclose([[h["score"] for h in q] for q in hits], [[h["score"] for h in q] for q in wanted],
+                                   atol=1e-4)
+    assert main(["mine", "--model", str(folder), "--input", str(corpus), "--top-k", "2"]) == 0
+    assert "closest pairs by dot" in capsys.readouterr().out
