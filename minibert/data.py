@@ -37,6 +37,12 @@ class RetrievalPair:
 
 
 @dataclass
+class MaskedText:
+    text: str
+    fill: bool = False  # True: a user's text whose mask tokens the model fills in; False: text to be masked
+
+
+@dataclass
 class TaggedSentence:
     words: list[str]
     tags: list[str] | None = None  # one BIO tag per word
@@ -193,6 +199,12 @@ def read_pairs_tsv(path: str | Path, skip_bad: bool = False) -> list[RetrievalPa
         examples.append(RetrievalPair(*fields))
     skipper.report()
     return examples
+
+
+def read_text(path: str | Path, skip_bad: bool = False) -> list[MaskedText]:
+    """Plain text for masked-language modelling, one document (a sentence, a paragraph) a line; blank lines
+    are skipped. Any UTF-8 line is good text: ``skip_bad`` has nothing to skip."""
+    return [MaskedText(line.strip()) for _, line in open_lines(path) if line.strip()]
 
 
 def read_conll(path: str | Path, skip_bad: bool = False) -> list[TaggedSentence]:

@@ -46,12 +46,14 @@ class EncodeSettings:
         if raw.get("model_type", "SentenceTransformer") != "SentenceTransformer":
             raise ValueError(f"{path}: model_type {raw['model_type']!r}: minibert loads SentenceTransformer folders "
                              "(sentence embeddings), not this kind")
-        prompts = raw.get("prompts") or {}
+        prompts = raw.get("prompts", {})
         if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, (str, type(None)))
                                                     for k, v in prompts.items()):
             raise ValueError(f"{path}: prompts must map names to texts, got {prompts!r}")
+        if not isinstance(raw.get("default_prompt_name"), (str, type(None))):
+            raise ValueError(f"{path}: default_prompt_name must be a prompt's name, got {raw['default_prompt_name']!r}")
         similarity = raw.get("similarity_fn_name")
-        if similarity is not None and similarity not in SIMILARITIES:
+        if similarity is not None and (not isinstance(similarity, str) or similarity not in SIMILARITIES):
             warnings.warn(f"{path}: similarity_fn_name {similarity!r} is not one of {list(SIMILARITIES)}; "
                           "using cosine, as sentence-transformers does", stacklevel=2)
             similarity = None
@@ -65,7 +67,8 @@ class EncodeSettings:
         """The prompt to put before each text: ``prompt`` itself, the one named, or the default one ("")."""
         if prompt is not None:
             if prompt_name is not None:
-                raise ValueError("give prompt or prompt_name, not both")
+                warnings.warn(f"both prompt and prompt_name ({prompt_name!r}) given: the prompt is used, as "
+                              "sentence-transformers uses it", stacklevel=3)
             return prompt
         name = prompt_name if prompt_name is not None else self.default_prompt_name
         if name is None:

@@ -100,7 +100,8 @@ class MultiTaskModel(nn.Module):
             raise ValueError(f"task {task!r}: the batch lacks {missing} (got {sorted(batch)}); "
                              f"make it with model.collate({task!r}, examples)")
         features = self.encoder.features(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        logits = self.heads[task](features)
+        head = self.heads[task]
+        logits = head(features, batch) if getattr(head, "reads_batch", False) else head(features)
         loss = spec.compute_loss(logits, batch) if "labels" in batch else None
         return TaskOutput(loss, logits)
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from minibert.config import declared_dtype
-from minibert.files import optional_json, read_json
+from minibert.files import json_object, optional_json, read_json
 from minibert.weights import check_tensors, save_tensors
 
 MODULE_TYPES = ("Transformer", "Pooling", "Dense", "Normalize")
@@ -60,13 +60,17 @@ def read_transformer_settings(folder: Path) -> TransformerSettings:
     path = folder / name
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object of settings, got {type(raw).__name__}")
-    raw = {RENAMED.get(k, k): v for k, v in raw.items() if k not in NO_EFFECT}
-    settings = TransformerSettings(path, raw.pop("max_seq_length", None), raw.pop("do_lower_case", False))
+    raw = {k: v for k, v in raw.items() if k not in NO_EFFECT}
+    for old, new in RENAMED.items():  # when a file holds both names, the old one wins, as in sentence-transformers
+        if old in raw:
+            raw[new] = raw.pop(old)
+    lower = raw.pop("do_lower_case", False)
+    settings = TransformerSettings(path, raw.pop("max_seq_length", None), bool(lower))
     limit = settings.max_seq_length
     if limit is not None and not (type(limit) is int and limit >= 2):
         raise ValueError(f"{path}: max_seq_length must be an integer >= 2, got {settings.max_seq_length!r}")
-    if not isinstance(settings.do_lower_case, bool):
-        raise ValueError(f"{path}: do_lower_case must be true or false, got {settings.do_lower_case!r}")
+    if not isinstance(lower, (bool, type(None))):
+        raise ValueError(f"{path}: do_lower_case must be true or false, got {lower!r}")
     for key in ("model_kwargs", "processor_kwargs", "config_kwargs"):
         value = raw.pop(key, None) or {}
         if not isinstance(value, dict):
@@ -77,7 +81,8 @@ def read_transformer_settings(folder: Path) -> TransformerSettings:
             if unknown:
                 raise ValueError(f"{path}: model_kwargs {unknown[0]!r} is not a setting minibert runs (it reads "
                                  "dtype, torch_dtype and attn_implementation)")
-            settings.dtype = declared_dtype(value, f"{path}: model_kwargs")
+            auto = {k: v for k, v in value.items() if v != "auto"}  # "auto": the dtype config.json names
+            settings.dtype = declared_dtype(auto, f"{path}: model_kwargs")
         else:
             setattr(settings, "tokenizer" if key == "processor_kwargs" else "config", value)
     check_text_only(raw, path)
@@ -97,8 +102,9 @@ def check_text_only(raw: dict, path: Path) -> None:
         raise ValueError(f"{path}: module_output_name {output!r}: minibert's pooling reads 'token_embeddings'")
     modalities = raw.pop("modality_config", None)
     text = {"method": "forward", "method_output_name": "last_hidden_state"}
-    if modalities is not None and (not isinstance(modalities, dict) or set(modalities) != {"text"}
-                                   or {k: v for k, v in modalities["text"].items() if k != "format"} != text):
+    text_only = isinstance(modalities, dict) and set(modalities) == {"text"} and isinstance(modalities["text"], dict)
+    if modalities is not None and not (text_only and {k: v for k, v in modalities["text"].items()
+                                                      if k != "format"} == text):
         raise ValueError(f"{path}: modality_config {modalities!r}: minibert runs plain text through the model's "
                          f"forward only ({{'text': {text}}}; no chat template)")
     kwargs = raw.pop("processing_kwargs", None)
@@ -139,20 +145,20 @@ def read_pipeline(folder: Path) -> Pipeline:
             raise ValueError(f"{path}: module {i}'s path {where!r} must lie inside the model folder")
     # sentence-transformers runs the modules in the order listed (it does not read "idx")
     kinds = [(m["type"].rsplit(".", 1)[-1], folder / m.get("path", ""), m) for m in modules]
-    for kind, _, module in kinds:
-        if kind not in MODULE_TYPES:
+    for kind, _, module in kinds:  # (a class of a package of the folder's own runs the folder's own code)
+        if kind not in MODULE_TYPES or not module["type"].startswith("sentence_transformers."):
             raise ValueError(f"{path}: module {module['type']!r} (path {module.get('path')!r}) is not supported by "
-                             f"minibert (supported: {', '.join(MODULE_TYPES)})")
+                             f"minibert (supported: sentence-transformers' {', '.join(MODULE_TYPES)})")
     order = [kind for kind, _, _ in kinds]
-    # The one order minibert runs: Transformer, [Pooling], any Dense, [Normalize]
-    expected = ["Transformer"] + ["Pooling"] * ("Pooling" in order) + ["Dense"] * order.count("Dense") \
-        + ["Normalize"] * ("Normalize" in order)
+    # The one order minibert runs: Transformer, Pooling, any Dense, [Normalize] (without a Pooling there is no
+    # sentence embedding, and sentence-transformers fails)
+    expected = ["Transformer", "Pooling"] + ["Dense"] * order.count("Dense") + ["Normalize"] * ("Normalize" in order)
     if order != expected:
         raise ValueError(f"{path}: modules in the order {order}; minibert runs Transformer, Pooling, Dense..., "
-                         "Normalize, each at most once but Dense")
+                         "Normalize, each once but Dense (any number) and Normalize (at most once)")
     by_kind = {kind: p for kind, p, _ in kinds}
     if "Normalize" in by_kind:  # its optional config.json names what it reads and writes
-        normalize_config = optional_json(by_kind["Normalize"] / "config.json")
+        normalize_config = json_object(by_kind["Normalize"] / "config.json")
         for key in ("module_input_name", "module_output_name"):
             if normalize_config.get(key, "sentence_embedding") != "sentence_embedding":
                 raise ValueError(f"{by_kind['Normalize'] / 'config.json'}: {key}={normalize_config[key]!r}: minibert "
@@ -166,6 +172,8 @@ def activation_module(name: str, where: str) -> nn.Module:
     """Dense's ``activation_function``: the import path of a torch.nn module class, built without arguments, as
     sentence-transformers builds it (e.g. ``torch.nn.modules.activation.Tanh``). A path outside torch is
     refused (sentence-transformers would silently put Tanh in its place)."""
+    if not isinstance(name, str):
+        raise ValueError(f"{where}: activation_function must be a class's import path, got {name!r}")
     module_name, _, class_name = name.rpartition(".")
     if not module_name.startswith("torch."):
         raise ValueError(f"{where}: activation_function {name!r} is not a torch class (sentence-transformers "

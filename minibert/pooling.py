@@ -50,6 +50,10 @@ class PoolingConfig:
         raw = read_json(path, "pooling config")
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a JSON object of settings, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - {"embedding_dimension", "word_embedding_dimension", "pooling_mode",
+                                     "include_prompt", *LEGACY_KEYS})
+        if unknown:  # (sentence-transformers fails on them too)
+            raise ValueError(f"{path}: {unknown[0]!r} is not a setting of sentence-transformers' Pooling")
         for key in ("include_prompt", *LEGACY_KEYS):
             if not isinstance(raw.get(key, False), bool):
                 raise ValueError(f"{path}: {key} must be true or false, got {raw[key]!r}")
@@ -103,9 +107,9 @@ def pool(mode: str, hidden: torch.Tensor, mask: torch.Tensor, first: torch.Tenso
     B, L, C = hidden.shape
     keep = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1): multiplying by it zeroes the pads
     acc = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
-    if mode == "cls":  # the first real token: [CLS] with right padding
-        first = mask.to(torch.int).argmax(dim=1)
-        return hidden[torch.arange(B, device=hidden.device), first]
+    if mode == "cls":  # the first token the mask keeps: [CLS], or the first after a left-out prompt
+        kept = mask.to(torch.int).argmax(dim=1)
+        return hidden[torch.arange(B, device=hidden.device), kept]
     if mode == "max":  # pads become -inf so they never win the max
         return hidden.masked_fill(keep == 0, float("-inf")).max(dim=1).values
     if mode in ("mean", "mean_sqrt_len_tokens"):

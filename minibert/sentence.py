@@ -35,6 +35,7 @@ class SentenceFeatures(NamedTuple):
 
     token_states: torch.Tensor  # (B, L, C), the last hidden states (padding rows included)
     embedding: torch.Tensor  # (B, D), pooled over the real tokens (then Dense, then L2-normalised if the model is)
+    word_embeddings: torch.Tensor  # (V, C), the input embedding table: a head tied to it (MLM) reads it here
 
 
 class SentenceEncoder(nn.Module):
@@ -52,9 +53,6 @@ class SentenceEncoder(nn.Module):
         if tokenizer.vocab_size > bert.config.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model only "
                              f"{bert.config.vocab_size} embeddings")
-        dim = self.settings.truncate_dim
-        if dim is not None and dim > self.embedding_dim:
-            raise ValueError(f"truncate_dim {dim} is more than the model's {self.embedding_dim} dimensions")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
@@ -84,9 +82,6 @@ class SentenceEncoder(nn.Module):
                                  f"the module before gives {dim} dimensions")
             dim = dense[-1].linear.out_features
         settings = EncodeSettings.from_folder(folder) if pipeline.sentence_transformers else EncodeSettings()
-        if settings.truncate_dim is not None and settings.truncate_dim > dim:
-            raise ValueError(f"{folder / 'config_sentence_transformers.json'}: truncate_dim {settings.truncate_dim} "
-                             f"is more than the model's {dim} dimensions")
         bert_param = next(bert.parameters())
         encoder = cls(bert, tokenizer, pooling, pipeline.normalize, dense, settings)
         encoder = encoder.to(bert_param.device, bert_param.dtype).eval()  # Dense in the encoder's dtype, as in ST
@@ -137,7 +132,7 @@ class SentenceEncoder(nn.Module):
             emb = dense(emb)
         if self.normalize:
             emb = F.normalize(emb, p=2, dim=-1)
-        return SentenceFeatures(hidden, emb)
+        return SentenceFeatures(hidden, emb, self.bert.embeddings.word.weight)
 
     def forward(self, batch: Batch, prompt_length: int = 0) -> torch.Tensor:
         """Embeddings (B, D) for a tokenized batch."""
@@ -181,7 +176,8 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
         if truncate_dim is not None and not (type(truncate_dim) is int and 1 <= truncate_dim <= self.embedding_dim):
             raise ValueError(f"truncate_dim must be in 1..{self.embedding_dim}, got {truncate_dim!r}")
-        truncate_dim = truncate_dim or self.settings.truncate_dim
+        truncate_dim = truncate_dim or self.settings.truncate_dim  # (the folder's may exceed the dimensions: all kept)
+        truncate_dim = truncate_dim if truncate_dim and truncate_dim < self.embedding_dim else None
         prefix = self.settings.prompt(prompt_name, prompt)
         sentences, prompt_length = [prefix + s for s in sentences], self.prompt_length(prefix)
         if device is not None:

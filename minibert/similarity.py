@@ -18,10 +18,16 @@ import torch.nn.functional as F
 
 def matrix(x: np.ndarray | torch.Tensor | list) -> torch.Tensor:
     """Rows as a float tensor of at least float32 precision; a single vector is one row."""
+    if isinstance(x, list) and x and isinstance(x[0], torch.Tensor):
+        x = torch.stack(x)
     t = torch.as_tensor(np.asarray(x) if isinstance(x, list) else x)
     if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()
     return t[None] if t.ndim == 1 else t
+
+
+def ndim(x) -> int:
+    return x.ndim if hasattr(x, "ndim") else 2 if x and isinstance(x[0], (list, torch.Tensor, np.ndarray)) else 1
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -61,8 +67,9 @@ def similarity(a, b, name: str = "cosine") -> torch.Tensor:
 
 
 def pairwise(a, b, name: str = "cosine") -> torch.Tensor:
-    """(n,) scores of row i of ``a`` with row i of ``b``."""
-    a, b = matrix(a), matrix(b)
+    """(n,) scores of row i of ``a`` with row i of ``b`` (one score, a 0-d tensor, for two vectors)."""
+    a, b, vectors = matrix(a), matrix(b), ndim(a) == ndim(b) == 1
     if a.shape != b.shape:
         raise ValueError(f"pairwise scores need two matrices of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    return PAIRWISE[check_name(name)](a, b)
+    scores = PAIRWISE[check_name(name)](a, b)
+    return scores[0] if vectors else scores

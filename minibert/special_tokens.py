@@ -26,13 +26,15 @@ from minibert.files import json_object
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
-def as_token(value, where: str) -> str | AddedToken | None:
-    """A special token as the config files write it: a string, {"content": ...} or null."""
+def as_token(value, where: str, typed: bool = False) -> str | AddedToken | None:
+    """A special token as the files write it: a string, {"content": ...} or null. ``typed``: a dict must say
+    ``"__type": "AddedToken"`` (what tokenizer_config.json's own keys hold; transformers refuses other dicts)."""
     if value is None or isinstance(value, (str, AddedToken)):
         return value
     flags = ("lstrip", "rstrip", "single_word", "normalized", "special")
-    if isinstance(value, dict) and isinstance(value.get("content"), str) and all(
-            isinstance(value.get(f, False), bool) for f in flags):
+    fields_ok = isinstance(value, dict) and isinstance(value.get("content"), str) and all(
+        isinstance(value.get(f, False), bool) for f in flags)
+    if fields_ok and (not typed or value.get("__type") == "AddedToken"):
         return AddedToken(value["content"], **{f: value[f] for f in flags if f in value})
     raise ValueError(f"{where}: expected a token (a string or {{\"content\": ...}}), got {value!r:.80}")
 
@@ -45,13 +47,16 @@ def token_list(value, where: str) -> list:
     return [as_token(t, where) for t in value]
 
 
-def read_special_tokens(folder: Path, settings: dict, defaults: dict, tokenizer_json: dict) -> tuple[dict, list, dict]:
-    """(named special tokens, extra special tokens, added tokens by index), read as transformers reads them."""
+def read_special_tokens(folder: Path, raw: dict, overrides: dict, defaults: dict,
+                        tokenizer_json: dict) -> tuple[dict, list, dict]:
+    """(named special tokens, extra special tokens, added tokens by index), read as transformers reads them:
+    ``raw`` is tokenizer_config.json, ``overrides`` what the caller lays over it (a sentence-transformers
+    folder's processor_kwargs), which special_tokens_map.json does not override."""
     config_path = folder / "tokenizer_config.json"
-    settings = dict(settings)
+    settings = {**raw, **overrides}
     if "additional_special_tokens" in settings and not settings.get("extra_special_tokens"):
         settings["extra_special_tokens"] = settings.pop("additional_special_tokens")
-    extra = token_list(settings.get("extra_special_tokens"), f"{config_path}: extra_special_tokens")
+    own = settings.pop("extra_special_tokens") if isinstance(settings.get("extra_special_tokens"), dict) else {}
     added: dict[int, AddedToken] = {}
     if "added_tokens_decoder" in settings:
         entries = settings["added_tokens_decoder"]
@@ -62,14 +67,19 @@ def read_special_tokens(folder: Path, settings: dict, defaults: dict, tokenizer_
     else:  # older folders: special_tokens_map.json over tokenizer_config.json, then the files' added tokens
         path = folder / "special_tokens_map.json"
         for key, value in json_object(path).items():
-            if key in ("extra_special_tokens", "additional_special_tokens"):
-                extra += [t for t in token_list(value, f"{path}: {key}") if t not in extra]
-            elif key in SPECIAL_KEYS:
+            if overrides.get(key):
+                continue
+            if key == "extra_special_tokens":
+                old = token_list(settings.get("extra_special_tokens"), f"{config_path}: extra_special_tokens")
+                settings[key] = old + [t for t in token_list(value, f"{path}: {key}") if t not in old]
+            elif isinstance(value, dict):
                 token = as_token(value, f"{path}: {key}")
-                if isinstance(token, AddedToken):
-                    token.special = True
+                token.special = True
                 settings[key] = token
-        special = {str(settings[k]) for k in SPECIAL_KEYS if settings.get(k)} | {str(t) for t in extra}
+            else:
+                settings[key] = value
+        special = {str(settings[k]) for k in SPECIAL_KEYS if settings.get(k)} | \
+            {str(t) for t in token_list(settings.get("extra_special_tokens"), f"{config_path}: extra_special_tokens")}
         path = folder / "added_tokens.json"
         for content, index in json_object(path).items():
             if type(index) is not int:
@@ -80,10 +90,17 @@ def read_special_tokens(folder: Path, settings: dict, defaults: dict, tokenizer_
             if not isinstance(entry, dict) or type(entry.get("id")) is not int:
                 raise ValueError(f"{path}: added_tokens holds {entry!r:.80}, not a token with an id")
             added[entry["id"]] = as_token({k: v for k, v in entry.items() if k != "id"}, f"{path}: added_tokens")
+    if "additional_special_tokens" in settings and "extra_special_tokens" not in settings:
+        settings["extra_special_tokens"] = settings.pop("additional_special_tokens")
+    extra = token_list(settings.get("extra_special_tokens"), f"{config_path}: extra_special_tokens")
+    # any other "..._token" setting (a string, or an AddedToken's fields) names a special token of the model's own
+    own |= {k: v for k, v in settings.items() if k.endswith("_token") and k not in SPECIAL_KEYS
+            and (isinstance(v, (str, AddedToken)) or isinstance(v, dict) and v.get("__type") == "AddedToken")}
     by_content = {str(t): t for t in added.values()}
     named = {}
-    for key in SPECIAL_KEYS:
-        token = as_token(settings.get(key, defaults.get(key)), f"{config_path}: {key}")
+    for key in [*SPECIAL_KEYS, *own]:
+        value = own[key] if key in own else settings[key] if key in settings else defaults.get(key)
+        token = as_token(value, f"{config_path}: {key}", typed=key in raw and key not in overrides)
         named[key] = by_content.get(str(token), token) if token is not None else None
     return named, extra, added
 

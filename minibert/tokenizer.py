@@ -105,7 +105,7 @@ class Tokenizer:
 
     def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]",
                  source: Path | None = None, do_lower_case: bool = False, special_tokens: tuple[str, ...] = (),
-                 truncation_side: str = "right", overrides: dict | None = None) -> None:
+                 truncation_side: str = "right", overrides: dict | None = None, mask_token: str | None = None) -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
@@ -122,6 +122,7 @@ class Tokenizer:
                 if isinstance(backend.normalizer, normalizers.Sequence) else [backend.normalizer]
             backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *rest])
         self.special_tokens = tuple(special_tokens)
+        self.mask_token = mask_token  # [MASK] or <mask>: what masked-language-model pretraining hides tokens with
         self.truncation_side = truncation_side
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
@@ -153,12 +154,7 @@ class Tokenizer:
         where, settings = pipeline.transformer, pipeline.settings
         config = optional_json(where / "config.json")
         model_type = config.get("model_type") if isinstance(config, dict) else None
-        try:
-            backend, spec = tokenizer_files.build(where, model_type, settings.tokenizer)
-        except Exception as e:  # the Rust side raises plain Exceptions
-            if isinstance(e, (ValueError, OSError)):
-                raise
-            raise ValueError(f"{where}: the tokenizer files cannot be read ({e})") from e
+        backend, spec = tokenizer_files.build(where, model_type, settings.tokenizer, settings.path)
         if spec.pad_token is None:
             raise ValueError(f"{where}: the tokenizer has no pad token (tokenizer_config.json names none), so it "
                              "cannot pad a batch")
@@ -166,7 +162,7 @@ class Tokenizer:
             max_length = token_limit(where, settings, spec, max_positions)
         return cls(backend, max_length, spec.pad_token, source=where, do_lower_case=settings.do_lower_case,
                    special_tokens=tuple(spec.special_tokens), truncation_side=spec.truncation_side,
-                   overrides=settings.tokenizer)
+                   overrides=settings.tokenizer, mask_token=spec.mask_token)
 
     @property
     def vocab_size(self) -> int:

@@ -20,6 +20,7 @@ tokenizer.json verbatim. The special tokens come from tokenizer_config.json, or,
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +61,9 @@ class TokenizerSpec:
     special_tokens: list[str]  # every named and extra special token (transformers' all_special_tokens)
     model_max_length: int | float | None  # tokenizer_config.json's (or max_len), None when it names none
     truncation_side: str  # "right" or "left"
+    mask_token: str | None  # what the masked-language-model objective puts in a token's place
 
-
-def checked_settings(raw: dict, path: Path) -> dict:
+def checked_settings(raw: dict, path: Path | str) -> dict:
     for key, types in SETTING_TYPES.items():
         if key not in raw:
             continue
@@ -129,7 +130,6 @@ def vocabulary(folder: Path, model: str, data: dict) -> tuple[dict | list, list,
         norm = data.get("normalizer") or {}
         for part in norm.get("normalizers", [norm]) if isinstance(norm, dict) else []:
             if isinstance(part, dict) and part.get("type") == "Precompiled" and "precompiled_charsmap" in part:
-                import base64
                 charsmap = base64.b64decode(part["precompiled_charsmap"])
                 break
         if model == "Unigram":
@@ -148,15 +148,15 @@ def vocabulary(folder: Path, model: str, data: dict) -> tuple[dict | list, list,
     raise FileNotFoundError(f"no tokenizer files in {folder}: its tokenizer needs {wanted}")
 
 
-def build(folder: Path, model_type: str | None, overrides: dict | None = None) -> tuple[Backend, TokenizerSpec]:
+def build(folder: Path, model_type: str | None, overrides: dict | None = None,
+          overrides_source: Path | str = "the module config") -> tuple[Backend, TokenizerSpec]:
     """The backend tokenizer and its spec. ``overrides``: settings that win over tokenizer_config.json's (a
-    sentence-transformers folder's ``tokenizer_args``)."""
+    sentence-transformers folder's ``tokenizer_args``, read from ``overrides_source``)."""
     config_path = folder / "tokenizer_config.json"
-    raw = optional_json(config_path)
-    if not isinstance(raw, dict):
-        raise ValueError(f"{config_path}: expected a JSON object of settings, got {type(raw).__name__}")
-    settings = checked_settings({**raw, **(overrides or {})}, config_path)
-    name = tokenizer_class(folder, settings, model_type)
+    raw = checked_settings(json_object(config_path), config_path)
+    overrides = checked_settings(dict(overrides or {}), overrides_source)
+    settings = {**raw, **overrides}
+    name = tokenizer_class(folder, raw, model_type)  # from the files alone, as transformers picks it
     model, defaults = CLASSES[name]
     json_path = folder / "tokenizer.json"
     tokenizer_json = json_object(json_path)
@@ -165,7 +165,14 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None) -
         direction = str(saved.get("direction")).lower() if isinstance(saved, dict) else None
         if side not in settings and direction in ("left", "right"):
             settings[side] = direction
-    named, extra, added = read_special_tokens(folder, settings, defaults, tokenizer_json)
+    padding = tokenizer_json.get("padding")
+    if model is None and isinstance(padding, dict) and isinstance(padding.get("pad_token"), str):
+        defaults = {"pad_token": padding["pad_token"]}  # the verbatim class's only default: the file's padding
+    names = settings.get("model_input_names", ["input_ids", "attention_mask"])
+    if not isinstance(names, list) or not {"input_ids", "attention_mask"} <= set(names):
+        raise ValueError(f"{config_path}: model_input_names {names!r}: minibert gives the model input_ids and an "
+                         "attention_mask")
+    named, extra, added = read_special_tokens(folder, raw, overrides, defaults, tokenizer_json)
     text = {k: str(v) if v is not None else None for k, v in named.items()}
     source = json_path if tokenizer_json else folder
     try:
@@ -192,7 +199,7 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None) -
     specials = [t for t in [*text.values(), *map(str, extra)] if t is not None]
     return backend, TokenizerSpec(name, text["pad_token"], list(dict.fromkeys(specials)),
                                   settings.get("model_max_length", settings.get("max_len")),
-                                  settings.get("truncation_side", "right"))
+                                  settings.get("truncation_side", "right"), text["mask_token"])
 
 
 def pipeline(name: str, model: str, settings: dict, text: dict, files: tuple) -> Backend:

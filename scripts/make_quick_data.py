@@ -1,6 +1,6 @@
 """Write a small synthetic data set for every task type, in the same file formats as the real ones
-(STS-B TSV, SNLI TSV, SST-2 TSV with header, AG News TSV, CoNLL-2003), so that a fresh clone can run the
-whole training path quickly: `make train-quick`.
+(STS-B TSV, SNLI TSV, SST-2 TSV with header, AG News TSV, CoNLL-2003, retrieval triplets TSV, plain text), so
+that a fresh clone can run the whole training path quickly: `make train-quick`.
 
     python scripts/make_quick_data.py runs/quick-data
 
@@ -99,6 +99,30 @@ def topic_lines(rng: random.Random, n: int) -> list[str]:
     return lines
 
 
+def retrieval_triplets(rng: random.Random, n: int) -> list[str]:
+    """Pairs TSV lines: anchor, positive (a paraphrase), hard negative (the same subject doing something else)."""
+    lines = []
+    for _ in range(n):
+        subject, subject2, action, action2, other = rng.choice(SCENES)
+        lines.append(f"{subject} {action}.\t{subject2} {action2}.\t{subject} {other}.")
+    return lines
+
+
+def plain_text(rng: random.Random, n: int) -> list[str]:
+    """Text for the masked-language-model task, one document a line: the other tasks' kinds of sentence."""
+    lines = []
+    for _ in range(n):
+        kind = rng.randrange(3)
+        if kind == 0:
+            lines.append(topic_lines(rng, 1)[0].split("\t")[0])
+        elif kind == 1:
+            lines.append(sentiment_lines(rng, 1)[1].split("\t")[0].capitalize() + ".")
+        else:
+            subject, _, action, _, _ = rng.choice(SCENES)
+            lines.append(f"{subject} {action}.")
+    return lines
+
+
 def conll_sentences(rng: random.Random, n: int) -> list[str]:
     """CoNLL-2003 columns (token POS chunk NER), BIO tags, a blank line after each sentence."""
     lines = ["-DOCSTART- -X- -X- O", ""]
@@ -131,6 +155,8 @@ def main() -> None:
         "sst2/train.tsv": sentiment_lines(rng, 500), "sst2/dev.tsv": sentiment_lines(rng, 100),
         "agnews/train.tsv": topic_lines(rng, 500), "agnews/dev.tsv": topic_lines(rng, 100),
         "conll2003/train.txt": conll_sentences(rng, 400), "conll2003/valid.txt": conll_sentences(rng, 100),
+        "pairs/train.tsv": retrieval_triplets(rng, 500), "pairs/dev.tsv": retrieval_triplets(rng, 100),
+        "text/train.txt": plain_text(rng, 1000), "text/dev.txt": plain_text(rng, 100),
     }
     for name, lines in files.items():
         path = Path(args.out) / name

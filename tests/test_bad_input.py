@@ -156,8 +156,8 @@ def test_unsupported_pipeline_module_is_an_error(model_copy):
     modules.append({"idx": 3, "name": "3", "path": "3_LayerNorm", "type": "sentence_transformers.models.LayerNorm"})
     (folder / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ValueError, match=r"modules.json: module 'sentence_transformers.models.LayerNorm' .* not "
-                                         r"supported by minibert \(supported: Transformer, Pooling, Dense, "
-                                         r"Normalize\)"):
+                                         r"supported by minibert \(supported: sentence-transformers' Transformer, "
+                                         r"Pooling, Dense, Normalize\)"):
         SentenceEncoder.from_pretrained(folder)
 
 

@@ -15,7 +15,8 @@ import torch
 
 from minibert import SentenceEncoder
 
-from differential import SENTENCES, build, choices, compare
+from differential import compare
+from folders import SENTENCES, build, choices
 
 st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the reference")
 transformers = pytest.importorskip("transformers", reason="transformers builds the folders")
@@ -216,3 +217,97 @@ def test_minibert_search_and_mine_use_the_folders_similarity(tmp_path, capsys):
                                    atol=1e-4)
     assert main(["mine", "--model", str(folder), "--input", str(corpus), "--top-k", "2"]) == 0
     assert "closest pairs by dot" in capsys.readouterr().out
+
+
+def edit(path, **changes):
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("case", [
+    "model's own special token", "processor_kwargs over special_tokens_map",
+    "tokenizer_class of processor_kwargs not read", "tokenizer_args over processor_kwargs",
+    "additional tokens of special_tokens_map", "pad token from tokenizer.json",
+    "torch_dtype auto", "do_lower_case null", "truncate_dim past the dimensions"])
+def test_settings_read_as_the_references_read_them(tmp_path, case):
+    """Each a way a folder can say something, read with transformers' and sentence-transformers' precedence."""
+    c, folder = folder_of(tmp_path, "bert", files="json_lowercase" if "tokenizer_class" in case else "json",
+                          lower=False if "tokenizer_class" in case else True)
+    tok_config, module_config = folder / "tokenizer_config.json", folder / "sentence_bert_config.json"
+    if case == "model's own special token":  # any "..._token" setting is a special token of the model's own
+        edit(tok_config, sop_token="music")
+    elif case == "processor_kwargs over special_tokens_map":
+        edit(folder / "special_tokens_map.json", cls_token="[MASK]")
+        edit(module_config, processor_kwargs={"cls_token": "[CLS]"})
+    elif case == "tokenizer_class of processor_kwargs not read":
+        edit(module_config, processor_kwargs={"tokenizer_class": "PreTrainedTokenizerFast"})
+    elif case == "tokenizer_args over processor_kwargs":
+        edit(module_config, tokenizer_args={"do_lower_case": False}, processor_kwargs={"do_lower_case": True})
+    elif case == "additional tokens of special_tokens_map":  # kept apart from tokenizer_config.json's
+        (folder / "added_tokens.json").write_text(json.dumps({"crowd": 1000}))  # (in the vocabulary: its id kept)
+        edit(folder / "special_tokens_map.json", additional_special_tokens=["crowd", "music"])
+        edit(tok_config, additional_special_tokens=[])
+    elif case == "pad token from tokenizer.json":  # the verbatim class's pad token comes from tokenizer.json
+        data = json.loads((folder / "tokenizer.json").read_text())
+        data["padding"] = {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None,
+                           "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}
+        (folder / "tokenizer.json").write_text(json.dumps(data))
+        raw = json.loads(tok_config.read_text())
+        tok_config.write_text(json.dumps({k: v for k, v in raw.items() if k != "pad_token"} |
+                                         {"tokenizer_class": "PreTrainedTokenizerFast"}))
+    elif case == "torch_dtype auto":
+        edit(module_config, model_kwargs={"torch_dtype": "auto"})
+    elif case == "do_lower_case null":
+        edit(module_config, do_lower_case=None)
+    else:
+        edit(folder / "config_sentence_transformers.json", truncate_dim=10_000)
+    texts = ["Someone plays xmusicx for the xcrowdx", "HELLO world [CLS]"]
+    theirs = st.SentenceTransformer(str(folder), device="cpu")
+    ours = SentenceEncoder.from_pretrained(folder)
+    assert ours.tokenizer(texts).input_ids.tolist() == theirs.preprocess(texts)["input_ids"].tolist()
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("case, refusal", [
+    ("a module class of the folder's own", "is not supported by minibert"),
+    ("no Pooling module", "minibert runs Transformer, Pooling"),
+    ("an unknown pooling setting", "'pooling_modes' is not a setting of sentence-transformers' Pooling"),
+    ("a special token as an untyped dict", "cls_token: expected a token"),
+    ("model_input_names without attention_mask", "model_input_names"),
+    ("prompts null", "prompts must map names to texts"),
+])
+def test_folders_the_references_cannot_run_are_refused(tmp_path, case, refusal):
+    """What sentence-transformers or transformers fails on (or runs only with the folder's own code), minibert
+    refuses too, naming the file and the setting."""
+    c, folder = folder_of(tmp_path, "bert")
+    modules = json.loads((folder / "modules.json").read_text())
+    if case == "a module class of the folder's own":
+        modules[1]["type"] = "custom_st.Pooling"
+        (folder / "modules.json").write_text(json.dumps(modules))
+    elif case == "no Pooling module":
+        (folder / "modules.json").write_text(json.dumps(modules[:1]))
+    elif case == "an unknown pooling setting":
+        edit(folder / "1_Pooling" / "config.json", pooling_modes="cls")
+    elif case == "a special token as an untyped dict":
+        edit(folder / "tokenizer_config.json", cls_token={"content": "[CLS]"})
+    elif case == "model_input_names without attention_mask":
+        edit(folder / "tokenizer_config.json", model_input_names=["input_ids", "token_type_ids"])
+    else:
+        edit(folder / "config_sentence_transformers.json", prompts=None)
+    with pytest.raises(ValueError, match=refusal):
+        SentenceEncoder.from_pretrained(folder)
+    if case != "model_input_names without attention_mask":  # (sentence-transformers runs it without the mask)
+        assert compare(c, folder).kind == "both"
+
+
+def test_small_api_agreements(minilm):
+    """encode(prompt=..., prompt_name=...) uses the prompt with a warning; a pairwise score of two vectors is one
+    number; similarity takes a list of bf16 tensors."""
+    with pytest.warns(UserWarning, match="both prompt and prompt_name"):
+        a = minilm.encode(["x"], prompt="query: ", prompt_name="query")
+    np.testing.assert_array_equal(a, minilm.encode(["x"], prompt="query: "))
+    u, v = minilm.encode(["a man", "a woman"])
+    assert minilm.similarity_pairwise(u, v).shape == ()
+    bf16 = [torch.tensor(u, dtype=torch.bfloat16), torch.tensor(v, dtype=torch.bfloat16)]
+    assert minilm.similarity(bf16, bf16).shape == (2, 2)

@@ -108,3 +108,36 @@ def test_pairs_loss_equals_multiple_negatives_ranking_loss(minilm_dir, with_nega
     expected = losses.MultipleNegativesRankingLoss(reference)([features(reference, t) for t in texts], None)
     out = ours("pairs", ours.collate("pairs", examples))
     assert_close(out.loss, expected, atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["reference", "fast"])
+def test_triplet_loss_and_gradients_equal_triplet_loss(minilm_dir, path):
+    """The SBERT paper's triplet objective: max(|a - p| - |a - n| + 5, 0), Euclidean. The same loss as
+    sentence-transformers' TripletLoss, and the same gradient for every encoder weight (dropout off in both)."""
+    from minibert.data import RetrievalPair
+
+    ours = MultiTaskModel.from_encoder(minilm_dir, [{"name": "triplets", "type": "pairs", "loss": "triplet"}],
+                                       path=path)
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu").eval()
+    negatives = list(reversed(A))
+    examples = [RetrievalPair(a, b, n) for a, b, n in zip(A, B, negatives, strict=True)]
+    expected = losses.TripletLoss(reference)([features(reference, t) for t in (A, B, negatives)], None)
+    out = ours("triplets", ours.collate("triplets", examples))
+    assert_close(out.loss, expected, atol=1e-5, rtol=1e-6)
+    assert out.loss > 0  # unit vectors: every distance is at most 2, so the margin of 5 is never met
+    out.loss.backward()
+    expected.backward()
+    theirs = dict(reference[0].auto_model.named_parameters())
+    for key, grad in hf_tensors_of_grads(ours.encoder.bert).items():
+        assert_close(grad, theirs[key].grad, atol=1e-6, rtol=1e-4, msg=key)
+    with pytest.raises(ValueError, match="the triplet loss needs a negative for every anchor"):
+        ours.task("triplets").loss_terms(ours.collate("triplets", [RetrievalPair(A[0], B[0])]))
+
+
+def hf_tensors_of_grads(bert) -> dict:
+    """Each encoder parameter's gradient under its Hugging Face name (a fused QKV's split in three)."""
+    from minibert.weights import split_qkv
+
+    grads = split_qkv({n: p.grad for n, p in bert.named_parameters() if p.grad is not None})
+    key_map = bert.key_map(bert.config, bert.pooler is not None)
+    return {key_map[name]: g for name, g in grads.items()}

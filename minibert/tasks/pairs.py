@@ -1,15 +1,23 @@
-"""Retrieval pairs with in-batch negatives: embed (anchor, positive[, hard negative]) and train each
-anchor to pick its own positive among every candidate of the batch: the multiple-negatives ranking
-loss of sentence-transformers (InfoNCE over scaled cosine similarities).
+"""Retrieval pairs: embed (anchor, positive[, hard negative]) and train the anchor to be closer to its
+positive than to what it should not retrieve. Two losses (``loss``):
 
-One labelled pair gives B - 1 negatives for free: the other anchors' positives (and hard negatives).
-A candidate whose text equals the anchor's own positive is masked out, since it is not a negative.
-Under DDP the candidates of every process are gathered (with their gradients), so each anchor sees the
-whole global batch, as in one process; accumulation micro-batches still see only their own.
+- ``"mnrl"`` (default): each anchor picks its own positive among every candidate of the batch, the
+  multiple-negatives ranking loss of sentence-transformers (InfoNCE over scaled cosine similarities; van den
+  Oord 2018, Henderson 2017). One labelled pair gives B - 1 negatives for free: the other anchors'
+  positives (and hard negatives). A candidate whose text equals the anchor's own positive is masked out,
+  since it is not a negative. Under DDP the candidates of every process are gathered (with their gradients),
+  so each anchor sees the whole global batch, as in one process; accumulation micro-batches still see only
+  their own.
+- ``"triplet"``: the SBERT paper's third objective (Reimers & Gurevych 2019, section 3), on (anchor,
+  positive, negative) triplets: max(|a - p| - |a - n| + margin, 0), Euclidean distances, margin 5 as in the
+  paper (sentence-transformers' ``TripletLoss``). Each triplet sees its own negative only. The paper's
+  embeddings were not normalised; on a model with a Normalize module every distance is at most 2, so a margin
+  of 5 is never met and the loss is simply |a - p| - |a - n| + 5.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -48,13 +56,18 @@ class Pairs(Task):
     main_metric = "mrr@10"
     input = "pair"
 
-    scale: float = 20.0  # the cosines are multiplied by this before the softmax (a temperature of 1/20)
+    scale: float = 20.0  # mnrl: the cosines are multiplied by this before the softmax (a temperature of 1/20)
+    loss: str = "mnrl"  # "mnrl" (in-batch negatives) or "triplet" (each anchor's own negative, with a margin)
+    margin: float = 5.0  # triplet: how much further the negative must be than the positive
 
     def check(self) -> None:
         if self.labels:
             raise ValueError(f"task {self.name!r} (pairs) takes no label names, got {self.labels}")
-        if not self.scale > 0:
-            raise ValueError(f"task {self.name!r}: scale must be positive, got {self.scale}")
+        if not self.scale > 0 or not self.margin >= 0:
+            raise ValueError(f"task {self.name!r}: scale must be positive and margin >= 0, got {self.scale}, "
+                             f"{self.margin}")
+        if self.loss not in ("mnrl", "triplet"):
+            raise ValueError(f"task {self.name!r}: loss must be 'mnrl' or 'triplet', got {self.loss!r}")
 
     read = staticmethod(read_pairs_tsv)
 
@@ -66,10 +79,12 @@ class Pairs(Task):
         ``labels[i] = i``: anchor i's positive is candidate i. The texts' ids let the loss recognise a
         candidate that repeats an anchor's positive."""
         candidates = [e.positive for e in examples]
-        if all(e.negative is not None for e in examples):
+        with_negatives = all(e.negative is not None for e in examples)
+        if with_negatives:
             candidates += [e.negative for e in examples]
         batch = tokenizer([e.anchor for e in examples] + candidates).tensors()
-        batch["labels"] = torch.arange(len(examples))
+        if self.loss == "mnrl" or with_negatives:  # (triplet pairs without negatives can only be scored)
+            batch["labels"] = torch.arange(len(examples))
         batch["positive_ids"] = torch.tensor([text_id(e.positive) for e in examples], dtype=torch.long)
         batch["candidate_ids"] = torch.tensor([text_id(c) for c in candidates], dtype=torch.long)
         return batch
@@ -95,7 +110,17 @@ class Pairs(Task):
         repeats[torch.arange(n), labels] = False  # the positive itself stays
         return scores.masked_fill(repeats, float("-inf")), labels
 
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
+        if "labels" not in batch:
+            raise ValueError(f"task {self.name!r}: the triplet loss needs a negative for every anchor (a third "
+                             "tab-separated field on every line of its training file)")
+        return len(batch["labels"])
+
     def compute_loss(self, embeddings: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.loss == "triplet":  # rows: the B anchors, then their positives, then their negatives
+            anchor, positive, negative = embeddings.float().chunk(3)
+            distance = functools.partial(torch.linalg.vector_norm, dim=-1)  # Euclidean, as TripletLoss's
+            return F.relu(distance(anchor - positive) - distance(anchor - negative) + self.margin).mean()
         return F.cross_entropy(*self.scores(embeddings, batch))
 
     def predict(self, embeddings: torch.Tensor, batch: dict, examples: list) -> list[dict]:

@@ -1,0 +1,170 @@
+"""The masked-language-model head: how BERT learned what its encoder knows, and how it fills in a [MASK].
+
+Pretraining hides some tokens (``minibert.masking``) and trains the encoder to predict them from both sides.
+The head turns the last hidden state of a position into a score for every token of the vocabulary:
+
+    hidden (C) -> dense (C -> C) -> activation -> LayerNorm -> dot product with every word embedding (V) + bias
+
+The last step reuses the input word embeddings as the output layer ("tied" weights): a token's output vector is
+its input vector, so the vocabulary costs its V x C parameters once. Each family names the head its own way in
+its ``*ForMaskedLM`` checkpoints (``HEADS``); BERT and DistilBERT use their ``hidden_act``, the RoBERTa-style
+heads always GELU. ``MaskedLanguageModel`` is transformers' ``AutoModelForMaskedLM``: an encoder of any family
+with that head, loaded and saved strictly in their layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minibert import weights
+from minibert.activations import activation
+from minibert.config import BertConfig
+from minibert.families import load_model
+from minibert.files import read_json
+from minibert.masking import IGNORE_INDEX
+from minibert.model import BertModel
+from minibert.paths import convert
+from minibert.tokenizer import Tokenizer
+
+
+def head_keys(dense: str, norm: str, bias: str) -> dict[str, str]:
+    """minibert's names of the head's tensors -> a checkpoint's."""
+    return {"dense.weight": f"{dense}.weight", "dense.bias": f"{dense}.bias", "norm.weight": f"{norm}.weight",
+            "norm.bias": f"{norm}.bias", "bias": bias}
+
+
+LM_HEAD = head_keys("lm_head.dense", "lm_head.layer_norm", "lm_head.bias")
+# model_type -> (the head's keys, its activation: None for the config's hidden_act)
+HEADS = {"bert": (head_keys("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                            "cls.predictions.bias"), None),
+         "distilbert": (head_keys("vocab_transform", "vocab_layer_norm", "vocab_projector.bias"), None),
+         "roberta": (LM_HEAD, "gelu"), "xlm-roberta": (LM_HEAD, "gelu"), "mpnet": (LM_HEAD, "gelu")}
+# Tensors a checkpoint may also hold: the output layer's weight and bias (tied: the word embeddings and the
+# head's bias again), and BERT's next-sentence-prediction head (BertForPreTraining), which is not this objective.
+TIED = ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "vocab_projector.weight")
+TIED_BIAS = ("cls.predictions.decoder.bias", "lm_head.decoder.bias")
+NEXT_SENTENCE = ("cls.seq_relationship.weight", "cls.seq_relationship.bias")
+
+
+class MaskedLMHead(nn.Module):
+    """hidden -> dense -> activation -> LayerNorm -> tied output layer (+ bias): a score per vocabulary token."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        C = config.hidden_size
+        self.dense = nn.Linear(C, C)
+        self.act = activation(HEADS[config.model_type][1] or config.hidden_act)
+        self.norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        if not self.dense.weight.is_meta:  # BERT's initialisation (meta: loaded from a checkpoint instead)
+            nn.init.normal_(self.dense.weight, std=config.initializer_range)
+            nn.init.zeros_(self.dense.bias)
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """hidden (..., C), word_embeddings (V, C) -> logits (..., V)."""
+        return F.linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
+
+
+class MaskedLMOutput(NamedTuple):
+    loss: torch.Tensor | None  # the mean cross-entropy over the labelled positions, when labels are given
+    logits: torch.Tensor  # (B, L, V)
+
+
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the positions whose label is not IGNORE_INDEX, averaged over them."""
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+class MaskedLanguageModel(nn.Module):
+    """An encoder and its masked-language-model head (transformers' ``AutoModelForMaskedLM``)."""
+
+    def __init__(self, bert: BertModel, head: MaskedLMHead, tokenizer: Tokenizer | None = None) -> None:
+        super().__init__()
+        self.bert, self.head, self.tokenizer = bert, head, tokenizer
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, path: str = "reference", dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None) -> MaskedLanguageModel:
+        """A ``*ForMaskedLM`` folder, strictly: the encoder as ``load_model`` loads it, every tensor of the head
+        present and of its shape (a folder without a head is an error naming the keys it lacks)."""
+        folder = Path(folder)
+        bert = load_model(folder, dtype=dtype, device=device)
+        config = bert.config
+        keys = HEADS[config.model_type][0]
+        tensors = {k: t for k, (t, _) in weights.load_safetensors(folder).items()}
+        found = {k: tensors[k] for k in tensors if k in keys.values()}
+        if not found:
+            raise ValueError(f"{folder} holds no masked-language-model head (none of {', '.join(keys.values())}): "
+                             "a sentence-transformers folder, for one, keeps the encoder only")
+        with torch.device("meta"):
+            head = MaskedLMHead(config)
+        expected = {keys[name]: tuple(t.shape) for name, t in head.state_dict().items()}
+        weights.check_tensors(found, expected, f"{folder}'s masked-language-model head",
+                              f"{folder / 'config.json'} ({config.model_type})")
+        tie = read_json(folder / "config.json").get("tie_word_embeddings", True)
+        for key in TIED:  # an output layer stored beside the word embeddings: the same, or we cannot tie it
+            if key in tensors and not (tie or torch.equal(tensors[key], bert.embeddings.word.weight.cpu())):
+                raise ValueError(f"{folder}: {key} differs from the word embeddings (tie_word_embeddings is false); "
+                                 "minibert ties the output layer to the word embeddings")
+        head.load_state_dict({name: found[key] for name, key in keys.items()}, strict=True, assign=True)
+        bert_param = next(bert.parameters())
+        head.to(bert_param.device, bert_param.dtype)
+        model = cls(convert(bert, path), head, Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens))
+        return model.eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> MaskedLMOutput:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.head(hidden, self.bert.embeddings.word.weight)
+        return MaskedLMOutput(None if labels is None else mlm_loss(logits, labels), logits)
+
+    def to_path(self, path: str) -> MaskedLanguageModel:
+        """The same model on another execution path (``minibert.paths``), the weights shared."""
+        return MaskedLanguageModel(convert(self.bert, path), self.head, self.tokenizer).train(self.training)
+
+    @torch.inference_mode()
+    def fill_mask(self, texts: list[str], top_k: int = 5) -> list[list[list[dict]]]:
+        """For each text, for each of its mask tokens, the ``top_k`` tokens the model puts there, most probable
+        first: ``{"token": id, "token_str": text, "score": probability}``."""
+        tokenizer = self.tokenizer
+        mask_id = tokenizer.backend.token_to_id(tokenizer.mask_token) if tokenizer.mask_token else None
+        if mask_id is None:
+            raise ValueError("this model's tokenizer has no mask token")
+        batch = tokenizer(texts).to(next(self.parameters()).device)
+        for i, text in enumerate(texts):
+            if not (batch.input_ids[i] == mask_id).any():
+                raise ValueError(f"text {i} ({text!r:.60}) holds no {tokenizer.mask_token}")
+        probs = self(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().softmax(-1)
+        out = []
+        for i in range(len(texts)):
+            positions = (batch.input_ids[i] == mask_id).nonzero().flatten().tolist()
+            out.append([])
+            for p in positions:
+                top = probs[i, p].topk(top_k)
+                out[-1].append([{"token": int(t), "token_str": tokenizer.backend.decode([int(t)]), "score": float(s)}
+                                for s, t in zip(top.values, top.indices, strict=True)])
+        return out
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """The folder transformers' ``AutoModelForMaskedLM`` loads: the encoder under its family's prefix, the
+        head under its family's names, config.json naming the ``*ForMaskedLM`` class, and the tokenizer."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        bert = self.bert
+        tensors = {k: t for k, t in weights.hf_tensors(bert, bert.hf_prefix).items()
+                   if not k.startswith(bert.hf_prefix + "pooler.")}  # *ForMaskedLM has no pooler
+        keys = HEADS[bert.config.model_type][0]
+        tensors |= {keys[name]: t for name, t in self.head.state_dict().items()}
+        config = bert.config.to_dict()
+        config["architectures"] = [a.removesuffix("Model") + "ForMaskedLM" for a in config["architectures"]]
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        weights.save_tensors(tensors, folder / "model.safetensors")
+        if self.tokenizer is not None:
+            self.tokenizer.save(folder)

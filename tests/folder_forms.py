@@ -1,0 +1,113 @@
+"""The older and rarer forms of a folder that sentence-transformers and transformers still read, written over
+a freshly saved one (tests/folders.py): vocabulary files instead of tokenizer.json, the module and pooling
+configs of earlier versions, settings left out or changed by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    result = change(data)  # changes data in place (returning whatever), or returns new contents
+    data = result if isinstance(result, (dict, list)) else data
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def rewrite(c: dict, folder: Path) -> None:
+    """The older forms and the settings left out or changed by hand."""
+    config, tok_config = folder / "config.json", folder / "tokenizer_config.json"
+    edit_json(config, lambda d: d.update(dtype=c["dtype"]) if c["dtype"] != "drop" else d.pop("dtype", None))
+    if c["eps"] != "drop" and c["family"] != "distilbert":
+        edit_json(config, lambda d: d.update(layer_norm_eps=c["eps"]))
+    elif c["eps"] == "drop":
+        edit_json(config, lambda d: d.pop("layer_norm_eps", None))
+    if c["act"] == "prelu":
+        edit_json(config, lambda d: d.update({"activation" if c["family"] == "distilbert" else "hidden_act": "prelu"}))
+    if c["drop_model_type"]:
+        edit_json(config, lambda d: d.pop("model_type"))
+    if c["lower"] == "drop":
+        edit_json(tok_config, lambda d: d.pop("do_lower_case", None))
+    edit_json(tok_config, lambda d: d.update(model_max_length=c["tokenizer_max"]) if c["tokenizer_max"]
+              else d.pop("model_max_length", None))
+    if c["prefix_space"] is None:
+        edit_json(tok_config, lambda d: d.pop("add_prefix_space", None))
+    if c["padding_side"] == "left":
+        edit_json(tok_config, lambda d: d.update(padding_side="left"))
+    data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    if c["files"] == "vocab":  # the files of transformers 4's slow tokenizers, no tokenizer.json
+        model = data["model"]
+        if model["type"] == "WordPiece":
+            (folder / "vocab.txt").write_text("\n".join(sorted(model["vocab"], key=model["vocab"].get)) + "\n",
+                                              encoding="utf-8")
+        else:
+            (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
+            merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
+            (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        (folder / "tokenizer.json").unlink()
+    elif c["files"] == "no_tokenizer_config":
+        tok_config.unlink()
+    elif c["files"] == "special_tokens_map":
+        keys = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+        old = json.loads(tok_config.read_text(encoding="utf-8"))
+        tokens = {k: {"content": old[k], "lstrip": k == "mask_token", "normalized": False, "rstrip": False,
+                      "single_word": False} for k in keys if k in old}
+        (folder / "special_tokens_map.json").write_text(json.dumps(tokens))
+    elif c["files"] == "verbatim":
+        edit_json(tok_config, lambda d: d.update(tokenizer_class="PreTrainedTokenizerFast"))
+    elif c["files"] == "no_tokenizer_class":
+        edit_json(tok_config, lambda d: d.pop("tokenizer_class"))
+    elif c["files"] == "added_tokens_decoder":  # transformers 4 wrote the added tokens into the config
+        edit_json(tok_config, lambda d: d.update(added_tokens_decoder={
+            str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in data["added_tokens"]}))
+    elif c["files"] == "token_dicts":  # older still: each special token as an AddedToken's fields
+        edit_json(tok_config, lambda d: d.update({k: {"__type": "AddedToken", "content": v, "lstrip": False,
+                                                      "normalized": False, "rstrip": False, "single_word": False}
+                                                  for k, v in d.items() if k.endswith("_token")}))
+    elif c["files"] == "json_sides":  # tokenizer.json saved with padding and truncation on the left
+        data["padding"] = {"strategy": "BatchLongest", "direction": "Left", "pad_to_multiple_of": None, "pad_id": 0,
+                           "pad_type_id": 0, "pad_token": "[PAD]"}
+        data["truncation"] = {"direction": "Left", "max_length": 16, "strategy": "LongestFirst", "stride": 0}
+        (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        if c["truncation_side"] == "left":  # the config's side wins over the file's
+            edit_json(tok_config, lambda d: d.update(padding_side="right"))
+    elif c["files"] == "json_lowercase" and data["normalizer"] and data["normalizer"].get("type") == "BertNormalizer":
+        data["normalizer"]["lowercase"] = True  # tokenizer.json lowercases, tokenizer_config.json may say not to
+        (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    module_config = folder / "sentence_bert_config.json"
+    form = c["module_form"]
+    if form in ("old", "old_renamed", "tokenizer_args"):
+        old = {"max_seq_length": c["st_max"], "do_lower_case": c["st_lower"]}
+        if form == "tokenizer_args":
+            old["tokenizer_args"] = {"do_lower_case": c["lower"] is True}
+        module_config.write_text(json.dumps(old))
+    elif form == "model_args":
+        edit_json(module_config, lambda d: d.update(model_args={"torch_dtype": "bfloat16"}))
+    elif form == "config_args":
+        edit_json(module_config, lambda d: d.update(config_args={"layer_norm_eps": 1e-3}))
+    if form == "old_renamed" and c["family"] in ("roberta", "distilbert", "xlm-roberta"):
+        module_config.rename(folder / f"sentence_{c['family']}_config.json")
+    elif form == "no_modules":
+        (folder / "modules.json").unlink()
+    for i, (_, act, _, _) in enumerate(c["dense"]):
+        if act.startswith("mypackage"):  # a class outside torch, which sentence-transformers will not import
+            edit_json(folder / f"{i + 2}_Dense" / "config.json", lambda d, a=act: d.update(activation_function=a))
+    if c["old_class_names"] and (folder / "modules.json").is_file():  # what sentence-transformers 2 to 5 wrote
+        edit_json(folder / "modules.json", lambda d: [{**m, "type": "sentence_transformers.models." +
+                                                        m["type"].rsplit(".", 1)[1]} for m in d])
+    st_config = folder / "config_sentence_transformers.json"
+    if c["st_config_form"] == "v2":
+        edit_json(st_config, lambda d: {"__version__": {"sentence_transformers": "2.2.2"},
+                                        **({"prompts": d["prompts"]} if any(d["prompts"].values()) else {})})
+    elif c["st_config_form"] == "bad_similarity":
+        edit_json(st_config, lambda d: d.update(similarity_fn_name="dot_product"))
+    if c["legacy_pooling"]:
+        names = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens", "mean": "pooling_mode_mean_tokens",
+                 "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+                 "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
+        edit_json(folder / "1_Pooling" / "config.json", lambda d: {
+            "word_embedding_dimension": d["embedding_dimension"], "include_prompt": d.get("include_prompt", True),
+            **{key: mode in c["pooling"] for mode, key in names.items()}})
+        if c["pooling"] != [m for m in names if m in c["pooling"]]:  # the legacy form has a fixed order
+            c["pooling_order_changed"] = True

@@ -1,0 +1,151 @@
+"""The masked-language-model head against transformers' *ForMaskedLM, every family, and BERT's masking rule
+by its statistics.
+
+Each folder is a small random ``AutoModelForMaskedLM`` that transformers builds and saves, with a tokenizer of
+the family's kind (tests/differential.py's). minibert loads it and must give the same logits, loss and
+gradients (of every parameter, the tied word embeddings included), on the reference and fast paths; what it
+saves must load in transformers with the same logits; fill-mask must equal transformers' pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from minibert.masking import IGNORE_INDEX, mask_tokens
+from minibert.mlm import HEADS, MaskedLanguageModel
+from minibert.weights import split_qkv
+
+from folders import SENTENCES, choices, hf_config, hf_tokenizer
+
+transformers = pytest.importorskip("transformers", reason="transformers builds the reference models")
+FAMILIES = ["bert", "distilbert", "roberta", "xlm-roberta", "mpnet"]
+TEXTS = [s for s in SENTENCES if s][:8]
+
+
+@pytest.fixture(scope="module")
+def mlm_dirs(tmp_path_factory) -> dict[str, Path]:
+    folders = {}
+    for i, family in enumerate(FAMILIES):
+        folder = tmp_path_factory.mktemp(f"mlm-{family}")
+        c = choices(family)
+        tokenizer = hf_tokenizer(c, transformers)
+        torch.manual_seed(i)
+        model = transformers.AutoModelForMaskedLM.from_config(hf_config(c, len(tokenizer), transformers))
+        with torch.no_grad():  # away from the initial values, so that every tensor matters
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        model.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+        folders[family] = folder
+    return folders
+
+
+def reference(folder: Path):
+    return transformers.AutoModelForMaskedLM.from_pretrained(str(folder), attn_implementation="eager").eval()
+
+
+def masked_batch(model: MaskedLanguageModel, seed: int = 0):
+    batch = model.tokenizer(TEXTS)
+    maskable = batch.attention_mask.bool() & ~torch.isin(batch.input_ids, torch.tensor(sorted(
+        model.tokenizer.special_ids)))
+    mask_id = model.tokenizer.backend.token_to_id(model.tokenizer.mask_token)
+    inputs, labels = mask_tokens(batch.input_ids, maskable, mask_id, torch.arange(model.tokenizer.vocab_size),
+                                 torch.Generator().manual_seed(seed), probability=0.3)
+    return inputs, batch.attention_mask, labels
+
+
+@pytest.mark.parametrize("path", ["reference", "fast"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_loss_and_gradients_equal_transformers(mlm_dirs, family, path):
+    ours = MaskedLanguageModel.from_pretrained(mlm_dirs[family], path=path).train()
+    theirs = reference(mlm_dirs[family]).train()
+    for module in (*ours.modules(), *theirs.modules()):  # dropout off, the rest in training mode
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    ours.bert.set_dropout(0.0)
+    inputs, mask, labels = masked_batch(ours)
+    assert (labels != IGNORE_INDEX).sum() > 5
+    out, ref = ours(inputs, mask, labels=labels), theirs(input_ids=inputs, attention_mask=mask, labels=labels)
+    real = mask.bool()
+    assert_close(out.logits[real], ref.logits[real], atol=1e-5, rtol=1e-5)
+    assert_close(out.loss, ref.loss, atol=1e-5, rtol=1e-5)
+    out.loss.backward()
+    ref.loss.backward()
+    theirs_params = dict(theirs.named_parameters())
+    grads = split_qkv({n: p.grad for n, p in ours.bert.named_parameters()})  # the fast path's QKV as three
+    key_map = ours.bert.key_map(ours.bert.config, ours.bert.pooler is not None)
+    word = key_map["embeddings.word.weight"]
+    for name, grad in grads.items():  # the tied embeddings: their input and output gradients summed
+        expected = theirs.get_input_embeddings().weight.grad if key_map[name] == word else \
+            theirs_params[ours.bert.hf_prefix + key_map[name]].grad
+        assert_close(grad, expected, atol=1e-5, rtol=1e-4, msg=name)
+    keys = HEADS[ours.bert.config.model_type][0]
+    for name, param in ours.head.named_parameters():
+        assert_close(param.grad, theirs_params[keys[name]].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_what_minibert_saves_transformers_loads(mlm_dirs, family, tmp_path):
+    ours = MaskedLanguageModel.from_pretrained(mlm_dirs[family])
+    ours.save_pretrained(tmp_path / "saved")
+    again = reference(tmp_path / "saved")
+    batch = ours.tokenizer(TEXTS)
+    with torch.no_grad():
+        assert_close(again(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
+                     ours(batch.input_ids, batch.attention_mask).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "mpnet"])
+def test_fill_mask_equals_transformers_pipeline(mlm_dirs, family):
+    ours = MaskedLanguageModel.from_pretrained(mlm_dirs[family])
+    mask = ours.tokenizer.mask_token
+    texts = [f"A man is playing a {mask}.", f"{mask} WORLD, this Is {mask} case!"]
+    pipe = transformers.pipeline("fill-mask", model=str(mlm_dirs[family]), device="cpu", top_k=4)
+    for text, mine in zip(texts, ours.fill_mask(texts, top_k=4), strict=True):
+        theirs = pipe(text)
+        theirs = [theirs] if isinstance(theirs[0], dict) else theirs  # one mask: a flat list
+        assert len(mine) == len(theirs) == text.count(mask)
+        for got, expected in zip(mine, theirs, strict=True):
+            assert [g["token"] for g in got] == [e["token"] for e in expected]
+            assert [g["token_str"] for g in got] == [e["token_str"] for e in expected]
+            assert_close(torch.tensor([g["score"] for g in got]), torch.tensor([e["score"] for e in expected]),
+                         atol=1e-5, rtol=1e-4)
+
+
+def test_a_folder_without_a_head_is_refused(minilm_dir):
+    with pytest.raises(ValueError, match=r"holds no masked-language-model head \(none of cls.predictions"):
+        MaskedLanguageModel.from_pretrained(minilm_dir)
+
+
+def within(rate: torch.Tensor, p: float, n: int) -> bool:
+    """A measured rate within five standard errors of p (a false alarm about once in 1.7 million runs)."""
+    return abs(float(rate) - p) < 5 * (p * (1 - p) / n) ** 0.5
+
+
+def test_the_masking_rule_by_its_statistics():
+    """15% of the maskable tokens chosen, never another; of those 80% [MASK], 10% random, 10% kept; whole-word
+    masking chooses all of a word's pieces or none, 15% of the words. Over 400k tokens, each rate within five
+    standard errors of BERT's."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 1000, (400, 1000), generator=generator)
+    maskable = torch.rand(ids.shape, generator=generator) < 0.9  # the rest: specials, padding
+    random_ids = torch.arange(10, 1000)
+    inputs, labels = mask_tokens(ids, maskable, 3, random_ids, generator)
+    chosen = labels != IGNORE_INDEX
+    assert not chosen[~maskable].any() and (labels[chosen] == ids[chosen]).all()
+    assert within(chosen.sum() / maskable.sum(), 0.15, int(maskable.sum()))
+    n = int(chosen.sum())
+    assert within((inputs[chosen] == 3).sum() / n, 0.8, n)
+    kept = 0.1 + 0.1 / len(random_ids)  # a random draw may give the token back
+    assert within((inputs[chosen] == ids[chosen]).sum() / n, kept, n)
+    assert torch.isin(inputs[chosen & (inputs != 3)], random_ids).all()  # never a special token
+    assert (inputs[~chosen] == ids[~chosen]).all()
+    words = torch.arange(1000).div(3, rounding_mode="floor").expand(400, -1)  # three pieces a word
+    _, labels = mask_tokens(ids, torch.ones_like(maskable), 3, random_ids, generator, word_ids=words)
+    per_word = (labels != IGNORE_INDEX)[:, :999].reshape(400, 333, 3)
+    assert (per_word.all(-1) | ~per_word.any(-1)).all()  # all of a word's pieces, or none
+    assert within(per_word[..., 0].float().mean(), 0.15, 400 * 333)
