@@ -91,7 +91,7 @@ print("embeddings:", tuple(by_hand.shape), "= (batch, tokens, dims)")
 # Each head projects every token to a query q, a key k and a value v (d = 384 / 12 = 32 numbers each in
 # MiniLM). Token i looks at token j with weight softmax over j of q_i·k_j / √d. Without
 # the √d, scores grow with d, the softmax saturates and its gradients vanish. A padded key must get no
-# weight at all: the mask adds the most negative float to its score, so its exp() is exactly 0.
+# weight at all: the mask replaces its score by the most negative float, so its exp() is exactly 0.
 
 # %%
 block = encoder.bert.blocks[0]
@@ -156,7 +156,54 @@ for layer, (a, b) in enumerate(zip(ours, theirs, strict=True)):
     assert diff < 1e-5
 
 # %% [markdown]
-# ## 5. Pooling and similarity
+# ## 5. How BERT learned: masked-language modelling
+#
+# BERT was pretrained by hiding words and predicting them from both sides. Of a sentence's real tokens
+# (never `[CLS]`, `[SEP]` or padding) 15% are chosen; a chosen token becomes `[MASK]` 80% of the time, a
+# random token 10%, and stays itself 10%, and the model must give the original token at every chosen
+# position (`minibert/masking.py`). The masked-language-model head turns a position's final state into a
+# score for each of the 30,522 vocabulary tokens: dense, GELU, LayerNorm, then the dot product with every
+# *input* word embedding (the output layer is tied to them) plus a bias (`minibert/mlm.py`). all-MiniLM-L6-v2
+# was saved without its head, so here it gets a fresh one; transformers' `BertForMaskedLM` loads what
+# minibert saves and computes the same scores.
+
+# %%
+import tempfile  # noqa: E402
+
+from minibert.masking import IGNORE_INDEX, mask_tokens  # noqa: E402
+from minibert.mlm import MaskedLanguageModel, MaskedLMHead  # noqa: E402
+
+tokenizer = encoder.tokenizer
+text = "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm afternoon sun."
+batch_mlm = tokenizer([text] * 200)  # the same sentence 200 times: the rule's rates show
+maskable = batch_mlm.attention_mask.bool() & ~torch.isin(batch_mlm.input_ids, torch.tensor(sorted(
+    tokenizer.special_ids)))
+mask_id = tokenizer.backend.token_to_id("[MASK]")
+masked, labels = mask_tokens(batch_mlm.input_ids, maskable, mask_id, torch.arange(1000, tokenizer.vocab_size),
+                             torch.Generator().manual_seed(0))
+chosen = labels != IGNORE_INDEX
+print("one masked copy:", " ".join(tokenizer.backend.id_to_token(i) for i in masked[0].tolist()))
+masked_share = (masked[chosen] == mask_id).float().mean()
+kept_share = (masked[chosen] == labels[chosen]).float().mean()
+print(f"chosen {chosen.sum() / maskable.sum():.3f} of the real tokens; of those [MASK] {masked_share:.2f}, "
+      f"unchanged {kept_share:.2f}")
+assert not chosen[~maskable].any()  # never a special token or padding
+
+torch.manual_seed(0)
+mlm = MaskedLanguageModel(encoder.bert, MaskedLMHead(config), tokenizer).eval()
+with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+    mlm.save_pretrained(tmp)  # the *ForMaskedLM layout: encoder under "bert.", head under "cls.predictions."
+    hf_mlm = transformers.AutoModelForMaskedLM.from_pretrained(tmp, attn_implementation="eager").eval()
+    ids, attention = masked[:2], batch_mlm.attention_mask[:2]
+    ours_mlm = mlm(ids, attention, labels=labels[:2])
+    theirs_mlm = hf_mlm(input_ids=ids, attention_mask=attention, labels=labels[:2])
+    assert_close(ours_mlm.logits, theirs_mlm.logits, atol=1e-4, rtol=1e-5)
+    assert_close(ours_mlm.loss, theirs_mlm.loss, atol=1e-5, rtol=1e-5)
+print(f"an untrained head: loss {ours_mlm.loss:.2f} (ln 30522 = {math.log(tokenizer.vocab_size):.2f}), "
+      "the same as transformers'")
+
+# %% [markdown]
+# ## 6. Pooling and similarity
 #
 # A sentence's vector is the mean of its real tokens' final states (padding left out by the mask), then
 # L2-normalised: the cosine of two sentences is then their dot product.
@@ -185,7 +232,7 @@ ax.set_title("cosine similarity")
 plt.show()
 
 # %% [markdown]
-# ## 6. Multi-task heads on one encoder
+# ## 7. Multi-task heads on one encoder
 #
 # One encoder, several small heads; each task type knows how to batch its examples, what its head
 # reads and which loss it trains:
@@ -246,9 +293,63 @@ ax.set_title("what reads what")
 plt.show()
 
 # %% [markdown]
-# ## 7. Training
+# **The SBERT paper's three objectives, in the code.** Reimers & Gurevych (2019) trained SBERT three ways,
+# each a task type here:
 #
-# The real training script on synthetic data it makes itself (`make train-quick`'s), shortened to 60
+# | objective | task type | loss | file |
+# |---|---|---|---|
+# | classification | `nli` | cross-entropy of linear(u, v, \|u − v\|) | `minibert/tasks/nli.py` |
+# | regression | `sts`, `loss = "cosine_mse"` | (cos(u, v) − gold)² | `minibert/tasks/sts.py` |
+# | triplet | `pairs`, `loss = "triplet"` | max(\|a − p\| − \|a − n\| + 5, 0), Euclidean | `minibert/tasks/pairs.py` |
+#
+# What came later: the multiple-negatives ranking loss (`pairs`' default: the other anchors' positives are
+# the negatives) and CoSENT (`sts`, `loss = "cosent"`: only the order of the cosines counts). The paper's u and
+# v were mean-pooled; all-MiniLM-L6-v2 normalises its embeddings, so every distance here is at most 2 and the
+# triplet margin of 5 is never met.
+
+# %%
+from minibert.data import RetrievalPair  # noqa: E402
+
+triplets = MultiTaskModel.from_encoder(folder, [{"name": "triplets", "type": "pairs", "loss": "triplet"}],
+                                       path="reference")
+anchor, positive, negative = "A man plays a guitar.", "Someone plays music.", "A chef cooks pasta."
+with torch.no_grad():
+    out = triplets("triplets", triplets.collate("triplets", [RetrievalPair(anchor, positive, negative)]))
+    a, p, n = encoder.encode([anchor, positive, negative], convert_to="torch")
+    by_hand = torch.clamp((a - p).norm() - (a - n).norm() + 5.0, min=0)
+assert_close(out.loss, by_hand, atol=1e-5, rtol=0)
+print(f"|a - p| = {(a - p).norm():.3f}, |a - n| = {(a - n).norm():.3f}: triplet loss {out.loss:.3f}")
+
+# %% [markdown]
+# ## 8. Training
+#
+# First one step written out: an NLI batch collated (the premises, then the hypotheses), the encoder, the
+# head, the cross-entropy, the gradients and AdamW's update: what `Trainer.train_step` does at every step
+# (`minibert/train/trainer.py`), there with loss weights, accumulation, clipping and a learning-rate schedule.
+
+# %%
+step_model = MultiTaskModel.from_encoder(folder, [{"name": "nli", "type": "nli"}], seed=0, path="reference")
+step_model.train()
+step_model.encoder.bert.set_dropout(0.0)  # dropout off: the step by hand and the model's see the same numbers
+pairs_nli = [PairExample("A man plays a guitar.", "A person makes music.", "entailment"),
+             PairExample("A dog runs in a field.", "The dog is asleep.", "contradiction")]
+batch_step = step_model.collate("nli", pairs_nli)  # (4, L): two premises, then two hypotheses
+u, v = step_model.encoder.features(batch_step["input_ids"], batch_step["attention_mask"]).embedding.chunk(2)
+logits = step_model.heads["nli"].classifier(torch.cat([u, v, (u - v).abs()], dim=-1))
+loss = F.cross_entropy(logits, batch_step["labels"])
+assert_close(loss, step_model("nli", batch_step).loss)  # what MultiTaskModel.forward computes
+loss.backward()
+optimizer = torch.optim.AdamW(step_model.parameters(), lr=1e-3, weight_decay=0.01)
+W = step_model.heads["nli"].classifier.weight
+before, grad = W.detach().clone(), W.grad.clone()
+optimizer.step()
+# Adam's first step: its moments are the gradient and its square, so each weight moves by lr * g / (|g| + eps),
+# lr against the gradient's sign; AdamW also shrinks every weight by lr * weight_decay of itself.
+assert_close(W.detach(), before * (1 - 1e-3 * 0.01) - 1e-3 * grad / (grad.abs() + 1e-8), atol=1e-7, rtol=0)
+print(f"loss {loss:.3f}; the classifier's weights moved by at most {(W.detach() - before).abs().max():.1e}")
+
+# %% [markdown]
+# Now the real training script on synthetic data it makes itself (`make train-quick`'s), shortened to 60
 # steps: every task type, round-robin task sampling, dev evaluation, checkpoints. Then what the
 # optimizer sees: layer-wise learning rates (each layer below the top gets `layer_decay` times the one
 # above), freezing, and how often each task is drawn.
@@ -257,7 +358,7 @@ plt.show()
 run = ROOT / "runs" / "walkthrough"
 subprocess.run([sys.executable, "scripts/make_quick_data.py", "runs/quick-data"], check=True, cwd=ROOT)
 result = subprocess.run([sys.executable, "scripts/train.py", "--config", "scripts/configs/quick.toml",
-                         "--set", "steps=60", "--set", f"output_dir={run}", "--set", "eval.every=20",
+                         "--set", "steps=60", "--set", f"output_dir={run}", "--set", "eval.every=60",
                          "--set", "output.log_every=5", "--set", "output.plot=false"],
                         cwd=ROOT, capture_output=True, text=True)
 assert result.returncode == 0, result.stderr  # a failed run shows its own error here
@@ -276,9 +377,11 @@ right.plot([r["step"] for r in dev], [r["dev"]["mean"] for r in dev], marker="o"
 right.set_xlabel("step")
 right.set_title("mean dev score")
 plt.show()
-first, last = (np.mean([sum(r["loss"].values()) for r in part]) for part in (losses[:3], losses[-3:]))
-print(f"summed task losses: {first:.2f} over the first three logs, {last:.2f} over the last three")
-assert losses[-1]["step"] == 60 and last < 0.8 * first
+trained = sorted({t for r in losses for t in r["loss"]})
+first = sum(next(r["loss"][t] for r in losses if t in r["loss"]) for t in trained)  # each task's first log
+last = sum(next(r["loss"][t] for r in reversed(losses) if t in r["loss"]) for t in trained)  # and its last
+print(f"the {len(trained)} tasks' losses summed: {first:.2f} at their first logs, {last:.2f} at their last")
+assert losses[-1]["step"] == 60 and len(trained) == 8 and last < 0.8 * first
 
 # %%
 from minibert.train.batches import task_probabilities  # noqa: E402
@@ -304,7 +407,68 @@ for sampling, temperature in (("proportional", 1.0), ("temperature", 2.0), ("rou
     print(f"{sampling:12} T={temperature:g}: " + "  ".join(f"{x:.2f}" for x in p))
 
 # %% [markdown]
-# ## 8. What the measurements say
+# ## 9. Pretraining a tiny BERT from nothing
+#
+# A 2-layer, 64-wide BERT with MiniLM's tokenizer and random weights learns from masked-language modelling
+# alone, on the synthetic data's plain text (sentences from the templates of `make train-quick`), for 300
+# steps of the same training script. `make pretrain-tiny` does this at a larger scale on the sentences of
+# the real training sets. The baseline to beat: every masked token predicted by its frequency in the text.
+
+# %%
+import shutil  # noqa: E402
+from collections import Counter  # noqa: E402
+
+from minibert import BertConfig, BertModel  # noqa: E402
+from minibert.train import load_config  # noqa: E402
+from minibert.train.batches import load_task_data  # noqa: E402
+from minibert.weights import save_pretrained  # noqa: E402
+
+tiny = ROOT / "runs" / "walkthrough-tiny-bert"
+torch.manual_seed(0)
+tiny_config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                         max_position_embeddings=64)
+save_pretrained(BertModel(tiny_config, add_pooler=False), tiny)
+for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    shutil.copy(folder / name, tiny / name)
+run_mlm = ROOT / "runs" / "walkthrough-pretrain"
+overrides = [f"model={tiny}", "data_dir=runs/quick-data", "tasks.mlm.train=text/train.txt", "tasks.mlm.dev_split=0.1",
+             "steps=300", "batch_size=16", f"output_dir={run_mlm}", "eval.every=300", "output.log_every=10",
+             "output.plot=false", "optim.lr=3e-3", "optim.head_lr=3e-3"]
+result = subprocess.run([sys.executable, "scripts/train.py", "--config", "scripts/configs/pretrain_tiny.toml",
+                         *[arg for o in overrides for arg in ("--set", o)]], cwd=ROOT, capture_output=True, text=True)
+assert result.returncode == 0, result.stderr
+log = [json.loads(line) for line in (run_mlm / "metrics.jsonl").read_text().splitlines()]
+dev = [r["dev"]["mlm"] for r in log if "dev" in r][-1]
+
+# the baseline: each token's frequency in the training text, scored on the held-out text
+cfg = load_config(run_mlm / "config.json")
+train_text, dev_text, _ = load_task_data(cfg, cfg.tasks[0], 0)
+specials = tokenizer.special_ids
+counts = [Counter(i for e in tokenizer.encode([x.text for x in part]) for i in e.ids if i not in specials)
+          for part in (train_text, dev_text)]
+total = sum(counts[0].values())
+baseline = -sum(n * math.log((counts[0][t] + 1) / (total + tokenizer.vocab_size)) for t, n in counts[1].items()) \
+    / sum(counts[1].values())
+print(f"held-out masked tokens: loss {dev['loss']:.2f}, accuracy {dev['accuracy']:.2f}; "
+      f"predicting each by its frequency: loss {baseline:.2f}")
+assert dev["loss"] < baseline  # the context is worth more than the frequencies
+
+pretrained = MultiTaskModel.load(run_mlm / "final").masked_lm()
+questions = ["A [MASK] is chasing a mouse.", "Shares of Toyota [MASK] after strong profits."]
+for question, masks in zip(questions, pretrained.fill_mask(questions, top_k=3), strict=True):
+    print(f"{question}  ->  " + ", ".join(f"{t['token_str']} {t['score']:.2f}" for t in masks[0]))
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot([r["step"] for r in log if "loss" in r], [r["loss"]["mlm"] for r in log if "loss" in r], label="training")
+ax.axhline(baseline, color="grey", linestyle="--", label="token frequencies (held out)")
+ax.scatter([300], [dev["loss"]], color="C1", label="held out", zorder=3)
+ax.set_xlabel("step")
+ax.set_ylabel("masked-token loss")
+ax.legend(fontsize=8)
+ax.set_title("a tiny BERT learns from nothing")
+plt.show()
+
+# %% [markdown]
+# ## 10. What the measurements say
 #
 # Three of the design questions of `docs/design-questions.md`, read from its tables.
 

@@ -80,12 +80,15 @@ def cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f}{spread}"
 
 
-def table(scores: dict[str, list[dict[str, float]]], minutes: dict[str, list[float]]) -> str:
+def table(scores: dict[str, list[dict[str, float]]], minutes: dict[str, list[float]],
+          mean_of: list[str] | None = None) -> str:
+    """``mean_of``: the tasks the mean column averages (default: every task of the variant)."""
     tasks = list(dict.fromkeys(t for runs in scores.values() for run in runs for t in run))
     lines = ["| variant (dev) | " + " | ".join(tasks) + " | mean | min/run |", "|---" * (len(tasks) + 3) + "|"]
     for name, runs in scores.items():
         cells = [cell([r[t] for r in runs if t in r]) for t in tasks]
-        means = cell([statistics.mean(r.values()) for r in runs])
+        counted = [[v for t, v in r.items() if mean_of is None or t in mean_of] for r in runs]
+        means = cell([statistics.mean(v) for v in counted if v])
         spent = [m for m in minutes[name] if m]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {means} | "
                      + (f"{statistics.mean(spent):.1f}" if spent else "reused") + " |")
@@ -103,6 +106,7 @@ def main() -> None:
     parser.add_argument("--max-dev", type=int, default=1000, help="examples per dev set")
     parser.add_argument("--out", required=True)
     parser.add_argument("--study", default="table", help="the name of the table's files in OUT")
+    parser.add_argument("--mean-of", help="the tasks the mean column averages, comma-separated (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
@@ -120,7 +124,7 @@ def main() -> None:
             scores.setdefault(name, []).append(got)
             minutes.setdefault(name, []).append(spent)
             print(f"{name} seed {seed}: " + ", ".join(f"{t} {v:.4f}" for t, v in got.items()), flush=True)
-    text = table(scores, minutes)
+    text = table(scores, minutes, args.mean_of.split(",") if args.mean_of else None)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.study}.md").write_text(text + "\n")

@@ -13,6 +13,7 @@ import numpy as np
 from minibert.device import check_device
 from minibert.files import read_embeddings, read_lines
 from minibert.hub import DEFAULT_MODEL, REPO_WEIGHTS
+from minibert.show import print_fills, print_pair_predictions, print_predictions, short
 
 DTYPES = ("float32", "bfloat16", "float16")
 SCORES = ("cosine", "dot", "euclidean", "manhattan", "cos")  # minibert.similarity's; "cos" is cosine
@@ -50,10 +51,6 @@ def load_encoder(args: argparse.Namespace):
 def options(args: argparse.Namespace) -> dict:
     """The command's --prompt-name, --prompt and --truncate-dim, as ``encode`` takes them."""
     return {"prompt_name": args.prompt_name, "prompt": args.prompt, "truncate_dim": args.truncate_dim}
-
-
-def short(text: str, width: int = 40) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def encode_corpus(args: argparse.Namespace) -> int:
@@ -169,46 +166,6 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_label(result: dict) -> str:
-    top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-    return f"{result['label']} ({result['probability']:.2f})   [" + ", ".join(f"{k} {v:.2f}" for k, v in top) + "]"
-
-
-def format_prediction(task, result: dict) -> str:
-    """One task's prediction on one line, by what it holds: a label, entity spans or a score."""
-    if "label" in result:
-        return format_label(result)
-    if "entities" in result:
-        return ", ".join(f"{e['text']} [{e['type']}]" for e in result["entities"]) or "(none)"
-    if "score" in result:  # on the gold scale 0..max_score, or a plain cosine
-        scale = getattr(task, "max_score", None)
-        return f"{result['score']:.2f} / {scale:g}" if scale else f"{result['score']:.4f}"
-    return str(result)
-
-
-def print_predictions(model, sentences: list[str]) -> None:
-    from minibert.predict import predict
-
-    for row in predict(model, sentences):
-        print(f"{row['text']}")
-        for name, task in model.tasks.items():
-            if name in row:
-                print(f"  {name:12} {format_prediction(task, row[name])}")
-        preview = ", ".join(f"{v:+.3f}" for v in row["embedding"][:4])
-        print(f"  {'embedding':12} {len(row['embedding'])} dims [{preview}, ...]")
-
-
-def print_pair_predictions(model, a: list[str], b: list[str]) -> None:
-    from minibert.predict import predict_pairs
-
-    for row in predict_pairs(model, a, b):
-        print(f"{row['a']!r}  vs  {row['b']!r}")
-        for name, task in model.tasks.items():
-            if name in row:
-                print(f"  {name:12} {format_prediction(task, row[name])}")
-        print(f"  {'cosine':12} {row['similarity']:.4f}")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
@@ -225,6 +182,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print_pair_predictions(model, sentences[0::2], sentences[1::2])
     else:
         print_predictions(model, sentences)
+    return 0
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> int:
+    """The likeliest tokens at each mask token: a masked-language model's folder (transformers' layout), or a
+    saved multi-task model with a masked_lm task."""
+    import torch
+
+    from minibert.hub import resolve_model
+    from minibert.mlm import MaskedLanguageModel
+    from minibert.multitask import MultiTaskModel
+
+    sentences = gather_sentences(args)
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.device is not None:
+        check_device(args.device)
+    folder, dtype = resolve_model(args.model), getattr(torch, args.dtype)
+    model = MultiTaskModel.load(folder, device=args.device, dtype=dtype).masked_lm() \
+        if (folder / "tasks.json").is_file() else \
+        MaskedLanguageModel.from_pretrained(folder, dtype=dtype, device=args.device)
+    print_fills(sentences, model.to_path(args.path or "fast").fill_mask(sentences, top_k=args.top_k))
     return 0
 
 
@@ -255,14 +234,15 @@ class Replaced(argparse.Action):
                      f"{option_string}: {self.replacement}")
 
 
-def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_required: bool = False) -> None:
+def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_required: bool = False,
+                   model_help: str = "a saved multi-task model's folder") -> None:
     from minibert.paths import PATHS
 
     if sentences:
         p.add_argument("sentences", nargs="*", help="sentences to embed")
         p.add_argument("--input", help="a text file, one sentence per line ('-' for stdin)")
     if model_required:
-        p.add_argument("--model", required=True, help="a saved multi-task model's folder")
+        p.add_argument("--model", required=True, help=model_help)
     else:
         p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or folder (default {DEFAULT_MODEL})")
     p.add_argument("--batch-size", type=int, default=32)
@@ -307,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", action="store_true",
                    help="sentences are pairs A1 B1 A2 B2 ...: print NLI labels and similarity")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("fill-mask", help="the likeliest tokens at each [MASK] (<mask>): a masked-language model")
+    add_model_args(p, model_required=True, model_help="a masked-language model's folder (transformers' *ForMaskedLM "
+                   "layout), or a saved multi-task model with a masked_lm task")
+    p.add_argument("--top-k", type=int, default=5, help="tokens shown at each mask")
+    p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("search", help="the closest corpus entries to each query (text files or .npy embeddings)")
     add_model_args(p, sentences=False)

@@ -16,7 +16,6 @@ import sys
 import streamlit as st
 import torch
 
-from minibert.cli import format_prediction, short
 from minibert.files import split_lines
 from minibert.hub import DEFAULT_MODEL
 from minibert.multitask import MultiTaskModel
@@ -24,6 +23,7 @@ from minibert.paths import PATHS
 from minibert.predict import predict, predict_pairs
 from minibert.search import semantic_search
 from minibert.sentence import SentenceEncoder, cos_sim
+from minibert.show import format_prediction, short
 from minibert.similarity import SIMILARITIES
 
 SENTENCES = """A man is playing a guitar.

@@ -149,3 +149,55 @@ def test_the_masking_rule_by_its_statistics():
     per_word = (labels != IGNORE_INDEX)[:, :999].reshape(400, 333, 3)
     assert (per_word.all(-1) | ~per_word.any(-1)).all()  # all of a word's pieces, or none
     assert within(per_word[..., 0].float().mean(), 0.15, 400 * 333)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_the_masked_lm_task_has_transformers_loss_and_starts_from_the_checkpoints_head(mlm_dirs, family):
+    """The task scores only the masked positions; its loss is transformers' *ForMaskedLM loss on the same
+    masked batch, and its head starts as the checkpoint's own."""
+    from minibert.data import MaskedText
+    from minibert.multitask import MultiTaskModel
+
+    model = MultiTaskModel.from_encoder(mlm_dirs[family], [{"name": "mlm", "type": "masked_lm", "probability": 0.3}],
+                                        path="reference")
+    examples = [MaskedText(t) for t in TEXTS]
+    batch = model.collate("mlm", examples)
+    assert torch.equal(batch["input_ids"], model.collate("mlm", examples)["input_ids"])  # the same texts, same masks
+    assert not torch.equal(batch["input_ids"], model.collate("mlm", examples[1:] + examples[:1])["input_ids"][
+        [len(TEXTS) - 1, *range(len(TEXTS) - 1)]])  # other batch-mates, other masks
+    out = model("mlm", batch)
+    full = torch.full(batch["input_ids"].shape, IGNORE_INDEX)
+    full[batch["predict"]] = batch["labels"]
+    with torch.no_grad():
+        expected = reference(mlm_dirs[family])(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                               labels=full).loss
+    assert_close(out.loss, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_lm_beside_other_tasks_trains_fills_and_prints(tiny_model_dir, tiny_data, tmp_path, capsys):
+    """A run with masked_lm beside STS on a randomly initialised tiny BERT: its loss falls, the saved model fills
+    in a [MASK] (minibert fill-mask, minibert predict), and its MLM saves in transformers' layout."""
+    from conftest import train_tiny
+
+    from minibert.cli import main
+    from minibert.multitask import MultiTaskModel
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(["the cat sat on the mat .", "the dog sat on the rug .", "a man plays a guitar ."] * 30))
+    tasks = [{"name": "mlm", "type": "masked_lm", "train": str(text), "dev_split": 0.1},
+             {"name": "sts", "type": "sts", "train": str(tiny_data / "sts.tsv")}]
+    losses = train_tiny(tiny_model_dir, tiny_data, tmp_path / "run", tasks=tasks, steps=40,
+                        optim={"lr": 3e-3, "head_lr": 3e-3}, eval={"every": 40})
+    mlm = [r["mlm"] for r in losses if "mlm" in r]
+    assert sum(mlm[-3:]) < 0.9 * sum(mlm[:3])  # from ln(30522) = 10.3, the frequent tokens first
+    model = MultiTaskModel.load(tmp_path / "run" / "final")
+    assert main(["fill-mask", "--model", str(tmp_path / "run" / "final"), "the cat sat on the [MASK] ."]) == 0
+    assert "mask 1:" in capsys.readouterr().out
+    assert main(["predict", "--model", str(tmp_path / "run" / "final"), "the [MASK] sat on the mat ."]) == 0
+    assert "mlm" in capsys.readouterr().out
+    model.masked_lm().save_pretrained(tmp_path / "hf")
+    with torch.no_grad():
+        batch = model.encoder.tokenizer(["the cat sat on the [MASK] ."])
+        assert_close(reference(tmp_path / "hf")(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
+                     model.masked_lm().to_path("reference")(batch.input_ids, batch.attention_mask).logits,
+                     atol=1e-5, rtol=1e-5)

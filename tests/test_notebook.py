@@ -25,5 +25,5 @@ def test_the_walkthrough_runs_and_the_committed_notebook_is_its_source(tmp_path,
         "docs/walkthrough.ipynb is stale: run `make notebook`"
     images = [o for c in committed["cells"] if c["cell_type"] == "code" for o in c["outputs"]
               if "image/png" in o.get("data", {})]
-    assert len(images) == 5  # every figure is kept for GitHub to show
+    assert len(images) == 6  # every figure is kept for GitHub to show
     assert not any(o.get("output_type") == "error" for c in committed["cells"] for o in c.get("outputs", []))

@@ -1,11 +1,18 @@
 """Natural language inference, SBERT style: each sentence embedded on its own (u and v), then a
-linear classifier over (u, v, |u-v|) decides entailment / neutral / contradiction."""
+linear classifier over (u, v, |u-v|) decides entailment / neutral / contradiction.
+
+The SBERT paper's classification objective (Reimers & Gurevych 2019, section 3): softmax(W (u, v, |u - v|))
+trained with cross-entropy, u the premise's embedding and v the hypothesis's. The paper's u and v were mean
+pooled token states; on a model whose folder ends in a Normalize module (all-MiniLM-L6-v2) they are unit
+vectors, so |u - v| only tells directions apart.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from minibert.data import PairExample, read_nli
@@ -15,7 +22,8 @@ NLI_LABELS = ["entailment", "neutral", "contradiction"]  # ids 0, 1, 2, as SNLI 
 
 
 class NLIHead(nn.Module):
-    """SBERT's classifier (Reimers & Gurevych 2019): linear(concat(u, v, |u-v| [, u*v])).
+    """SBERT's classifier (Reimers & Gurevych 2019): linear(concat(u, v, |u-v| [, u * v])), where u * v is the
+    element-wise product.
 
     The flags are sentence-transformers' SoftmaxLoss flags; |u-v| tells the classifier *where* the
     two sentences differ, which the concatenation alone makes hard to learn. With ``projection``, u and
@@ -35,6 +43,7 @@ class NLIHead(nn.Module):
         self.classifier = nn.Linear(n_vectors * dim, num_labels)
 
     def forward(self, features) -> torch.Tensor:
+        # collate_pairs put the B premises before the B hypotheses: the first half is u, the second v
         u, v = features.embedding.chunk(2)
         if self.projection is not None:
             u, v = self.projection(u), self.projection(v)
@@ -80,3 +89,7 @@ class NLI(LabelTask):
     def build_head(self, encoder) -> nn.Module:
         return NLIHead(encoder.embedding_dim, len(self.labels), self.concat_rep, self.concat_difference,
                        self.concat_multiplication, self.projection)
+
+    def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of the classifier's three logits against each pair's gold label (as SoftmaxLoss)."""
+        return F.cross_entropy(logits.float(), batch["labels"])

@@ -1,5 +1,10 @@
 """Semantic textual similarity, bi-encoder style: cos(u, v) of the two sentence embeddings is the
-prediction, trained to follow the gold score (0..max_score)."""
+prediction, trained to follow the gold score (0..max_score).
+
+The SBERT paper's regression objective (Reimers & Gurevych 2019, section 3): each sentence embedded on its
+own, u for the first and v for the second, and the mean squared error between cos(u, v) and the gold score
+scaled to [0, 1]. CoSENT (Su 2022) came later: it trains only the order of the pairs' cosines.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ class CosineHead(nn.Module):
     """cos(u, v): no weights of its own; all the learning happens in the encoder."""
 
     def forward(self, features) -> torch.Tensor:
+        # collate_pairs put the B first sentences before the B second ones: the halves are u and v
         u, v = features.embedding.chunk(2)
         return F.cosine_similarity(u.float(), v.float(), dim=-1)
 
@@ -59,6 +65,7 @@ class STS(Task):
         return CosineHead()
 
     def compute_loss(self, cosine: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The cosine of each pair (what the head computed) against its gold score."""
         target = batch["labels"].float() / self.max_score  # gold 0..5 -> 0..1
         if self.loss == "cosine_mse":
             return F.mse_loss(cosine, target)
