@@ -177,10 +177,10 @@ def test_the_masked_lm_task_has_transformers_loss_and_starts_from_the_checkpoint
 def test_masked_lm_beside_other_tasks_trains_fills_and_prints(tiny_model_dir, tiny_data, tmp_path, capsys):
     """A run with masked_lm beside STS on a randomly initialised tiny BERT: its loss falls, the saved model fills
     in a [MASK] (minibert fill-mask, minibert predict), and its MLM saves in transformers' layout."""
-    from conftest import train_tiny
-
     from minibert.cli import main
     from minibert.multitask import MultiTaskModel
+
+    from conftest import train_tiny
 
     text = tmp_path / "text.txt"
     text.write_text("\n".join(["the cat sat on the mat .", "the dog sat on the rug .", "a man plays a guitar ."] * 30))
