@@ -179,8 +179,8 @@ batch_mlm = tokenizer([text] * 200)  # the same sentence 200 times: the rule's r
 maskable = batch_mlm.attention_mask.bool() & ~torch.isin(batch_mlm.input_ids, torch.tensor(sorted(
     tokenizer.special_ids)))
 mask_id = tokenizer.backend.token_to_id("[MASK]")
-masked, labels = mask_tokens(batch_mlm.input_ids, maskable, mask_id, torch.arange(1000, tokenizer.vocab_size),
-                             torch.Generator().manual_seed(0))
+every_id = torch.arange(tokenizer.vocab_size)  # a random replacement: any token of the vocabulary, as BERT drew it
+masked, labels = mask_tokens(batch_mlm.input_ids, maskable, mask_id, every_id, torch.Generator().manual_seed(0))
 chosen = labels != IGNORE_INDEX
 print("one masked copy:", " ".join(tokenizer.backend.id_to_token(i) for i in masked[0].tolist()))
 masked_share = (masked[chosen] == mask_id).float().mean()
@@ -305,7 +305,7 @@ plt.show()
 # What came later: the multiple-negatives ranking loss (`pairs`' default: the other anchors' positives are
 # the negatives) and CoSENT (`sts`, `loss = "cosent"`: only the order of the cosines counts). The paper's u and
 # v were mean-pooled; all-MiniLM-L6-v2 normalises its embeddings, so every distance here is at most 2 and the
-# triplet margin of 5 is never met.
+# triplet margin ε of 5 (sentence-transformers' default; the paper's was 1) is never met.
 
 # %%
 from minibert.data import RetrievalPair  # noqa: E402
@@ -316,7 +316,8 @@ anchor, positive, negative = "A man plays a guitar.", "Someone plays music.", "A
 with torch.no_grad():
     out = triplets("triplets", triplets.collate("triplets", [RetrievalPair(anchor, positive, negative)]))
     a, p, n = encoder.encode([anchor, positive, negative], convert_to="torch")
-    by_hand = torch.clamp((a - p).norm() - (a - n).norm() + 5.0, min=0)
+    # (TripletLoss's distance adds 1e-6 to every difference, so that |a - p| has a gradient where a = p)
+    by_hand = torch.clamp((a - p + 1e-6).norm() - (a - n + 1e-6).norm() + 5.0, min=0)
 assert_close(out.loss, by_hand, atol=1e-5, rtol=0)
 print(f"|a - p| = {(a - p).norm():.3f}, |a - n| = {(a - n).norm():.3f}: triplet loss {out.loss:.3f}")
 

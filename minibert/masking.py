@@ -4,7 +4,8 @@ Of the real tokens of a batch (never [CLS], [SEP], padding or any other special 
 prediction with probability 15%. A chosen token is
 
 - replaced by [MASK] 80% of the time,
-- replaced by a random token 10% of the time,
+- replaced by a random token of the vocabulary 10% of the time (any token, special ones included, as BERT's
+  create_pretraining_data.py and transformers' DataCollatorForLanguageModeling draw it),
 - left as it is 10% of the time.
 
 The model must predict the original token at every chosen position, whatever it now shows: the 10% random and
@@ -28,8 +29,8 @@ def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, r
                 generator: torch.Generator, probability: float = MASK_PROBABILITY,
                 word_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(the masked input ids, the labels): ``maskable`` (B, L) is True at the tokens that may be chosen (real,
-    not special); ``random_ids`` the ids a random replacement is drawn from (the vocabulary but its special
-    tokens). With ``word_ids`` (B, L; the word of each piece, -1 for none), words are chosen, not pieces.
+    not special); ``random_ids`` the ids a random replacement is drawn from (BERT's rule: the whole
+    vocabulary). With ``word_ids`` (B, L; the word of each piece, -1 for none), words are chosen, not pieces.
     Draws come from ``generator`` alone, so the same generator state masks the same way."""
     if not 0.0 < probability < 1.0:
         raise ValueError(f"the masking probability must be in (0, 1), got {probability}")

@@ -45,11 +45,8 @@ HEADS = {"bert": (head_keys("cls.predictions.transform.dense", "cls.predictions.
                             "cls.predictions.bias"), None),
          "distilbert": (head_keys("vocab_transform", "vocab_layer_norm", "vocab_projector.bias"), None),
          "roberta": (LM_HEAD, "gelu"), "xlm-roberta": (LM_HEAD, "gelu"), "mpnet": (LM_HEAD, "gelu")}
-# Tensors a checkpoint may also hold: the output layer's weight and bias (tied: the word embeddings and the
-# head's bias again), and BERT's next-sentence-prediction head (BertForPreTraining), which is not this objective.
+# The output layer's weight, which a checkpoint may also hold: tied, it is the word embeddings again.
 TIED = ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "vocab_projector.weight")
-TIED_BIAS = ("cls.predictions.decoder.bias", "lm_head.decoder.bias")
-NEXT_SENTENCE = ("cls.seq_relationship.weight", "cls.seq_relationship.bias")
 
 
 class MaskedLMHead(nn.Module):
@@ -69,6 +66,34 @@ class MaskedLMHead(nn.Module):
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """hidden (..., C), word_embeddings (V, C) -> logits (..., V)."""
         return F.linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
+
+
+def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMHead | None:
+    """The folder's masked-language-model head for ``bert`` (loaded from the same folder), strictly: every tensor
+    present and of its shape, an output layer stored beside it equal to the word embeddings it is tied to. A
+    folder with none of the head: an error naming its keys, or None when it is not ``required``."""
+    config = bert.config
+    keys = HEADS[config.model_type][0]
+    tensors = {k: t for k, (t, _) in weights.load_safetensors(folder).items()}
+    found = {k: tensors[k] for k in tensors if k in keys.values()}
+    if not found:
+        if not required:
+            return None
+        raise ValueError(f"{folder} holds no masked-language-model head (none of {', '.join(keys.values())}): "
+                         "a sentence-transformers folder, for one, keeps the encoder only")
+    with torch.device("meta"):
+        head = MaskedLMHead(config)
+    expected = {keys[name]: tuple(t.shape) for name, t in head.state_dict().items()}
+    weights.check_tensors(found, expected, f"{folder}'s masked-language-model head",
+                          f"{folder / 'config.json'} ({config.model_type})")
+    tie = read_json(folder / "config.json").get("tie_word_embeddings", True)
+    for key in TIED:  # an output layer stored beside the word embeddings: the same, or we cannot tie it
+        if key in tensors and not (tie or torch.equal(tensors[key], bert.embeddings.word.weight.cpu())):
+            raise ValueError(f"{folder}: {key} differs from the word embeddings (tie_word_embeddings is false); "
+                             "minibert ties the output layer to the word embeddings")
+    head.load_state_dict({name: found[key] for name, key in keys.items()}, strict=True, assign=True)
+    bert_param = next(bert.parameters())
+    return head.to(bert_param.device, bert_param.dtype)
 
 
 class MaskedLMOutput(NamedTuple):
@@ -92,30 +117,11 @@ class MaskedLanguageModel(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path, path: str = "reference", dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None) -> MaskedLanguageModel:
-        """A ``*ForMaskedLM`` folder, strictly: the encoder as ``load_model`` loads it, every tensor of the head
-        present and of its shape (a folder without a head is an error naming the keys it lacks)."""
+        """A ``*ForMaskedLM`` folder, strictly: the encoder as ``load_model`` loads it, the head as ``load_head``
+        (a folder without a head is an error naming the keys it lacks)."""
         folder = Path(folder)
         bert = load_model(folder, dtype=dtype, device=device)
-        config = bert.config
-        keys = HEADS[config.model_type][0]
-        tensors = {k: t for k, (t, _) in weights.load_safetensors(folder).items()}
-        found = {k: tensors[k] for k in tensors if k in keys.values()}
-        if not found:
-            raise ValueError(f"{folder} holds no masked-language-model head (none of {', '.join(keys.values())}): "
-                             "a sentence-transformers folder, for one, keeps the encoder only")
-        with torch.device("meta"):
-            head = MaskedLMHead(config)
-        expected = {keys[name]: tuple(t.shape) for name, t in head.state_dict().items()}
-        weights.check_tensors(found, expected, f"{folder}'s masked-language-model head",
-                              f"{folder / 'config.json'} ({config.model_type})")
-        tie = read_json(folder / "config.json").get("tie_word_embeddings", True)
-        for key in TIED:  # an output layer stored beside the word embeddings: the same, or we cannot tie it
-            if key in tensors and not (tie or torch.equal(tensors[key], bert.embeddings.word.weight.cpu())):
-                raise ValueError(f"{folder}: {key} differs from the word embeddings (tie_word_embeddings is false); "
-                                 "minibert ties the output layer to the word embeddings")
-        head.load_state_dict({name: found[key] for name, key in keys.items()}, strict=True, assign=True)
-        bert_param = next(bert.parameters())
-        head.to(bert_param.device, bert_param.dtype)
+        head = load_head(folder, bert)
         model = cls(convert(bert, path), head, Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens))
         return model.eval()
 
@@ -132,23 +138,30 @@ class MaskedLanguageModel(nn.Module):
     @torch.inference_mode()
     def fill_mask(self, texts: list[str], top_k: int = 5) -> list[list[list[dict]]]:
         """For each text, for each of its mask tokens, the ``top_k`` tokens the model puts there, most probable
-        first: ``{"token": id, "token_str": text, "score": probability}``."""
+        first: ``{"token": id, "token_str": text, "score": probability}`` (special tokens spelt out, as transformers'
+        fill-mask pipeline does). Dropout is off for the call, whatever the model's mode."""
         tokenizer = self.tokenizer
+        if tokenizer is None:
+            raise ValueError("fill_mask needs the model's tokenizer: MaskedLanguageModel(bert, head, tokenizer)")
         mask_id = tokenizer.backend.token_to_id(tokenizer.mask_token) if tokenizer.mask_token else None
         if mask_id is None:
             raise ValueError("this model's tokenizer has no mask token")
         batch = tokenizer(texts).to(next(self.parameters()).device)
         for i, text in enumerate(texts):
             if not (batch.input_ids[i] == mask_id).any():
-                raise ValueError(f"text {i} ({text!r:.60}) holds no {tokenizer.mask_token}")
-        probs = self(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().softmax(-1)
+                raise ValueError(f"text {i} ({text!r:.60}) holds no {tokenizer.mask_token} within the "
+                                 f"{tokenizer.max_length} tokens the model reads")
+        was_training = self.training
+        probs = self.eval()(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().softmax(-1)
+        self.train(was_training)
         out = []
         for i in range(len(texts)):
             positions = (batch.input_ids[i] == mask_id).nonzero().flatten().tolist()
             out.append([])
             for p in positions:
                 top = probs[i, p].topk(top_k)
-                out[-1].append([{"token": int(t), "token_str": tokenizer.backend.decode([int(t)]), "score": float(s)}
+                out[-1].append([{"token": int(t), "score": float(s),
+                                 "token_str": tokenizer.backend.decode([int(t)], skip_special_tokens=False)}
                                 for s, t in zip(top.values, top.indices, strict=True)])
         return out
 

@@ -180,6 +180,7 @@ class BertModel(nn.Module):
                  attn_implementation: AttnImplementation = "sdpa") -> None:
         super().__init__()
         self.config = config
+        self.checkpoint: Path | None = None  # the folder the weights were loaded from; None when drawn here
         self.embeddings = self.embeddings_class(config)
         self.blocks = nn.ModuleList(EncoderBlock(config, attn_implementation)
                                     for _ in range(config.num_hidden_layers))
@@ -210,6 +211,7 @@ class BertModel(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """BERT's initialisation: N(0, initializer_range) for weights, zero biases, unit LayerNorms."""
+        self.checkpoint = None  # whatever was loaded before is gone
         std = self.config.initializer_range
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -282,7 +284,7 @@ class BertModel(nn.Module):
             dtype = stored.pop() if len(stored) == 1 else torch.float32
         model.to(device=device, dtype=dtype).eval()  # a loaded model starts in inference mode, as in transformers
         log.info("%s", report)
-        model.load_report = report
+        model.load_report, model.checkpoint = report, folder
         return model
 
     def num_parameters(self) -> int:

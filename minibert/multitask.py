@@ -154,7 +154,7 @@ class MultiTaskModel(nn.Module):
         if len(names) != 1 or names[0] not in mlm:
             raise ValueError(f"name one masked_lm task of this model, one of {mlm}" if mlm else
                              "this model has no masked_lm task")
-        return MaskedLanguageModel(self.encoder.bert, self.heads[names[0]].lm, self.encoder.tokenizer).eval()
+        return MaskedLanguageModel(self.encoder.bert, self.heads[names[0]].mlm_head, self.encoder.tokenizer).eval()
 
     def head_shapes(self, names) -> dict[str, tuple[int, ...]]:
         """heads.safetensors key -> shape, for the heads of the tasks ``names``."""

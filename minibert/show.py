@@ -20,7 +20,9 @@ def format_prediction(task, result: dict, tokenizer=None) -> str:
         return ", ".join(f"{e['text']} [{e['type']}]" for e in result["entities"]) or "(none)"
     if "fills" in result:  # a masked_lm task: the likeliest tokens at each mask of the text (ids without a tokenizer)
         def name(token: int) -> str:
-            return repr(tokenizer.backend.decode([token])) if tokenizer is not None else str(token)
+            if tokenizer is None:
+                return str(token)
+            return repr(tokenizer.backend.decode([token], skip_special_tokens=False))
         return "; ".join(", ".join(f"{name(t)} {p:.2f}" for t, p in tops[:3]) for tops in result["fills"]) \
             or "(no mask token in the text)"
     if "score" in result:  # on the gold scale 0..max_score, or a plain cosine

@@ -5,7 +5,7 @@
 - ``text.txt``: every distinct sentence of the training splits in the data folder (AG News texts, STS-B
   and SNLI sentences, SST-2 sentences, CoNLL-2003 sentences; SNLI's dev split is its training data here, as
   in scripts/configs/multitask.toml), shuffled, one a line. No test split is read.
-- ``tiny-bert/``: a 4-layer, 128-wide BERT (about 4.8M parameters, 3.9M of them the word embeddings) with
+- ``tiny-bert/``: a 4-layer, 128-wide BERT (about 4.7M parameters, 3.9M of them the word embeddings) with
   all-MiniLM-L6-v2's tokenizer, its weights drawn by BERT's initialisation: the starting point of
   pretraining from scratch.
 """

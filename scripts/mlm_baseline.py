@@ -5,7 +5,8 @@
 A model that ignores the context and gives each token its frequency in the training text (its unigram
 probability) scores, on the held-out text, the cross-entropy of those frequencies and, by always guessing the
 commonest token, that token's share. The masking rule picks the predicted tokens uniformly among the real,
-non-special ones, so both are averages over all of them. Prints the two beside the run's own dev figures
+non-special ones, so both are averages over all of them (with whole_word, words are picked uniformly instead,
+and the figures are near, not equal, to the baseline's). Prints the two beside the run's own dev figures
 (its OUTPUT_DIR/result.json), when the run has finished.
 """
 
@@ -17,6 +18,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from minibert.hub import resolve_model
 from minibert.tokenizer import Tokenizer
 from minibert.train import load_config
 from minibert.train.batches import load_task_data
@@ -36,9 +38,12 @@ def main() -> None:
     parser.add_argument("--task", default="mlm", help="the masked_lm task's name")
     args = parser.parse_args()
     config = load_config(args.config)
-    index = next(i for i, t in enumerate(config.tasks) if t.name == args.task)
+    names = [t.name for t in config.tasks]
+    if args.task not in names or config.tasks[names.index(args.task)].type != "masked_lm":
+        parser.error(f"--task {args.task}: {args.config} has no masked_lm task of that name (its tasks: {names})")
+    index = names.index(args.task)
     train, dev, _ = load_task_data(config, config.tasks[index], index)
-    tokenizer = Tokenizer.from_pretrained(config.model, max_length=config.encoder.max_seq_length)
+    tokenizer = Tokenizer.from_pretrained(resolve_model(config.model), max_length=config.encoder.max_seq_length)
     seen, held_out = token_counts([e.text for e in train], tokenizer), token_counts([e.text for e in dev], tokenizer)
     total, vocab = sum(seen.values()), tokenizer.vocab_size
     # add-one smoothing: a token the training text lacks still gets a probability

@@ -116,6 +116,22 @@ def test_fill_mask_equals_transformers_pipeline(mlm_dirs, family):
                          atol=1e-5, rtol=1e-4)
 
 
+def test_fill_mask_spells_special_tokens_as_the_pipeline_does(mlm_dirs, tmp_path):
+    """A special token among the likeliest (here made the likeliest by its output bias) is shown as the
+    pipeline shows it ("[SEP]"), not as an empty string."""
+    model = reference(mlm_dirs["bert"])
+    sep = transformers.AutoTokenizer.from_pretrained(str(mlm_dirs["bert"])).sep_token_id
+    with torch.no_grad():
+        model.cls.predictions.bias[sep] = 50.0
+    model.save_pretrained(str(tmp_path))
+    transformers.AutoTokenizer.from_pretrained(str(mlm_dirs["bert"])).save_pretrained(str(tmp_path))
+    text = "A man is playing a [MASK]."
+    theirs = transformers.pipeline("fill-mask", model=str(tmp_path), device="cpu", top_k=3)(text)
+    mine = MaskedLanguageModel.from_pretrained(tmp_path).fill_mask([text], top_k=3)[0][0]
+    assert [g["token_str"] for g in mine] == [e["token_str"] for e in theirs] and mine[0]["token"] == sep
+    assert mine[0]["token_str"] == "[SEP]"
+
+
 def test_a_folder_without_a_head_is_refused(minilm_dir):
     with pytest.raises(ValueError, match=r"holds no masked-language-model head \(none of cls.predictions"):
         MaskedLanguageModel.from_pretrained(minilm_dir)
@@ -142,7 +158,7 @@ def test_the_masking_rule_by_its_statistics():
     assert within((inputs[chosen] == 3).sum() / n, 0.8, n)
     kept = 0.1 + 0.1 / len(random_ids)  # a random draw may give the token back
     assert within((inputs[chosen] == ids[chosen]).sum() / n, kept, n)
-    assert torch.isin(inputs[chosen & (inputs != 3)], random_ids).all()  # never a special token
+    assert torch.isin(inputs[chosen & (inputs != 3)], random_ids).all()  # drawn from random_ids alone
     assert (inputs[~chosen] == ids[~chosen]).all()
     words = torch.arange(1000).div(3, rounding_mode="floor").expand(400, -1)  # three pieces a word
     _, labels = mask_tokens(ids, torch.ones_like(maskable), 3, random_ids, generator, word_ids=words)
@@ -172,6 +188,12 @@ def test_the_masked_lm_task_has_transformers_loss_and_starts_from_the_checkpoint
         expected = reference(mlm_dirs[family])(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                                labels=full).loss
     assert_close(out.loss, expected, atol=1e-5, rtol=1e-5)
+    # an encoder drawn at random gets a fresh head: the checkpoint's fits only the checkpoint's word embeddings
+    fresh = MultiTaskModel.from_encoder(mlm_dirs[family], [{"name": "mlm", "type": "masked_lm"}], random_encoder=True)
+    loaded = model.heads["mlm"].mlm_head.dense.weight
+    assert not torch.equal(fresh.heads["mlm"].mlm_head.dense.weight, loaded)
+    with pytest.raises(ValueError, match=r"task 'mlm': seed must be in \[0, 2\*\*64\), got -1"):
+        MultiTaskModel.from_encoder(mlm_dirs[family], [{"name": "mlm", "type": "masked_lm", "seed": -1}])
 
 
 def test_masked_lm_beside_other_tasks_trains_fills_and_prints(tiny_model_dir, tiny_data, tmp_path, capsys):

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from minibert import BertConfig, BertModel, SentenceEncoder, paths
 from minibert.paths import check_path, convert, default_path, kernels
@@ -91,16 +92,17 @@ def test_onednn_falls_back_to_f_linear_and_says_so_once(monkeypatch):
         raise RuntimeError("mkldnn: this CPU is not supported")
 
     monkeypatch.setattr(kernels, "ONEDNN_OP", broken)
+    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, "onednn")
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         expected = ref(ids, mask).last_hidden_state
         out = fast(ids, mask).last_hidden_state
         again = fast(ids, mask).last_hidden_state
-    assert len(calls) == 1 and kernels.ONEDNN_OP is None  # tried once, then not again
+    assert len(calls) == 1 and kernels.ONEDNN_FAILED == {torch.float32}  # tried once, then not again
     assert [str(w.message) for w in caught if issubclass(w.category, kernels.KernelFallback)] == [
-        "oneDNN's linear failed (mkldnn: this CPU is not supported); the fast path falls back to the public torch "
-        "functions"]
+        "oneDNN's linear in torch.float32 failed (mkldnn: this CPU is not supported); the fast path falls back "
+        "to the public torch functions"]
     torch.testing.assert_close(out[real], expected[real], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(again, out, atol=0, rtol=0)
     loss = fast.train()(ids, mask).last_hidden_state[real].square().sum()  # the backward falls back too
@@ -140,12 +142,13 @@ def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch,
 
 
 def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
-    fakes = {name: (lambda *args: None) for name in ("blas", "onednn", "upcast")}  # timed, never computing
+    fakes = {name: (lambda x, w, b, gelu=None: F.linear(x, w, b)) for name in ("blas", "onednn", "upcast")}
     timings = {fakes["blas"]: 1.0, fakes["onednn"]: 0.85, fakes["upcast"]: 0.5}
     for name, fake in fakes.items():
         monkeypatch.setitem(kernels.LINEARS, name, fake)
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timings[kernel])
-    monkeypatch.setattr(kernels, "ONEDNN_OP", object())  # a oneDNN op exists
+    monkeypatch.setattr(kernels, "ONEDNN_OP", object())  # a oneDNN op exists, and works in every dtype
+    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "CHOSEN", {})
     monkeypatch.delenv("MINIBERT_CPU_LINEAR", raising=False)
     torch.manual_seed(5)
@@ -158,6 +161,45 @@ def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
     assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # the first of equals (upcast: 0.5 too)
     monkeypatch.setattr(kernels, "ONEDNN_OP", None)
     assert kernels.candidates(torch.float32) == ["blas"] and kernels.candidates(torch.bfloat16) == ["blas", "upcast"]
+
+
+def test_a_faster_kernel_that_rounds_further_from_the_exact_product_is_not_chosen(monkeypatch):
+    """Speed is not bought with accuracy: a kernel twice as fast whose products are further from float64's
+    (here: inputs rounded to bf16 first) loses to F.linear."""
+    def coarse(x, w, b, gelu=None):
+        return F.linear(x.bfloat16().float(), w.bfloat16().float(), b)
+
+    monkeypatch.setitem(kernels.LINEARS, "onednn", coarse)
+    monkeypatch.setattr(kernels, "ONEDNN_OP", object())
+    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is coarse else 1.0)
+    x, w = torch.randn(64, 96), torch.randn(32, 96)
+    assert kernels.measure(x, w, None) == "blas"
+    monkeypatch.setitem(kernels.LINEARS, "onednn", lambda x, w, b, gelu=None: F.linear(x, w, b))
+    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 1.0 if kernel is kernels.LINEARS["blas"] else 0.5)
+    assert kernels.measure(x, w, None) == "onednn"  # as accurate and twice as fast
+
+
+def test_a_kernel_that_fails_while_measured_is_left_out_for_that_dtype_only(monkeypatch):
+    """oneDNN without bf16 instructions: measuring bf16 drops it, quietly, and float32 keeps it."""
+    def bf16_refused(x, w, b, *args):
+        if x.dtype == torch.bfloat16:
+            raise RuntimeError("could not create a primitive descriptor")
+        return F.linear(x, w, b)
+
+    monkeypatch.setattr(kernels, "ONEDNN_OP", bf16_refused)
+    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(kernels, "CHOSEN", {torch.float32: "onednn"})
+    monkeypatch.delenv("MINIBERT_CPU_LINEAR", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", kernels.KernelFallback)
+        assert kernels.linear_kernel(torch.bfloat16) in ("blas", "upcast")
+    assert kernels.ONEDNN_FAILED == {torch.bfloat16} and kernels.candidates(torch.float32) == ["blas", "onednn"]
+    x, w = torch.randn(8, 16), torch.randn(4, 16)
+    calls = []
+    monkeypatch.setattr(kernels, "ONEDNN_OP", lambda *args: calls.append(1) or F.linear(*args[:3]))
+    kernels.cpu_linear(x, w, None)
+    assert calls == [1]  # float32 still runs oneDNN
 
 
 def test_the_kernel_can_be_named_in_the_environment(monkeypatch):

@@ -128,6 +128,7 @@ def convert(model: BertModel, path: str, *, cuda_graphs: bool | None = None, buc
         param.requires_grad_(wanted.pop())
     if hasattr(model, "load_report"):
         twin.load_report = model.load_report
+    twin.checkpoint = model.checkpoint  # the same weights: the same checkpoint's
     twin.train(model.training)
     return quantize_int8(twin) if path == "int8" else twin
 

@@ -11,10 +11,14 @@ Which kernel is fastest is a property of the CPU, not of the code, so nothing he
 
 So the first CPU linear layer of each dtype times every candidate, once per process, on a fixed product
 of MiniLM's feed-forward shape, and the fastest (the public ``F.linear`` unless another is clearly
-faster) runs from then on. The kernels agree to float rounding, not bit for bit, and two processes may
-measure differently: to run the same one in every process (bit-identical outputs across the shards of
-one job, say), set ``MINIBERT_CPU_LINEAR`` (``blas`` or ``onednn``; for bf16 also ``upcast``; a list such
-as ``upcast,onednn`` gives each dtype the first it can run).
+faster) runs from then on. Speed is not bought with accuracy: a kernel whose error on that product (against
+the same product in float64) is larger than ``F.linear``'s is not a candidate (oneDNN's float32 products on
+some CPUs round about twice as far from the exact result as BLAS's, and in a deep model that shows). A
+kernel that fails on this CPU (oneDNN in bf16 without bf16 instructions) is left out for that dtype alone.
+The kernels agree to float rounding, not bit for bit, and two processes may measure differently:
+to run the same one in every process (bit-identical outputs across the shards of one job, say), set
+``MINIBERT_CPU_LINEAR`` (``blas`` or ``onednn``, even where oneDNN is the less accurate; for bf16 also
+``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run).
 ``CHOSEN`` holds the choices; setting an entry forces one, as the tests do.
 """
 
@@ -33,6 +37,9 @@ GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` ->
 CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn" or "upcast"
 MARGIN = 1.25  # another kernel must beat F.linear by this much: timings on a busy machine jitter, and a tie
 # should not be decided differently by two processes
+ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this times F.linear's (the products
+# are fixed, so this part of the choice is the same in every process on a CPU)
+ONEDNN_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's op failed for in this process
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
 
@@ -72,18 +79,17 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN.
 
     The only caller of the private op. Where it is missing, or fails where F.linear works (said once, and
-    not tried again in this process), F.linear computes the same; inputs that F.linear refuses too get
-    F.linear's own error."""
-    global ONEDNN_OP
-    if ONEDNN_OP is not None:
+    not tried again for that dtype in this process), F.linear computes the same; inputs that F.linear
+    refuses too get F.linear's own error."""
+    if ONEDNN_OP is not None and x.dtype not in ONEDNN_FAILED:
         try:
             if gelu is None:
                 return ONEDNN_OP(x, weight, bias, "none", [], "")
             return ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
         except (RuntimeError, TypeError) as e:
             y = blas_linear(x, weight, bias, gelu)  # raises here if the inputs themselves are wrong
-            fall_back("oneDNN's linear", e)
-            ONEDNN_OP = None
+            fall_back(f"oneDNN's linear in {x.dtype}", e)
+            ONEDNN_FAILED.add(x.dtype)
             return y
     return blas_linear(x, weight, bias, gelu)
 
@@ -102,7 +108,7 @@ LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "u
 
 def candidates(dtype: torch.dtype) -> list[str]:
     """The kernels worth timing for a dtype, the public one first."""
-    names = ["blas"] + (["onednn"] if ONEDNN_OP is not None else [])
+    names = ["blas"] + (["onednn"] if ONEDNN_OP is not None and dtype not in ONEDNN_FAILED else [])
     return names + (["upcast"] if dtype == torch.bfloat16 else [])
 
 
@@ -114,15 +120,25 @@ def seconds(kernel: Callable, args: tuple) -> float:
     return time.perf_counter() - start
 
 
+def error(y: torch.Tensor, exact: torch.Tensor) -> float:
+    """The mean |difference| of a kernel's product from the exact one."""
+    return float((y.double() - exact).abs().mean())
+
+
 @torch.no_grad()
 def measure(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rounds: int = 5) -> str:
-    """The fastest kernel for this product: ``F.linear`` unless another beats it by ``MARGIN``. The kernels
-    take turns, round after round, and each keeps its best time, so that a slow moment hits all alike."""
-    names = candidates(x.dtype)
+    """The fastest kernel for this product among those as accurate as ``F.linear`` (``ACCURACY_MARGIN``):
+    ``F.linear`` unless another beats it by ``MARGIN``. The kernels take turns, round after round, and each
+    keeps its best time, so that a slow moment hits all alike."""
+    exact = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    errors = {}
+    with torch.autocast("cpu", enabled=False), warnings.catch_warnings():  # each kernel at the inputs' own dtype
+        warnings.simplefilter("ignore", KernelFallback)  # a candidate that fails here is left out, not run
+        for name in candidates(x.dtype):
+            errors[name] = error(LINEARS[name](x, weight, bias), exact)  # also the warm-up: first-call allocations
+    names = [name for name in candidates(x.dtype) if errors[name] <= ACCURACY_MARGIN * errors["blas"]]
     best = dict.fromkeys(names, float("inf"))
-    with torch.autocast("cpu", enabled=False):  # each kernel at the inputs' own dtype
-        for name in names:
-            LINEARS[name](x, weight, bias)  # warm-up: first-call allocations
+    with torch.autocast("cpu", enabled=False):
         for _ in range(rounds):
             for name in names:
                 best[name] = min(best[name], seconds(LINEARS[name], (x, weight, bias)))

@@ -2,10 +2,10 @@
 
 Each batch is masked by BERT's rule (``minibert.masking``: 15% of the real tokens, of those 80% [MASK], 10% a
 random token, 10% kept) and the head (``minibert.mlm.MaskedLMHead``, tied to the word embeddings) predicts the
-original tokens at the chosen positions only: scoring all 30k vocabulary tokens at every position would cost
-6x more and teach nothing. Beside other tasks it is continued pretraining: the encoder keeps learning the
-language of the tasks' own text (domain adaptation); alone, from a randomly initialised encoder, it is BERT's
-pretraining in small.
+original tokens at the chosen positions only: the product with all 30k vocabulary tokens at every position
+would cost the head about 6x more and teach nothing. Beside other tasks it is continued pretraining: the
+encoder keeps learning the language of the tasks' own text (domain adaptation); alone, from a randomly
+initialised encoder, it is BERT's pretraining in small.
 
 The masks are drawn from a generator seeded by the batch's texts (and ``seed``): the same batch is masked the
 same way, so a resumed run, or an evaluation, repeats itself exactly, while a text meets new masks whenever it
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,19 +26,21 @@ from torch import nn
 
 from minibert.data import MaskedText, read_text
 from minibert.masking import MASK_PROBABILITY, mask_tokens
-from minibert.mlm import HEADS, MaskedLMHead
+from minibert.mlm import MaskedLMHead, load_head
 from minibert.tasks.base import Task, register
-from minibert.weights import load_safetensors
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
 def vocabulary_ids(tokenizer) -> tuple[int, torch.Tensor, torch.Tensor]:
-    """(the mask token's id, the special tokens' ids, every other id: what a random replacement is drawn from)."""
+    """(the mask token's id, the special tokens' ids, the ids a random replacement is drawn from: the whole
+    vocabulary, special tokens included, as BERT's create_pretraining_data.py and transformers'
+    DataCollatorForLanguageModeling draw it)."""
     if tokenizer.mask_token is None or tokenizer.backend.token_to_id(tokenizer.mask_token) is None:
         raise ValueError("masked-language modelling needs a tokenizer with a mask token; this one has none")
     special = torch.tensor(sorted(tokenizer.special_ids), dtype=torch.long)
-    ordinary = torch.tensor([i for i in range(tokenizer.vocab_size) if i not in tokenizer.special_ids])
-    return tokenizer.backend.token_to_id(tokenizer.mask_token), special, ordinary
+    return tokenizer.backend.token_to_id(tokenizer.mask_token), special, torch.arange(tokenizer.vocab_size)
 
 
 class MaskedLMTaskHead(nn.Module):
@@ -47,11 +50,11 @@ class MaskedLMTaskHead(nn.Module):
 
     def __init__(self, head: MaskedLMHead) -> None:
         super().__init__()
-        self.lm = head
+        self.mlm_head = head
 
     def forward(self, features, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(N, V): one row of vocabulary logits for each position to predict, in reading order."""
-        return self.lm(features.token_states[batch["predict"]], features.word_embeddings)
+        return self.mlm_head(features.token_states[batch["predict"]], features.word_embeddings)
 
 
 @register
@@ -70,6 +73,8 @@ class MaskedLM(Task):
             raise ValueError(f"task {self.name!r} (masked_lm) learns from plain text and takes no label names")
         if not 0.0 < self.probability < 1.0:
             raise ValueError(f"task {self.name!r}: probability must be in (0, 1), got {self.probability}")
+        if not 0 <= self.seed < 2**64:  # it is mixed into 64-bit generator seeds
+            raise ValueError(f"task {self.name!r}: seed must be in [0, 2**64), got {self.seed}")
 
     read = staticmethod(read_text)
 
@@ -79,13 +84,12 @@ class MaskedLM(Task):
     def collate(self, examples: list[MaskedText], tokenizer) -> dict[str, torch.Tensor]:
         """Inputs with BERT's masks and the original tokens as ``labels`` (or, for a user's texts, the texts as
         they are), and ``predict``: the (B, L) positions the head scores."""
-        mask_id, special, ordinary = vocabulary_ids(tokenizer)
-        fills = {e.fill for e in examples}
-        if len(fills) > 1:
+        mask_id, special, replacements = vocabulary_ids(tokenizer)
+        if len({e.fill for e in examples}) > 1:
             raise ValueError(f"task {self.name!r}: a batch mixes texts to mask and texts to fill in")
         tokens = tokenizer([e.text for e in examples])
         batch = tokens.tensors()
-        if fills == {True}:
+        if examples[0].fill:
             batch["predict"] = batch["input_ids"] == mask_id
             return batch
         maskable = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special)
@@ -93,22 +97,21 @@ class MaskedLM(Task):
                                 dtype=torch.long).view(batch["input_ids"].shape) if self.whole_word else None
         digest = hashlib.blake2b("\0".join(e.text for e in examples).encode("utf-8"), digest_size=8).digest()
         generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") ^ self.seed)
-        batch["input_ids"], labels = mask_tokens(batch["input_ids"], maskable, mask_id, ordinary, generator,
+        batch["input_ids"], labels = mask_tokens(batch["input_ids"], maskable, mask_id, replacements, generator,
                                                  self.probability, word_ids)
         batch["predict"] = labels != -100
         batch["labels"] = labels[batch["predict"]]  # (N,): the original token at each predicted position
         return batch
 
     def build_head(self, encoder) -> nn.Module:
-        """A fresh head, or the checkpoint's own when the encoder's folder has one (continued pretraining
-        starts where the model's pretraining stopped)."""
-        config = encoder.bert.config
-        head = MaskedLMHead(config)
-        folder, keys = encoder.tokenizer.source, HEADS[config.model_type][0]
-        tensors = load_safetensors(folder) if folder is not None and (folder / "model.safetensors").is_file() else {}
-        if all(key in tensors for key in keys.values()):
-            head.load_state_dict({name: tensors[key][0] for name, key in keys.items()})
-        return MaskedLMTaskHead(head)
+        """The checkpoint's own head when the encoder's weights are a checkpoint's and it holds one, loaded
+        strictly (continued pretraining starts where the model's pretraining stopped); else a fresh one (an
+        encoder drawn at random gets a fresh head too: a trained head fits only its own word embeddings)."""
+        checkpoint = encoder.bert.checkpoint
+        head = load_head(checkpoint, encoder.bert, required=False) if checkpoint is not None else None
+        log.info("task %s: %s", self.name, f"the masked-language-model head of {checkpoint}" if head is not None
+                 else "a fresh masked-language-model head")
+        return MaskedLMTaskHead(head if head is not None else MaskedLMHead(encoder.bert.config))
 
     def compute_loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The mean cross-entropy over the predicted tokens (0 for a batch that chose none)."""

@@ -9,15 +9,14 @@ positive than to what it should not retrieve. Two losses (``loss``):
   so each anchor sees the whole global batch, as in one process; accumulation micro-batches still see only
   their own.
 - ``"triplet"``: the SBERT paper's third objective (Reimers & Gurevych 2019, section 3), on (anchor,
-  positive, negative) triplets: max(|a - p| - |a - n| + margin, 0), Euclidean distances, margin 5 as in the
-  paper (sentence-transformers' ``TripletLoss``). Each triplet sees its own negative only. The paper's
-  embeddings were not normalised; on a model with a Normalize module every distance is at most 2, so a margin
-  of 5 is never met and the loss is simply |a - p| - |a - n| + 5.
+  positive, negative) triplets: max(|a - p| - |a - n| + margin, 0), Euclidean distances, margin 5 by default
+  as sentence-transformers' ``TripletLoss`` (the paper used 1). Each triplet sees its own negative only. The
+  paper's embeddings were not normalised; on a model with a Normalize module every distance is at most 2, so a
+  margin of 5 is never met and the loss is simply |a - p| - |a - n| + 5.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -119,8 +118,9 @@ class Pairs(Task):
     def compute_loss(self, embeddings: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.loss == "triplet":  # rows: the B anchors, then their positives, then their negatives
             anchor, positive, negative = embeddings.float().chunk(3)
-            distance = functools.partial(torch.linalg.vector_norm, dim=-1)  # Euclidean, as TripletLoss's
-            return F.relu(distance(anchor - positive) - distance(anchor - negative) + self.margin).mean()
+            # Euclidean, as TripletLoss's: pairwise_distance adds 1e-6 to the difference (a gradient where a = p)
+            distance = F.pairwise_distance
+            return F.relu(distance(anchor, positive) - distance(anchor, negative) + self.margin).mean()
         return F.cross_entropy(*self.scores(embeddings, batch))
 
     def predict(self, embeddings: torch.Tensor, batch: dict, examples: list) -> list[dict]:

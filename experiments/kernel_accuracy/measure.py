@@ -1,0 +1,88 @@
+"""How far each CPU linear kernel's float32 products lie from the exact ones, on the shapes of MiniLM and
+MPNet, and what that does after every layer of a deep model (all-mpnet-base-v2 against transformers).
+
+    python experiments/kernel_accuracy/measure.py [--model weights/all-mpnet-base-v2]
+
+Needs the reference libraries (pip install -e '.[test]') for the second table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+import torch
+import torch.nn.functional as F
+
+from minibert.paths import kernels
+
+SHAPES = [(384, 1536), (384, 384), (768, 3072), (3072, 768), (768, 768)]  # (in, out) of the products
+
+
+def product_errors(rows: int = 256) -> None:
+    names = kernels.candidates(torch.float32)
+    print("| product (rows x in -> out) | " + " | ".join(f"{name} mean / max error" for name in names) + " |")
+    print("|---" * (1 + len(names)) + "|")
+    generator = torch.Generator().manual_seed(0)
+    for fan_in, fan_out in SHAPES:
+        x, weight = torch.randn(rows, fan_in, generator=generator), torch.randn(fan_out, fan_in, generator=generator)
+        bias = torch.randn(fan_out, generator=generator)
+        exact = F.linear(x.double(), weight.double(), bias.double())
+        cells = []
+        for name in names:
+            difference = (kernels.LINEARS[name](x, weight, bias).double() - exact).abs()
+            cells.append(f"{float(difference.mean()):.2e} / {float(difference.max()):.2e}")
+        print(f"| {rows} x {fan_in} -> {fan_out} | " + " | ".join(cells) + " |")
+
+
+def layer_errors(folder: str) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    from minibert import SentenceEncoder
+    from minibert.verify import sentences
+
+    ours = SentenceEncoder.from_pretrained(folder, path="fast")
+    texts = sentences(ours.tokenizer.max_length)
+    references = {dtype: SentenceTransformer(folder, device="cpu", model_kwargs={"dtype": dtype,
+                                                                                "attn_implementation": "eager"})
+                  for dtype in (torch.float32, torch.float64)}
+    names = kernels.candidates(torch.float32)
+    worst: dict[str, list[float]] = {}
+    for start in range(0, len(texts), 8):
+        batch = ours.tokenizer(texts[start:start + 8])
+        real = batch.attention_mask.bool()
+        with torch.inference_mode():
+            states = {dtype: model[0].auto_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                                 output_hidden_states=True).hidden_states
+                      for dtype, model in references.items()}
+            runs = {"transformers": states[torch.float32]}
+            for name in names:
+                kernels.CHOSEN[torch.float32] = name
+                runs[name] = ours.bert(batch.input_ids, batch.attention_mask, batch.token_type_ids,
+                                       output_hidden_states=True).hidden_states
+        for who, hidden in runs.items():
+            exact = states[torch.float64]
+            errors = [float((a[real].double() - b[real]).abs().max()) for a, b in zip(hidden, exact, strict=True)]
+            worst[who] = [max(e, w) for e, w in zip(errors, worst.get(who, errors), strict=True)]
+    print(f"\n{folder}: max |difference| from float64 transformers after every layer (real tokens)")
+    print("| layer | " + " | ".join(f"{who} fp32" for who in worst) + " |")
+    print("|---" * (1 + len(worst)) + "|")
+    for layer in range(len(worst["transformers"])):
+        print(f"| {'embeddings' if layer == 0 else layer} | " + " | ".join(f"{w[layer]:.1e}" for w in worst.values())
+              + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="weights/all-mpnet-base-v2")
+    args = parser.parse_args()
+    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; chosen for float32 here: {kernels.linear_kernel(torch.float32)}\n")
+    product_errors()
+    layer_errors(args.model)
+
+
+if __name__ == "__main__":
+    main()
