@@ -74,6 +74,32 @@ def layer_errors(folder: str) -> None:
               + " |")
 
 
+def speeds(rounds: int = 3) -> None:
+    """What accuracy costs: the fast fp32 path's sentences/s on STS-B test with each kernel (and the reference
+    path), alternating rounds, the median round."""
+    import statistics
+    import time
+
+    from minibert import SentenceEncoder
+    from minibert.data import default_data_dir, read_sts_tsv
+
+    pairs = read_sts_tsv(default_data_dir() / "stsb" / "test.tsv")
+    texts = [p.a for p in pairs] + [p.b for p in pairs]
+    models = {"reference": SentenceEncoder.from_pretrained("all-MiniLM-L6-v2", path="reference"),
+              "fast": SentenceEncoder.from_pretrained("all-MiniLM-L6-v2", path="fast")}
+    runs = [("reference", "blas")] + [("fast", name) for name in kernels.candidates(torch.float32)]
+    rates: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    for _ in range(rounds):
+        for path, name in runs:
+            kernels.CHOSEN[torch.float32] = name
+            start = time.perf_counter()
+            models[path].encode(texts, batch_size=32)
+            rates[(path, name)].append(len(texts) / (time.perf_counter() - start))
+    print(f"\nall-MiniLM-L6-v2, STS-B test ({len(texts)} sentences, batch 32), sentences/s, median of {rounds} rounds")
+    for (path, name), values in rates.items():
+        print(f"| {path} path, {name} | {statistics.median(values):.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="weights/all-mpnet-base-v2")
@@ -82,6 +108,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; chosen for float32 here: {kernels.linear_kernel(torch.float32)}\n")
     product_errors()
     layer_errors(args.model)
+    speeds()
 
 
 if __name__ == "__main__":
