@@ -1,5 +1,5 @@
-"""Command line: ``minibert encode | similarity | search | mine | predict | verify | download``
-(also ``python -m minibert``)."""
+"""Command line: ``minibert encode | similarity | search | mine | predict | fill-mask | verify | download``
+(also ``python -m minibert``); search and mine are in ``cli_retrieval.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from minibert.device import check_device
-from minibert.files import read_embeddings, read_lines
+from minibert.files import read_lines
 from minibert.hub import DEFAULT_MODEL, REPO_WEIGHTS
 from minibert.show import print_fills, print_pair_predictions, print_predictions, short
 
@@ -99,70 +99,6 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     print("      " + "".join(f"{f'[{j}]':>8}" for j in range(len(sentences))))
     for i, row in enumerate(sim):
         print(f"  [{i}] " + "".join(f"{v:8.4f}" for v in row))
-    return 0
-
-
-def model_score(args: argparse.Namespace, encoder=None) -> str:
-    """--score, else the similarity function the model folder names (config_sentence_transformers.json)."""
-    if args.score:
-        return args.score
-    if encoder is not None:
-        return encoder.settings.similarity_fn_name
-    from minibert.encode_settings import EncodeSettings
-    from minibert.hub import resolve_model
-
-    folder = resolve_model(args.model)
-    return EncodeSettings.from_folder(folder).similarity_fn_name if (folder / "modules.json").is_file() else "cosine"
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    import json
-
-    from minibert.search import semantic_search
-
-    texts = {path: None if path.endswith(".npy") else read_lines(path) for path in (args.corpus, args.queries)}
-    encoder = load_encoder(args) if any(t is not None for t in texts.values()) else None
-    score = model_score(args, encoder)
-
-    def embed(path: str) -> np.ndarray:  # a text file is embedded now, a .npy was embedded before
-        if texts[path] is None:
-            return read_embeddings(path)
-        return encoder.encode(texts[path], batch_size=args.batch_size, show_progress_bar=args.progress,
-                              **options(args))
-
-    corpus, queries = embed(args.corpus), embed(args.queries)
-    corpus_texts, query_texts = texts[args.corpus], texts[args.queries]
-    results = semantic_search(queries, corpus, top_k=args.top_k, score=score)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            for i, hits in enumerate(results):
-                f.write(json.dumps({"query": i, "hits": hits}) + "\n")
-        print(f"{len(results)} queries, top {args.top_k} hits each by {score}: {args.output}")
-        return 0
-    print(f"top {args.top_k} by {score}")
-    for i, hits in enumerate(results):
-        print(f"[{i}] {query_texts[i] if query_texts else ''}")
-        for hit in hits:
-            text = corpus_texts[hit["corpus_id"]] if corpus_texts else ""
-            print(f"    {hit['score']:.4f}  [{hit['corpus_id']}] {short(text, 70)}")
-    return 0
-
-
-def cmd_mine(args: argparse.Namespace) -> int:
-    from minibert.search import paraphrase_mining
-
-    if args.input and args.input.endswith(".npy"):
-        texts, emb, score = None, read_embeddings(args.input), model_score(args)
-    else:
-        texts = gather_sentences(args, at_least=2)
-        encoder = load_encoder(args)
-        emb = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress, **options(args))
-        score = model_score(args, encoder)
-    pairs = paraphrase_mining(emb, top_k=args.top_k, max_pairs=args.max_pairs, score=score)
-    print(f"the {min(len(pairs), args.max_pairs)} closest pairs by {score}")
-    for score, i, j in pairs:
-        a, b = (texts[i], texts[j]) if texts else ("", "")
-        print(f"{score:.4f}  [{i}] {short(a)!r}  <->  [{j}] {short(b)!r}")
     return 0
 
 
@@ -260,6 +196,8 @@ def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_req
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from minibert.cli_retrieval import cmd_mine, cmd_search  # they use this module's helpers
+
     parser = argparse.ArgumentParser(prog="minibert", description="BERT/SBERT sentence embeddings, from scratch.")
     sub = parser.add_subparsers(dest="command", required=True)
 

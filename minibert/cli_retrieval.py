@@ -1,0 +1,76 @@
+"""The retrieval commands: ``minibert search`` (the closest corpus entries to each query) and ``minibert mine``
+(the most similar pairs among sentences), scored by the model folder's similarity function unless --score
+names one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from minibert.cli import gather_sentences, load_encoder, options
+from minibert.files import read_embeddings, read_lines
+from minibert.show import short
+
+
+def model_score(args: argparse.Namespace, encoder=None) -> str:
+    """--score, else the similarity function the model folder names (config_sentence_transformers.json)."""
+    if args.score:
+        return args.score
+    if encoder is not None:
+        return encoder.settings.similarity_fn_name
+    from minibert.encode_settings import EncodeSettings
+    from minibert.hub import resolve_model
+
+    folder = resolve_model(args.model)
+    return EncodeSettings.from_folder(folder).similarity_fn_name if (folder / "modules.json").is_file() else "cosine"
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from minibert.search import semantic_search
+
+    texts = {path: None if path.endswith(".npy") else read_lines(path) for path in (args.corpus, args.queries)}
+    encoder = load_encoder(args) if any(t is not None for t in texts.values()) else None
+    score = model_score(args, encoder)
+
+    def embed(path: str) -> np.ndarray:  # a text file is embedded now, a .npy was embedded before
+        if texts[path] is None:
+            return read_embeddings(path)
+        return encoder.encode(texts[path], batch_size=args.batch_size, show_progress_bar=args.progress,
+                              **options(args))
+
+    corpus, queries = embed(args.corpus), embed(args.queries)
+    corpus_texts, query_texts = texts[args.corpus], texts[args.queries]
+    results = semantic_search(queries, corpus, top_k=args.top_k, score=score)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for i, hits in enumerate(results):
+                f.write(json.dumps({"query": i, "hits": hits}) + "\n")
+        print(f"{len(results)} queries, top {args.top_k} hits each by {score}: {args.output}")
+        return 0
+    print(f"top {args.top_k} by {score}")
+    for i, hits in enumerate(results):
+        print(f"[{i}] {query_texts[i] if query_texts else ''}")
+        for hit in hits:
+            text = corpus_texts[hit["corpus_id"]] if corpus_texts else ""
+            print(f"    {hit['score']:.4f}  [{hit['corpus_id']}] {short(text, 70)}")
+    return 0
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from minibert.search import paraphrase_mining
+
+    if args.input and args.input.endswith(".npy"):
+        texts, emb, score = None, read_embeddings(args.input), model_score(args)
+    else:
+        texts = gather_sentences(args, at_least=2)
+        encoder = load_encoder(args)
+        emb = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress, **options(args))
+        score = model_score(args, encoder)
+    pairs = paraphrase_mining(emb, top_k=args.top_k, max_pairs=args.max_pairs, score=score)
+    print(f"the {min(len(pairs), args.max_pairs)} closest pairs by {score}")
+    for score, i, j in pairs:
+        a, b = (texts[i], texts[j]) if texts else ("", "")
+        print(f"{score:.4f}  [{i}] {short(a)!r}  <->  [{j}] {short(b)!r}")
+    return 0
