@@ -56,7 +56,6 @@ SETTING_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "s
 class TokenizerSpec:
     """What the files say beyond the pipeline itself."""
 
-    tokenizer_class: str
     pad_token: str | None
     special_tokens: list[str]  # every named and extra special token (transformers' all_special_tokens)
     model_max_length: int | float | None  # tokenizer_config.json's (or max_len), None when it names none
@@ -197,7 +196,7 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     if settings.get("padding_side", "right") != "right":
         raise ValueError(f"{config_path}: padding_side {settings['padding_side']!r}: minibert pads on the right only")
     specials = [t for t in [*text.values(), *map(str, extra)] if t is not None]
-    return backend, TokenizerSpec(name, text["pad_token"], list(dict.fromkeys(specials)),
+    return backend, TokenizerSpec(text["pad_token"], list(dict.fromkeys(specials)),
                                   settings.get("model_max_length", settings.get("max_len")),
                                   settings.get("truncation_side", "right"), text["mask_token"])
 

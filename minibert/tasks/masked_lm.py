@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert.data import MaskedText, read_text
-from minibert.masking import MASK_PROBABILITY, mask_tokens
+from minibert.masking import IGNORE_INDEX, MASK_PROBABILITY, mask_tokens
 from minibert.mlm import MaskedLMHead, load_head
 from minibert.tasks.base import Task, register
 
@@ -99,7 +99,7 @@ class MaskedLM(Task):
         generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") ^ self.seed)
         batch["input_ids"], labels = mask_tokens(batch["input_ids"], maskable, mask_id, replacements, generator,
                                                  self.probability, word_ids)
-        batch["predict"] = labels != -100
+        batch["predict"] = labels != IGNORE_INDEX
         batch["labels"] = labels[batch["predict"]]  # (N,): the original token at each predicted position
         return batch
 
