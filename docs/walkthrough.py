@@ -326,7 +326,7 @@ print(f"|a - p| = {(a - p).norm():.3f}, |a - n| = {(a - n).norm():.3f}: triplet 
 #
 # First one step written out: an NLI batch collated (the premises, then the hypotheses), the encoder, the
 # head, the cross-entropy, the gradients and AdamW's update: what `Trainer.train_step` does at every step
-# (`minibert/train/trainer.py`), there with loss weights, accumulation, clipping and a learning-rate schedule.
+# (`minibert/train/step.py`), there with loss weights, accumulation, clipping and a learning-rate schedule.
 
 # %%
 step_model = MultiTaskModel.from_encoder(folder, [{"name": "nli", "type": "nli"}], seed=0, path="reference")

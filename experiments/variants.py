@@ -15,6 +15,11 @@ finished with the same recipe is reused, so a study can be extended or resumed, 
 in one OUT share their common runs. A variant that starts from another's output ({out} in a value)
 is always run again, since what it starts from may have changed.
 
+``--alone NAME`` adds the row "alone": each task trained on its own for as many steps as it trains in
+variant NAME's run of the same seed, with NAME's settings less what combines tasks
+(``minibert.train.batches.single_task_config``). That is the single-task baseline a multi-task recipe
+is measured against, at the same steps.
+
 Prints a markdown table (mean ± standard deviation over seeds of each task's main dev metric, the
 mean over the tasks the variant has, and minutes per run) and writes it to OUT/STUDY.md, with every
 run's scores in OUT/STUDY.json.
@@ -32,6 +37,7 @@ from pathlib import Path
 
 from minibert.tasks import task_type
 from minibert.train import load_config, train
+from minibert.train.batches import single_task_config, steps_per_task
 from minibert.train.config import TrainConfig
 from minibert.train.recipe import changed_keys
 
@@ -73,6 +79,16 @@ def run(cfg: TrainConfig, reuse: bool = True) -> tuple[dict[str, float], float]:
     return {t.name: metrics[t.name][task_type(t.type).main_metric] for t in cfg.tasks}, minutes
 
 
+def alone_configs(multi: TrainConfig, out: Path) -> list[TrainConfig]:
+    """One single-task configuration per task of ``multi`` (a study run), at the steps that task gets in it."""
+    configs = []
+    for task, steps in steps_per_task(multi).items():
+        single = single_task_config(multi, task, steps)
+        single.output_dir, single.output.checkpoint_every = str(out / f"alone-{task}-seed{multi.seed}"), steps
+        configs.append(single)
+    return configs
+
+
 def cell(values: list[float]) -> str:
     if not values:
         return "–"
@@ -107,30 +123,43 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--study", default="table", help="the name of the table's files in OUT")
     parser.add_argument("--mean-of", help="the tasks the mean column averages, comma-separated (default: all)")
+    parser.add_argument("--alone", metavar="NAME", help="add each task alone, at its steps in variant NAME's runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
     folders = {name: re.sub(r"[^\w.=-]+", "-", name).strip("-") for name, *_ in args.variant}
     if len(set(folders.values())) != len(args.variant):
         parser.error(f"variant names must give distinct folder names, got {folders}")
+    if args.alone and args.alone not in folders:
+        parser.error(f"--alone {args.alone}: no variant of that name")
     scores: dict[str, list[dict[str, float]]] = {}
     minutes: dict[str, list[float]] = {}
+    counts: dict[str, list[dict[str, int]]] = {}
     for name, *overrides in args.variant:
         for seed in args.seeds:
             folder = out / f"{folders[name]}-seed{seed}"
             filled = [o.replace("{out}", str(out)).replace("{seed}", str(seed)) for o in args.set + overrides]
             cfg = study_config(args.config, filled, seed, folder, args.max_dev)
+            counts.setdefault(name, []).append(steps_per_task(cfg))
             got, spent = run(cfg, reuse=not any("{out}" in o for o in overrides))
             scores.setdefault(name, []).append(got)
             minutes.setdefault(name, []).append(spent)
-            print(f"{name} seed {seed}: " + ", ".join(f"{t} {v:.4f}" for t, v in got.items()), flush=True)
+            print(f"{name} seed {seed}: " + ", ".join(f"{t} {v:.4f}" for t, v in got.items())
+                  + f" (steps per task {counts[name][-1]})", flush=True)
+            if name == args.alone:
+                start, alone = time.perf_counter(), {}
+                for single in alone_configs(cfg, out):
+                    alone |= run(single)[0]
+                scores.setdefault("alone", []).append(alone)
+                minutes.setdefault("alone", []).append((time.perf_counter() - start) / 60)
+                print(f"alone seed {seed}: " + ", ".join(f"{t} {v:.4f}" for t, v in alone.items()), flush=True)
     text = table(scores, minutes, args.mean_of.split(",") if args.mean_of else None)
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.study}.md").write_text(text + "\n")
-    record = {"seeds": args.seeds, "set": args.set, "variants": {name: dict(zip(map(str, args.seeds), runs,
-                                                                               strict=True))
-                                                               for name, runs in scores.items()}}
+    record = {"seeds": args.seeds, "set": args.set,
+              "variants": {name: dict(zip(map(str, args.seeds), runs, strict=True)) for name, runs in scores.items()},
+              "steps_per_task": {name: dict(zip(map(str, args.seeds), c, strict=True)) for name, c in counts.items()}}
     (out / f"{args.study}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

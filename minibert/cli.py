@@ -185,7 +185,7 @@ def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_req
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--path", choices=PATHS, default=None,
-                   help="the execution path (minibert.paths; default: fast on the CPU and CUDA): reference is "
+                   help="the execution path (default: fast on the CPU, reference elsewhere): reference is "
                         "model.py as written; int8 needs the CPU and float32; compiled is torch.compile")
     for old, new in (("--fast", "--path fast"), ("--int8", "--path int8"), ("--compile", "--path compiled")):
         p.add_argument(old, action=Replaced, replacement=new)

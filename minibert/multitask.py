@@ -36,6 +36,7 @@ INPUT_KEYS = ("input_ids", "attention_mask")
 class TaskOutput(NamedTuple):
     loss: torch.Tensor | None  # None when the batch has no labels
     logits: torch.Tensor  # what the head gives: class logits, tag logits (B, L, n), cosines, ...
+    embedding: torch.Tensor | None = None  # (B, D): the encoder's sentence embedding of each input row
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -103,7 +104,7 @@ class MultiTaskModel(nn.Module):
         head = self.heads[task]
         logits = head(features, batch) if getattr(head, "reads_batch", False) else head(features)
         loss = spec.compute_loss(logits, batch) if "labels" in batch else None
-        return TaskOutput(loss, logits)
+        return TaskOutput(loss, logits, features.embedding)
 
     # ---- saving ----------------------------------------------------------------------------------
 

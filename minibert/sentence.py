@@ -59,9 +59,9 @@ class SentenceEncoder(nn.Module):
                         dtype: torch.dtype | None = None, attn_implementation: AttnImplementation = "sdpa",
                         path: str | None = None) -> SentenceEncoder:
         """A model folder (or a known model's name), loaded strictly. ``path`` is the execution path
-        (``minibert.paths``): by default the fastest one that equals the reference on the device ("fast"
-        on the CPU and CUDA); ``path="reference"`` runs ``model.py`` as written. ``dtype``: by default the
-        one the folder names (config.json's, or its module config's), else the one its weights have."""
+        (``minibert.paths``): by default the fastest one held to the reference on the device ("fast"
+        on the CPU, ``paths.default_path``); ``path="reference"`` runs ``model.py`` as written. ``dtype``: by
+        default the one the folder names (config.json's, or its module config's), else the one its weights have."""
         folder = resolve_model(name_or_path)
         pipeline = read_pipeline(folder)
         bert = load_model(pipeline.transformer, dtype=dtype or pipeline.settings.dtype, device=device,

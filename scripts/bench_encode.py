@@ -28,10 +28,10 @@ import torch
 from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.metrics import spearman
-from minibert.paths import kernels
+from minibert.paths import int8_kernels, kernels
 
 from rivals import rival_rows
-from timing import timed
+from timing import matmul_peak, timed
 
 
 def encoder_flops(encoder: SentenceEncoder, sentences: list[str], attention: bool = True) -> float:
@@ -56,13 +56,14 @@ def matmul_ceiling(device: str, group: str, hidden: int, inter: int, reps: int =
     """Best GFLOP/s of the model's own feed-forward product (1024 tokens) on these threads, best of ``reps``
     timings of 20 products: roughly the most any encoder can reach here, since its time goes mostly into
     such products. Float: every kernel the fast path may pick (F.linear, oneDNN; bf16 also computed in
-    float32, minibert.paths.kernels); int8: the bare int8 x int8 -> int32 product (torch._int_mm), without
+    float32, minibert.paths.kernels); int8: the bare int8 x int8 product by the int8 path's kernel, without
     quantizing anything."""
     dtype = torch.int8 if group == "int8" else getattr(torch, group)
     if group == "int8":
         x = torch.randint(-127, 128, (1024, hidden), dtype=dtype, device=device)
         w = torch.randint(-127, 128, (hidden, inter), dtype=dtype, device=device)
-        products = [lambda: kernels.int8_matmul(x, w)]
+        packed = int8_kernels.pack_int8_weight(w)  # oneDNN's layout where the int8 path runs on oneDNN here
+        products = [lambda: int8_kernels.int8_product(x, w, packed)]
     else:
         x = torch.randn(1024, hidden, device=device, dtype=dtype)
         w = torch.randn(inter, hidden, device=device, dtype=dtype)
@@ -174,6 +175,12 @@ def main() -> None:
         print(f"{name:38}{r:9.1f}{rival}{fp32}{gflops:9.1f}{gflops / ceiling[group]:16.0%}{rho:10.4f}")
     print("\nbest linear layer of the model's shape here (GFLOP/s), median of the rounds (the rounds' range): "
           + ", ".join(f"{k} {v:.1f} ({min(ceilings[k]):.1f}-{max(ceilings[k]):.1f})" for k, v in ceiling.items()))
+    if args.device.startswith("cuda"):  # model FLOP utilisation: the useful rate against the GPU's dense peak
+        peaks = {g: matmul_peak(args.device, getattr(torch, g)) / 1e9 for g in ceiling}
+        print("MFU (useful GFLOP/s over a large square matmul's, per dtype: "
+              + ", ".join(f"{g} {p / 1e3:.0f} TFLOP/s" for g, p in peaks.items()) + "): "
+              + ", ".join(f"{name} {flops * r / len(sentences) / 1e9 / peaks[runs[name][0]]:.1%}"
+                          for name, r in rate.items()))
     if st32:
         diff = np.abs(np.asarray(outputs["minibert float32"], np.float64) - outputs["sentence-transformers float32"])
         print(f"max |embedding difference| minibert vs sentence-transformers, float32: {diff.max():.2e}")

@@ -10,23 +10,14 @@ against each other, so alone it is 1). Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
 
 from minibert.tasks import task_type
-from minibert.train import TrainConfig, load_config, train
-from minibert.train.batches import load_task_data, task_schedule
-
-
-def steps_per_task(config: TrainConfig) -> dict[str, int]:
-    """How many optimizer steps each task gets in the multi-task run (the schedule is deterministic)."""
-    sizes = [len(load_task_data(config, task, i)[0]) for i, task in enumerate(config.tasks)]
-    schedule = task_schedule(config, sizes)
-    return {t.name: schedule.count(i) for i, t in enumerate(config.tasks)}
+from minibert.train import load_config, train
+from minibert.train.batches import single_task_config, steps_per_task
 
 
 def read_scores(run_dir: Path, split: str) -> dict:
@@ -69,10 +60,7 @@ def main() -> None:
         seconds["multi-task"] = time.perf_counter() - start
     results = {"multi-task": read_scores(out, args.split)}
     for task in multi.tasks:
-        single = copy.deepcopy(multi)
-        single.tasks = [dataclasses.replace(task, loss_weight=1.0)]  # weights balance tasks; alone, none
-        single.sampling.finish_with, single.sampling.finish_steps = [], 0
-        single.steps = budget[task.name]
+        single = single_task_config(multi, task.name, budget[task.name])
         single.output_dir = str(out.with_name(out.name + f"-only-{task.name}"))
         single.eval.every = max(1, single.steps // 3)
         single.output.checkpoint_every = single.steps

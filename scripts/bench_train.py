@@ -35,7 +35,7 @@ from minibert.tasks import make_task
 from minibert.tokenizer import Tokenizer
 from minibert.train.optim import make_optimizer
 
-from timing import timed
+from timing import matmul_peak, timed
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -91,15 +91,6 @@ def training_flops(config: BertConfig, tokens: int, sum_sq_lengths: int) -> floa
     linear = 2 * (4 * C * C + 2 * C * inner) * tokens
     attention = 2 * 2 * C * sum_sq_lengths
     return 3 * layers * (linear + attention)
-
-
-def matmul_peak(device: str, dtype: torch.dtype) -> float:
-    """Best FLOP/s of a large square matmul here: the denominator of MFU."""
-    a = torch.randn(8192, 8192, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ a
-    best = min(timed(lambda: [a @ a for _ in range(10)], device)[0] for _ in range(3))
-    return 10 * 2 * 8192 ** 3 / best
 
 
 def stsb_batches(args) -> list[list]:

@@ -22,3 +22,12 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
     out = fn()
     sync(device)
     return time.perf_counter() - start, out
+
+
+def matmul_peak(device: str, dtype: torch.dtype) -> float:
+    """Best FLOP/s of a large square matmul here: the denominator of model FLOP utilisation (MFU)."""
+    a = torch.randn(8192, 8192, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ a
+    best = min(timed(lambda: [a @ a for _ in range(10)], device)[0] for _ in range(3))
+    return 10 * 2 * 8192 ** 3 / best

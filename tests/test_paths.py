@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from minibert import BertConfig, BertModel, SentenceEncoder, paths
-from minibert.paths import check_path, convert, default_path, kernels
+from minibert.paths import check_path, convert, default_path, int8_kernels, kernels
 from minibert.paths.compiled import CompiledBertModel
 from minibert.paths.fast import FastBertModel
 from minibert.weights import fuse_qkv
@@ -250,26 +250,76 @@ def test_int8_products_fall_back_to_exact_float64_and_say_so_once(monkeypatch):
     a = torch.randint(-127, 128, (33, 1536), dtype=torch.int8)
     b = torch.randint(-127, 128, (1536, 40), dtype=torch.int8)
     exact = a.long() @ b.long()
-    assert torch.equal(kernels.int8_matmul(a, b).long(), exact)
+    assert torch.equal(int8_kernels.int8_matmul(a, b).long(), exact)
     calls = []
 
     def broken(*args):
         calls.append(1)
         raise RuntimeError("_int_mm: not supported on this CPU")
 
-    monkeypatch.setattr(kernels, "INT_MM", broken)
+    monkeypatch.setattr(int8_kernels, "INT_MM", broken)
     with pytest.raises(RuntimeError, match="cannot be multiplied"):  # wrong inputs: their own error, op kept
-        kernels.int8_matmul(a, a)
-    assert kernels.INT_MM is broken
+        int8_kernels.int8_matmul(a, a)
+    assert int8_kernels.INT_MM is broken
     calls.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        first, second = kernels.int8_matmul(a, b), kernels.int8_matmul(a, b)
-    assert len(calls) == 1 and kernels.INT_MM is None
+        first, second = int8_kernels.int8_matmul(a, b), int8_kernels.int8_matmul(a, b)
+    assert len(calls) == 1 and int8_kernels.INT_MM is None
     assert [str(w.message) for w in caught if issubclass(w.category, kernels.KernelFallback)] == [
         "torch._int_mm failed (_int_mm: not supported on this CPU); the fast path falls back to the public torch "
         "functions"]
     assert first.dtype == torch.int32 and torch.equal(first.long(), exact) and torch.equal(second, first)
+
+
+def onednn_is_exact_here() -> bool:
+    """Whether oneDNN's int8 linear gives exact products on this CPU for full-range inputs (with VNNI or AMX
+    it does; without, its u8 x s8 pair sums saturate at 16 bits)."""
+    if int8_kernels.QLINEAR_OPS is None:
+        return False
+    q = torch.randint(-128, 128, (64, 384), dtype=torch.int8, generator=torch.Generator().manual_seed(1))
+    w = torch.randint(-127, 128, (384, 256), dtype=torch.int8, generator=torch.Generator().manual_seed(2))
+    got = int8_kernels.onednn_int8_product(q, int8_kernels.onednn_pack(w))
+    return torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float())
+
+
+def test_the_int8_path_runs_onednn_only_where_it_is_exact(monkeypatch, minilm_dir, sentences):
+    """Where oneDNN's int8 linear is exact here, the int8 path on it gives the same embeddings as on
+    torch._int_mm; where it is not, the measurement never picks it."""
+    if not onednn_is_exact_here():
+        assert int8_kernels.measure_int8() == "int_mm"
+        return
+    encoder = SentenceEncoder.from_pretrained(minilm_dir)
+    outputs = {}
+    for kernel in ("int_mm", "onednn"):
+        monkeypatch.setitem(kernels.CHOSEN, torch.int8, kernel)
+        int8 = encoder.to_path("int8")
+        assert all((m.packed is not None) == (kernel == "onednn") for m in int8.modules() if hasattr(m, "packed"))
+        outputs[kernel] = int8.encode(sentences, convert_to="torch")
+    assert torch.equal(outputs["onednn"], outputs["int_mm"])  # both products exact: the same numbers after them
+
+
+def test_an_inexact_int8_kernel_is_never_chosen(monkeypatch):
+    if int8_kernels.QLINEAR_OPS is None:
+        pytest.skip("this torch build has no oneDNN int8 linear to measure")
+    prepack, product = int8_kernels.QLINEAR_OPS
+    monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (prepack, lambda *a: product(*a) + 1))  # off by one
+    assert int8_kernels.measure_int8() == "int_mm"
+
+
+def test_a_failing_onednn_int8_product_falls_back_once(monkeypatch):
+    q = torch.randint(-127, 128, (8, 32), dtype=torch.int8)
+    w = torch.randint(-127, 128, (32, 16), dtype=torch.int8)
+
+    def broken(*args):
+        raise RuntimeError("qlinear: no such kernel")
+
+    monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (broken, broken))
+    with pytest.warns(kernels.KernelFallback, match="oneDNN's int8 linear failed"):
+        got = int8_kernels.int8_product(q, w, packed=("packed", None, None))
+    assert int8_kernels.QLINEAR_OPS is None
+    assert torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float())
+    assert torch.equal(int8_kernels.int8_product(q, w, packed=("packed", None, None)), got)  # no second try
 
 
 def test_the_refusal_rules(monkeypatch):
@@ -288,7 +338,8 @@ def test_the_refusal_rules(monkeypatch):
 
 
 def test_the_default_path():
-    assert default_path("cpu") == default_path("cuda:1") == "fast"
+    assert default_path("cpu") == "fast"
+    assert default_path("cuda:1") == "reference"  # until a GPU run holds the reworked fast path to it there
     assert default_path("mps") == "reference"  # nothing holds the fast path to the reference there
 
 

@@ -97,10 +97,22 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> str:
     return output
 
 
-def test_sigkill_then_resume_ends_with_the_same_weights(tiny_model_dir, tiny_data, tmp_path):
-    steps = 400
+def with_methods(config: dict, teacher: Path) -> dict:
+    """The multi-task methods (minibert.train: balance, pcgrad, distill, annealed sampling) all at once: what
+    they learn (the log-variances) and draw (the tasks of each step) must survive a kill and agree between
+    processes."""
+    return merge(config, {"sampling": {"strategy": "temperature", "temperature": 1.0, "temperature_end": 4.0,
+                                       "tasks_per_step": 2},
+                          "optim": {"pcgrad": True, "loss_balance": "uncertainty", "distill_from": str(teacher)}})
+
+
+@pytest.mark.parametrize("methods", [False, True], ids=["plain", "multitask-methods"])
+def test_sigkill_then_resume_ends_with_the_same_weights(tiny_model_dir, tiny_data, tmp_path, methods):
+    steps = 200 if methods else 400  # two tasks a step
     base = tiny_config(tiny_model_dir, tiny_data, tmp_path / "a", steps=steps, eval={"every": 100},
                        output={"checkpoint_every": 10, "log_every": 10})
+    if methods:
+        base = with_methods(base, tiny_model_dir)
     (tmp_path / "a.json").write_text(json.dumps(base))
     (tmp_path / "b.json").write_text(json.dumps({**base, "output_dir": str(tmp_path / "b")}))
     finish(launch(tmp_path / "a.json"))  # uninterrupted
@@ -126,6 +138,10 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tiny_model_dir, tiny_dat
     dev_a = [r["dev"] for r in read_log(tmp_path / "a") if "dev" in r]
     dev_b = [r["dev"] for r in read_log(tmp_path / "b") if "dev" in r]
     assert dev_a == dev_b  # the same evaluations at the same steps
+    if methods:  # the learned loss weights, logged every 10 steps, continue where they were
+        balance_a = [r["balance"] for r in read_log(tmp_path / "a") if "balance" in r]
+        assert balance_a == [r["balance"] for r in read_log(tmp_path / "b") if "balance" in r]
+        assert len(balance_a) == steps // 10 and balance_a[-1]["sts"] != 1.0
     steps_logged = [r["step"] for r in read_log(tmp_path / "b") if "loss" in r]
     assert steps_logged == sorted(set(steps_logged)), "resumed log repeats steps"
 
@@ -137,7 +153,8 @@ def test_resume_refuses_a_changed_configuration(tiny_model_dir, tiny_data, tmp_p
         train(run_config(merge(config, {"optim": {"lr": 0.5}}), tmp_path / "c2.json"), resume=True)
 
 
-def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_path):
+@pytest.mark.parametrize("methods", [False, True], ids=["plain", "multitask-methods"])
+def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_path, methods):
     """DDP on 2 CPU processes (gloo, loopback): replicas identical and equal to one process with the
     same global batch (the tiny model has no dropout, so both compute the same function). NER is in:
     its loss averages over labelled word pieces, which the two halves of a batch hold unequal numbers of;
@@ -146,6 +163,8 @@ def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_pat
                        output={"checkpoint_every": 10})
     base["tasks"] = [t for t in base["tasks"] if t["type"] != "nli"]
     base["tasks"].append({"name": "pairs", "type": "pairs", "train": str(tiny_data / "pairs.tsv")})
+    if methods:
+        base = with_methods(base, tiny_model_dir)
     (tmp_path / "single.json").write_text(json.dumps(base))
     (tmp_path / "ddp.json").write_text(json.dumps({**base, "output_dir": str(tmp_path / "ddp")}))
     single = launch(tmp_path / "single.json")
@@ -218,15 +237,18 @@ def test_fp16_needs_cuda(tiny_model_dir, tiny_data, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
+@pytest.mark.parametrize("methods", [False, True], ids=["plain", "multitask-methods"])
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_cuda_mixed_precision_follows_fp32(tiny_model_dir, tiny_data, tmp_path, precision):
-    """On CUDA, bf16 autocast and fp16 with the gradient scaler train like fp32; the checkpoint holds the
-    scaler state and resumes on the GPU."""
+def test_cuda_mixed_precision_follows_fp32(tiny_model_dir, tiny_data, tmp_path, precision, methods):
+    """On CUDA, bf16 autocast and fp16 with the gradient scaler train like fp32 (with the multi-task methods
+    too: their gradients meet the scaler); the checkpoint holds the scaler state and resumes on the GPU."""
     losses = {}
     for p in ("fp32", precision):
         out = tmp_path / p
         config = tiny_config(tiny_model_dir, tiny_data, out, steps=6, eval={"every": 0},
                              output={"log_every": 1, "checkpoint_every": 3}, runtime={"precision": p, "device": "cuda"})
+        if methods:
+            config = with_methods(config, tiny_model_dir)
         train(run_config(config, tmp_path / f"{p}.json"))
         losses[p] = [v for r in read_log(out) if "loss" in r for v in r["loss"].values()]
     assert losses[precision] != losses["fp32"]  # autocast really ran

@@ -15,7 +15,7 @@ import torch
 from minibert.data import TextExample, read_classification, read_conll, read_nli, read_pairs_tsv, read_sts_tsv
 from minibert.metrics import entity_prf, macro_f1
 from minibert.tasks import Classification, TokenClassification
-from minibert.train.batches import StepBatches, hold_out, load_task_data, task_for_step, task_probabilities
+from minibert.train.batches import StepBatches, hold_out, load_task_data, task_probabilities, tasks_for_step
 from minibert.train.config_file import load_config
 from minibert.train.optim import lr_multiplier, make_optimizer, param_groups
 from minibert.train.recipe import changed_keys
@@ -181,11 +181,17 @@ def test_task_probabilities():
 
 def test_task_sequence_follows_the_probabilities():
     p = task_probabilities([1, 3], "proportional")
-    seq = [task_for_step(s, 2, "proportional", p, seed=1) for s in range(4000)]
+    seq = [tasks_for_step(s, 2, "proportional", p, seed=1)[0] for s in range(4000)]
     assert abs(np.mean(seq) - 0.75) < 0.03  # 4000 draws: the standard error is 0.007
-    other = [task_for_step(s, 2, "proportional", p, seed=2) for s in range(4000)]
+    other = [tasks_for_step(s, 2, "proportional", p, seed=2)[0] for s in range(4000)]
     assert abs(np.mean(other) - 0.75) < 0.03 and sum(a != b for a, b in zip(seq, other, strict=True)) > 1000
-    assert [task_for_step(s, 3, "round_robin", None, 0) for s in range(5)] == [0, 1, 2, 0, 1]
+    assert [tasks_for_step(s, 3, "round_robin", None, 0) for s in range(5)] == [(0,), (1,), (2,), (0,), (1,)]
+    assert [tasks_for_step(s, 3, "round_robin", None, 0, per_step=2) for s in range(3)] == [(0, 1), (2, 0), (1, 2)]
+    pairs = [tasks_for_step(s, 3, "proportional", task_probabilities([1, 1, 2], "proportional"), 1, per_step=2)
+             for s in range(2000)]
+    assert all(len(set(p)) == 2 for p in pairs)  # two different tasks in every step
+    # without replacement, the biggest task is in a step more often than not, but not always
+    assert 0.7 < np.mean([2 in p for p in pairs]) < 0.95
 
 
 class RecordingTask:
@@ -211,13 +217,13 @@ def test_step_batches_are_consecutive_shuffled_passes(tmp_path):
                      for i in np.random.default_rng([5 * 1000 + t, epoch]).permutation(len(sets[t]))] for t in (0, 1)}
     used = {0: 0, 1: 0}
     for step in range(30):
-        t, micro = whole[step]
-        assert t == task_for_step(step, 2, "proportional", task_probabilities([10, 7], "proportional"), 5)
+        (t,), (micro,) = whole[step]
+        assert (t,) == tasks_for_step(step, 2, "proportional", task_probabilities([10, 7], "proportional"), 5)
         expected = sequences[t][used[t]:used[t] + 4]
         used[t] += 4
         assert [x for m in micro for x in m["examples"]] == expected
         assert [len(m["examples"]) for m in micro] == [2, 2]
-        halves = [StepBatches(tasks, sets, None, config, rank=r, world=2)[step][1] for r in (0, 1)]
+        halves = [StepBatches(tasks, sets, None, config, rank=r, world=2)[step][1][0] for r in (0, 1)]
         assert [[x for m in h for x in m["examples"]] for h in halves] == [expected[0::2], expected[1::2]]
     assert min(used.values()) > 10  # both tasks went past the end of their first pass
 
@@ -393,7 +399,7 @@ def test_the_last_steps_can_go_to_chosen_tasks(tmp_path):
                            sampling={"strategy": "proportional", "finish_with": ["c", "a"], "finish_steps": 5})
     before, after = task_schedule(plain, [10, 20, 30]), task_schedule(finished, [10, 20, 30])
     assert after[:35] == before[:35]  # the sampled part is unchanged
-    assert after[35:] == [0, 2, 0, 2, 0]  # step s of the closing phase: finish_with[s % 2]
+    assert after[35:] == [(0,), (2,), (0,), (2,), (0,)]  # step s of the closing phase: finish_with[s % 2]
     with pytest.raises(ValueError, match=r"sampling.finish_with \['d'\] and finish_steps 5"):
         TrainConfig(tasks=tasks, sampling={"finish_with": ["d"], "finish_steps": 5})
     with pytest.raises(ValueError, match="or neither"):

@@ -15,7 +15,8 @@ An int8 linear layer computes x W^T in integers and scales the result back:
   same), which moves part of the channel's range into the weights, where each output row has its own
   scale. max|x_j| is measured once, on a forward pass over random token ids: which channels are
   outliers is a property of the weights, not of the text (``experiments/int8/`` compares with real text).
-- **The product** acc = q_x @ q_W is exact in int32 (``kernels.int8_matmul``); then, in float32,
+- **The product** acc = q_x @ q_W is exact (``int8_kernels.int8_product``: oneDNN's int8 linear on the CPU's
+  int8 units where it measures exact and faster, else ``torch._int_mm``); then, in float32,
   y = scale_w * scale_x * acc + bias, or with an offset y = scale_w * (scale_x * acc + (128 scale_x +
   low_x) * sum_k q_W) + bias.
 
@@ -29,7 +30,8 @@ import torch
 from torch import nn
 
 from minibert.paths.fast import FastBertModel
-from minibert.paths.kernels import int8_matmul, with_gelu
+from minibert.paths.int8_kernels import int8_product, pack_int8_weight
+from minibert.paths.kernels import with_gelu
 
 TINY = torch.finfo(torch.float32).tiny
 SMOOTHING = 0.5  # SmoothQuant's alpha: s_j = max|x_j|^alpha / max|W[:, j]|^(1 - alpha)
@@ -61,6 +63,9 @@ class Int8Linear(nn.Module):
         weight, weight_scale = quantize_rows(weight)
         self.in_features, self.out_features, self.offset = linear.in_features, linear.out_features, offset
         self.register_buffer("weight_t", weight.t().contiguous())  # (in, out): the layout the product wants
+        # oneDNN's layout of the same weight, where its int8 kernel runs here: made once, from weight_t as it is
+        # now (an int8 layer is built from a float one, never loaded or changed in place)
+        self.packed = pack_int8_weight(self.weight_t)
         self.register_buffer("weight_scale", weight_scale.squeeze(1))  # (out,)
         self.register_buffer("weight_sum", weight.sum(1, dtype=torch.int32).float() if offset else None)  # (out,)
         bias = linear.bias.detach().float().clone() if linear.bias is not None else torch.zeros(self.out_features)
@@ -77,7 +82,7 @@ class Int8Linear(nn.Module):
             q, scale, low = quantize_rows_with_offset(x)
         else:
             q, scale = quantize_rows(x)
-        acc = int8_matmul(q, self.weight_t).float().mul_(scale)  # scale_x * sum_k q_x q_W
+        acc = int8_product(q, self.weight_t, self.packed).mul_(scale)  # scale_x * sum_k q_x q_W
         if self.offset:
             acc.addcmul_(scale.mul(128).add_(low), self.weight_sum)  # + (128 scale_x + low_x) * sum_k q_W
         y = torch.addcmul(self.bias, acc, self.weight_scale).view(*shape[:-1], self.out_features)

@@ -1,4 +1,4 @@
-"""The CPU matrix products of the fast and int8 paths: which kernel runs, chosen by measuring on the CPU
+"""The CPU matrix products of the fast path: which kernel runs, chosen by measuring on the CPU
 at hand, and the private torch ops behind one function each, with a public fallback.
 
 Which kernel is fastest is a property of the CPU, not of the code, so nothing here assumes it:
@@ -19,7 +19,8 @@ The kernels agree to float rounding, not bit for bit, and two processes may meas
 to run the same one in every process (bit-identical outputs across the shards of one job, say), set
 ``MINIBERT_CPU_LINEAR`` (``blas`` or ``onednn``, even where oneDNN is the less accurate; for bf16 also
 ``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run).
-``CHOSEN`` holds the choices; setting an entry forces one, as the tests do.
+``CHOSEN`` holds the choices; setting an entry forces one, as the tests do. (The int8 path's products are
+chosen the same way, in ``int8_kernels.py``.)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
 CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn" or "upcast"
+# (torch.int8: the int8 path's products, "int_mm" or "onednn", int8_kernels.py)
 MARGIN = 1.25  # another kernel must beat F.linear by this much: timings on a busy machine jitter, and a tie
 # should not be decided differently by two processes
 ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this times F.linear's (the products
@@ -59,12 +61,10 @@ def find_onednn_op():
 
 
 ONEDNN_OP = find_onednn_op()
-INT_MM = getattr(torch, "_int_mm", None)  # int8 x int8 -> int32 products, a private function
 
 
-def fall_back(what: str, error: Exception) -> None:
-    warnings.warn(f"{what} failed ({error}); the fast path falls back to the public torch functions",
-                  KernelFallback, stacklevel=3)
+def fall_back(what: str, error: Exception, instead: str = "the public torch functions") -> None:
+    warnings.warn(f"{what} failed ({error}); the fast path falls back to {instead}", KernelFallback, stacklevel=3)
 
 
 def with_gelu(y: torch.Tensor, gelu: str | None) -> torch.Tensor:
@@ -210,22 +210,3 @@ class OneDNNLinear(torch.autograd.Function):
         dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if ctx.needs_input_grad[1] else None
         db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
-
-
-def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b for int8 matrices, exactly, in int32: by ``torch._int_mm`` where it exists and works, else (said
-    once) in float64, which holds every such sum exactly (127 * 127 * K < 2^53)."""
-    global INT_MM
-    if INT_MM is not None:
-        try:
-            return INT_MM(a, b)
-        except RuntimeError as e:
-            y = exact_int8_matmul(a, b)  # raises here if the inputs themselves are wrong
-            fall_back("torch._int_mm", e)
-            INT_MM = None
-            return y
-    return exact_int8_matmul(a, b)
-
-
-def exact_int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.double() @ b.double()).to(torch.int32)

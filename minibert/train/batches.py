@@ -9,6 +9,8 @@ map-style dataset that DataLoader workers fill ahead of the training loop.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import warnings
 
@@ -111,31 +113,71 @@ def task_probabilities(sizes: list[int], sampling: str, temperature: float = 2.0
     return p / p.sum()
 
 
-def task_for_step(step: int, num_tasks: int, sampling: str, probabilities: np.ndarray, seed: int) -> int:
-    """The task that optimizer step `step` trains."""
+def temperature_at(step: int, steps: int, start: float, end: float | None) -> float:
+    """Annealed sampling: the temperature moves linearly from ``start`` at the first step to ``end`` at the
+    last (``end`` None: constant). Going from proportional (T=1) towards uniform (large T) lets the big
+    tasks shape the encoder first and gives the small ones their share of the later steps."""
+    if end is None or steps <= 1:
+        return start
+    return start + (end - start) * step / (steps - 1)
+
+
+def tasks_for_step(step: int, num_tasks: int, sampling: str, probabilities: np.ndarray, seed: int,
+                   per_step: int = 1) -> tuple[int, ...]:
+    """The tasks that optimizer step `step` trains: ``per_step`` different ones, drawn without replacement
+    (round robin: the next ``per_step`` in turn)."""
     if sampling == "round_robin":
-        return step % num_tasks
-    return int(np.random.default_rng([seed, 7919, step]).choice(num_tasks, p=probabilities))
+        return tuple((step * per_step + j) % num_tasks for j in range(per_step))
+    rng = np.random.default_rng([seed, 7919, step])
+    if per_step == 1:  # the draw of every run before tasks_per_step existed
+        return (int(rng.choice(num_tasks, p=probabilities)),)
+    return tuple(int(t) for t in rng.choice(num_tasks, size=per_step, replace=False, p=probabilities))
 
 
-def task_schedule(config: TrainConfig, sizes: list[int]) -> list[int]:
-    """The task of every optimizer step: drawn by ``sampling``, except the last ``finish_steps`` steps,
+def task_schedule(config: TrainConfig, sizes: list[int]) -> list[tuple[int, ...]]:
+    """The tasks of every optimizer step: drawn by ``sampling``, except the last ``finish_steps`` steps,
     which go to the ``finish_with`` tasks in turn (a closing phase for a task the others pull away from)."""
-    sampling = config.sampling
-    p = task_probabilities(sizes, sampling.strategy, sampling.temperature)
-    schedule = [task_for_step(s, len(sizes), sampling.strategy, p, config.seed) for s in range(config.steps)]
+    sampling, steps = config.sampling, config.steps
+    schedule = []
+    for s in range(steps):
+        temperature = temperature_at(s, steps, sampling.temperature, sampling.temperature_end)
+        p = task_probabilities(sizes, sampling.strategy, temperature)
+        schedule.append(tasks_for_step(s, len(sizes), sampling.strategy, p, config.seed, sampling.tasks_per_step))
     names = [t.name for t in config.tasks]
     finish = [names.index(name) for name in sampling.finish_with]
-    for step in range(max(config.steps - sampling.finish_steps, 0), config.steps):
-        schedule[step] = finish[step % len(finish)]
+    for step in range(max(steps - sampling.finish_steps, 0), steps):
+        schedule[step] = (finish[step % len(finish)],)
     return schedule
 
 
-class StepBatches(Dataset):
-    """Item s: (task index, this process's micro-batches for step s), as tensors.
+def steps_per_task(config: TrainConfig) -> dict[str, int]:
+    """How many steps each task trains in (the schedule is a function of the configuration): the budget
+    the same task alone gets in a fair comparison."""
+    sizes = [len(load_task_data(config, task, i)[0]) for i, task in enumerate(config.tasks)]
+    schedule = task_schedule(config, sizes)
+    return {t.name: sum(i in tasks for tasks in schedule) for i, t in enumerate(config.tasks)}
 
-    The global batch of a step holds ``batch_size`` examples; process r of w takes every w-th one from
-    the r-th, then cuts its share into ``grad_accum`` micro-batches.
+
+def single_task_config(config: TrainConfig, task: str, steps: int) -> TrainConfig:
+    """``config`` with one task, trained alone for ``steps`` steps: the fair single-task baseline of a
+    multi-task run. Loss weight 1 (weights only balance tasks against each other), one task a step, and
+    nothing that combines tasks: no finishing phase, learned weights, PCGrad, annealing or distillation."""
+    single = copy.deepcopy(config)
+    single.tasks = [dataclasses.replace(t, loss_weight=1.0) for t in config.tasks if t.name == task]
+    if not single.tasks:
+        raise ValueError(f"no task named {task!r} in the configuration ({', '.join(t.name for t in config.tasks)})")
+    single.steps = steps
+    single.sampling.finish_with, single.sampling.finish_steps = [], 0
+    single.sampling.tasks_per_step, single.sampling.temperature_end = 1, None
+    single.optim.pcgrad, single.optim.loss_balance, single.optim.distill_from = False, "fixed", None
+    return single
+
+
+class StepBatches(Dataset):
+    """Item s: (the tasks of step s, for each of them this process's micro-batches), as tensors.
+
+    The global batch of a task in a step holds ``batch_size`` examples; process r of w takes every w-th
+    one from the r-th, then cuts its share into ``grad_accum`` micro-batches.
     """
 
     def __init__(self, tasks: list[Task], train_sets: list[list], tokenizer, config: TrainConfig,
@@ -143,35 +185,37 @@ class StepBatches(Dataset):
         self.tasks, self.train_sets, self.tokenizer = tasks, train_sets, tokenizer
         self.steps, self.batch_size, self.grad_accum = config.steps, config.batch_size, config.optim.grad_accum
         self.seed, self.rank, self.world = config.seed, rank, world
-        schedule = task_schedule(config, [len(s) for s in train_sets])
-        # draw[s]: how many batches the task of step s drew before step s
+        self.schedule = task_schedule(config, [len(s) for s in train_sets])
+        # draw[s][j]: how many batches the j-th task of step s drew before it
         counts, self.draw = [0] * len(tasks), []
-        for t in schedule:
-            self.draw.append(counts[t])
-            counts[t] += 1
-        self.schedule = schedule
+        for step_tasks in self.schedule:
+            self.draw.append([counts[t] for t in step_tasks])
+            for t in step_tasks:
+                counts[t] += 1
 
     def order(self, task: int, epoch: int) -> np.ndarray:
         """The shuffle of one pass over a task's examples."""
         return np.random.default_rng([self.seed * 1000 + task, epoch]).permutation(len(self.train_sets[task]))
 
-    def examples(self, step: int) -> list:
-        """The global batch of step `step`: positions k*B .. k*B+B-1 of the task's endless shuffled passes,
-        where k is how many batches the task drew before."""
-        t = self.schedule[step]
-        n, start = len(self.train_sets[t]), self.draw[step] * self.batch_size
+    def examples(self, step: int, j: int = 0) -> list:
+        """The global batch of the j-th task of step `step`: positions k*B .. k*B+B-1 of the task's endless
+        shuffled passes, where k is how many batches the task drew before."""
+        t = self.schedule[step][j]
+        n, start = len(self.train_sets[t]), self.draw[step][j] * self.batch_size
         orders = {e: self.order(t, e) for e in range(start // n, (start + self.batch_size - 1) // n + 1)}
         return [self.train_sets[t][orders[p // n][p % n]] for p in range(start, start + self.batch_size)]
 
     def __len__(self) -> int:
         return self.steps
 
-    def __getitem__(self, step: int) -> tuple[int, list[dict[str, torch.Tensor]]]:
-        t = self.schedule[step]
-        local = self.examples(step)[self.rank::self.world]
-        micro = len(local) // self.grad_accum
-        return t, [self.tasks[t].collate(local[j * micro:(j + 1) * micro], self.tokenizer)
-                   for j in range(self.grad_accum)]
+    def __getitem__(self, step: int) -> tuple[tuple[int, ...], list[list[dict[str, torch.Tensor]]]]:
+        batches = []
+        for j, t in enumerate(self.schedule[step]):
+            local = self.examples(step, j)[self.rank::self.world]
+            micro = len(local) // self.grad_accum
+            batches.append([self.tasks[t].collate(local[i * micro:(i + 1) * micro], self.tokenizer)
+                            for i in range(self.grad_accum)])
+        return self.schedule[step], batches
 
 
 def step_loader(batches: StepBatches, start: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:

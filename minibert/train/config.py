@@ -19,6 +19,7 @@ from minibert.data import default_data_dir
 from minibert.hub import DEFAULT_MODEL
 from minibert.paths import PATHS
 from minibert.tasks import check_options
+from minibert.train.balance import BALANCES
 from minibert.train.recipe import TABLES
 from minibert.typecheck import check_types
 
@@ -89,14 +90,26 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     grad_accum: int = 1  # micro-batches per step (the step's batch is batch_size over all of them)
     sam_rho: float = 0.0  # > 0: sharpness-aware minimisation with this radius (two passes per step)
+    # How the tasks' losses and gradients combine (minibert.train.balance, minibert.train.pcgrad):
+    loss_balance: str = "fixed"  # "uncertainty": learned weights exp(-s_i) (Kendall et al.) times loss_weight
+    balance_lr: float = 0.01  # the learning rate of the learned log-variances s_i
+    pcgrad: bool = False  # project conflicting task gradients (needs sampling.tasks_per_step >= 2)
+    distill_from: str | None = None  # a sentence encoder (name or folder) whose embeddings every step pulls towards
+    distill_weight: float = 1.0  # the weight of that term, mean (1 - cosine) to the teacher (minibert.train.distill)
 
     def __post_init__(self) -> None:
         check_types(self, "optim.")
-        for name in ("lr", "layer_decay", "head_lr", "max_grad_norm"):
+        for name in ("lr", "layer_decay", "head_lr", "max_grad_norm", "balance_lr", "distill_weight"):
             in_range(f"optim.{name}", getattr(self, name), 0, low_open=True)
         in_range("optim.weight_decay", self.weight_decay, 0)
         in_range("optim.grad_accum", self.grad_accum, 1)
         in_range("optim.sam_rho", self.sam_rho, 0)
+        check_choice("optim.loss_balance", self.loss_balance, BALANCES)
+        # a setting of a method that is off would be silently ignored
+        if self.balance_lr != OptimConfig.balance_lr and self.loss_balance == "fixed":
+            raise ValueError('optim.balance_lr is for optim.loss_balance = "uncertainty" (the loss weights are fixed)')
+        if self.distill_weight != OptimConfig.distill_weight and not self.distill_from:
+            raise ValueError("optim.distill_weight needs optim.distill_from (the teacher to distil from)")
 
 
 @dataclass
@@ -114,10 +127,12 @@ class ScheduleConfig:
 
 @dataclass
 class SamplingConfig:
-    """[sampling]: which task each step trains."""
+    """[sampling]: which tasks each step trains."""
 
     strategy: str = "proportional"  # p ~ examples; "temperature": p ~ n^(1/T); "round_robin": in turn
     temperature: float = 2.0
+    temperature_end: float | None = None  # annealed: T moves linearly from temperature to this over the run
+    tasks_per_step: int = 1  # different tasks per step, each with batch_size examples (PCGrad needs >= 2)
     finish_with: list[str] = field(default_factory=list)  # tasks that alone train the last finish_steps steps
     finish_steps: int = 0
 
@@ -125,6 +140,10 @@ class SamplingConfig:
         check_types(self, "sampling.")
         check_choice("sampling.strategy", self.strategy, SAMPLING)
         in_range("sampling.temperature", self.temperature, 0, low_open=True)
+        in_range("sampling.temperature_end", self.temperature_end, 0, low_open=True)
+        in_range("sampling.tasks_per_step", self.tasks_per_step, 1)
+        if self.temperature_end is not None and self.strategy != "temperature":
+            raise ValueError(f'sampling.temperature_end is for strategy = "temperature", not {self.strategy!r}')
 
 
 @dataclass
@@ -133,7 +152,7 @@ class RuntimeConfig:
 
     device: str = "auto"  # auto: this process's GPU when there is one, else the CPU
     precision: str = "fp32"  # bf16: autocast on CPU and CUDA; fp16: autocast + gradient scaler, CUDA only
-    path: str = "auto"  # the execution path (minibert.paths); auto: the default for the device (fast on CPU/CUDA)
+    path: str = "auto"  # the execution path (minibert.paths); auto: the device's default (paths.default_path)
     attn_implementation: str = "sdpa"  # the reference path's attention: sdpa or eager
     num_workers: int = 0  # DataLoader processes that tokenize the next batches while this one trains
 
@@ -232,6 +251,11 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by optim.grad_accum "
                              f"{self.optim.grad_accum}")
         sampling = self.sampling
+        if sampling.tasks_per_step > len(names):
+            raise ValueError(f"sampling.tasks_per_step = {sampling.tasks_per_step}: the run has {len(names)} tasks")
+        if self.optim.pcgrad and sampling.tasks_per_step < 2:
+            raise ValueError("optim.pcgrad projects the gradients of several tasks against each other: "
+                             "set sampling.tasks_per_step >= 2")
         unknown = [n for n in sampling.finish_with if n not in names]
         if unknown or sampling.finish_steps < 0 or bool(sampling.finish_steps) != bool(sampling.finish_with):
             raise ValueError(f"sampling.finish_with {sampling.finish_with} and finish_steps {sampling.finish_steps}: "

@@ -16,11 +16,11 @@ class LogWindow:
         self.start = time.perf_counter()
 
     def add(self, step: dict) -> None:
-        """One step's record (``Trainer.train_step``); a step that trained nothing has no loss to average."""
+        """One step's record (``Trainer.train_step``); with the loss of each task it trained."""
         self.samples += step["samples"]
         self.tokens += step["tokens"]
-        if step["samples"]:
-            self.losses.setdefault(step["task"], []).append(step["loss"])
+        for task, loss in step["loss"].items():
+            self.losses.setdefault(task, []).append(loss)
 
     def summary(self) -> dict:
         seconds = time.perf_counter() - self.start

@@ -1,14 +1,14 @@
 """The multi-task training loop.
 
-Each optimizer step trains one task (chosen by the sampling strategy) on ``batch_size`` examples,
-split over processes (DDP) and accumulation micro-batches. Around it: mixed precision, gradient
-clipping, the learning-rate schedule, freezing, dev evaluation, the best checkpoint, and an atomic
-training checkpoint that ``resume=True`` continues from exactly.
+Each optimizer step (``step.py``) trains one task, or ``sampling.tasks_per_step`` of them (chosen by the
+sampling strategy), on ``batch_size`` examples each, split over processes (DDP) and accumulation
+micro-batches. Around the steps: the data, the model and its execution path, the optimizer and the
+learning-rate schedule, freezing, dev evaluation, the best checkpoint, and an atomic training checkpoint
+that ``resume=True`` continues from exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import warnings
@@ -23,19 +23,22 @@ from minibert.multitask import MultiTaskModel
 from minibert.paths import check_path, convert, default_path
 from minibert.tokenizer import TruncationWarning
 from minibert.train import checkpoint, optim
+from minibert.train.balance import make_balance
 from minibert.train.batches import StepBatches, log_truncation, read_tasks, step_loader
 from minibert.train.config import TrainConfig
-from minibert.train.distributed import all_sum, init_distributed, pick_device, replicas_identical
+from minibert.train.distill import EmbeddingTeacher
+from minibert.train.distributed import init_distributed, pick_device, replicas_identical
 from minibert.train.evaluate import evaluate_sets, selection_score
 from minibert.train.progress import LogWindow
+from minibert.train.step import OptimizerStep
 
 log = logging.getLogger("minibert.train")
 CHECKPOINT = "checkpoint.pt"
 
 
-class Trainer:
+class Trainer(OptimizerStep):
     """A run in four steps, each its own method: the data, the model, the optimizer, and (``resume``) the
-    state of a killed run. Then ``fit`` trains."""
+    state of a killed run. Then ``fit`` trains, one ``train_step`` (``OptimizerStep``) at a time."""
 
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.config = cfg = config
@@ -49,6 +52,7 @@ class Trainer:
             raise ValueError("runtime.precision fp16 needs CUDA (use bf16 on the CPU)")
         self.path = default_path(self.device) if cfg.runtime.path == "auto" else cfg.runtime.path
         check_path(self.path, self.device, torch.float32, training=True)
+        cfg.runtime.path = self.path  # saved as it ran: "auto" would be read as a later version's default
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
         tasks = self.setup_data()
@@ -95,6 +99,8 @@ class Trainer:
             self.model.encoder.tokenizer.max_length = enc.max_seq_length
         if enc.dropout is not None:
             self.model.encoder.bert.set_dropout(enc.dropout)
+        self.teacher = EmbeddingTeacher(cfg.optim.distill_from, self.model.encoder, self.path) \
+            if cfg.optim.distill_from else None
         self.batches = StepBatches(list(self.model.tasks.values()), self.train_sets, self.model.encoder.tokenizer, cfg,
                                    self.rank, self.world)
         if self.rank == 0:
@@ -105,6 +111,10 @@ class Trainer:
         the gradient scaler that fp16 needs."""
         cfg, opt = self.config, self.config.optim
         self.optimizer = optim.make_optimizer(self.model, opt.lr, opt.layer_decay, opt.head_lr, opt.weight_decay)
+        self.balance = make_balance(opt.loss_balance, len(self.names)).to(self.device)
+        if list(self.balance.parameters()):
+            self.optimizer.add_param_group({"params": list(self.balance.parameters()), "lr": opt.balance_lr,
+                                            "weight_decay": 0.0, "name": "balance"})
         self.scheduler = optim.make_scheduler(self.optimizer, cfg.steps, cfg.schedule.warmup_ratio, cfg.schedule.shape)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.runtime.precision == "fp16")
 
@@ -123,73 +133,6 @@ class Trainer:
                                            device_ids=[self.device.index] if self.device.type == "cuda" else None) \
             if self.world > 1 else None
 
-    def autocast(self):
-        if self.config.runtime.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.config.runtime.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
-    # ---- one optimizer step ----------------------------------------------------------------------
-
-    def forward_backward(self, task: str, micro_batches: list[dict]) -> tuple[float, int]:
-        """Gradients of the step's loss, summed over micro-batches; returns the loss of the whole batch and
-        its real tokens, over every process.
-
-        Each micro-batch's loss is weighted by its share of the step's loss terms (examples, or labelled
-        word pieces for NER), over every process, so accumulation and DDP give the gradient of one loss
-        averaged over the whole batch, as long as that loss is a mean of per-term losses (CoSENT and the
-        pairs type compare the examples within each micro-batch; pairs gathers them across processes).
-        """
-        spec, model = self.model.task(task), self.ddp or self.model
-        terms = [spec.loss_terms(b) for b in micro_batches]
-        total_terms = all_sum([sum(terms)], self.world, self.device)[0]
-        weight = self.loss_weights[self.names.index(task)]
-        loss_sum, tokens = 0.0, 0
-        for j, batch in enumerate(micro_batches):
-            last = j == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
-            with sync:
-                with self.autocast():
-                    out = model(task, batch)
-                share = terms[j] * self.world / total_terms if total_terms else 0.0  # DDP averages over processes
-                self.scaler.scale(out.loss * weight * share).backward()
-            loss_sum += out.loss.item() * terms[j]
-            tokens += int(batch["attention_mask"].sum())
-        loss_sum, tokens = all_sum([loss_sum, tokens], self.world, self.device)  # each process holds its share
-        return loss_sum / max(1, total_terms), int(tokens)
-
-    def train_step(self, item: tuple[int, list[dict]] | None = None) -> dict:
-        """One optimizer step on `item` (task index, micro-batches); by default the step's own batches."""
-        cfg = self.config
-        if self.frozen_encoder and self.step >= cfg.encoder.freeze_encoder_steps:
-            self.apply_freezing()
-        t, micro_batches = item if item is not None else self.batches[self.step]
-        task = self.names[t]
-        if not any(p.requires_grad for p in [*self.model.heads[task].parameters(), *self.model.encoder.parameters()]):
-            # e.g. STS (no head weights) while the encoder is frozen: nothing to learn from this batch
-            self.optimizer.step()  # a no-op without gradients; keeps the scheduler's bookkeeping in order
-            self.scheduler.step()
-            self.step += 1
-            return {"task": task, "loss": float("nan"), "grad_norm": 0.0, "samples": 0, "tokens": 0}
-        micro_batches = [{k: v.to(self.device, non_blocking=True) for k, v in b.items()} for b in micro_batches]
-        (self.ddp or self.model).train()
-        loss, tokens = self.forward_backward(task, micro_batches)
-        if cfg.optim.sam_rho:
-            saved = optim.sam_perturb(list(self.model.parameters()), cfg.optim.sam_rho)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.forward_backward(task, micro_batches)
-            optim.sam_restore(saved)
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                                   cfg.optim.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self.step += 1
-        return {"task": task, "loss": loss, "grad_norm": float(grad_norm), "samples": cfg.batch_size,
-                "tokens": tokens}
-
     # ---- evaluation, checkpoints, logging --------------------------------------------------------
 
     def log(self, record: dict) -> None:
@@ -197,25 +140,24 @@ class Trainer:
             with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def stateful(self) -> dict:
+        """Everything a step depends on but the RNG states: weights, optimizer, schedule, scaler, learned
+        loss weights. The data position is the step itself (see batches.py)."""
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler,
+                "balance": self.balance}
+
     def save_checkpoint(self) -> None:
         rngs = checkpoint.rng_states_of_all(self.world)
-        if self.rank != 0:
-            return
-        checkpoint.atomic_save({
-            "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
-            "best": self.best, "config": self.config.to_dict(), "world": self.world,
-        }, self.out / CHECKPOINT)
+        if self.rank == 0:
+            checkpoint.atomic_save({"step": self.step, **{k: v.state_dict() for k, v in self.stateful().items()},
+                                    "rng": rngs, "best": self.best, "config": self.config.to_dict(),
+                                    "world": self.world}, self.out / CHECKPOINT)
 
     def load_checkpoint(self) -> None:
-        """Everything a step depends on: weights, optimizer, schedule, scaler and RNG states. The data
-        position is the step itself (see batches.py)."""
         path = self.out / CHECKPOINT
         state = checkpoint.load_training_state(path, self.config.to_dict(), self.world)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        for key, part in self.stateful().items():  # a checkpoint from before learned weights has no "balance"
+            part.load_state_dict(state.get(key, {}) if key == "balance" else state[key])
         checkpoint.set_rng_state(state["rng"][self.rank])
         self.step, self.best = state["step"], state["best"]
         if self.rank == 0:
@@ -257,7 +199,9 @@ class Trainer:
             bar.update(1)
             if self.step % cfg.output.log_every == 0 or self.step == cfg.steps:
                 summary = window.summary()
-                self.log({"step": self.step, "lr": optim.logged_learning_rates(self.optimizer), **summary})
+                weights = self.balance.weights(self.names)
+                self.log({"step": self.step, "lr": optim.logged_learning_rates(self.optimizer), **summary,
+                          **({"balance": weights} if weights else {})})
                 if summary["loss"]:
                     bar.set_postfix(loss=f"{np.mean(list(summary['loss'].values())):.3f}",
                                     samples_s=f"{summary['samples_per_s']:.0f}")
