@@ -7,8 +7,6 @@ measuring once per process, as ``kernels.py`` chooses the float kernels.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from minibert.paths import kernels
@@ -111,11 +109,8 @@ def measure_int8(rounds: int = 5) -> str:
     best = {"int_mm": float("inf"), "onednn": float("inf")}
     products = {"int_mm": lambda: int8_matmul(q, weight_t), "onednn": lambda: onednn_int8_product(q, packed)}
     for _ in range(rounds):
-        for name, kernel in products.items():
-            start = time.perf_counter()
-            for _ in range(4):
-                kernel()
-            best[name] = min(best[name], time.perf_counter() - start)
+        for name, product in products.items():
+            best[name] = min(best[name], kernels.seconds(product, ()))
     return "onednn" if best["onednn"] * MARGIN < best["int_mm"] else "int_mm"
 
 
