@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from minibert import BertConfig, BertModel, SentenceEncoder, paths
 from minibert.paths import check_path, convert, default_path, int8_kernels, kernels
+from minibert.paths import fast as fast_module
 from minibert.paths.compiled import CompiledBertModel
-from minibert.paths.fast import FastBertModel
+from minibert.paths.fast import FastBertModel, Packing
 from minibert.weights import fuse_qkv
 
 SMALL = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
@@ -110,13 +111,18 @@ def test_onednn_falls_back_to_f_linear_and_says_so_once(monkeypatch):
     assert fast.blocks[0].attention.qkv.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("attention", ["products", "sdpa"])
 @pytest.mark.parametrize("dtype,kernel,float32_kernel", [
     (torch.float32, "blas", "blas"), (torch.float32, "onednn", "onednn"), (torch.bfloat16, "blas", "blas"),
     (torch.bfloat16, "onednn", "blas"), (torch.bfloat16, "upcast", "blas"), (torch.bfloat16, "upcast", "onednn")])
-def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch, dtype, kernel, float32_kernel):
+def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch, dtype, kernel, float32_kernel,
+                                                                    attention):
     """Whichever kernels the measurement picks on a CPU, forward and backward are the reference path's."""
     monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, float32_kernel)
+    monkeypatch.setitem(kernels.ATTENTION_CHOSEN, dtype, attention)
+    ran, kernel = [], getattr(kernels, f"{attention}_attention")
+    monkeypatch.setattr(fast_module, f"{attention}_attention", lambda *args: ran.append(1) or kernel(*args))
     torch.manual_seed(3)
     ref = BertModel(SMALL).eval()
     with torch.no_grad():  # biases away from BERT's zero init, so that a kernel that drops one shows
@@ -136,9 +142,62 @@ def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch,
         out[real].float().square().sum().backward()
         grads[name] = [model.blocks[1].ffn_in.weight.grad.float(), model.blocks[1].ffn_in.bias.grad.float(),
                        model.blocks[0].attention_out.bias.grad.float()]
+    assert len(ran) == SMALL.num_hidden_layers  # the attention asked for ran in every block
     torch.testing.assert_close(outs["fast"], outs["ref"], **tolerance)
     for fast_grad, ref_grad in zip(grads["fast"], grads["ref"], strict=True):
         torch.testing.assert_close(fast_grad, ref_grad, atol=tolerance["atol"] * 10, rtol=tolerance["rtol"] * 10)
+
+
+def test_cpu_attention_is_measured_once_per_dtype_and_can_be_forced(monkeypatch):
+    timings = {kernels.products_attention: 1.0, kernels.sdpa_attention: 0.85}
+    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timings[kernel])
+    monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {})
+    monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, "blas")  # bf16 attention asks for bf16's linear kernel
+    monkeypatch.delenv("MINIBERT_CPU_ATTENTION", raising=False)
+    assert kernels.attention_kernel(torch.float32) == "products"  # 15% faster is within the noise
+    timings[kernels.sdpa_attention] = 0.5
+    assert kernels.attention_kernel(torch.float32) == "products"  # measured once: the first answer stays
+    assert kernels.attention_kernel(torch.bfloat16) == "sdpa"  # each dtype measured on its own
+    monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {})
+    monkeypatch.setenv("MINIBERT_CPU_ATTENTION", "products")
+    assert kernels.attention_kernel(torch.bfloat16) == "products"
+    monkeypatch.setenv("MINIBERT_CPU_ATTENTION", "flash")
+    with pytest.raises(ValueError, match="MINIBERT_CPU_ATTENTION='flash': it must be 'products' or 'sdpa'"):
+        kernels.attention_kernel(torch.float32)
+
+
+@pytest.mark.parametrize("kernel", ["upcast", "blas"])
+def test_bf16_attention_products_run_in_float32_where_bf16_linears_do(monkeypatch, kernel):
+    monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, kernel)
+    q, k, v = (torch.randn(2, 3, 7, 8).bfloat16() for _ in range(3))
+    keep = torch.tensor([[1] * 7, [1] * 4 + [0] * 3], dtype=torch.bool)[:, None, None, :]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in training; it must not turn the products back
+        got = kernels.products_attention(q, k, v, keep)
+    scores = (q.float() @ k.float().transpose(-2, -1) / 8 ** 0.5).masked_fill(~keep, -1e30)
+    in_float32 = (scores.softmax(-1) @ v.float()).bfloat16()
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, in_float32) == (kernel == "upcast")
+
+
+def test_a_bias_or_attention_dropout_runs_the_written_out_products(monkeypatch):
+    """SDPA is not handed MPNet's bias (it rounds that sum differently) nor dropout (it draws its own mask):
+    those run as the reference runs them, whatever was measured."""
+    monkeypatch.setitem(kernels.ATTENTION_CHOSEN, torch.float32, "sdpa")
+    ran = []
+    monkeypatch.setattr(fast_module, "sdpa_attention",
+                        lambda *args: ran.append("sdpa") or kernels.sdpa_attention(*args))
+    monkeypatch.setattr(fast_module, "products_attention",
+                        lambda *args: ran.append("products") or kernels.products_attention(*args))
+    model = convert(BertModel(SMALL), "fast")
+    ids, mask = small_batch()
+    model.eval()(ids, mask)
+    assert ran == ["sdpa"] * 2
+    ran.clear()
+    model.train()(ids, mask)  # attention dropout 0.1
+    assert ran == ["products"] * 2
+    ran.clear()
+    model.eval().blocks[0](torch.randn(16, 32), Packing.from_mask(mask), bias=torch.zeros(1, 4, 9, 9))
+    assert ran == ["products"]
 
 
 def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
@@ -283,28 +342,46 @@ def onednn_is_exact_here() -> bool:
     return torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float())
 
 
-def test_the_int8_path_runs_onednn_only_where_it_is_exact(monkeypatch, minilm_dir, sentences):
-    """Where oneDNN's int8 linear is exact here, the int8 path on it gives the same embeddings as on
-    torch._int_mm; where it is not, the measurement never picks it."""
-    if not onednn_is_exact_here():
-        assert int8_kernels.measure_int8() == "int_mm"
+def test_float32_int8_products_are_exact_past_two_to_the_24():
+    """float32 holds integers only up to 2^24: rows longer than 1,024 channels are cut into exact pieces."""
+    q = torch.randint(-128, 128, (9, 3072), dtype=torch.int8, generator=torch.Generator().manual_seed(3))
+    w = torch.randint(-127, 128, (3072, 5), dtype=torch.int8, generator=torch.Generator().manual_seed(4))
+    q[0], w[:, 0], w[:, 1] = -128, -127, 127  # row 0 times column 0: 3072 * 128 * 127, past 2^24
+    exact = q.long() @ w.long()
+    assert exact.abs().max() > 2 ** 24
+    got = int8_kernels.float32_int8_product(q, w.float())
+    assert torch.equal(got, exact.float())  # as exact as int32's result once it is turned into float32
+
+
+@pytest.mark.parametrize("kernel", ["float32", "onednn"])
+def test_every_int8_kernel_gives_the_embeddings_of_int_mm(monkeypatch, minilm_dir, sentences, kernel):
+    """The int8 products are exact on every kernel the measurement may choose, so the embeddings are the same
+    numbers whichever runs. oneDNN only where it is exact on this CPU; where it is not, it is never chosen."""
+    if kernel == "onednn" and not onednn_is_exact_here():
+        assert int8_kernels.measure_int8() != "onednn"
         return
     encoder = SentenceEncoder.from_pretrained(minilm_dir)
     outputs = {}
-    for kernel in ("int_mm", "onednn"):
-        monkeypatch.setitem(kernels.CHOSEN, torch.int8, kernel)
+    for name in ("int_mm", kernel):
+        monkeypatch.setitem(kernels.CHOSEN, torch.int8, name)
         int8 = encoder.to_path("int8")
-        assert all((m.packed is not None) == (kernel == "onednn") for m in int8.modules() if hasattr(m, "packed"))
-        outputs[kernel] = int8.encode(sentences, convert_to="torch")
-    assert torch.equal(outputs["onednn"], outputs["int_mm"])  # both products exact: the same numbers after them
+        packed_as = {"int_mm": type(None), "float32": torch.Tensor, "onednn": tuple}[name]
+        assert all(isinstance(m.packed, packed_as) for m in int8.modules() if hasattr(m, "packed"))
+        outputs[name] = int8.encode(sentences, convert_to="torch")
+    assert torch.equal(outputs[kernel], outputs["int_mm"])
 
 
-def test_an_inexact_int8_kernel_is_never_chosen(monkeypatch):
-    if int8_kernels.QLINEAR_OPS is None:
-        pytest.skip("this torch build has no oneDNN int8 linear to measure")
-    prepack, product = int8_kernels.QLINEAR_OPS
-    monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (prepack, lambda *a: product(*a) + 1))  # off by one
-    assert int8_kernels.measure_int8() == "int_mm"
+@pytest.mark.parametrize("kernel", ["float32", "onednn"])
+def test_an_inexact_int8_kernel_is_never_chosen(monkeypatch, kernel):
+    if kernel == "onednn":
+        if int8_kernels.QLINEAR_OPS is None:
+            pytest.skip("this torch build has no oneDNN int8 linear to measure")
+        prepack, product = int8_kernels.QLINEAR_OPS
+        monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (prepack, lambda *a: product(*a) + 1))  # off by one
+    else:
+        product = int8_kernels.float32_int8_product
+        monkeypatch.setattr(int8_kernels, "float32_int8_product", lambda q, w: product(q, w) + 1)
+    assert int8_kernels.measure_int8() != kernel
 
 
 def test_a_failing_onednn_int8_product_falls_back_once(monkeypatch):

@@ -16,7 +16,8 @@ An int8 linear layer computes x W^T in integers and scales the result back:
   scale. max|x_j| is measured once, on a forward pass over random token ids: which channels are
   outliers is a property of the weights, not of the text (``experiments/int8/`` compares with real text).
 - **The product** acc = q_x @ q_W is exact (``int8_kernels.int8_product``: oneDNN's int8 linear on the CPU's
-  int8 units where it measures exact and faster, else ``torch._int_mm``); then, in float32,
+  int8 units, ``torch._int_mm``, or the integers multiplied in float32, whichever is exact and fastest here);
+  then, in float32,
   y = scale_w * scale_x * acc + bias, or with an offset y = scale_w * (scale_x * acc + (128 scale_x +
   low_x) * sum_k q_W) + bias.
 

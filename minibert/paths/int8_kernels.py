@@ -1,8 +1,16 @@
-"""The int8 path's products, q_x @ q_W for int8 matrices, exact: by oneDNN's quantized linear on the CPU's int8
-units (VNNI, AMX-INT8) where it measures exact and clearly faster, else ``torch._int_mm``, else float64.
+"""The int8 path's products, q_x @ q_W for int8 matrices, exact, by whichever of three kernels is fastest here:
 
-Both fast kernels are private torch ops, each behind one function with a public fallback, and chosen by
-measuring once per process, as ``kernels.py`` chooses the float kernels.
+- ``onednn``: oneDNN's quantized linear, on the CPU's int8 units (VNNI, AMX-INT8);
+- ``int_mm``: ``torch._int_mm`` (int8 x int8 -> int32). Without int8 units it can be slower than float32 by
+  an order of magnitude;
+- ``float32``: the same integers multiplied by float32's BLAS, which is exact as long as every partial sum is
+  an integer below 2^24 in size: 1,024 products of at most 128 * 127 are. Longer rows are cut into pieces of
+  1,024 channels whose exact results are added in int32. It holds the weight as float32, four times the
+  bytes of int8, so it gives int8's accuracy at about float32's speed, not int8's memory.
+
+The first two are private torch ops, each behind one function with a public fallback. The kernel is chosen
+by measuring once per process, as ``kernels.py`` chooses the float kernels: only kernels that give the exact
+product on a full-range test take part.
 """
 
 from __future__ import annotations
@@ -48,10 +56,28 @@ def exact_int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double()).to(torch.int32)
 
 
-def pack_int8_weight(weight_t: torch.Tensor) -> tuple | None:
-    """An int8 weight (in, out) packed for oneDNN's quantized linear when that is the int8 kernel chosen
-    here (``int8_kernel``), else None. The packing is oneDNN's own layout, made once per layer."""
-    return onednn_pack(weight_t) if int8_kernel() == "onednn" else None
+EXACT_CHANNELS = 1024  # float32 holds every integer up to 2^24 >= 1024 * 128 * 127: a sum of 1,024 products is exact
+
+
+def float32_int8_product(q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """q @ weight as float32, exactly, for an int8 q and a float32 ``weight`` holding int8 values: by float32's
+    BLAS, in pieces of ``EXACT_CHANNELS`` input channels, each exact, added in int32."""
+    if q.shape[1] <= EXACT_CHANNELS:
+        return q.float() @ weight
+    total = torch.zeros(q.shape[0], weight.shape[1], dtype=torch.int32)
+    for start in range(0, q.shape[1], EXACT_CHANNELS):
+        end = start + EXACT_CHANNELS
+        total += (q[:, start:end].float() @ weight[start:end]).to(torch.int32)
+    return total.float()
+
+
+def pack_int8_weight(weight_t: torch.Tensor) -> tuple | torch.Tensor | None:
+    """An int8 weight (in, out) in the form the int8 kernel chosen here (``int8_kernel``) takes, made once per
+    layer: oneDNN's own packed layout, float32, or None (``torch._int_mm`` takes it as it is)."""
+    kernel = int8_kernel()
+    if kernel == "onednn":
+        return onednn_pack(weight_t)
+    return weight_t.float() if kernel == "float32" else None
 
 
 def onednn_pack(weight_t: torch.Tensor) -> tuple:
@@ -69,11 +95,14 @@ def onednn_int8_product(q: torch.Tensor, packed: tuple) -> torch.Tensor:
     return QLINEAR_OPS[1](unsigned, 1.0, 128, weight, ones, zeros, None, 1.0, 0, torch.float32, "none", [], "")
 
 
-def int8_product(q: torch.Tensor, weight_t: torch.Tensor, packed: tuple | None = None) -> torch.Tensor:
-    """q @ weight_t (int8 (T, in) times int8 (in, out)) as float32: by oneDNN's quantized linear when the
-    layer has a ``packed`` weight, else by ``int8_matmul``. Where oneDNN fails (said once, and not tried
-    again in this process) ``int8_matmul`` computes the same."""
+def int8_product(q: torch.Tensor, weight_t: torch.Tensor, packed: tuple | torch.Tensor | None = None) -> torch.Tensor:
+    """q @ weight_t (int8 (T, in) times int8 (in, out)) as float32, by the kernel ``packed`` was made for
+    (``pack_int8_weight``): oneDNN's quantized linear for its packed layout, float32's BLAS for a float32
+    weight, else ``int8_matmul``. Where oneDNN fails (said once, and not tried again in this process)
+    ``int8_matmul`` computes the same."""
     global QLINEAR_OPS
+    if isinstance(packed, torch.Tensor):
+        return float32_int8_product(q, packed)
     if packed is not None and QLINEAR_OPS is not None:
         try:
             return onednn_int8_product(q, packed)
@@ -87,37 +116,44 @@ def int8_product(q: torch.Tensor, weight_t: torch.Tensor, packed: tuple | None =
 
 @torch.no_grad()
 def measure_int8(rounds: int = 5) -> str:
-    """"onednn" if oneDNN's quantized linear gives the exact product on a full-range int8 test product and beats
-    ``int8_matmul`` by ``MARGIN``, else "int_mm". Exactness is not a given: CPUs without VNNI multiply u8 x s8
-    pairs into 16-bit sums that saturate, so there oneDNN is wrong for inputs above 127 and is not used."""
+    """The fastest int8 kernel here among those that give the exact product on a full-range int8 test product:
+    ``int_mm`` unless another beats it by ``MARGIN``. Exactness is not a given: CPUs without VNNI multiply
+    u8 x s8 pairs into 16-bit sums that saturate, so there oneDNN is wrong for inputs above 127 and is not used."""
     # K = 3072 (BERT-base's ffn_out) and rows at the extremes, where sums pass 2^24 and an int8 unit without
     # 32-bit accumulation, or a zero-point correction done in float, would round differently from _int_mm
     generator = torch.Generator().manual_seed(0)
     q = torch.randint(-128, 128, (256, 3072), dtype=torch.int8, generator=generator)
     weight_t = torch.randint(-127, 128, (3072, 384), dtype=torch.int8, generator=generator)
     q[0], q[1], weight_t[:, 0], weight_t[:, 1] = -128, 127, 127, -127
-    exact = exact_int8_matmul(q, weight_t).float()
-    try:
-        packed = onednn_pack(weight_t)
-        if not torch.equal(onednn_int8_product(q, packed), exact):
-            return "int_mm"
-    except RuntimeError:
-        return "int_mm"
     # timed on MiniLM's feed-forward shape, as the float kernels are
-    q, weight_t = q[:, :384].contiguous(), torch.randint(-127, 128, (384, 1536), dtype=torch.int8, generator=generator)
-    packed = onednn_pack(weight_t)
-    best = {"int_mm": float("inf"), "onednn": float("inf")}
-    products = {"int_mm": lambda: int8_matmul(q, weight_t), "onednn": lambda: onednn_int8_product(q, packed)}
+    q_timed = q[:, :384].contiguous()
+    weight_timed = torch.randint(-127, 128, (384, 1536), dtype=torch.int8, generator=generator)
+    exact = exact_int8_matmul(q, weight_t).float()
+    products = {"int_mm": lambda: int8_matmul(q_timed, weight_timed)}
+    for name, pack, product in (("float32", torch.Tensor.float, float32_int8_product),
+                                ("onednn", onednn_pack, onednn_int8_product)):
+        if name == "onednn" and QLINEAR_OPS is None:
+            continue
+        try:
+            if not torch.equal(product(q, pack(weight_t)), exact):
+                continue
+        except RuntimeError:
+            continue
+        packed = pack(weight_timed)
+        products[name] = lambda product=product, packed=packed: product(q_timed, packed)
+    best = dict.fromkeys(products, float("inf"))
     for _ in range(rounds):
         for name, product in products.items():
             best[name] = min(best[name], kernels.seconds(product, ()))
-    return "onednn" if best["onednn"] * MARGIN < best["int_mm"] else "int_mm"
+    fastest = min(best, key=best.get)
+    return fastest if best[fastest] * MARGIN < best["int_mm"] else "int_mm"
 
 
 def int8_kernel() -> str:
-    """The kernel of the int8 path's products in this process, measured once (``measure_int8``):
-    "onednn" (the CPU's int8 units) or "int_mm" (``int8_matmul``). ``CHOSEN[torch.int8]`` forces one."""
+    """The kernel of the int8 path's products in this process, measured once (``measure_int8``): "onednn"
+    (the CPU's int8 units), "float32" (float32's BLAS) or "int_mm" (``int8_matmul``). ``CHOSEN[torch.int8]``
+    forces one."""
     with MEASURING:
         if torch.int8 not in kernels.CHOSEN:
-            kernels.CHOSEN[torch.int8] = measure_int8() if QLINEAR_OPS is not None else "int_mm"
+            kernels.CHOSEN[torch.int8] = measure_int8()
     return kernels.CHOSEN[torch.int8]

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
 CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn" or "upcast"
-# (torch.int8: the int8 path's products, "int_mm" or "onednn", int8_kernels.py)
+ATTENTION_CHOSEN: dict[torch.dtype, str] = {}  # dtype -> how the fast path's CPU attention runs: "products" or "sdpa"
+# (torch.int8: the int8 path's products, "int_mm", "float32" or "onednn", int8_kernels.py)
 MARGIN = 1.25  # another kernel must beat F.linear by this much: timings on a busy machine jitter, and a tie
 # should not be decided differently by two processes
 ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this times F.linear's (the products
@@ -210,3 +211,58 @@ class OneDNNLinear(torch.autograd.Function):
         dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if ctx.needs_input_grad[1] else None
         db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
+
+
+def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
+                       bias: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + bias, masked) v, written out as in ``model.py``: q, k, v (B, H, L, D); ``keep``
+    (B, 1, 1, L) bool (True: a real key) or None; attention dropout ``dropout_p`` on the probabilities.
+    In bf16 where bf16 linears are upcast (no bf16 instructions), computed in float32 and rounded back, for
+    the same reason."""
+    if q.dtype == torch.bfloat16 and CHOSEN.get(torch.bfloat16) == "upcast":
+        with torch.autocast("cpu", enabled=False):
+            y = products_attention(q.float(), k.float(), v.float(), keep, bias, dropout_p)
+        return y.to(q.dtype)
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, L, L)
+    if bias is not None:
+        scores = scores + bias
+    if keep is not None:
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    return F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=dropout_p > 0) @ v
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """The same by PyTorch's fused kernel (``scaled_dot_product_attention``; no bias, no dropout here)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+
+
+def attention_kernel(dtype: torch.dtype) -> str:
+    """How the fast path's CPU attention runs in ``dtype``, measured once per process: "products" (written out)
+    unless "sdpa" (the fused kernel) beats it by ``MARGIN`` on a batch of sentence-length inputs, 32 sentences
+    of at most 32 tokens, a third of them padded, 12 heads of 32. Which wins is the CPU's doing: at these
+    lengths the fused kernel's set-up can cost more than it saves, and products in bf16 on a CPU without bf16
+    instructions are emulated. ``MINIBERT_CPU_ATTENTION`` (``products`` or ``sdpa``) forces one."""
+    if dtype == torch.bfloat16:
+        linear_kernel(dtype)  # the products run upcast where its linears do: choose that first
+    with MEASURING:
+        if dtype not in ATTENTION_CHOSEN:
+            forced = os.environ.get("MINIBERT_CPU_ATTENTION")
+            if forced is not None and forced not in ("products", "sdpa"):
+                raise ValueError(f"MINIBERT_CPU_ATTENTION={forced!r}: it must be 'products' or 'sdpa'")
+            ATTENTION_CHOSEN[dtype] = forced or measure_attention(dtype)
+    return ATTENTION_CHOSEN[dtype]
+
+
+@torch.no_grad()
+def measure_attention(dtype: torch.dtype, rounds: int = 5) -> str:
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(32, 12, 32, 32, generator=generator).to(dtype) for _ in range(3))
+    keep = torch.ones(32, 1, 1, 32, dtype=torch.bool)
+    keep[::3, ..., 20:] = False
+    kernels = {"products": products_attention, "sdpa": sdpa_attention}
+    best = dict.fromkeys(kernels, float("inf"))
+    with torch.autocast("cpu", enabled=False):
+        for _ in range(rounds):
+            for name, kernel in kernels.items():
+                best[name] = min(best[name], seconds(kernel, (q, k, v, keep)))
+    return "sdpa" if best["sdpa"] * MARGIN < best["products"] else "products"
