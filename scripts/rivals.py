@@ -35,13 +35,23 @@ def onnx_folder(folder: Path) -> Path:
     )
 
     target = ROOT / "runs" / "bench-onnx" / folder.name
-    if not (target / "onnx" / f"model_qint8_{cpu_int8_config()}.onnx").is_file():
+    if int8_file(target) is None:
         shutil.copytree(folder, target, dirs_exist_ok=True)
         model = SentenceTransformer(str(target), backend="onnx", device="cpu")
         model.save_pretrained(str(target))
         export_optimized_onnx_model(model, "O3", str(target))
         export_dynamic_quantized_onnx_model(model, cpu_int8_config(), str(target))
     return target
+
+
+def int8_file(target: Path) -> str | None:
+    """The dynamic int8 model's file in ``target``: sentence-transformers names it model_qint8_<config>.onnx,
+    or model_quint8_avx2.onnx for AVX2 (unsigned activations, which ONNX Runtime's AVX2 kernels take)."""
+    for kind in ("qint8", "quint8"):
+        file = f"onnx/model_{kind}_{cpu_int8_config()}.onnx"
+        if (target / file).is_file():
+            return file
+    return None
 
 
 class OpenVINOEncoder:
@@ -90,7 +100,7 @@ def rival_rows(folder: Path, sentences: list[str], batch_size: int, threads: int
     options = {"provider": "CPUExecutionProvider"}
     for name, file, group in (("ST onnx fp32", "onnx/model.onnx", "float32"),
                               ("ST onnx-O3 fp32", "onnx/model_O3.onnx", "float32"),
-                              ("ST onnx dynamic int8", f"onnx/model_qint8_{cpu_int8_config()}.onnx", "int8")):
+                              ("ST onnx dynamic int8", int8_file(exported), "int8")):
         model = SentenceTransformer(str(exported), backend="onnx", device="cpu",
                                     model_kwargs={"file_name": file, **options})
         rows[name] = (group, lambda m=model: m.encode(sentences, batch_size=batch_size))

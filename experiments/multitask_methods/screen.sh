@@ -10,4 +10,6 @@ exec python experiments/variants.py --out "$OUT" --study screen --seeds 1 2 --ma
     --variant "annealed sampling T 1-5" sampling.temperature=1 sampling.temperature_end=5 \
     --variant "two tasks a step" sampling.tasks_per_step=2 steps=200 \
     --variant "PCGrad" sampling.tasks_per_step=2 steps=200 optim.pcgrad=true \
-    --variant "distillation" optim.distill_from=all-MiniLM-L6-v2 optim.distill_weight=1
+    --variant "distillation" optim.distill_from=all-MiniLM-L6-v2 optim.distill_weight=1 \
+    --variant "distillation + annealed sampling" optim.distill_from=all-MiniLM-L6-v2 optim.distill_weight=1 \
+        sampling.temperature=1 sampling.temperature_end=5

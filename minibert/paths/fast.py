@@ -7,7 +7,8 @@ embeddings and pooler, same parameter names but one) whose blocks run the batch 
   every linear layer, GELU and LayerNorm (nearly all of the work) runs on the T real tokens only,
   not on B x L. Only attention needs to know where one sentence ends: on CUDA it runs packed
   (``varlen_attn``, flash attention over sequences of different lengths); elsewhere the (T, 3C)
-  projections are scattered back into the (B, L) grid for attention alone and gathered again. On the
+  projections are scattered back into the (B, L) grid for attention alone (the products written out, or
+  SDPA's fused kernel where it measures faster on the CPU at hand) and gathered again. On the
   CPU a batch that is almost all real tokens (``encode`` sorts by length, so its batches are) keeps its
   grid, since packing it would cost more in copies than it saves.
 - **Fused QKV.** ``query``, ``key`` and ``value`` are one ``Linear(C, 3C)``: one larger matmul

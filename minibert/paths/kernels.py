@@ -1,5 +1,6 @@
 """The CPU matrix products of the fast path: which kernel runs, chosen by measuring on the CPU
-at hand, and the private torch ops behind one function each, with a public fallback.
+at hand, and the private torch ops behind one function each, with a public fallback. Its attention
+is chosen the same way (at the end of this file).
 
 Which kernel is fastest is a property of the CPU, not of the code, so nothing here assumes it:
 
@@ -21,6 +22,11 @@ to run the same one in every process (bit-identical outputs across the shards of
 ``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run).
 ``CHOSEN`` holds the choices; setting an entry forces one, as the tests do. (The int8 path's products are
 chosen the same way, in ``int8_kernels.py``.)
+
+**Attention** runs on the (B, L) grid either as the products written out (as ``model.py`` writes them)
+or by SDPA's fused CPU kernel, whichever is faster here by ``MARGIN``, measured once per dtype
+(``ATTENTION_CHOSEN``; ``MINIBERT_CPU_ATTENTION`` forces one). MPNet's bias and attention dropout always
+take the products, as in the reference.
 """
 
 from __future__ import annotations
