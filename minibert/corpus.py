@@ -5,7 +5,8 @@ Memory holds one chunk of lines and its embeddings, whatever the corpus size. Af
 rows are flushed to disk and the chunk is recorded as done in ``OUT.npy.done-RANK``, so a killed run,
 started again, skips the finished chunks. Under ``torchrun`` (or with RANK and WORLD_SIZE set) process
 r of w encodes chunks r, r + w, ... into its own rows of the same file: each chunk is batched the same
-way whoever encodes it, so the result is bit-identical to one process.
+way whoever encodes it, so the result is bit-identical to one process (once the CPU kernels, which each
+process otherwise measures for itself, are named: ``MINIBERT_CPU_LINEAR``, ``MINIBERT_CPU_ATTENTION``).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def matmul_ceiling(device: str, group: str, hidden: int, inter: int, reps: int =
     if group == "int8":
         x = torch.randint(-127, 128, (1024, hidden), dtype=dtype, device=device)
         w = torch.randint(-127, 128, (hidden, inter), dtype=dtype, device=device)
-        packed = int8_kernels.pack_int8_weight(w)  # oneDNN's layout where the int8 path runs on oneDNN here
+        packed = int8_kernels.pack_int8_weight(w)  # the form the int8 path's kernel here takes
         products = [lambda: int8_kernels.int8_product(x, w, packed)]
     else:
         x = torch.randn(1024, hidden, device=device, dtype=dtype)

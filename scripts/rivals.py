@@ -41,6 +41,10 @@ def onnx_folder(folder: Path) -> Path:
         model.save_pretrained(str(target))
         export_optimized_onnx_model(model, "O3", str(target))
         export_dynamic_quantized_onnx_model(model, cpu_int8_config(), str(target))
+        if int8_file(target) is None:
+            written = sorted(p.name for p in (target / "onnx").iterdir())
+            raise FileNotFoundError(f"sentence-transformers wrote no dynamic int8 model for {cpu_int8_config()} in "
+                                    f"{target / 'onnx'}: it holds {written}")
     return target
 
 

@@ -61,7 +61,7 @@ def test_a_killed_run_resumes_without_redoing_chunks(minilm, corpus, tmp_path):
 def test_two_processes_write_the_same_file_as_one(corpus, tmp_path):
     single = tmp_path / "single.npy"
     # one CPU kernel for all three processes: each would measure its own, and kernels differ by rounding
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINIBERT_CPU_LINEAR": "blas"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MINIBERT_CPU_LINEAR": "blas", "MINIBERT_CPU_ATTENTION": "products"}
     args = ["encode", "--input", str(corpus), "--chunk-lines", "2", "--preview", "0"]
     subprocess.run([sys.executable, "-m", "minibert", *args, "--output", str(single)], env=env, check=True,
                    capture_output=True, timeout=300)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -121,8 +122,8 @@ def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch,
     monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, float32_kernel)
     monkeypatch.setitem(kernels.ATTENTION_CHOSEN, dtype, attention)
-    ran, kernel = [], getattr(kernels, f"{attention}_attention")
-    monkeypatch.setattr(fast_module, f"{attention}_attention", lambda *args: ran.append(1) or kernel(*args))
+    ran, attend = [], getattr(kernels, f"{attention}_attention")
+    monkeypatch.setattr(fast_module, f"{attention}_attention", lambda *args: ran.append(1) or attend(*args))
     torch.manual_seed(3)
     ref = BertModel(SMALL).eval()
     with torch.no_grad():  # biases away from BERT's zero init, so that a kernel that drops one shows
@@ -152,7 +153,8 @@ def test_cpu_attention_is_measured_once_per_dtype_and_can_be_forced(monkeypatch)
     timings = {kernels.products_attention: 1.0, kernels.sdpa_attention: 0.85}
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timings[kernel])
     monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {})
-    monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, "blas")  # bf16 attention asks for bf16's linear kernel
+    monkeypatch.setitem(kernels.CHOSEN, torch.float32, "blas")  # bf16 attention asks for bf16's linear kernel,
+    monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, "blas")  # which asks for float32's
     monkeypatch.delenv("MINIBERT_CPU_ATTENTION", raising=False)
     assert kernels.attention_kernel(torch.float32) == "products"  # 15% faster is within the noise
     timings[kernels.sdpa_attention] = 0.5
@@ -169,11 +171,12 @@ def test_cpu_attention_is_measured_once_per_dtype_and_can_be_forced(monkeypatch)
 @pytest.mark.parametrize("kernel", ["upcast", "blas"])
 def test_bf16_attention_products_run_in_float32_where_bf16_linears_do(monkeypatch, kernel):
     monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, kernel)
-    q, k, v = (torch.randn(2, 3, 7, 8).bfloat16() for _ in range(3))
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=generator).bfloat16() for _ in range(3))
     keep = torch.tensor([[1] * 7, [1] * 4 + [0] * 3], dtype=torch.bool)[:, None, None, :]
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as in training; it must not turn the products back
         got = kernels.products_attention(q, k, v, keep)
-    scores = (q.float() @ k.float().transpose(-2, -1) / 8 ** 0.5).masked_fill(~keep, -1e30)
+    scores = (q.float() @ k.float().transpose(-2, -1) * 8 ** -0.5).masked_fill(~keep, -1e30)
     in_float32 = (scores.softmax(-1) @ v.float()).bfloat16()
     assert got.dtype == torch.bfloat16
     assert torch.equal(got, in_float32) == (kernel == "upcast")
@@ -344,13 +347,20 @@ def onednn_is_exact_here() -> bool:
 
 def test_float32_int8_products_are_exact_past_two_to_the_24():
     """float32 holds integers only up to 2^24: rows longer than 1,024 channels are cut into exact pieces."""
-    q = torch.randint(-128, 128, (9, 3072), dtype=torch.int8, generator=torch.Generator().manual_seed(3))
-    w = torch.randint(-127, 128, (3072, 5), dtype=torch.int8, generator=torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(3)
+    q = torch.randint(-128, 128, (9, 3072), dtype=torch.int8, generator=generator)
+    w = torch.randint(-127, 128, (3072, 5), dtype=torch.int8, generator=generator)
     q[0], w[:, 0], w[:, 1] = -128, -127, 127  # row 0 times column 0: 3072 * 128 * 127, past 2^24
+    # row 1 times column 2: odd products whose running sum passes 2^24 and comes back below it, where a
+    # float32 sum rounds on the way (multiples of 128 * 127, as in row 0, would not show that)
+    q[1] = 127
+    w[:1536, 2] = torch.randint(100, 128, (1536,), generator=generator)
+    w[1536:, 2] = -torch.randint(100, 128, (1536,), generator=generator)
     exact = q.long() @ w.long()
     assert exact.abs().max() > 2 ** 24
     got = int8_kernels.float32_int8_product(q, w.float())
     assert torch.equal(got, exact.float())  # as exact as int32's result once it is turned into float32
+    assert not torch.equal(q.float() @ w.float(), exact.float())  # what the pieces of 1,024 channels avoid
 
 
 @pytest.mark.parametrize("kernel", ["float32", "onednn"])
@@ -378,10 +388,12 @@ def test_an_inexact_int8_kernel_is_never_chosen(monkeypatch, kernel):
             pytest.skip("this torch build has no oneDNN int8 linear to measure")
         prepack, product = int8_kernels.QLINEAR_OPS
         monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (prepack, lambda *a: product(*a) + 1))  # off by one
-    else:
-        product = int8_kernels.float32_int8_product
+    else:  # with int_mm made slow, float32 wins, and must lose once it is off by one
+        matmul, product = int8_kernels.int8_matmul, int8_kernels.float32_int8_product
+        monkeypatch.setattr(int8_kernels, "int8_matmul", lambda a, b: time.sleep(0.2) or matmul(a, b))
+        assert int8_kernels.measure_int8(rounds=1) == "float32"
         monkeypatch.setattr(int8_kernels, "float32_int8_product", lambda q, w: product(q, w) + 1)
-    assert int8_kernels.measure_int8() != kernel
+    assert int8_kernels.measure_int8(rounds=1) != kernel
 
 
 def test_a_failing_onednn_int8_product_falls_back_once(monkeypatch):

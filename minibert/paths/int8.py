@@ -64,8 +64,8 @@ class Int8Linear(nn.Module):
         weight, weight_scale = quantize_rows(weight)
         self.in_features, self.out_features, self.offset = linear.in_features, linear.out_features, offset
         self.register_buffer("weight_t", weight.t().contiguous())  # (in, out): the layout the product wants
-        # oneDNN's layout of the same weight, where its int8 kernel runs here: made once, from weight_t as it is
-        # now (an int8 layer is built from a float one, never loaded or changed in place)
+        # the same weight in the form the int8 kernel chosen here takes (oneDNN's layout, float32, or None): made
+        # once, from weight_t as it is now (an int8 layer is built from a float one, never loaded or changed in place)
         self.packed = pack_int8_weight(self.weight_t)
         self.register_buffer("weight_scale", weight_scale.squeeze(1))  # (out,)
         self.register_buffer("weight_sum", weight.sum(1, dtype=torch.int32).float() if offset else None)  # (out,)

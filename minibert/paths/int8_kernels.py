@@ -5,8 +5,8 @@
   an order of magnitude;
 - ``float32``: the same integers multiplied by float32's BLAS, which is exact as long as every partial sum is
   an integer below 2^24 in size: 1,024 products of at most 128 * 127 are. Longer rows are cut into pieces of
-  1,024 channels whose exact results are added in int32. It holds the weight as float32, four times the
-  bytes of int8, so it gives int8's accuracy at about float32's speed, not int8's memory.
+  1,024 channels whose exact results are added in int32. It holds a float32 copy of the weight beside the
+  int8 one (five times int8's bytes), so it gives int8's accuracy at about float32's speed, not int8's memory.
 
 The first two are private torch ops, each behind one function with a public fallback. The kernel is chosen
 by measuring once per process, as ``kernels.py`` chooses the float kernels: only kernels that give the exact
@@ -61,14 +61,16 @@ EXACT_CHANNELS = 1024  # float32 holds every integer up to 2^24 >= 1024 * 128 * 
 
 def float32_int8_product(q: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """q @ weight as float32, exactly, for an int8 q and a float32 ``weight`` holding int8 values: by float32's
-    BLAS, in pieces of ``EXACT_CHANNELS`` input channels, each exact, added in int32."""
-    if q.shape[1] <= EXACT_CHANNELS:
-        return q.float() @ weight
-    total = torch.zeros(q.shape[0], weight.shape[1], dtype=torch.int32)
-    for start in range(0, q.shape[1], EXACT_CHANNELS):
-        end = start + EXACT_CHANNELS
-        total += (q[:, start:end].float() @ weight[start:end]).to(torch.int32)
-    return total.float()
+    BLAS, in pieces of ``EXACT_CHANNELS`` input channels, each exact, added in int32. (Autocast would turn
+    the products into bf16 ones: it is off in here.)"""
+    with torch.autocast("cpu", enabled=False):
+        if q.shape[1] <= EXACT_CHANNELS:
+            return q.float() @ weight
+        total = torch.zeros(q.shape[0], weight.shape[1], dtype=torch.int32)
+        for start in range(0, q.shape[1], EXACT_CHANNELS):
+            end = start + EXACT_CHANNELS
+            total += (q[:, start:end].float() @ weight[start:end]).to(torch.int32)
+        return total.float()
 
 
 def pack_int8_weight(weight_t: torch.Tensor) -> tuple | torch.Tensor | None:
@@ -125,11 +127,14 @@ def measure_int8(rounds: int = 5) -> str:
     q = torch.randint(-128, 128, (256, 3072), dtype=torch.int8, generator=generator)
     weight_t = torch.randint(-127, 128, (3072, 384), dtype=torch.int8, generator=generator)
     q[0], q[1], weight_t[:, 0], weight_t[:, 1] = -128, 127, 127, -127
-    # timed on MiniLM's feed-forward shape, as the float kernels are
-    q_timed = q[:, :384].contiguous()
-    weight_timed = torch.randint(-127, 128, (384, 1536), dtype=torch.int8, generator=generator)
+    # and odd products whose running sum passes 2^24 and comes back: a float32 sum would round on the way
+    weight_t[:1536, 2] = torch.randint(100, 128, (1536,), dtype=torch.int8, generator=generator)
+    weight_t[1536:, 2] = -torch.randint(100, 128, (1536,), dtype=torch.int8, generator=generator)
     exact = exact_int8_matmul(q, weight_t).float()
-    products = {"int_mm": lambda: int8_matmul(q_timed, weight_timed)}
+    # timed on MiniLM's feed-forward products, in and out, as the float kernels are
+    timed = [(q[:, :384].contiguous(), torch.randint(-127, 128, (384, 1536), dtype=torch.int8, generator=generator)),
+             (q[:, :1536].contiguous(), torch.randint(-127, 128, (1536, 384), dtype=torch.int8, generator=generator))]
+    products = {"int_mm": lambda: [int8_matmul(a, b) for a, b in timed]}
     for name, pack, product in (("float32", torch.Tensor.float, float32_int8_product),
                                 ("onednn", onednn_pack, onednn_int8_product)):
         if name == "onednn" and QLINEAR_OPS is None:
@@ -139,8 +144,8 @@ def measure_int8(rounds: int = 5) -> str:
                 continue
         except RuntimeError:
             continue
-        packed = pack(weight_timed)
-        products[name] = lambda product=product, packed=packed: product(q_timed, packed)
+        packed = [(a, pack(b)) for a, b in timed]
+        products[name] = lambda product=product, packed=packed: [product(a, b) for a, b in packed]
     best = dict.fromkeys(products, float("inf"))
     for _ in range(rounds):
         for name, product in products.items():

@@ -19,7 +19,8 @@ kernel that fails on this CPU (oneDNN in bf16 without bf16 instructions) is left
 The kernels agree to float rounding, not bit for bit, and two processes may measure differently:
 to run the same one in every process (bit-identical outputs across the shards of one job, say), set
 ``MINIBERT_CPU_LINEAR`` (``blas`` or ``onednn``, even where oneDNN is the less accurate; for bf16 also
-``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run).
+``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run), and
+``MINIBERT_CPU_ATTENTION`` the attention (below).
 ``CHOSEN`` holds the choices; setting an entry forces one, as the tests do. (The int8 path's products are
 chosen the same way, in ``int8_kernels.py``.)
 
