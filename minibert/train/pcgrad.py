@@ -20,7 +20,7 @@ from torch import nn
 def project_conflicts(grads: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
     """The sum of the tasks' flat gradients ``grads`` after each has been projected off the others it
     conflicts with (the others as they were, not as projected: Algorithm 1 of the paper)."""
-    projected = []
+    total = torch.zeros_like(grads[0])
     for i, g in enumerate(grads):
         g = g.clone()
         others = [j for j in range(len(grads)) if j != i]
@@ -29,8 +29,8 @@ def project_conflicts(grads: list[torch.Tensor], generator: torch.Generator | No
             dot = torch.dot(g, other)
             if dot < 0:
                 g -= dot / other.dot(other).clamp_min(1e-20) * other
-        projected.append(g)
-    return torch.stack(projected).sum(0)
+        total += g  # summed as they come: one extra copy of the gradient, not one per task
+    return total
 
 
 def take_grads(params: list[nn.Parameter]) -> torch.Tensor:
