@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # The recipe chosen on dev (README.md beside this file), for three seeds, beside each task alone at the same
-# steps, then scored on test once. Seeds 1 and 2 reuse the screening's runs (screen.sh); seed 3 trains.
+# steps, then scored on test once. Seeds 1 and 2 are the screening's runs (screen.sh), linked when present;
+# seed 3 trains. Its own folder: "alone" at this recipe's steps differs from the screening's "alone".
 set -euo pipefail
-OUT=${OUT:-runs/studies-methods}
-python experiments/variants.py --out "$OUT" --study final --seeds 1 2 3 --max-dev 500 --alone distillation \
+OUT=${OUT:-runs/studies-methods-final}
+SCREEN=${SCREEN:-runs/studies-methods}
+RECIPE="distillation + annealed sampling"
+mkdir -p "$OUT"
+for seed in 1 2; do
+    run="$SCREEN/distillation-annealed-sampling-seed$seed"
+    if [ -d "$run" ] && [ ! -e "$OUT/${run##*/}" ]; then ln -s "$(realpath "$run")" "$OUT/"; fi
+done
+python experiments/variants.py --out "$OUT" --study final --seeds 1 2 3 --max-dev 500 --alone "$RECIPE" \
     --set steps=400 batch_size=16 runtime.precision=fp32 \
-    --variant "distillation" optim.distill_from=all-MiniLM-L6-v2 optim.distill_weight=1
-python experiments/multitask_methods/score_on_test.py --out "$OUT" --seeds 1 2 3 --variant distillation
+    --variant "$RECIPE" optim.distill_from=all-MiniLM-L6-v2 optim.distill_weight=1 \
+        sampling.temperature=1 sampling.temperature_end=5
+python experiments/multitask_methods/score_on_test.py --out "$OUT" --seeds 1 2 3 --variant "$RECIPE"
