@@ -9,7 +9,8 @@ RECIPE="distillation + annealed sampling"
 mkdir -p "$OUT"
 for seed in 1 2; do
     run="$SCREEN/distillation-annealed-sampling-seed$seed"
-    if [ -d "$run" ] && [ ! -e "$OUT/${run##*/}" ]; then ln -s "$(realpath "$run")" "$OUT/"; fi
+    link="$OUT/${run##*/}"  # scoring writes test.json into the screening's folder through it
+    if [ -d "$run" ] && [ ! -e "$link" ]; then ln -sfn "$(realpath "$run")" "$link"; fi
 done
 python experiments/variants.py --out "$OUT" --study final --seeds 1 2 3 --max-dev 500 --alone "$RECIPE" \
     --set steps=400 batch_size=16 runtime.precision=fp32 \
