@@ -35,14 +35,7 @@ from torch import nn
 from minibert.activations import activation
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput
-from minibert.paths.kernels import (
-    ATTENTION_CHOSEN,
-    attention_kernel,
-    blas_linear,
-    cpu_linear,
-    products_attention,
-    sdpa_attention,
-)
+from minibert.paths.kernels import attention_kernel, blas_linear, cpu_linear, products_attention, sdpa_attention
 from minibert.weights import fuse_qkv
 
 PACK_ABOVE = 0.1  # on the CPU, rows are packed when more than this share of a batch's grid is padding
@@ -152,8 +145,7 @@ class PackedSelfAttention(nn.Module):
             if bias is not None:
                 mask = bias if mask is None else bias.masked_fill(~mask, torch.finfo(bias.dtype).min)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        elif qkv.device.type == "cpu" and bias is None and dropout_p == 0.0 \
-                and (ATTENTION_CHOSEN.get(q.dtype) or attention_kernel(q.dtype)) == "sdpa":
+        elif qkv.device.type == "cpu" and bias is None and dropout_p == 0.0 and attention_kernel(q.dtype) == "sdpa":
             y = sdpa_attention(q, k, v, packing.keep)  # the fused kernel, where it measured faster on this CPU
         else:  # written out: a bias (MPNet's) and attention dropout always run here, as in the reference
             y = products_attention(q, k, v, packing.keep, bias, dropout_p)

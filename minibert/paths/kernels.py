@@ -176,6 +176,8 @@ def linear_kernel(dtype: torch.dtype) -> str:
     """The kernel CPU linears of this dtype run: ``MINIBERT_CPU_LINEAR``'s when set, else measured once on 256
     rows times a weight of MiniLM's feed-forward shape (drawn from a generator of their own, so that the
     global random state, which seeds dropout, is left as it was)."""
+    if dtype in CHOSEN:  # chosen already: every linear layer asks, so no lock on this path
+        return CHOSEN[dtype]
     if dtype == torch.bfloat16:
         # upcast runs float32's kernel: choose that one first, or timing upcast would wait for a measurement
         # of float32 that waits for this one to end
@@ -194,7 +196,7 @@ def linear_kernel(dtype: torch.dtype) -> str:
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
     """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
     through ``F.linear`` and the dtype casts natively, and through ``OneDNNLinear`` for oneDNN."""
-    kernel = CHOSEN.get(x.dtype) or linear_kernel(x.dtype)
+    kernel = linear_kernel(x.dtype)
     if kernel == "onednn" and torch.is_grad_enabled():
         return with_gelu(OneDNNLinear.apply(x, weight, bias), gelu)
     return LINEARS[kernel](x, weight, bias, gelu)
@@ -249,6 +251,8 @@ def attention_kernel(dtype: torch.dtype) -> str:
     of at most 32 tokens, a third of them padded, 12 heads of 32. Which wins is the CPU's doing: at these
     lengths the fused kernel's set-up can cost more than it saves, and products in bf16 on a CPU without bf16
     instructions are emulated. ``MINIBERT_CPU_ATTENTION`` (``products`` or ``sdpa``) forces one."""
+    if dtype in ATTENTION_CHOSEN:  # chosen already: every attention layer asks, so no lock on this path
+        return ATTENTION_CHOSEN[dtype]
     if dtype == torch.bfloat16:
         linear_kernel(dtype)  # the products run upcast where its linears do: choose that first
     with MEASURING:
