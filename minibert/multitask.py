@@ -5,6 +5,9 @@
                           (second sentence ─▶ ... ─▶ v) ──┴─ nli head(u, v, |u-v|)  /  sts: cos(u, v)
     "[CLS] a [SEP] b [SEP]" ─▶ Tokenizer ─▶ BertModel ─▶ [CLS] state ─▶ cross_sts head  (pair score)
 
+A task with an ``adapter`` (``minibert.adapter``) reads the token states through an adapter of its own
+before its pooling and head; the head owns it, so it is saved with it.
+
 The model only computes: ``forward(task, batch)`` takes tensors (what the task's ``collate`` made) and
 runs encoder, head, loss. Everything that depends on the kind of task, from reading its files to
 scoring its predictions, lives in its task type (``minibert/tasks/``). Saved next to the encoder:
@@ -22,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from minibert.adapter import Adapter, scale_gradient
 from minibert.files import read_json
 from minibert.paths import default_path
 from minibert.pooling import Pooling, PoolingConfig
@@ -53,6 +57,9 @@ class MultiTaskModel(nn.Module):
                 raise ValueError(f"task name {task.name!r} is used twice")
             self.tasks[task.name] = task
         self.heads = nn.ModuleDict({task.name: task.build_head(encoder) for task in tasks})
+        for task in tasks:
+            if task.adapter:
+                self.heads[task.name].adapter = Adapter(encoder.bert.config.hidden_size, task.adapter)
         # SBERT pooling replaces BERT's pooler: its weights are kept (they are saved with the encoder)
         # but never trained.
         if encoder.bert.pooler is not None:
@@ -93,15 +100,21 @@ class MultiTaskModel(nn.Module):
         """``examples`` (``minibert.data`` records) as the tensors ``forward`` takes, on the model's device."""
         return to_device(self.task(task).collate(examples, self.encoder.tokenizer), self.device)
 
-    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> TaskOutput:
-        """One task's logits and, when the batch has ``labels``, its loss: encoder, head, loss."""
+    def forward(self, task: str, batch: dict[str, torch.Tensor], encoder_grad: float = 1.0) -> TaskOutput:
+        """One task's logits and, when the batch has ``labels``, its loss: encoder, (adapter,) head, loss.
+        ``encoder_grad``: the share of this task's gradient that reaches the encoder's transformer
+        (``minibert.adapter.scale_gradient``); its adapter and head get all of it."""
         spec = self.task(task)
         missing = [k for k in INPUT_KEYS if k not in batch]
         if missing:
             raise ValueError(f"task {task!r}: the batch lacks {missing} (got {sorted(batch)}); "
                              f"make it with model.collate({task!r}, examples)")
-        features = self.encoder.features(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         head = self.heads[task]
+        hidden = self.encoder.bert(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        hidden = scale_gradient(hidden.last_hidden_state, encoder_grad)
+        if spec.adapter:
+            hidden = head.adapter(hidden)
+        features = self.encoder.pool_states(hidden, batch["attention_mask"])
         logits = head(features, batch) if getattr(head, "reads_batch", False) else head(features)
         loss = spec.compute_loss(logits, batch) if "labels" in batch else None
         return TaskOutput(loss, logits, features.embedding)

@@ -127,6 +127,12 @@ class SentenceEncoder(nn.Module):
         tokens of every row are a prompt ([CLS] included), left out of the pooling when the folder's
         pooling says ``include_prompt = false``, as sentence-transformers does."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        return self.pool_states(hidden, attention_mask, prompt_length)
+
+    def pool_states(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                    prompt_length: int = 0) -> SentenceFeatures:
+        """The features of given token states: the pipeline after the transformer (pooling, Dense, Normalize).
+        A task adapter (``minibert.adapter``) changes the states between the two."""
         emb = self.pooling(hidden, attention_mask, prompt_length)
         for dense in self.dense:
             emb = dense(emb)

@@ -5,9 +5,10 @@ model runs the shared encoder once and every head on its output; five separate m
 encoders. Heads are freshly initialised (their cost does not depend on training). Latency is the
 median of repeated calls, for one sentence and for a batch of 32 STS-B sentences, on the same threads
 in one process, each on the reference path and on the fast path (minibert.paths.fast). Memory is each
-setup's resident set, measured in a fresh process.
+setup's resident set, measured in a fresh process. ``--adapter N`` gives the multi-task model's
+sentiment, topic and NER tasks an adapter of width N each (minibert.adapter), as the adapters study does.
 
-    python experiments/multi_vs_separate/cost.py [--threads 2]
+    python experiments/multi_vs_separate/cost.py [--threads 2] [--adapter 64]
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ SENTENCES = ["A man is playing a guitar on stage.", "Angela Merkel met Emmanuel 
              "Kids are playing football in the park.", "The stock market fell sharply today."] * 4
 
 
-def build(setup: str) -> list[MultiTaskModel]:
+ADAPTED = ("sentiment", "topic", "ner")
+
+
+def build(setup: str, adapter: int = 0) -> list[MultiTaskModel]:
     if setup == "multi":
-        models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", TASKS, seed=0, path="reference")]
+        tasks = [{**t, "adapter": adapter} if t["name"] in ADAPTED else t for t in TASKS]
+        models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", tasks, seed=0, path="reference")]
     else:
         models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", [t], seed=0, path="reference") for t in TASKS]
     for model in models:  # weights of their own, as after fine-tuning (loaded ones share the file's pages)
@@ -55,8 +60,12 @@ def all_tasks(models: list[MultiTaskModel], sentences: list[str]) -> None:
     heads read consecutive sentences as pairs)."""
     for model in models:
         batch = model.encoder.tokenizer(sentences).tensors()
-        features = model.encoder.features(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        hidden = model.encoder.bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        plain = model.encoder.pool_states(hidden.last_hidden_state, batch["attention_mask"])
         for name, head in model.heads.items():
+            features = plain  # a task with an adapter pools the states its adapter gives
+            if model.tasks[name].adapter:
+                features = model.encoder.pool_states(head.adapter(hidden.last_hidden_state), batch["attention_mask"])
             if model.tasks[name].input == "pair":
                 n = len(sentences) // 2 * 2
                 pairs = SentenceFeatures(features.token_states[:n], torch.cat([features.embedding[0:n:2],
@@ -76,11 +85,11 @@ def latency(models: list[MultiTaskModel], sentences: list[str], repeats: int) ->
     return statistics.median(times)
 
 
-def resident_mib(setup: str) -> float:
+def resident_mib(setup: str, adapter: int = 0) -> float:
     """Peak resident memory of a fresh process that builds `setup` and runs it once, in MiB."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent, VmHWM starts afresh
     code = (f"import sys; sys.path.insert(0, {sys.path[0]!r}); import cost; "
-            f"cost.all_tasks(cost.build({setup!r}), cost.SENTENCES); "
+            f"cost.all_tasks(cost.build({setup!r}, {adapter}), cost.SENTENCES); "
             "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(out) / 1024
@@ -90,9 +99,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--adapter", type=int, default=0, help="adapter width for sentiment, topic and NER")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    setups = {"multi": build("multi"), "separate": build("separate")}
+    setups = {"multi": build("multi", args.adapter), "separate": build("separate")}
     params = {k: sum(p.numel() for m in v for p in m.parameters()) for k, v in setups.items()}
     timings = {}
     for path in ("reference", "fast"):
@@ -106,9 +116,10 @@ def main() -> None:
                     key = (path, name, n)
                     t = latency(models, SENTENCES[:n], args.repeats if n == 1 else args.repeats // 3)
                     timings[key] = min(t, timings.get(key, float("inf")))
-    memory = {name: resident_mib(name) for name in setups}
+    memory = {name: resident_mib(name, args.adapter if name == "multi" else 0) for name in setups}
 
-    print(f"{args.threads} threads, all five tasks' outputs, median latency (ms)")
+    adapters = f", adapters of width {args.adapter} on {', '.join(ADAPTED)}" if args.adapter else ""
+    print(f"{args.threads} threads, all five tasks' outputs{adapters}, median latency (ms)")
     print(f"{'':34}{'one multi-task model':>22}{'five single-task models':>25}{'ratio':>8}")
     print(f"{'parameters (millions)':34}{params['multi'] / 1e6:22.1f}{params['separate'] / 1e6:25.1f}"
           f"{params['separate'] / params['multi']:7.2f}x")

@@ -70,9 +70,11 @@ class Task:
     type: ClassVar[str]
     main_metric: ClassVar[str]  # the metric that chooses the best checkpoint
     input: ClassVar[str]  # "sentence" or "pair": what `predict` feeds it
+    saved_as: ClassVar[str | None] = None  # a transformers layout this type's model is also saved in
 
     name: str
     labels: list[str] = field(default_factory=list)
+    adapter: int = 0  # width of a task adapter on the encoder's token states (minibert.adapter); 0: none
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
@@ -80,6 +82,11 @@ class Task:
         if not type_ok(self.labels, list[str | int]):
             raise ValueError(f"task {self.name!r}: labels must be a list of names, got {self.labels!r}")
         check_types(self, f"task {self.name!r}: ", skip=("labels",))
+        if self.adapter < 0:
+            raise ValueError(f"task {self.name!r}: adapter is a width (0 for none), got {self.adapter}")
+        if self.adapter and self.saved_as:
+            raise ValueError(f"task {self.name!r} ({self.type}) takes no adapter: its model is saved as a "
+                             f"{self.saved_as}, which has no place for one")
         self.labels = [str(label) for label in self.labels]
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r}: duplicate label names in {self.labels}")

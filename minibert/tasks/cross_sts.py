@@ -43,6 +43,7 @@ class CrossEncoderHead(nn.Module):
 class CrossSTS(Task):
     type = "cross_sts"
     main_metric = "spearman"
+    saved_as = "transformers sequence classifier (a sentence-transformers CrossEncoder)"
     input = "pair"
 
     dropout: float = 0.1

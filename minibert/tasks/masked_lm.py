@@ -62,6 +62,7 @@ class MaskedLMTaskHead(nn.Module):
 class MaskedLM(Task):
     type = "masked_lm"
     main_metric = "accuracy"  # of the predicted tokens
+    saved_as = "transformers masked language model"
     input = "sentence"
 
     probability: float = MASK_PROBABILITY  # the share of real tokens predicted

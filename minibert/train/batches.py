@@ -161,9 +161,12 @@ def steps_per_task(config: TrainConfig) -> dict[str, int]:
 def single_task_config(config: TrainConfig, task: str, steps: int) -> TrainConfig:
     """``config`` with one task, trained alone for ``steps`` steps: the fair single-task baseline of a
     multi-task run. Loss weight 1 (weights only balance tasks against each other), one task a step, and
-    nothing that combines tasks: no finishing phase, learned weights, PCGrad, annealing or distillation."""
+    nothing that combines tasks: no finishing phase, learned weights, PCGrad, annealing, distillation,
+    adapter or scaled encoder gradient."""
     single = copy.deepcopy(config)
-    single.tasks = [dataclasses.replace(t, loss_weight=1.0) for t in config.tasks if t.name == task]
+    single.tasks = [dataclasses.replace(t, loss_weight=1.0, encoder_grad=1.0,
+                                        head={k: v for k, v in t.head.items() if k != "adapter"})
+                    for t in config.tasks if t.name == task]
     if not single.tasks:
         raise ValueError(f"no task named {task!r} in the configuration ({', '.join(t.name for t in config.tasks)})")
     single.steps = steps

@@ -92,6 +92,10 @@ def changed_keys(saved: dict, now: dict) -> list[str]:
     from minibert.train.config import TaskConfig, TrainConfig  # (config.py imports this module)
 
     defaults = flatten(asdict(TrainConfig(tasks=[TaskConfig(name="x", type="sts", train="x")])))
+    task_defaults = asdict(TaskConfig(name="x", type="sts"))  # each task's settings, the same way
     saved, now = (resolve_path({**defaults, **flatten(upgrade(raw))}) for raw in (saved, now))
+    for flat in (saved, now):
+        if isinstance(flat.get("tasks"), list):
+            flat["tasks"] = [{**task_defaults, **t} if isinstance(t, dict) else t for t in flat["tasks"]]
     return sorted(k for k in set(saved) | set(now)
                   if k not in NOT_RECIPE and saved.get(k, defaults.get(k)) != now.get(k, defaults.get(k)))

@@ -1,7 +1,8 @@
 """One optimizer step of the training loop: the gradients of the step's tasks, then the update.
 
 Each task's batch goes forward and backward in micro-batches (accumulation), each process holding its
-share (DDP); the loss is weighted (``loss_weight``, and the learned balance of ``balance.py``), a
+share (DDP); the loss is weighted (``loss_weight``, and the learned balance of ``balance.py``), and
+reaches the encoder scaled by the task's ``encoder_grad`` (``minibert.adapter``); a
 distillation term may join it (``distill.py``), and the tasks' gradients on the encoder are summed, or
 first freed of their conflicts (``pcgrad.py``). Then sharpness-aware minimisation when asked, unscaling
 (fp16), clipping, the optimizer and the schedule. ``OptimizerStep`` is the part of ``Trainer`` that
@@ -49,7 +50,7 @@ class OptimizerStep:
             sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
             with sync:
                 with self.autocast():
-                    out = model(task, batch)
+                    out = model(task, batch, self.encoder_grads[task])
                     distance = self.teacher.loss(out.embedding, batch) if self.teacher is not None else 0.0
                 share = terms[j] * self.world / total_terms if total_terms else 0.0  # DDP averages over processes
                 distill = self.config.optim.distill_weight * rows[j] * self.world / total_rows

@@ -72,6 +72,7 @@ class Trainer(OptimizerStep):
         tasks, self.train_sets, self.dev_sets, self.test_sets = read_tasks(self.config)
         self.names = [t.name for t in self.config.tasks]
         self.loss_weights = [t.loss_weight for t in self.config.tasks]
+        self.encoder_grads = {t.name: t.encoder_grad for t in self.config.tasks}
         return tasks
 
     def setup_model(self, tasks: list) -> None:

@@ -1,0 +1,158 @@
+"""Task adapters and the scaled encoder gradient (minibert.adapter): a new adapter is the identity, an
+adapted task computes head(pool(adapter(states))), adapters are saved with their heads, and a task's
+``encoder_grad`` scales exactly its gradient on the encoder. (Kill-and-resume and DDP with them on are
+in test_training.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_multitask_methods import flat_grads, make_trainer, topic_examples
+
+from minibert.adapter import Adapter, scale_gradient
+from minibert.data import TaggedSentence, TextExample
+from minibert.multitask import MultiTaskModel
+from minibert.tasks import make_task
+from minibert.train import load_config
+from minibert.train.batches import single_task_config
+
+from conftest import tiny_config
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+TASKS = [{"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "hidden_layer": True},
+         {"name": "ner", "type": "token_classification", "labels": NER_LABELS},
+         {"name": "sts", "type": "sts"}]
+SENTENCES = [TextExample("I loved every minute of it", 1), TextExample("Terrible.", 0)]
+TAGGED = [TaggedSentence(["Peter", "lives", "in", "Paris"], ["B-PER", "O", "O", "B-LOC"]),
+          TaggedSentence(["Hello"], ["O"])]
+
+
+def with_adapters(width: int) -> list[dict]:
+    return [{**t, "adapter": width} if t["type"] != "sts" else t for t in TASKS]
+
+
+def test_a_new_adapter_is_the_identity(minilm_dir):
+    """Zero-initialised ``up``: a model with adapters gives the base model's logits, bit for bit (same seed,
+    same heads: the adapters are drawn after every head). Once ``up`` is not zero, it no longer does."""
+    plain = MultiTaskModel.from_encoder(minilm_dir, TASKS, seed=3)
+    adapted = MultiTaskModel.from_encoder(minilm_dir, with_adapters(8), seed=3)
+    with torch.no_grad():
+        for task, examples in (("sentiment", SENTENCES), ("ner", TAGGED)):
+            batch = plain.collate(task, examples)
+            a, b = plain(task, batch), adapted(task, batch)
+            assert torch.equal(a.logits, b.logits) and torch.equal(a.loss, b.loss), task
+        adapted.heads["sentiment"].adapter.up.weight.normal_()
+        batch = plain.collate("sentiment", SENTENCES)
+        assert not torch.allclose(plain("sentiment", batch).logits, adapted("sentiment", batch).logits)
+
+
+def test_an_adapted_task_reads_the_adapted_states(minilm_dir):
+    """head(pool(x + up(GELU(down(LN(x)))))) by hand from the encoder's states, for a sentence task and a
+    token task; the embedding the encoder exports stays the unadapted one."""
+    model = MultiTaskModel.from_encoder(minilm_dir, with_adapters(16), seed=0)
+    for head in model.heads.values():
+        if hasattr(head, "adapter"):
+            torch.nn.init.normal_(head.adapter.up.weight, std=0.05)
+    with torch.no_grad():
+        for task, examples in (("sentiment", SENTENCES), ("ner", TAGGED)):
+            batch = model.collate(task, examples)
+            states = model.encoder.bert(batch["input_ids"], batch["attention_mask"]).last_hidden_state
+            a = model.heads[task].adapter
+            hand = states + F.linear(F.gelu(F.linear(F.layer_norm(states, (states.shape[-1],), a.norm.weight,
+                                                                   a.norm.bias), a.down.weight, a.down.bias)),
+                                     a.up.weight, a.up.bias)
+            if task == "ner":
+                expected = model.heads[task].out(hand)  # the token head: a linear layer on each state
+            else:
+                pooled = model.encoder.pooling(hand, batch["attention_mask"])
+                assert model.encoder.normalize and not model.encoder.dense  # all-MiniLM-L6-v2: mean, Normalize
+                expected = model.heads[task].out(model.heads[task].hidden(F.normalize(pooled, dim=-1)))
+            torch.testing.assert_close(model(task, batch).logits, expected)
+        batch = model.collate("sentiment", SENTENCES)
+        plain = model.encoder.features(batch["input_ids"], batch["attention_mask"]).embedding
+        assert not torch.allclose(model("sentiment", batch).embedding, plain)
+    assert not hasattr(model.heads["sts"], "adapter")
+
+
+def test_adapters_are_saved_with_their_heads(minilm_dir, tmp_path):
+    model = MultiTaskModel.from_encoder(minilm_dir, with_adapters(8), seed=0)
+    torch.nn.init.normal_(model.heads["ner"].adapter.up.weight, std=0.05)
+    model.save(tmp_path / "mt")
+    spec = json.loads((tmp_path / "mt" / "tasks.json").read_text())
+    assert [t["adapter"] for t in spec["tasks"]] == [8, 8, 0]
+    loaded = MultiTaskModel.load(tmp_path / "mt")
+    with torch.no_grad():
+        batch = model.collate("ner", TAGGED)
+        assert torch.equal(model("ner", batch).logits, loaded("ner", batch).logits)
+    # strict: a tasks.json that asks for an adapter the weights do not hold is an error naming the key
+    spec["tasks"][2] = {**spec["tasks"][2], "adapter": 4}
+    (tmp_path / "mt" / "tasks.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=r"sts\.adapter\.down\.weight"):
+        MultiTaskModel.load(tmp_path / "mt")
+    with pytest.raises(ValueError, match="adapter is a width"):
+        MultiTaskModel.from_encoder(minilm_dir, [{**TASKS[0], "adapter": -1}])
+    # a type whose model is also saved in a transformers layout cannot hold one: never dropped silently
+    for kind, layout in (("cross_sts", "sequence classifier"), ("masked_lm", "masked language model")):
+        with pytest.raises(ValueError, match=rf"task 'x' \({kind}\) takes no adapter: .*{layout}"):
+            make_task({"name": "x", "type": kind, "adapter": 8})
+
+
+def test_scale_gradient_by_hand():
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    y = scale_gradient(x, 0.25)
+    assert torch.equal(y, x)
+    (y * torch.tensor([4.0, 8.0, -12.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([1.0, 2.0, -3.0]))
+    assert scale_gradient(x, 1.0) is x  # nothing in the graph at the default
+
+
+def test_encoder_grad_scales_the_encoder_and_not_the_head(tiny_model_dir, tiny_data, tmp_path):
+    """A task's gradient on the encoder with ``encoder_grad = 0.25`` is a quarter of its gradient at 1; its
+    head's and adapter's are the same."""
+    trainer = make_trainer(tiny_model_dir, tiny_data, tmp_path)
+    trainer.model.train()
+    encoder, head = list(trainer.model.encoder.parameters()), list(trainer.model.heads["topic"].parameters())
+    batch = [trainer.model.collate("topic", topic_examples(tiny_data))]
+    trainer.forward_backward("topic", batch, 1.0)
+    full = flat_grads(encoder), flat_grads(head)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.encoder_grads["topic"] = 0.25
+    trainer.forward_backward("topic", batch, 1.0)
+    torch.testing.assert_close(flat_grads(encoder), 0.25 * full[0])
+    assert flat_grads(encoder).abs().sum() > 0
+    torch.testing.assert_close(flat_grads(head), full[1])
+
+
+def test_an_adapter_in_a_training_configuration(tiny_model_dir, tiny_data, tmp_path):
+    """The adapter is a head option, encoder_grad a task setting; both are checked, and "alone" drops both."""
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run")
+    for t in config["tasks"]:
+        if t["name"] == "topic":
+            t["head"] = {**t["head"], "adapter": 4}
+            t["encoder_grad"] = 0.5
+    cfg = load_config(None, base=config)
+    topic = next(t for t in cfg.tasks if t.name == "topic")
+    alone = single_task_config(cfg, "topic", 10).tasks[0]
+    assert (alone.encoder_grad, alone.head) == (1.0, {"dropout": 0.0}) and topic.head["adapter"] == 4
+    with pytest.raises(ValueError, match=r"task 'topic': encoder_grad must be in \[0, 1\], got 2"):
+        load_config(None, ["tasks.topic.encoder_grad=2"], base=config)
+    trainer = make_trainer(tiny_model_dir, tiny_data, tmp_path / "t", tasks=config["tasks"])
+    assert isinstance(trainer.model.heads["topic"].adapter, Adapter)
+    assert trainer.encoder_grads["topic"] == 0.5
+
+
+def test_a_run_saved_before_encoder_grad_existed_is_the_same_recipe(tiny_model_dir, tiny_data, tmp_path):
+    """--resume and reused study runs compare configurations: a task setting the saved one lacks counts as its
+    default, and a real change of it is one."""
+    from minibert.train.recipe import changed_keys
+
+    now = load_config(None, base=tiny_config(tiny_model_dir, tiny_data, tmp_path)).to_dict()
+    saved = json.loads(json.dumps(now))
+    for t in saved["tasks"]:
+        del t["encoder_grad"]
+    assert changed_keys(saved, now) == []
+    saved["tasks"][1]["encoder_grad"] = 0.5
+    assert changed_keys(saved, now) == ["tasks"]
