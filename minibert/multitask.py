@@ -40,7 +40,8 @@ INPUT_KEYS = ("input_ids", "attention_mask")
 class TaskOutput(NamedTuple):
     loss: torch.Tensor | None  # None when the batch has no labels
     logits: torch.Tensor  # what the head gives: class logits, tag logits (B, L, n), cosines, ...
-    embedding: torch.Tensor | None = None  # (B, D): the encoder's sentence embedding of each input row
+    embedding: torch.Tensor | None = None  # (B, D): each input row's sentence embedding, as the head reads it
+    # (through the task's adapter, when it has one; distillation pulls on this)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -103,7 +104,7 @@ class MultiTaskModel(nn.Module):
     def forward(self, task: str, batch: dict[str, torch.Tensor], encoder_grad: float = 1.0) -> TaskOutput:
         """One task's logits and, when the batch has ``labels``, its loss: encoder, (adapter,) head, loss.
         ``encoder_grad``: the share of this task's gradient that reaches the encoder's transformer
-        (``minibert.adapter.scale_gradient``); its adapter and head get all of it."""
+        (``minibert.adapter.scale_gradient``); its adapter, head and the pipeline's Dense modules get all of it."""
         spec = self.task(task)
         missing = [k for k in INPUT_KEYS if k not in batch]
         if missing:
@@ -115,6 +116,8 @@ class MultiTaskModel(nn.Module):
         if spec.adapter:
             hidden = head.adapter(hidden)
         features = self.encoder.pool_states(hidden, batch["attention_mask"])
+        # a masked-LM head decodes with the word embeddings themselves: they are encoder weights too
+        features = features._replace(word_embeddings=scale_gradient(features.word_embeddings, encoder_grad))
         logits = head(features, batch) if getattr(head, "reads_batch", False) else head(features)
         loss = spec.compute_loss(logits, batch) if "labels" in batch else None
         return TaskOutput(loss, logits, features.embedding)

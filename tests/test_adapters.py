@@ -71,10 +71,24 @@ def test_an_adapted_task_reads_the_adapted_states(minilm_dir):
                 assert model.encoder.normalize and not model.encoder.dense  # all-MiniLM-L6-v2: mean, Normalize
                 expected = model.heads[task].out(model.heads[task].hidden(F.normalize(pooled, dim=-1)))
             torch.testing.assert_close(model(task, batch).logits, expected)
-        batch = model.collate("sentiment", SENTENCES)
-        plain = model.encoder.features(batch["input_ids"], batch["attention_mask"]).embedding
-        assert not torch.allclose(model("sentiment", batch).embedding, plain)
     assert not hasattr(model.heads["sts"], "adapter")
+
+
+def test_the_exported_embedding_is_the_unadapted_one(minilm_dir, tmp_path):
+    """The sentence-transformers folder holds the encoder alone: the same embeddings as the model without
+    adapters, while an adapted task's own embedding differs."""
+    from minibert.sentence import SentenceEncoder
+
+    model = MultiTaskModel.from_encoder(minilm_dir, with_adapters(16), seed=0)
+    torch.nn.init.normal_(model.heads["sentiment"].adapter.up.weight, std=0.05)
+    model.export_sentence_transformers(tmp_path / "st")
+    texts = [e.text for e in SENTENCES]
+    exported = SentenceEncoder.from_pretrained(tmp_path / "st").encode(texts, convert_to="torch")
+    plain = MultiTaskModel.from_encoder(minilm_dir, TASKS, seed=0).encoder.encode(texts, convert_to="torch")
+    assert torch.equal(exported, plain)
+    with torch.no_grad():
+        adapted = model("sentiment", model.collate("sentiment", SENTENCES)).embedding
+    assert not torch.allclose(adapted, plain, atol=1e-3)
 
 
 def test_adapters_are_saved_with_their_heads(minilm_dir, tmp_path):
@@ -87,15 +101,16 @@ def test_adapters_are_saved_with_their_heads(minilm_dir, tmp_path):
     with torch.no_grad():
         batch = model.collate("ner", TAGGED)
         assert torch.equal(model("ner", batch).logits, loaded("ner", batch).logits)
-    # strict: a tasks.json that asks for an adapter the weights do not hold is an error naming the key
-    spec["tasks"][2] = {**spec["tasks"][2], "adapter": 4}
+    # strict: a tasks.json whose adapter the weights do not hold is an error naming the key
+    spec["tasks"][0] = {**spec["tasks"][0], "adapter": 4}
     (tmp_path / "mt" / "tasks.json").write_text(json.dumps(spec))
-    with pytest.raises(ValueError, match=r"sts\.adapter\.down\.weight"):
+    with pytest.raises(ValueError, match=r"sentiment\.adapter\.down\.weight"):
         MultiTaskModel.load(tmp_path / "mt")
     with pytest.raises(ValueError, match="adapter is a width"):
         MultiTaskModel.from_encoder(minilm_dir, [{**TASKS[0], "adapter": -1}])
     # a type whose model is also saved in a transformers layout cannot hold one: never dropped silently
-    for kind, layout in (("cross_sts", "sequence classifier"), ("masked_lm", "masked language model")):
+    for kind, layout in (("cross_sts", "sequence classifier"), ("masked_lm", "masked language model"),
+                         ("sts", "sentence-transformers folder's embedding"), ("pairs", "sentence-transformers")):
         with pytest.raises(ValueError, match=rf"task 'x' \({kind}\) takes no adapter: .*{layout}"):
             make_task({"name": "x", "type": kind, "adapter": 8})
 
@@ -112,9 +127,14 @@ def test_scale_gradient_by_hand():
 def test_encoder_grad_scales_the_encoder_and_not_the_head(tiny_model_dir, tiny_data, tmp_path):
     """A task's gradient on the encoder with ``encoder_grad = 0.25`` is a quarter of its gradient at 1; its
     head's and adapter's are the same."""
-    trainer = make_trainer(tiny_model_dir, tiny_data, tmp_path)
+    tasks = tiny_config(tiny_model_dir, tiny_data, tmp_path)["tasks"]
+    tasks[1]["head"] = {**tasks[1]["head"], "adapter": 4}  # topic
+    trainer = make_trainer(tiny_model_dir, tiny_data, tmp_path, tasks=tasks)
     trainer.model.train()
+    with torch.no_grad():  # an adapter that is not the identity, so the encoder's gradient passes through it
+        trainer.model.heads["topic"].adapter.up.weight.normal_(std=0.1)
     encoder, head = list(trainer.model.encoder.parameters()), list(trainer.model.heads["topic"].parameters())
+    assert any(p is trainer.model.heads["topic"].adapter.up.weight for p in head)
     batch = [trainer.model.collate("topic", topic_examples(tiny_data))]
     trainer.forward_backward("topic", batch, 1.0)
     full = flat_grads(encoder), flat_grads(head)
@@ -124,6 +144,45 @@ def test_encoder_grad_scales_the_encoder_and_not_the_head(tiny_model_dir, tiny_d
     torch.testing.assert_close(flat_grads(encoder), 0.25 * full[0])
     assert flat_grads(encoder).abs().sum() > 0
     torch.testing.assert_close(flat_grads(head), full[1])
+
+
+def test_encoder_grad_scales_a_masked_lm_tasks_tied_word_embeddings(tiny_model_dir):
+    """The masked-LM head decodes with the word embeddings: their whole gradient, through the input and the
+    decoder alike, is scaled."""
+    from minibert.data import MaskedText
+
+    model = MultiTaskModel.from_encoder(tiny_model_dir, [{"name": "mlm", "type": "masked_lm", "probability": 0.5}])
+    batch = model.collate("mlm", [MaskedText("a man plays a guitar on the stage"), MaskedText("stocks fell")])
+    word = model.encoder.bert.embeddings.word.weight
+    grads = []
+    for scale in (1.0, 0.25):
+        model.zero_grad(set_to_none=True)
+        model("mlm", batch, scale).loss.backward()
+        grads.append(word.grad.clone())
+    torch.testing.assert_close(grads[1], 0.25 * grads[0])
+
+
+def test_an_adapter_trains_at_the_heads_rate(tiny_model_dir, tiny_data, tmp_path):
+    tasks = tiny_config(tiny_model_dir, tiny_data, tmp_path)["tasks"]
+    tasks[1]["head"] = {**tasks[1]["head"], "adapter": 4}  # topic
+    trainer = make_trainer(tiny_model_dir, tiny_data, tmp_path, tasks=tasks, sampling={"strategy": "round_robin"},
+                           optim={"lr": 1e-4, "head_lr": 1e-2})
+    up = trainer.model.heads["topic"].adapter.up.weight
+    groups = [g for g in trainer.optimizer.param_groups if any(p is up for p in g["params"])]
+    assert len(groups) == 1 and groups[0]["lr"] == max(g["lr"] for g in trainer.optimizer.param_groups)
+    while "topic" not in trainer.train_step()["loss"]:
+        pass
+    assert up.abs().sum() > 0  # it started at zero
+
+
+def test_encoder_grad_that_would_do_nothing_is_refused(tiny_model_dir, tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"task 'sts': encoder_grad = 0, and a sts task has no head weights"):
+        make_trainer(tiny_model_dir, tiny_data, tmp_path / "a", tasks=[
+            {**tiny_config(tiny_model_dir, tiny_data, tmp_path)["tasks"][0], "encoder_grad": 0.0}])
+    with pytest.raises(ValueError, match=r"task 'topic': encoder_grad = 0.5 with encoder.freeze"):
+        tasks = tiny_config(tiny_model_dir, tiny_data, tmp_path)["tasks"]
+        tasks[1]["encoder_grad"] = 0.5
+        make_trainer(tiny_model_dir, tiny_data, tmp_path / "b", tasks=tasks, encoder={"freeze": ["encoder"]})
 
 
 def test_an_adapter_in_a_training_configuration(tiny_model_dir, tiny_data, tmp_path):

@@ -22,7 +22,6 @@ import time
 import torch
 
 from minibert.multitask import MultiTaskModel
-from minibert.sentence import SentenceFeatures
 
 NER = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 TASKS = [
@@ -68,8 +67,8 @@ def all_tasks(models: list[MultiTaskModel], sentences: list[str]) -> None:
                 features = model.encoder.pool_states(head.adapter(hidden.last_hidden_state), batch["attention_mask"])
             if model.tasks[name].input == "pair":
                 n = len(sentences) // 2 * 2
-                pairs = SentenceFeatures(features.token_states[:n], torch.cat([features.embedding[0:n:2],
-                                                                               features.embedding[1:n:2]]))
+                pairs = features._replace(token_states=features.token_states[:n],
+                                          embedding=torch.cat([features.embedding[0:n:2], features.embedding[1:n:2]]))
                 head(pairs)
             else:
                 head(features)

@@ -70,7 +70,7 @@ class Task:
     type: ClassVar[str]
     main_metric: ClassVar[str]  # the metric that chooses the best checkpoint
     input: ClassVar[str]  # "sentence" or "pair": what `predict` feeds it
-    saved_as: ClassVar[str | None] = None  # a transformers layout this type's model is also saved in
+    saved_as: ClassVar[str | None] = None  # a form this type's model is also saved in that has no task adapter
 
     name: str
     labels: list[str] = field(default_factory=list)

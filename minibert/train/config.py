@@ -40,7 +40,7 @@ class TaskConfig:
     dev_split: float = 0.0  # with no dev file: hold out this fraction of the training file as dev
     labels: list[str] | None = None  # default: the label names found in the training data
     loss_weight: float = 1.0
-    encoder_grad: float = 1.0  # the share of this task's gradient that reaches the encoder (minibert.adapter)
+    encoder_grad: float = 1.0  # the share of this task's gradient that reaches the transformer (minibert.adapter)
     max_train_examples: int | None = None  # a random subset (drawn with split_seed), for big sets or quick runs
     max_dev_examples: int | None = None
     head: dict[str, Any] = field(default_factory=dict)  # the task type's options: dropout, hidden_layer, loss, ...

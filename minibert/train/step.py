@@ -1,9 +1,10 @@
 """One optimizer step of the training loop: the gradients of the step's tasks, then the update.
 
 Each task's batch goes forward and backward in micro-batches (accumulation), each process holding its
-share (DDP); the loss is weighted (``loss_weight``, and the learned balance of ``balance.py``), and
-reaches the encoder scaled by the task's ``encoder_grad`` (``minibert.adapter``); a
-distillation term may join it (``distill.py``), and the tasks' gradients on the encoder are summed, or
+share (DDP); the loss is weighted (``loss_weight``, and the learned balance of ``balance.py``), a
+distillation term may join it (``distill.py``; it reads the embedding the task's head reads, through the
+task's adapter if it has one), the whole reaches the encoder scaled by the task's ``encoder_grad``
+(``minibert.adapter``), and the tasks' gradients on the encoder are summed, or
 first freed of their conflicts (``pcgrad.py``). Then sharpness-aware minimisation when asked, unscaling
 (fp16), clipping, the optimizer and the schedule. ``OptimizerStep`` is the part of ``Trainer`` that
 does this; the trainer builds every object it reads (model, DDP wrapper, optimizer, scaler, teacher).

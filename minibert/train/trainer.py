@@ -66,6 +66,16 @@ class Trainer(OptimizerStep):
             (self.out / "metrics.jsonl").write_text("")
         self.apply_freezing()
 
+    def check_encoder_grads(self) -> None:
+        """An ``encoder_grad`` below 1 that could change nothing is an error, not a silent no-op."""
+        for t in self.config.tasks:
+            if t.encoder_grad < 1 and "encoder" in self.config.encoder.freeze:
+                raise ValueError(f"task {t.name!r}: encoder_grad = {t.encoder_grad} with encoder.freeze = "
+                                 "['encoder']: the encoder takes no gradient to scale")
+            if t.encoder_grad == 0 and not any(True for _ in self.model.heads[t.name].parameters()):
+                raise ValueError(f"task {t.name!r}: encoder_grad = 0, and a {t.type} task has no head weights "
+                                 "(nor an adapter): it would train nothing")
+
     def setup_data(self) -> list:
         """Every task's examples (each process reads every file and later takes its share of each batch),
         and the tasks."""
@@ -100,6 +110,7 @@ class Trainer(OptimizerStep):
             self.model.encoder.tokenizer.max_length = enc.max_seq_length
         if enc.dropout is not None:
             self.model.encoder.bert.set_dropout(enc.dropout)
+        self.check_encoder_grads()
         self.teacher = EmbeddingTeacher(cfg.optim.distill_from, self.model.encoder, self.path) \
             if cfg.optim.distill_from else None
         self.batches = StepBatches(list(self.model.tasks.values()), self.train_sets, self.model.encoder.tokenizer, cfg,
