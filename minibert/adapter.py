@@ -7,8 +7,8 @@ hard each task may pull the shared weights.
 In a multi-task model every task's gradient moves the one encoder, and what one task needs can undo what
 another learnt. An adapter (Houlsby et al., 2019) gives a task a few weights of its own to say what is
 particular to it; ``scale_gradient`` lets that task move the shared encoder less while its adapter and
-head learn at full rate. A task without an adapter (the similarity tasks, whose embedding the
-sentence-transformers folder exports) reads the encoder's states as they are.
+head learn at full rate. A task without an adapter reads the encoder's states as they are; the types whose
+prediction is the embedding the sentence-transformers folder exports (sts, pairs) take none.
 
 The adapter sits once, on the encoder's last token states, rather than inside every block as in the
 paper: every execution path (``minibert.paths``) then runs the encoder unchanged, and the adapter runs

@@ -110,7 +110,7 @@ def test_adapters_are_saved_with_their_heads(minilm_dir, tmp_path):
         MultiTaskModel.from_encoder(minilm_dir, [{**TASKS[0], "adapter": -1}])
     # a type whose model is also saved in a transformers layout cannot hold one: never dropped silently
     for kind, layout in (("cross_sts", "sequence classifier"), ("masked_lm", "masked language model"),
-                         ("sts", "sentence-transformers folder's embedding"), ("pairs", "sentence-transformers")):
+                         ("sts", "sentence-transformers folder"), ("pairs", "encoder's own embedding")):
         with pytest.raises(ValueError, match=rf"task 'x' \({kind}\) takes no adapter: .*{layout}"):
             make_task({"name": "x", "type": kind, "adapter": 8})
 

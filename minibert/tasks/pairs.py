@@ -52,7 +52,7 @@ class EmbeddingHead(nn.Module):
 @dataclass
 class Pairs(Task):
     type = "pairs"
-    saved_as = "sentence-transformers folder's embedding"  # what it predicts is the encoder's own embedding
+    saved_as = "sentence-transformers folder (what it predicts is the encoder's own embedding)"
     main_metric = "mrr@10"
     input = "pair"
 

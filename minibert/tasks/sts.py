@@ -38,7 +38,7 @@ class STS(Task):
     micro-batches (accumulation, several processes) ranks pairs within each part only."""
 
     type = "sts"
-    saved_as = "sentence-transformers folder's embedding"  # what it predicts is the encoder's own embedding
+    saved_as = "sentence-transformers folder (what it predicts is the encoder's own embedding)"
     main_metric = "spearman"
     input = "pair"
 

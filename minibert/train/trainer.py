@@ -72,7 +72,7 @@ class Trainer(OptimizerStep):
             if t.encoder_grad < 1 and "encoder" in self.config.encoder.freeze:
                 raise ValueError(f"task {t.name!r}: encoder_grad = {t.encoder_grad} with encoder.freeze = "
                                  "['encoder']: the encoder takes no gradient to scale")
-            if t.encoder_grad == 0 and not any(True for _ in self.model.heads[t.name].parameters()):
+            if t.encoder_grad == 0 and not list(self.model.heads[t.name].parameters()):
                 raise ValueError(f"task {t.name!r}: encoder_grad = 0, and a {t.type} task has no head weights "
                                  "(nor an adapter): it would train nothing")
 
