@@ -29,7 +29,7 @@ from minibert.adapter import Adapter, scale_gradient
 from minibert.files import read_json
 from minibert.paths import default_path
 from minibert.pooling import Pooling, PoolingConfig
-from minibert.sentence import SentenceEncoder, save_sentence_transformers_folder
+from minibert.sentence import SentenceEncoder, SentenceFeatures, save_sentence_transformers_folder
 from minibert.tasks import TASK_TYPES, Task, make_task
 from minibert.weights import check_tensors, save_tensors
 
@@ -110,17 +110,25 @@ class MultiTaskModel(nn.Module):
         if missing:
             raise ValueError(f"task {task!r}: the batch lacks {missing} (got {sorted(batch)}); "
                              f"make it with model.collate({task!r}, examples)")
-        head = self.heads[task]
         hidden = self.encoder.bert(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        hidden = scale_gradient(hidden.last_hidden_state, encoder_grad)
-        if spec.adapter:
-            hidden = head.adapter(hidden)
-        features = self.encoder.pool_states(hidden, batch["attention_mask"])
-        # a masked-LM head decodes with the word embeddings themselves: they are encoder weights too
-        features = features._replace(word_embeddings=scale_gradient(features.word_embeddings, encoder_grad))
+        features = self.task_features(task, hidden.last_hidden_state, batch["attention_mask"], encoder_grad)
+        head = self.heads[task]
         logits = head(features, batch) if getattr(head, "reads_batch", False) else head(features)
         loss = spec.compute_loss(logits, batch) if "labels" in batch else None
         return TaskOutput(loss, logits, features.embedding)
+
+    def task_features(self, task: str, token_states: torch.Tensor, attention_mask: torch.Tensor,
+                      encoder_grad: float = 1.0) -> SentenceFeatures:
+        """What ``task``'s head reads from the encoder's token states: through the task's adapter when it has
+        one, then the pipeline's pooling; the gradient back into the encoder scaled by ``encoder_grad``."""
+        token_states = scale_gradient(token_states, encoder_grad)
+        if self.task(task).adapter:
+            token_states = self.heads[task].adapter(token_states)
+        features = self.encoder.pool_states(token_states, attention_mask)
+        if encoder_grad == 1.0:
+            return features
+        # a masked-LM head decodes with the word embeddings themselves: they are encoder weights too
+        return features._replace(word_embeddings=scale_gradient(features.word_embeddings, encoder_grad))
 
     # ---- saving ----------------------------------------------------------------------------------
 

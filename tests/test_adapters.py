@@ -51,7 +51,7 @@ def test_a_new_adapter_is_the_identity(minilm_dir):
 
 def test_an_adapted_task_reads_the_adapted_states(minilm_dir):
     """head(pool(x + up(GELU(down(LN(x)))))) by hand from the encoder's states, for a sentence task and a
-    token task; the embedding the encoder exports stays the unadapted one."""
+    token task; a task of a type that takes no adapter has none."""
     model = MultiTaskModel.from_encoder(minilm_dir, with_adapters(16), seed=0)
     for head in model.heads.values():
         if hasattr(head, "adapter"):
@@ -179,9 +179,9 @@ def test_encoder_grad_that_would_do_nothing_is_refused(tiny_model_dir, tiny_data
     with pytest.raises(ValueError, match=r"task 'sts': encoder_grad = 0, and a sts task has no head weights"):
         make_trainer(tiny_model_dir, tiny_data, tmp_path / "a", tasks=[
             {**tiny_config(tiny_model_dir, tiny_data, tmp_path)["tasks"][0], "encoder_grad": 0.0}])
+    tasks = tiny_config(tiny_model_dir, tiny_data, tmp_path)["tasks"]
+    tasks[1]["encoder_grad"] = 0.5
     with pytest.raises(ValueError, match=r"task 'topic': encoder_grad = 0.5 with encoder.freeze"):
-        tasks = tiny_config(tiny_model_dir, tiny_data, tmp_path)["tasks"]
-        tasks[1]["encoder_grad"] = 0.5
         make_trainer(tiny_model_dir, tiny_data, tmp_path / "b", tasks=tasks, encoder={"freeze": ["encoder"]})
 
 

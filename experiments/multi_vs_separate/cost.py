@@ -59,12 +59,12 @@ def all_tasks(models: list[MultiTaskModel], sentences: list[str]) -> None:
     heads read consecutive sentences as pairs)."""
     for model in models:
         batch = model.encoder.tokenizer(sentences).tensors()
-        hidden = model.encoder.bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        plain = model.encoder.pool_states(hidden.last_hidden_state, batch["attention_mask"])
-        for name, head in model.heads.items():
-            features = plain  # a task with an adapter pools the states its adapter gives
-            if model.tasks[name].adapter:
-                features = model.encoder.pool_states(head.adapter(hidden.last_hidden_state), batch["attention_mask"])
+        mask = batch["attention_mask"]
+        states = model.encoder.bert(batch["input_ids"], mask, batch["token_type_ids"]).last_hidden_state
+        plain = model.encoder.pool_states(states, mask)
+        for name, head in model.heads.items():  # pooled once for the tasks without an adapter
+            adapted = model.tasks[name].adapter
+            features = model.task_features(name, states, mask) if adapted else plain
             if model.tasks[name].input == "pair":
                 n = len(sentences) // 2 * 2
                 pairs = features._replace(token_states=features.token_states[:n],
