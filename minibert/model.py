@@ -151,6 +151,15 @@ class EncoderBlock(nn.Module):
         return x
 
 
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Every dropout of ``model``'s blocks at rate ``p``: residual branches and attention links."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        if isinstance(module, SelfAttention):
+            module.dropout_p = p
+
+
 class Pooler(nn.Module):
     """BERT's pooler: tanh(W h_[CLS] + b). Trained for next-sentence prediction; SBERT ignores it."""
 
@@ -202,11 +211,7 @@ class BertModel(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p!r}")
         self.config.hidden_dropout_prob = self.config.attention_probs_dropout_prob = p  # saved with the model
-        for module in self.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = p
-            if isinstance(module, SelfAttention):
-                module.dropout_p = p
+        set_dropout(self, p)
 
     @torch.no_grad()
     def init_weights(self) -> None:

@@ -5,8 +5,9 @@
                           (second sentence ─▶ ... ─▶ v) ──┴─ nli head(u, v, |u-v|)  /  sts: cos(u, v)
     "[CLS] a [SEP] b [SEP]" ─▶ Tokenizer ─▶ BertModel ─▶ [CLS] state ─▶ cross_sts head  (pair score)
 
-A task with an ``adapter`` (``minibert.adapter``) reads the token states through an adapter of its own
-before its pooling and head; the head owns it, so it is saved with it.
+A task with a ``branch`` (``minibert.branch``: its own copy of the encoder's top layers) or an ``adapter``
+(``minibert.adapter``) reads the token states through them before its pooling and head; the head owns
+them, so they are saved with it.
 
 The model only computes: ``forward(task, batch)`` takes tensors (what the task's ``collate`` made) and
 runs encoder, head, loss. Everything that depends on the kind of task, from reading its files to
@@ -26,7 +27,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from minibert.adapter import Adapter, scale_gradient
+from minibert.branch import Branch
 from minibert.files import read_json
+from minibert.model import BertOutput
 from minibert.paths import default_path
 from minibert.pooling import Pooling, PoolingConfig
 from minibert.sentence import SentenceEncoder, SentenceFeatures, save_sentence_transformers_folder
@@ -41,7 +44,9 @@ class TaskOutput(NamedTuple):
     loss: torch.Tensor | None  # None when the batch has no labels
     logits: torch.Tensor  # what the head gives: class logits, tag logits (B, L, n), cosines, ...
     embedding: torch.Tensor | None = None  # (B, D): each input row's sentence embedding, as the head reads it
-    # (through the task's adapter, when it has one; distillation pulls on this)
+    # (through the task's branch and adapter, when it has them)
+    encoder_embedding: torch.Tensor | None = None  # (B, D): the shared encoder's own (the exported model's), when
+    # asked for; the same tensor as ``embedding`` for a task without branch or adapter. Distillation pulls on one
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -59,6 +64,9 @@ class MultiTaskModel(nn.Module):
             self.tasks[task.name] = task
         self.heads = nn.ModuleDict({task.name: task.build_head(encoder) for task in tasks})
         for task in tasks:
+            if task.branch:  # before the adapter: a head meets its branch first; in the head's dtype
+                dtype = next(self.heads[task.name].parameters()).dtype  # (types that take one have weights)
+                self.heads[task.name].branch = Branch(encoder.bert, task.branch).to(dtype)
             if task.adapter:
                 self.heads[task.name].adapter = Adapter(encoder.bert.config.hidden_size, task.adapter)
         # SBERT pooling replaces BERT's pooler: its weights are kept (they are saved with the encoder)
@@ -101,29 +109,44 @@ class MultiTaskModel(nn.Module):
         """``examples`` (``minibert.data`` records) as the tensors ``forward`` takes, on the model's device."""
         return to_device(self.task(task).collate(examples, self.encoder.tokenizer), self.device)
 
-    def forward(self, task: str, batch: dict[str, torch.Tensor], encoder_grad: float = 1.0) -> TaskOutput:
-        """One task's logits and, when the batch has ``labels``, its loss: encoder, (adapter,) head, loss.
-        ``encoder_grad``: the share of this task's gradient that reaches the encoder's transformer
-        (``minibert.adapter.scale_gradient``); its adapter, head and the pipeline's Dense modules get all of it."""
+    def forward(self, task: str, batch: dict[str, torch.Tensor], encoder_grad: float = 1.0,
+                encoder_embedding: bool = False) -> TaskOutput:
+        """One task's logits and, when the batch has ``labels``, its loss: encoder, (branch, adapter,) head,
+        loss. ``encoder_grad``: the share of this task's gradient that reaches the encoder's transformer
+        (``minibert.adapter.scale_gradient``); its branch, adapter, head and the pipeline's Dense modules get
+        all of it. ``encoder_embedding``: also return the shared encoder's own embedding, which only a
+        distillation term reads (``optim.distill_at = "encoder"``)."""
         spec = self.task(task)
         missing = [k for k in INPUT_KEYS if k not in batch]
         if missing:
             raise ValueError(f"task {task!r}: the batch lacks {missing} (got {sorted(batch)}); "
                              f"make it with model.collate({task!r}, examples)")
-        hidden = self.encoder.bert(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        features = self.task_features(task, hidden.last_hidden_state, batch["attention_mask"], encoder_grad)
+        hidden = self.encoder.bert(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                                   output_hidden_states=bool(spec.branch))
+        features = self.task_features(task, hidden, batch["attention_mask"], encoder_grad)
         head = self.heads[task]
         logits = head(features, batch) if getattr(head, "reads_batch", False) else head(features)
         loss = spec.compute_loss(logits, batch) if "labels" in batch else None
-        return TaskOutput(loss, logits, features.embedding)
+        shared = features.embedding
+        if encoder_embedding and (spec.adapter or spec.branch):  # the encoder's own, what the export reads
+            shared = self.task_features(task, hidden, batch["attention_mask"], encoder_grad, own=False).embedding
+        return TaskOutput(loss, logits, features.embedding, shared if encoder_embedding else None)
 
-    def task_features(self, task: str, token_states: torch.Tensor, attention_mask: torch.Tensor,
-                      encoder_grad: float = 1.0) -> SentenceFeatures:
-        """What ``task``'s head reads from the encoder's token states: through the task's adapter when it has
-        one, then the pipeline's pooling; the gradient back into the encoder scaled by ``encoder_grad``."""
-        token_states = scale_gradient(token_states, encoder_grad)
-        if self.task(task).adapter:
-            token_states = self.heads[task].adapter(token_states)
+    def task_features(self, task: str, hidden: BertOutput, attention_mask: torch.Tensor,
+                      encoder_grad: float = 1.0, own: bool = True) -> SentenceFeatures:
+        """What ``task``'s head reads from the encoder's output: through the task's branch and adapter when it
+        has them (and ``own``), then the pipeline's pooling; the gradient back into the encoder scaled by
+        ``encoder_grad``."""
+        head = self.heads[task]
+        if own and self.task(task).branch:  # the task's own top layers, on the shared states below them
+            below = scale_gradient(hidden.hidden_states[head.branch.start], encoder_grad)
+            bias = self.encoder.bert.attention_bias(below.shape[1])  # MPNet's: from a table the encoder owns
+            bias = scale_gradient(bias, encoder_grad) if bias is not None else None
+            token_states = head.branch(below, attention_mask, bias)
+        else:
+            token_states = scale_gradient(hidden.last_hidden_state, encoder_grad)
+        if own and self.task(task).adapter:
+            token_states = head.adapter(token_states)
         features = self.encoder.pool_states(token_states, attention_mask)
         if encoder_grad == 1.0:
             return features
@@ -165,9 +188,13 @@ class MultiTaskModel(nn.Module):
             tasks = [make_task(t) for t in specs]
         except (ValueError, TypeError) as e:
             raise ValueError(f"{spec_path}: {e}") from e
-        model = cls(SentenceEncoder.from_pretrained(folder, device=device, dtype=dtype, path=path), tasks)
+        # built on the reference path, as from_encoder (a branch copies reference blocks), then moved to ``path``
+        encoder = SentenceEncoder.from_pretrained(folder, device=device, dtype=dtype, path="reference")
+        model = cls(encoder, tasks)
         model.load_heads(folder)
-        return model.to(device=device, dtype=dtype).eval()
+        model.to(device=device, dtype=dtype)
+        model.encoder = encoder.to_path(path or default_path(encoder.device))
+        return model.eval()
 
     def masked_lm(self, task: str | None = None):
         """The encoder with a masked_lm task's head (the only one when ``task`` is None), weights shared: a

@@ -215,3 +215,43 @@ def test_a_run_saved_before_encoder_grad_existed_is_the_same_recipe(tiny_model_d
     assert changed_keys(saved, now) == []
     saved["tasks"][1]["encoder_grad"] = 0.5
     assert changed_keys(saved, now) == ["tasks"]
+
+
+def test_distillation_at_the_encoder_leaves_the_adapter_free(tiny_model_dir, tiny_data, tmp_path):
+    """optim.distill_at = "encoder" pulls the encoder's own embedding (the exported model's) towards the
+    teacher's: the term adds exactly the gradient of w * mean(1 - cos) on that embedding to the encoder and
+    nothing to the adapter. At "head" (the default) it pulls the adapted embedding, adapter included."""
+    tasks = tiny_config(tiny_model_dir, tiny_data, tmp_path)["tasks"]
+    tasks[1]["head"] = {**tasks[1]["head"], "adapter": 4}  # topic
+    teacher = {"distill_from": str(tiny_model_dir), "distill_weight": 3.0}
+    grads, trainers = {}, {}
+    for at in ("none", "head", "encoder"):
+        optim = {} if at == "none" else {**teacher, "distill_at": at}
+        trainer = trainers[at] = make_trainer(tiny_model_dir, tiny_data, tmp_path / at, tasks=tasks, optim=optim)
+        trainer.model.train()
+        noise = torch.Generator().manual_seed(0)
+        matrix = next(p for p in trainer.model.encoder.parameters() if p.dim() == 2 and p.shape[0] < 1000)
+        with torch.no_grad():  # a student that is not its teacher, and an adapter that is not the identity
+            for p in (matrix, trainer.model.heads["topic"].adapter.up.weight):
+                p.add_(0.1 * torch.randn(p.shape, generator=noise))
+        batch = trainer.model.collate("topic", topic_examples(tiny_data))
+        trainer.forward_backward("topic", [batch], 1.0)
+        grads[at] = (flat_grads(trainer.model.encoder.parameters()),
+                     flat_grads(trainer.model.heads["topic"].adapter.parameters()))
+    torch.testing.assert_close(grads["encoder"][1], grads["none"][1], rtol=0, atol=0)  # the adapter: free
+    assert not torch.allclose(grads["head"][1], grads["none"][1])  # at the head it is pulled too
+    # by hand: the plain task gradient plus that of the term on the encoder's own embedding
+    plain, taught = trainers["none"], trainers["encoder"]
+    own = plain.model.encoder.features(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    distance = (1 - F.cosine_similarity(own.embedding, taught.teacher.embed(batch), dim=-1)).mean()
+    assert float(distance.detach()) > 1e-3
+    (3.0 * distance).backward()
+    torch.testing.assert_close(grads["encoder"][0], flat_grads(plain.model.encoder.parameters()))
+
+
+def test_distill_at_needs_a_teacher_and_a_known_place(tiny_model_dir, tiny_data, tmp_path):
+    config = tiny_config(tiny_model_dir, tiny_data, tmp_path)
+    with pytest.raises(ValueError, match="optim.distill_at needs optim.distill_from"):
+        load_config(None, ["optim.distill_at=encoder"], base=config)
+    with pytest.raises(ValueError, match="optim.distill_at must be one of"):
+        load_config(None, ["optim.distill_from=x", "optim.distill_at=pooler"], base=config)

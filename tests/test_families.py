@@ -288,6 +288,30 @@ def test_multi_task_training_on_a_family(family_dirs, tiny_data, tmp_path, famil
     assert saved.keys() == load_file(family_dirs[family] / "model.safetensors").keys()  # its own layout
 
 
+def test_a_branch_reads_mpnets_relative_position_bias(family_dirs):
+    """MPNet adds a bias from a table of the encoder's to every block's scores: a new branch (minibert.branch)
+    gives the encoder's own logits, and ``encoder_grad`` scales what the branch sends to that table too."""
+    from minibert.data import TextExample
+    from minibert.multitask import MultiTaskModel
+
+    task = {"name": "s", "type": "classification", "labels": ["a", "b"]}
+    plain, branched = (MultiTaskModel.from_encoder(family_dirs["mpnet"], [t], seed=0, path="reference")
+                       for t in (task, {**task, "branch": 1}))
+    batch = plain.collate("s", [TextExample(t, i % 2) for i, t in enumerate(SENTENCES[2:])])
+    with torch.no_grad():
+        assert torch.equal(plain("s", batch).logits, branched("s", batch).logits)
+    table = branched.encoder.bert.relative_attention_bias.weight
+    branched.train()
+    grads = []
+    for scale in (1.0, 0.25):
+        branched.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the same dropout masks both times
+        branched("s", batch, scale).loss.backward()
+        grads.append(table.grad.clone())
+    torch.testing.assert_close(grads[1], 0.25 * grads[0])
+    assert grads[0].abs().sum() > 0
+
+
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_minibert_verify_passes_on_every_family(family_dirs, tmp_path, family, capsys):
     from minibert.cli import main

@@ -98,15 +98,15 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> str:
 
 
 def with_methods(config: dict, teacher: Path) -> dict:
-    """The multi-task methods (minibert.train: balance, pcgrad, distill, annealed sampling; minibert.adapter)
-    all at once: what they learn (the log-variances, the adapters) and draw (the tasks of each step) must
-    survive a kill and agree between processes."""
+    """The multi-task methods (minibert.train: balance, pcgrad, distill, annealed sampling; minibert.adapter,
+    minibert.branch) all at once: what they learn (the log-variances, the adapters, the branch) and draw (the
+    tasks of each step) must survive a kill and agree between processes."""
     config = merge(config, {"sampling": {"strategy": "temperature", "temperature": 1.0, "temperature_end": 4.0,
                                          "tasks_per_step": 2},
                             "optim": {"pcgrad": True, "loss_balance": "uncertainty", "distill_from": str(teacher)}})
-    adapted = {"topic", "ner"}  # an adapter each, and half their gradient on the encoder
-    config["tasks"] = [{**t, "head": {**t.get("head", {}), "adapter": 4}, "encoder_grad": 0.5}
-                       if t["name"] in adapted else t for t in config["tasks"]]
+    adapted = {"topic", "ner"}  # an adapter each, and half their gradient on the encoder; NER a branch too
+    config["tasks"] = [{**t, "head": {**t.get("head", {}), "adapter": 4, "branch": int(t["name"] == "ner")},
+                        "encoder_grad": 0.5} if t["name"] in adapted else t for t in config["tasks"]]
     return config
 
 

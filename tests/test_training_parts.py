@@ -138,7 +138,7 @@ def test_a_missing_data_file_names_the_task_and_the_setting(tmp_path):
     ("tasks.topic.dropuot=1", r"task 'topic': unknown key\(s\) \['dropuot'\]"),
     ('tasks.sts.head={"loss": "cosent", "dropout": 0.2}',
      r"task 'sts': option\(s\) \['dropout'\] do not apply to task type 'sts'; "
-     r"its options are \['adapter', 'loss', 'max_score', 'cosent_scale'\]"),
+     r"its options are \['adapter', 'branch', 'loss', 'max_score', 'cosent_scale'\]"),
     ("tasks.topic.head.hiden_layer=true",
      r"task 'topic': option\(s\) \['hiden_layer'\] do not apply to task type 'classification'"),
     ("tasks.topic.head=dropout", "task 'topic': head must be dict.*, got 'dropout'"),

@@ -6,9 +6,10 @@ encoders. Heads are freshly initialised (their cost does not depend on training)
 median of repeated calls, for one sentence and for a batch of 32 STS-B sentences, on the same threads
 in one process, each on the reference path and on the fast path (minibert.paths.fast). Memory is each
 setup's resident set, measured in a fresh process. ``--adapter N`` gives the multi-task model's
-sentiment, topic and NER tasks an adapter of width N each (minibert.adapter), as the adapters study does.
+sentiment, topic and NER tasks an adapter of width N each (minibert.adapter), as the adapters study does;
+``--branch N`` gives them their own copy of the encoder's top N layers each (minibert.branch).
 
-    python experiments/multi_vs_separate/cost.py [--threads 2] [--adapter 64]
+    python experiments/multi_vs_separate/cost.py [--threads 2] [--adapter 64] [--branch 1]
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ SENTENCES = ["A man is playing a guitar on stage.", "Angela Merkel met Emmanuel 
 ADAPTED = ("sentiment", "topic", "ner")
 
 
-def build(setup: str, adapter: int = 0) -> list[MultiTaskModel]:
+def build(setup: str, adapter: int = 0, branch: int = 0) -> list[MultiTaskModel]:
     if setup == "multi":
-        tasks = [{**t, "adapter": adapter} if t["name"] in ADAPTED else t for t in TASKS]
+        tasks = [{**t, "adapter": adapter, "branch": branch} if t["name"] in ADAPTED else t for t in TASKS]
         models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", tasks, seed=0, path="reference")]
     else:
         models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", [t], seed=0, path="reference") for t in TASKS]
@@ -60,11 +61,12 @@ def all_tasks(models: list[MultiTaskModel], sentences: list[str]) -> None:
     for model in models:
         batch = model.encoder.tokenizer(sentences).tensors()
         mask = batch["attention_mask"]
-        states = model.encoder.bert(batch["input_ids"], mask, batch["token_type_ids"]).last_hidden_state
-        plain = model.encoder.pool_states(states, mask)
-        for name, head in model.heads.items():  # pooled once for the tasks without an adapter
-            adapted = model.tasks[name].adapter
-            features = model.task_features(name, states, mask) if adapted else plain
+        branched = any(t.branch for t in model.tasks.values())
+        hidden = model.encoder.bert(batch["input_ids"], mask, batch["token_type_ids"], output_hidden_states=branched)
+        plain = model.encoder.pool_states(hidden.last_hidden_state, mask)
+        for name, head in model.heads.items():  # pooled once for the tasks without an adapter or branch
+            adapted = model.tasks[name].adapter or model.tasks[name].branch
+            features = model.task_features(name, hidden, mask) if adapted else plain
             if model.tasks[name].input == "pair":
                 n = len(sentences) // 2 * 2
                 pairs = features._replace(token_states=features.token_states[:n],
@@ -84,11 +86,11 @@ def latency(models: list[MultiTaskModel], sentences: list[str], repeats: int) ->
     return statistics.median(times)
 
 
-def resident_mib(setup: str, adapter: int = 0) -> float:
+def resident_mib(setup: str, adapter: int = 0, branch: int = 0) -> float:
     """Peak resident memory of a fresh process that builds `setup` and runs it once, in MiB."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent, VmHWM starts afresh
     code = (f"import sys; sys.path.insert(0, {sys.path[0]!r}); import cost; "
-            f"cost.all_tasks(cost.build({setup!r}, {adapter}), cost.SENTENCES); "
+            f"cost.all_tasks(cost.build({setup!r}, {adapter}, {branch}), cost.SENTENCES); "
             "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(out) / 1024
@@ -99,9 +101,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--adapter", type=int, default=0, help="adapter width for sentiment, topic and NER")
+    parser.add_argument("--branch", type=int, default=0, help="own top layers for sentiment, topic and NER")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    setups = {"multi": build("multi", args.adapter), "separate": build("separate")}
+    setups = {"multi": build("multi", args.adapter, args.branch), "separate": build("separate")}
     params = {k: sum(p.numel() for m in v for p in m.parameters()) for k, v in setups.items()}
     timings = {}
     for path in ("reference", "fast"):
@@ -115,10 +118,11 @@ def main() -> None:
                     key = (path, name, n)
                     t = latency(models, SENTENCES[:n], args.repeats if n == 1 else args.repeats // 3)
                     timings[key] = min(t, timings.get(key, float("inf")))
-    memory = {name: resident_mib(name, args.adapter if name == "multi" else 0) for name in setups}
+    memory = {name: resident_mib(name, *((args.adapter, args.branch) if name == "multi" else ())) for name in setups}
 
     adapters = f", adapters of width {args.adapter} on {', '.join(ADAPTED)}" if args.adapter else ""
-    print(f"{args.threads} threads, all five tasks' outputs{adapters}, median latency (ms)")
+    branches = f", {args.branch} own top layer(s) for {', '.join(ADAPTED)}" if args.branch else ""
+    print(f"{args.threads} threads, all five tasks' outputs{adapters}{branches}, median latency (ms)")
     print(f"{'':34}{'one multi-task model':>22}{'five single-task models':>25}{'ratio':>8}")
     print(f"{'parameters (millions)':34}{params['multi'] / 1e6:22.1f}{params['separate'] / 1e6:25.1f}"
           f"{params['separate'] / params['multi']:7.2f}x")

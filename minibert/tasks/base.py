@@ -70,11 +70,12 @@ class Task:
     type: ClassVar[str]
     main_metric: ClassVar[str]  # the metric that chooses the best checkpoint
     input: ClassVar[str]  # "sentence" or "pair": what `predict` feeds it
-    saved_as: ClassVar[str | None] = None  # a form this type's model is also saved in that has no task adapter
+    saved_as: ClassVar[str | None] = None  # a form this type's model is also saved in: no adapter or branch
 
     name: str
     labels: list[str] = field(default_factory=list)
     adapter: int = 0  # width of a task adapter on the encoder's token states (minibert.adapter); 0: none
+    branch: int = 0  # the task's own copy of the encoder's top ``branch`` layers (minibert.branch); 0: none
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
@@ -84,9 +85,12 @@ class Task:
         check_types(self, f"task {self.name!r}: ", skip=("labels",))
         if self.adapter < 0:
             raise ValueError(f"task {self.name!r}: adapter is a width (0 for none), got {self.adapter}")
-        if self.adapter and self.saved_as:
-            raise ValueError(f"task {self.name!r} ({self.type}) takes no adapter: its model is saved as a "
-                             f"{self.saved_as}, which has no place for one")
+        if self.branch < 0:
+            raise ValueError(f"task {self.name!r}: branch is a number of layers (0 for none), got {self.branch}")
+        for option in ("adapter", "branch"):
+            if getattr(self, option) and self.saved_as:
+                raise ValueError(f"task {self.name!r} ({self.type}) takes no {option}: its model is saved as a "
+                                 f"{self.saved_as}, which has no place for one")
         self.labels = [str(label) for label in self.labels]
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r}: duplicate label names in {self.labels}")

@@ -20,6 +20,7 @@ from minibert.hub import DEFAULT_MODEL
 from minibert.paths import PATHS
 from minibert.tasks import check_options
 from minibert.train.balance import BALANCES
+from minibert.train.distill import DISTILL_AT
 from minibert.train.recipe import TABLES
 from minibert.typecheck import check_types
 
@@ -98,6 +99,7 @@ class OptimConfig:
     pcgrad: bool = False  # project conflicting task gradients (needs sampling.tasks_per_step >= 2)
     distill_from: str | None = None  # a sentence encoder (name or folder) whose embeddings every step pulls towards
     distill_weight: float = 1.0  # the weight of that term, mean (1 - cosine) to the teacher (minibert.train.distill)
+    distill_at: str = "head"  # pull what each head reads (through its branch, adapter), or the "encoder"'s own
 
     def __post_init__(self) -> None:
         check_types(self, "optim.")
@@ -110,8 +112,10 @@ class OptimConfig:
         # a setting of a method that is off would be silently ignored
         if self.balance_lr != OptimConfig.balance_lr and self.loss_balance == "fixed":
             raise ValueError('optim.balance_lr is for optim.loss_balance = "uncertainty" (the loss weights are fixed)')
-        if self.distill_weight != OptimConfig.distill_weight and not self.distill_from:
-            raise ValueError("optim.distill_weight needs optim.distill_from (the teacher to distil from)")
+        check_choice("optim.distill_at", self.distill_at, DISTILL_AT)
+        for name in ("distill_weight", "distill_at"):
+            if getattr(self, name) != getattr(OptimConfig, name) and not self.distill_from:
+                raise ValueError(f"optim.{name} needs optim.distill_from (the teacher to distil from)")
 
 
 @dataclass

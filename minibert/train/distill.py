@@ -11,6 +11,12 @@ pulls the student's embedding of every training input towards a frozen teacher's
 The teacher is any sentence-encoder folder: the pretrained model itself (keep the general embedding
 while the heads train), or a model trained on one task alone (teach the shared model what it learned).
 It runs without gradients, in eval mode, on the same input rows as the student.
+
+Which student embedding (``optim.distill_at``): for a task with layers of its own (an adapter,
+``minibert.adapter``, or a branch, ``minibert.branch``) there are two. "head" pulls the embedding the task's
+head reads, through those layers, so they are held near where they started too; "encoder" pulls the shared
+encoder's own embedding, the one STS and the exported model read, and leaves the task's own layers free to
+serve it. Without them the two are the same.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from minibert.sentence import SentenceEncoder
+
+DISTILL_AT = ("head", "encoder")
 
 
 class EmbeddingTeacher:

@@ -20,7 +20,14 @@ def parts(model: MultiTaskModel) -> dict[str, list[nn.Parameter]]:
     if bert.pooler is not None:
         groups["pooler"] = list(bert.pooler.parameters())
     for name, head in model.heads.items():
-        groups[f"head:{name}"] = list(head.parameters())
+        # a task's branch (minibert.branch): copies of encoder layers, each a part of its own to get that
+        # layer's learning rate; freezing "head:NAME" freezes it with the rest of the head
+        branch = getattr(head, "branch", None)
+        own = set()
+        for i, block in enumerate(branch.blocks if branch is not None else []):
+            groups[f"branch:{name}/layer.{branch.start + i}"] = list(block.parameters())
+            own |= {id(p) for p in block.parameters()}
+        groups[f"head:{name}"] = [p for p in head.parameters() if id(p) not in own]
     return groups
 
 
@@ -28,6 +35,8 @@ def select(model: MultiTaskModel, part: str) -> list[nn.Parameter]:
     """'embeddings', 'encoder' (everything below the heads), 'layers:K' (the first K blocks), 'layer.I',
     'head:NAME' or 'heads'."""
     groups = parts(model)
+    if part.startswith("head:") and part[5:] in model.heads:
+        return list(model.heads[part[5:]].parameters())  # its branch and adapter included
     if part in groups:
         return groups[part]
     if part == "encoder":
@@ -61,14 +70,15 @@ def unfreeze(model: MultiTaskModel, *names: str) -> None:
 
 
 def trainable_report(model: MultiTaskModel) -> str:
-    lines = [f"{'part':22}{'trainable':>12}{'total':>12}"]
+    w = max(22, *(len(name) + 2 for name in parts(model)))  # a branch's parts have longer names
+    lines = [f"{'part':{w}}{'trainable':>12}{'total':>12}"]
     trainable_sum = total_sum = 0
     for name, params in parts(model).items():
         trainable = sum(p.numel() for p in params if p.requires_grad)
         total = sum(p.numel() for p in params)
         trainable_sum, total_sum = trainable_sum + trainable, total_sum + total
-        lines.append(f"{name:22}{trainable:12,}{total:12,}")
-    lines.append(f"{'all':22}{trainable_sum:12,}{total_sum:12,}")
+        lines.append(f"{name:{w}}{trainable:12,}{total:12,}")
+    lines.append(f"{'all':{w}}{trainable_sum:12,}{total_sum:12,}")
     return "\n".join(lines)
 
 
@@ -93,7 +103,10 @@ def param_groups(model: MultiTaskModel, lr: float, layer_decay: float = 1.0, hea
     for part, params in parts(model).items():
         if part == "pooler":
             continue
-        part_lr = (head_lr if head_lr is not None else lr) if part.startswith("head:") else lr * scales[part]
+        if part.startswith("head:"):
+            part_lr = head_lr if head_lr is not None else lr
+        else:  # an encoder layer, or a task's own copy of one (branch:NAME/layer.I)
+            part_lr = lr * scales[part.split("/")[-1]]
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim > 1) == decay]
             if chosen:

@@ -2,9 +2,9 @@
 
 Each task's batch goes forward and backward in micro-batches (accumulation), each process holding its
 share (DDP); the loss is weighted (``loss_weight``, and the learned balance of ``balance.py``), a
-distillation term may join it (``distill.py``; it reads the embedding the task's head reads, through the
-task's adapter if it has one), the whole reaches the encoder scaled by the task's ``encoder_grad``
-(``minibert.adapter``), and the tasks' gradients on the encoder are summed, or
+distillation term may join it (``distill.py``; it reads the embedding the task's head reads, or the
+shared encoder's own: ``optim.distill_at``), the whole reaches the encoder scaled by
+the task's ``encoder_grad`` (``minibert.adapter``), and the tasks' gradients on the encoder are summed, or
 first freed of their conflicts (``pcgrad.py``). Then sharpness-aware minimisation when asked, unscaling
 (fp16), clipping, the optimizer and the schedule. ``OptimizerStep`` is the part of ``Trainer`` that
 does this; the trainer builds every object it reads (model, DDP wrapper, optimizer, scaler, teacher).
@@ -51,8 +51,11 @@ class OptimizerStep:
             sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
             with sync:
                 with self.autocast():
-                    out = model(task, batch, self.encoder_grads[task])
-                    distance = self.teacher.loss(out.embedding, batch) if self.teacher is not None else 0.0
+                    at_encoder = self.teacher is not None and self.config.optim.distill_at == "encoder"
+                    out = model(task, batch, self.encoder_grads[task], at_encoder)
+                    distance = 0.0
+                    if self.teacher is not None:  # optim.distill_at: the head's embedding, or the encoder's
+                        distance = self.teacher.loss(out.encoder_embedding if at_encoder else out.embedding, batch)
                 share = terms[j] * self.world / total_terms if total_terms else 0.0  # DDP averages over processes
                 distill = self.config.optim.distill_weight * rows[j] * self.world / total_rows
                 self.scaler.scale(out.loss * weight * share + distance * distill).backward()

@@ -110,6 +110,9 @@ class Trainer(OptimizerStep):
             self.model.encoder.tokenizer.max_length = enc.max_seq_length
         if enc.dropout is not None:
             self.model.encoder.bert.set_dropout(enc.dropout)
+            for head in self.model.heads.values():  # a task's own top layers (minibert.branch) are encoder layers
+                if hasattr(head, "branch"):
+                    head.branch.set_dropout(enc.dropout)
         self.check_encoder_grads()
         self.teacher = EmbeddingTeacher(cfg.optim.distill_from, self.model.encoder, self.path) \
             if cfg.optim.distill_from else None
