@@ -127,10 +127,11 @@ class MultiTaskModel(nn.Module):
         head = self.heads[task]
         logits = head(features, batch) if getattr(head, "reads_batch", False) else head(features)
         loss = spec.compute_loss(logits, batch) if "labels" in batch else None
-        shared = features.embedding
-        if encoder_embedding and (spec.adapter or spec.branch):  # the encoder's own, what the export reads
-            shared = self.task_features(task, hidden, batch["attention_mask"], encoder_grad, own=False).embedding
-        return TaskOutput(loss, logits, features.embedding, shared if encoder_embedding else None)
+        shared = None  # the encoder's own embedding, what the export reads: the head's unless the task has layers
+        if encoder_embedding:  # of its own between them
+            shared = features.embedding if not (spec.adapter or spec.branch) else \
+                self.task_features(task, hidden, batch["attention_mask"], encoder_grad, own=False).embedding
+        return TaskOutput(loss, logits, features.embedding, shared)
 
     def task_features(self, task: str, hidden: BertOutput, attention_mask: torch.Tensor,
                       encoder_grad: float = 1.0, own: bool = True) -> SentenceFeatures:

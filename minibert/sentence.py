@@ -132,7 +132,7 @@ class SentenceEncoder(nn.Module):
     def pool_states(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
                     prompt_length: int = 0) -> SentenceFeatures:
         """The features of given token states: the pipeline after the transformer (pooling, Dense, Normalize).
-        A task adapter (``minibert.adapter``) changes the states between the two."""
+        A task's branch or adapter (``minibert.branch``, ``minibert.adapter``) changes the states between the two."""
         emb = self.pooling(hidden, attention_mask, prompt_length)
         for dense in self.dense:
             emb = dense(emb)
