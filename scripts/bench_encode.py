@@ -175,6 +175,10 @@ def main() -> None:
         print(f"{name:38}{r:9.1f}{rival}{fp32}{gflops:9.1f}{gflops / ceiling[group]:16.0%}{rho:10.4f}")
     print("\nbest linear layer of the model's shape here (GFLOP/s), median of the rounds (the rounds' range): "
           + ", ".join(f"{k} {v:.1f} ({min(ceilings[k]):.1f}-{max(ceilings[k]):.1f})" for k, v in ceiling.items()))
+    if args.device == "cpu":  # measured in this process (minibert/paths/kernels.py, int8_kernels.py)
+        def named(chosen: dict) -> str:
+            return ", ".join(f"{str(dtype).removeprefix('torch.')} {kernel}" for dtype, kernel in chosen.items())
+        print(f"kernels chosen here: {named(kernels.CHOSEN)}; attention: {named(kernels.ATTENTION_CHOSEN)}")
     if args.device.startswith("cuda"):  # model FLOP utilisation: the useful rate against the GPU's dense peak
         peaks = {g: matmul_peak(args.device, getattr(torch, g)) / 1e9 for g in ceiling}
         print("MFU (useful GFLOP/s over a large square matmul's, per dtype: "

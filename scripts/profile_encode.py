@@ -25,9 +25,9 @@ from minibert.data import default_data_dir, read_sts_tsv
 from bench_encode import encoder_flops, matmul_ceiling
 
 CATEGORIES = {  # operator name -> where it belongs
-    "matmul": ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::_int_mm"),
+    "matmul": ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::_int_mm", "onednn::qlinear_pointwise"),
     "int8 quantize, dequantize": ("aten::amax", "aten::amin", "aten::round_", "aten::addcmul", "aten::addcmul_",
-                                  "aten::mul_", "aten::sub_"),  # (dtype conversions count as copies)
+                                  "aten::mul_", "aten::sub_", "aten::bitwise_xor"),  # (dtype conversions: copies)
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::baddbmm",
                   "aten::masked_fill_", "aten::where"),
     "softmax": ("aten::_softmax",),

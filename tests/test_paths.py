@@ -363,6 +363,23 @@ def test_float32_int8_products_are_exact_past_two_to_the_24():
     assert not torch.equal(q.float() @ w.float(), exact.float())  # what the pieces of 1,024 channels avoid
 
 
+@pytest.mark.parametrize("kernel", ["int_mm", "float32", "onednn"])
+def test_every_int8_kernel_scales_its_columns_as_float32_does(kernel):
+    """int8_product(..., column_scale) is the exact product made float32, times the scale once: bit for bit
+    the same on every kernel (oneDNN scales inside its kernel), sums past 2^24 included."""
+    if kernel == "onednn" and not onednn_is_exact_here():
+        pytest.skip("oneDNN's int8 products are not exact on this CPU (no VNNI or AMX): never chosen here")
+    generator = torch.Generator().manual_seed(4)
+    q = torch.randint(-128, 128, (37, 3072), dtype=torch.int8, generator=generator)
+    w = torch.randint(-127, 128, (3072, 48), dtype=torch.int8, generator=generator)
+    q[0], w[:, 0] = -128, -127  # 3072 * 128 * 127, past 2^24: the int32 result rounds once, as float32
+    column_scale = torch.rand(48, generator=generator) / 100
+    packed = {"int_mm": None, "float32": w.float(), "onednn": int8_kernels.onednn_pack(w)}[kernel]
+    got = int8_kernels.int8_product(q, w, packed, column_scale)
+    assert torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float() * column_scale)
+    assert torch.equal(int8_kernels.int8_product(q, w, packed), int8_kernels.exact_int8_matmul(q, w).float())
+
+
 @pytest.mark.parametrize("kernel", ["float32", "onednn"])
 def test_every_int8_kernel_gives_the_embeddings_of_int_mm(monkeypatch, minilm_dir, sentences, kernel):
     """The int8 products are exact on every kernel the measurement may choose, so the embeddings are the same
@@ -388,7 +405,8 @@ def test_an_inexact_int8_kernel_is_never_chosen(monkeypatch, kernel):
             pytest.skip("this torch build has no oneDNN int8 linear to measure")
         prepack, product = int8_kernels.QLINEAR_OPS
         monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (prepack, lambda *a: product(*a) + 1))  # off by one
-    else:  # with int_mm made slow, float32 wins, and must lose once it is off by one
+    else:  # with int_mm made slow (and no oneDNN), float32 wins, and must lose once it is off by one
+        monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", None)
         matmul, product = int8_kernels.int8_matmul, int8_kernels.float32_int8_product
         monkeypatch.setattr(int8_kernels, "int8_matmul", lambda a, b: time.sleep(0.2) or matmul(a, b))
         assert int8_kernels.measure_int8(rounds=1) == "float32"
@@ -409,6 +427,8 @@ def test_a_failing_onednn_int8_product_falls_back_once(monkeypatch):
     assert int8_kernels.QLINEAR_OPS is None
     assert torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float())
     assert torch.equal(int8_kernels.int8_product(q, w, packed=("packed", None, None)), got)  # no second try
+    scale = torch.rand(16)
+    assert torch.equal(int8_kernels.int8_product(q, w, ("packed", None, None), scale), got * scale)
 
 
 def test_the_refusal_rules(monkeypatch):

@@ -18,8 +18,9 @@ An int8 linear layer computes x W^T in integers and scales the result back:
 - **The product** acc = q_x @ q_W is exact (``int8_kernels.int8_product``: oneDNN's int8 linear on the CPU's
   int8 units, ``torch._int_mm``, or the integers multiplied in float32, whichever is exact and fastest here);
   then, in float32,
-  y = scale_w * scale_x * acc + bias, or with an offset y = scale_w * (scale_x * acc + (128 scale_x +
-  low_x) * sum_k q_W) + bias.
+  y = (scale_w * acc) * scale_x + bias, or with an offset y = (scale_w * acc) * scale_x + (128 scale_x +
+  low_x) * (scale_w * sum_k q_W) + bias. (oneDNN multiplies by scale_w inside its kernel: the int32 to
+  float32 pass and the multiply are not paid again.)
 
 The scheme was chosen on dev sets (``experiments/int8/``). Build it with ``minibert.paths.convert(model,
 "int8")``; it holds quantized copies of the weights, so it cannot be trained or saved.
@@ -68,7 +69,8 @@ class Int8Linear(nn.Module):
         # once, from weight_t as it is now (an int8 layer is built from a float one, never loaded or changed in place)
         self.packed = pack_int8_weight(self.weight_t)
         self.register_buffer("weight_scale", weight_scale.squeeze(1))  # (out,)
-        self.register_buffer("weight_sum", weight.sum(1, dtype=torch.int32).float() if offset else None)  # (out,)
+        weight_sum = weight.sum(1, dtype=torch.int32).float() * self.weight_scale if offset else None
+        self.register_buffer("weight_sum", weight_sum)  # (out,) scale_w * sum_k q_W, for the offset's share
         bias = linear.bias.detach().float().clone() if linear.bias is not None else torch.zeros(self.out_features)
         self.register_buffer("bias", bias)
         self.register_buffer("inverse_smooth", None if smooth is None else smooth.reciprocal())
@@ -83,10 +85,12 @@ class Int8Linear(nn.Module):
             q, scale, low = quantize_rows_with_offset(x)
         else:
             q, scale = quantize_rows(x)
-        acc = int8_product(q, self.weight_t, self.packed).mul_(scale)  # scale_x * sum_k q_x q_W
+        # scale_w * sum_k q_x q_W (the weight's scale applied with the product, inside oneDNN's kernel), then
+        # times scale_x: in place, one pass each
+        acc = int8_product(q, self.weight_t, self.packed, self.weight_scale).mul_(scale)
         if self.offset:
-            acc.addcmul_(scale.mul(128).add_(low), self.weight_sum)  # + (128 scale_x + low_x) * sum_k q_W
-        y = torch.addcmul(self.bias, acc, self.weight_scale).view(*shape[:-1], self.out_features)
+            acc.addcmul_(scale.mul(128).add_(low), self.weight_sum)  # + (128 scale_x + low_x) * scale_w sum_k q_W
+        y = acc.add_(self.bias).view(*shape[:-1], self.out_features)
         return with_gelu(y, self.gelu)
 
     def extra_repr(self) -> str:

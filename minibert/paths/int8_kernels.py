@@ -8,6 +8,8 @@
   1,024 channels whose exact results are added in int32. It holds a float32 copy of the weight beside the
   int8 one (five times int8's bytes), so it gives int8's accuracy at about float32's speed, not int8's memory.
 
+Each gives the exact product, made float32 and multiplied once by the weight's scale per column (oneDNN does
+that inside its kernel, the others in one more pass), so all three give the same numbers, bit for bit.
 The first two are private torch ops, each behind one function with a public fallback. The kernel is chosen
 by measuring once per process, as ``kernels.py`` chooses the float kernels: only kernels that give the exact
 product on a full-range test take part.
@@ -88,39 +90,53 @@ def onednn_pack(weight_t: torch.Tensor) -> tuple:
     return packed, torch.ones(out), torch.zeros(out, dtype=torch.long)  # the op's per-row scales and zero points
 
 
-def onednn_int8_product(q: torch.Tensor, packed: tuple) -> torch.Tensor:
-    """q @ W in float32, by oneDNN. oneDNN's int8 products take unsigned inputs (u8 x s8, the form VNNI and
-    AMX multiply): q + 128, with the zero point 128 subtracted inside the product. For an int8 q, q + 128 as
-    a uint8 is q's bit pattern with the top bit flipped."""
+def onednn_int8_product(q: torch.Tensor, packed: tuple, column_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """q @ W in float32, by oneDNN, each column times ``column_scale`` inside the kernel when given. oneDNN's
+    int8 products take unsigned inputs (u8 x s8, the form VNNI and AMX multiply): q + 128, with the zero point
+    128 subtracted inside the product. For an int8 q, q + 128 as a uint8 is q's bit pattern with the top bit
+    flipped."""
     weight, ones, zeros = packed
     unsigned = q.view(torch.uint8).bitwise_xor(128)
-    return QLINEAR_OPS[1](unsigned, 1.0, 128, weight, ones, zeros, None, 1.0, 0, torch.float32, "none", [], "")
+    scale = ones if column_scale is None else column_scale
+    return QLINEAR_OPS[1](unsigned, 1.0, 128, weight, scale, zeros, None, 1.0, 0, torch.float32, "none", [], "")
 
 
-def int8_product(q: torch.Tensor, weight_t: torch.Tensor, packed: tuple | torch.Tensor | None = None) -> torch.Tensor:
-    """q @ weight_t (int8 (T, in) times int8 (in, out)) as float32, by the kernel ``packed`` was made for
-    (``pack_int8_weight``): oneDNN's quantized linear for its packed layout, float32's BLAS for a float32
-    weight, else ``int8_matmul``. Where oneDNN fails (said once, and not tried again in this process)
+def int8_product(q: torch.Tensor, weight_t: torch.Tensor, packed: tuple | torch.Tensor | None = None,
+                 column_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """q @ weight_t (int8 (T, in) times int8 (in, out)) as float32, each column times ``column_scale`` (out,)
+    when given, by the kernel ``packed`` was made for (``pack_int8_weight``): oneDNN's quantized linear for
+    its packed layout (which scales inside the kernel), float32's BLAS for a float32 weight, else
+    ``int8_matmul``. Every kernel gives the same numbers: the exact integer product, made float32 and
+    multiplied by the scale once. Where oneDNN fails (said once, and not tried again in this process)
     ``int8_matmul`` computes the same."""
     global QLINEAR_OPS
     if isinstance(packed, torch.Tensor):
-        return float32_int8_product(q, packed)
+        product = float32_int8_product(q, packed)
+        return product if column_scale is None else product.mul_(column_scale)
     if packed is not None and QLINEAR_OPS is not None:
         try:
-            return onednn_int8_product(q, packed)
+            return onednn_int8_product(q, packed, column_scale)
         except RuntimeError as e:
-            y = int8_matmul(q, weight_t).float()  # raises here if the inputs themselves are wrong
+            y = scaled(int8_matmul(q, weight_t), column_scale)  # raises here if the inputs themselves are wrong
             fall_back("oneDNN's int8 linear", e, "int8_matmul (torch._int_mm)")
             QLINEAR_OPS = None
             return y
-    return int8_matmul(q, weight_t).float()
+    return scaled(int8_matmul(q, weight_t), column_scale)
+
+
+def scaled(product: torch.Tensor, column_scale: torch.Tensor | None) -> torch.Tensor:
+    """An int32 product as float32, times ``column_scale`` if given: one pass (int32 x float32 is float32)."""
+    return product.float() if column_scale is None else product.mul(column_scale)
 
 
 @torch.no_grad()
 def measure_int8(rounds: int = 5) -> str:
-    """The fastest int8 kernel here among those that give the exact product on a full-range int8 test product:
-    ``int_mm`` unless another beats it by ``MARGIN``. Exactness is not a given: CPUs without VNNI multiply
-    u8 x s8 pairs into 16-bit sums that saturate, so there oneDNN is wrong for inputs above 127 and is not used."""
+    """The int8 kernel for this CPU, among those that give the exact product on a full-range int8 test product:
+    oneDNN's where it is exact (the kernel made for the int8 units, which also scales inside its kernel; in
+    whole encodes on a CPU with VNNI it was the faster where the bare products tied), else ``int_mm``, unless
+    another is faster by ``MARGIN``. Exactness is not a given: CPUs without VNNI multiply u8 x s8 pairs into
+    16-bit sums that saturate, so there oneDNN is wrong for inputs above 127 and is not used. (The kernels
+    that take part agree bit for bit: two processes that choose differently differ in speed only.)"""
     # K = 3072 (BERT-base's ffn_out) and rows at the extremes, where sums pass 2^24 and an int8 unit without
     # 32-bit accumulation, or a zero-point correction done in float, would round differently from _int_mm
     generator = torch.Generator().manual_seed(0)
@@ -131,27 +147,33 @@ def measure_int8(rounds: int = 5) -> str:
     weight_t[:1536, 2] = torch.randint(100, 128, (1536,), dtype=torch.int8, generator=generator)
     weight_t[1536:, 2] = -torch.randint(100, 128, (1536,), dtype=torch.int8, generator=generator)
     exact = exact_int8_matmul(q, weight_t).float()
-    # timed on MiniLM's feed-forward products, in and out, as the float kernels are
+    # timed on MiniLM's feed-forward products, in and out, as the float kernels are, and as the layers call
+    # them: with the weight's scale per column (which oneDNN applies inside its kernel). The shapes repeat, as
+    # a long encode's do: what a kernel spends preparing for a shape it has not seen is not counted
     timed = [(q[:, :384].contiguous(), torch.randint(-127, 128, (384, 1536), dtype=torch.int8, generator=generator)),
              (q[:, :1536].contiguous(), torch.randint(-127, 128, (1536, 384), dtype=torch.int8, generator=generator))]
-    products = {"int_mm": lambda: [int8_matmul(a, b) for a, b in timed]}
+    column_scales = [torch.rand(b.shape[1], generator=generator) for _, b in timed]
+    candidates = {"int_mm": lambda b: None}
     for name, pack, product in (("float32", torch.Tensor.float, float32_int8_product),
                                 ("onednn", onednn_pack, onednn_int8_product)):
         if name == "onednn" and QLINEAR_OPS is None:
             continue
         try:
-            if not torch.equal(product(q, pack(weight_t)), exact):
-                continue
+            if torch.equal(product(q, pack(weight_t)), exact):
+                candidates[name] = pack
         except RuntimeError:
             continue
-        packed = [(a, pack(b)) for a, b in timed]
-        products[name] = lambda product=product, packed=packed: [product(a, b) for a, b in packed]
+    products = {}
+    for name, pack in candidates.items():
+        packed = [(a, b, pack(b), scale) for (a, b), scale in zip(timed, column_scales, strict=True)]
+        products[name] = lambda packed=packed: [int8_product(*args) for args in packed]
     best = dict.fromkeys(products, float("inf"))
     for _ in range(rounds):
         for name, product in products.items():
             best[name] = min(best[name], kernels.seconds(product, ()))
+    default = "onednn" if "onednn" in best else "int_mm"
     fastest = min(best, key=best.get)
-    return fastest if best[fastest] * MARGIN < best["int_mm"] else "int_mm"
+    return fastest if best[fastest] * MARGIN < best[default] else default
 
 
 def int8_kernel() -> str:
