@@ -1,0 +1,79 @@
+"""What fusing the work between the products buys on the CPU: the fast path's blocks (fp32, bf16) and the
+int8 path's, each block's forward compiled by inductor (dynamic shapes, so every batch runs as it comes),
+against the same model in eager PyTorch, alternating rounds in one process.
+
+    python experiments/fused_blocks/measure.py [--rounds 5]     # a few minutes; needs a C++ compiler
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from minibert import DEFAULT_MODEL, SentenceEncoder
+from minibert.data import default_data_dir, read_sts_tsv
+from minibert.paths import kernels
+
+
+def load(dtype: torch.dtype, path: str, compiled: bool) -> tuple[SentenceEncoder, float]:
+    """The default model on ``path``, its blocks' forwards compiled when ``compiled``, and the seconds its
+    first batch took (the compiling, when compiled)."""
+    encoder = SentenceEncoder.from_pretrained(DEFAULT_MODEL, dtype=dtype).to_path(path)
+    if compiled:
+        import torch._dynamo
+
+        from minibert.paths.compiled import recompile_limits
+
+        # a batch on its grid (keep or not) and a packed one trace differently: more than dynamo's default 8
+        for setting, limit in recompile_limits().items():
+            setattr(torch._dynamo.config, setting, limit)
+        for block in encoder.bert.blocks:
+            block.forward = torch.compile(block.forward, dynamic=True)
+    start = time.perf_counter()
+    encoder.encode(["a first batch compiles the blocks", "for every shape that follows"], batch_size=32)
+    return encoder, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=default_data_dir())
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
+    sentences = [p.a for p in pairs] + [p.b for p in pairs]
+    encoders = {}
+    for name, dtype, path in (("fast float32", torch.float32, "fast"), ("fast bfloat16", torch.bfloat16, "fast"),
+                              ("int8 (int_mm)", torch.float32, "int8")):
+        # inductor takes oneDNN's int8 linear only with its weights frozen into the graph: the int8 rows
+        # multiply by torch._int_mm, and the default kernel (oneDNN's, where exact) runs eager beside them
+        kernels.CHOSEN[torch.int8] = "int_mm"
+        encoders[name], _ = load(dtype, path, compiled=False)
+        encoders[name + ", blocks compiled"], seconds = load(dtype, path, compiled=True)
+        print(f"{name}: compiling took {seconds:.1f} s")
+    del kernels.CHOSEN[torch.int8]
+    encoders["int8"], _ = load(torch.float32, "int8", compiled=False)
+    reference = {name: e.encode(sentences[:512], convert_to="torch").float() for name, e in encoders.items()}
+    times = {name: [] for name in encoders}
+    for _ in range(args.rounds):
+        for name, encoder in encoders.items():
+            start = time.perf_counter()
+            encoder.encode(sentences, batch_size=32)
+            times[name].append(time.perf_counter() - start)
+    print(f"\n{len(sentences)} sentences of STS-B test, batch 32, {torch.get_num_threads()} threads, median of "
+          f"{args.rounds} alternating rounds; kernels: {kernels.CHOSEN}, attention {kernels.ATTENTION_CHOSEN}")
+    rates = {name: len(sentences) / statistics.median(t) for name, t in times.items()}
+    for name, rate in rates.items():
+        base = name.removesuffix(", blocks compiled") if name != "int8" else "int8 (int_mm)"
+        diff = (reference[name] - reference[base]).abs().max().item()
+        print(f"{name:34}{rate:9.1f} sent/s{rate / rates[base]:7.2f}x eager   max |difference| {diff:.1e}")
+    compiled = rates["int8 (int_mm), blocks compiled"]
+    print(f"int8 over fast bfloat16 eager: eager {rates['int8'] / rates['fast bfloat16']:.2f}x (int8 by "
+          f"{kernels.CHOSEN[torch.int8]}), blocks compiled {compiled / rates['fast bfloat16']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
