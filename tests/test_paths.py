@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import warnings
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from minibert import BertConfig, BertModel, SentenceEncoder, paths
-from minibert.paths import check_path, convert, default_path, int8_kernels, kernels
+from minibert.paths import check_path, convert, default_path, kernels
 from minibert.paths import fast as fast_module
 from minibert.paths.compiled import CompiledBertModel
 from minibert.paths.fast import FastBertModel, Packing
@@ -306,129 +305,6 @@ def test_upcast_stays_float32_under_autocast(monkeypatch):
         got = kernels.upcast_linear(x, w, None)
     assert seen == [(torch.float32, torch.float32, False)] and got.dtype == torch.bfloat16
     torch.testing.assert_close(got, torch.nn.functional.linear(x.float(), w.float()).bfloat16(), atol=0, rtol=0)
-
-
-def test_int8_products_fall_back_to_exact_float64_and_say_so_once(monkeypatch):
-    a = torch.randint(-127, 128, (33, 1536), dtype=torch.int8)
-    b = torch.randint(-127, 128, (1536, 40), dtype=torch.int8)
-    exact = a.long() @ b.long()
-    assert torch.equal(int8_kernels.int8_matmul(a, b).long(), exact)
-    calls = []
-
-    def broken(*args):
-        calls.append(1)
-        raise RuntimeError("_int_mm: not supported on this CPU")
-
-    monkeypatch.setattr(int8_kernels, "INT_MM", broken)
-    with pytest.raises(RuntimeError, match="cannot be multiplied"):  # wrong inputs: their own error, op kept
-        int8_kernels.int8_matmul(a, a)
-    assert int8_kernels.INT_MM is broken
-    calls.clear()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        first, second = int8_kernels.int8_matmul(a, b), int8_kernels.int8_matmul(a, b)
-    assert len(calls) == 1 and int8_kernels.INT_MM is None
-    assert [str(w.message) for w in caught if issubclass(w.category, kernels.KernelFallback)] == [
-        "torch._int_mm failed (_int_mm: not supported on this CPU); the fast path falls back to the public torch "
-        "functions"]
-    assert first.dtype == torch.int32 and torch.equal(first.long(), exact) and torch.equal(second, first)
-
-
-def onednn_is_exact_here() -> bool:
-    """Whether oneDNN's int8 linear gives exact products on this CPU for full-range inputs (with VNNI or AMX
-    it does; without, its u8 x s8 pair sums saturate at 16 bits)."""
-    if int8_kernels.QLINEAR_OPS is None:
-        return False
-    q = torch.randint(-128, 128, (64, 384), dtype=torch.int8, generator=torch.Generator().manual_seed(1))
-    w = torch.randint(-127, 128, (384, 256), dtype=torch.int8, generator=torch.Generator().manual_seed(2))
-    got = int8_kernels.onednn_int8_product(q, int8_kernels.onednn_pack(w))
-    return torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float())
-
-
-def test_float32_int8_products_are_exact_past_two_to_the_24():
-    """float32 holds integers only up to 2^24: rows longer than 1,024 channels are cut into exact pieces."""
-    generator = torch.Generator().manual_seed(3)
-    q = torch.randint(-128, 128, (9, 3072), dtype=torch.int8, generator=generator)
-    w = torch.randint(-127, 128, (3072, 5), dtype=torch.int8, generator=generator)
-    q[0], w[:, 0], w[:, 1] = -128, -127, 127  # row 0 times column 0: 3072 * 128 * 127, past 2^24
-    # row 1 times column 2: odd products whose running sum passes 2^24 and comes back below it, where a
-    # float32 sum rounds on the way (multiples of 128 * 127, as in row 0, would not show that)
-    q[1] = 127
-    w[:1536, 2] = torch.randint(100, 128, (1536,), generator=generator)
-    w[1536:, 2] = -torch.randint(100, 128, (1536,), generator=generator)
-    exact = q.long() @ w.long()
-    assert exact.abs().max() > 2 ** 24
-    got = int8_kernels.float32_int8_product(q, w.float())
-    assert torch.equal(got, exact.float())  # as exact as int32's result once it is turned into float32
-    assert not torch.equal(q.float() @ w.float(), exact.float())  # what the pieces of 1,024 channels avoid
-
-
-@pytest.mark.parametrize("kernel", ["int_mm", "float32", "onednn"])
-def test_every_int8_kernel_scales_its_columns_as_float32_does(kernel):
-    """int8_product(..., column_scale) is the exact product made float32, times the scale once: bit for bit
-    the same on every kernel (oneDNN scales inside its kernel), sums past 2^24 included."""
-    if kernel == "onednn" and not onednn_is_exact_here():
-        pytest.skip("oneDNN's int8 products are not exact on this CPU (no VNNI or AMX): never chosen here")
-    generator = torch.Generator().manual_seed(4)
-    q = torch.randint(-128, 128, (37, 3072), dtype=torch.int8, generator=generator)
-    w = torch.randint(-127, 128, (3072, 48), dtype=torch.int8, generator=generator)
-    q[0], w[:, 0] = -128, -127  # 3072 * 128 * 127, past 2^24: the int32 result rounds once, as float32
-    column_scale = torch.rand(48, generator=generator) / 100
-    packed = {"int_mm": None, "float32": w.float(), "onednn": int8_kernels.onednn_pack(w)}[kernel]
-    got = int8_kernels.int8_product(q, w, packed, column_scale)
-    assert torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float() * column_scale)
-    assert torch.equal(int8_kernels.int8_product(q, w, packed), int8_kernels.exact_int8_matmul(q, w).float())
-
-
-@pytest.mark.parametrize("kernel", ["float32", "onednn"])
-def test_every_int8_kernel_gives_the_embeddings_of_int_mm(monkeypatch, minilm_dir, sentences, kernel):
-    """The int8 products are exact on every kernel the measurement may choose, so the embeddings are the same
-    numbers whichever runs. oneDNN only where it is exact on this CPU; where it is not, it is never chosen."""
-    if kernel == "onednn" and not onednn_is_exact_here():
-        assert int8_kernels.measure_int8() != "onednn"
-        return
-    encoder = SentenceEncoder.from_pretrained(minilm_dir)
-    outputs = {}
-    for name in ("int_mm", kernel):
-        monkeypatch.setitem(kernels.CHOSEN, torch.int8, name)
-        int8 = encoder.to_path("int8")
-        packed_as = {"int_mm": type(None), "float32": torch.Tensor, "onednn": tuple}[name]
-        assert all(isinstance(m.packed, packed_as) for m in int8.modules() if hasattr(m, "packed"))
-        outputs[name] = int8.encode(sentences, convert_to="torch")
-    assert torch.equal(outputs[kernel], outputs["int_mm"])
-
-
-@pytest.mark.parametrize("kernel", ["float32", "onednn"])
-def test_an_inexact_int8_kernel_is_never_chosen(monkeypatch, kernel):
-    if kernel == "onednn":
-        if int8_kernels.QLINEAR_OPS is None:
-            pytest.skip("this torch build has no oneDNN int8 linear to measure")
-        prepack, product = int8_kernels.QLINEAR_OPS
-        monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (prepack, lambda *a: product(*a) + 1))  # off by one
-    else:  # with int_mm made slow (and no oneDNN), float32 wins, and must lose once it is off by one
-        monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", None)
-        matmul, product = int8_kernels.int8_matmul, int8_kernels.float32_int8_product
-        monkeypatch.setattr(int8_kernels, "int8_matmul", lambda a, b: time.sleep(0.2) or matmul(a, b))
-        assert int8_kernels.measure_int8(rounds=1) == "float32"
-        monkeypatch.setattr(int8_kernels, "float32_int8_product", lambda q, w: product(q, w) + 1)
-    assert int8_kernels.measure_int8(rounds=1) != kernel
-
-
-def test_a_failing_onednn_int8_product_falls_back_once(monkeypatch):
-    q = torch.randint(-127, 128, (8, 32), dtype=torch.int8)
-    w = torch.randint(-127, 128, (32, 16), dtype=torch.int8)
-
-    def broken(*args):
-        raise RuntimeError("qlinear: no such kernel")
-
-    monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (broken, broken))
-    with pytest.warns(kernels.KernelFallback, match="oneDNN's int8 linear failed"):
-        got = int8_kernels.int8_product(q, w, packed=("packed", None, None))
-    assert int8_kernels.QLINEAR_OPS is None
-    assert torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float())
-    assert torch.equal(int8_kernels.int8_product(q, w, packed=("packed", None, None)), got)  # no second try
-    scale = torch.rand(16)
-    assert torch.equal(int8_kernels.int8_product(q, w, ("packed", None, None), scale), got * scale)
 
 
 def test_the_refusal_rules(monkeypatch):

@@ -16,11 +16,11 @@ An int8 linear layer computes x W^T in integers and scales the result back:
   scale. max|x_j| is measured once, on a forward pass over random token ids: which channels are
   outliers is a property of the weights, not of the text (``experiments/int8/`` compares with real text).
 - **The product** acc = q_x @ q_W is exact (``int8_kernels.int8_product``: oneDNN's int8 linear on the CPU's
-  int8 units, ``torch._int_mm``, or the integers multiplied in float32, whichever is exact and fastest here);
+  int8 units where it is exact, else ``torch._int_mm`` or the integers multiplied in float32, by speed);
   then, in float32,
   y = (scale_w * acc) * scale_x + bias, or with an offset y = (scale_w * acc) * scale_x + (128 scale_x +
-  low_x) * (scale_w * sum_k q_W) + bias. (oneDNN multiplies by scale_w inside its kernel: the int32 to
-  float32 pass and the multiply are not paid again.)
+  low_x) * (scale_w * sum_k q_W) + bias. (oneDNN multiplies by scale_w inside its kernel, at no extra pass
+  over the output.)
 
 The scheme was chosen on dev sets (``experiments/int8/``). Build it with ``minibert.paths.convert(model,
 "int8")``; it holds quantized copies of the weights, so it cannot be trained or saved.

@@ -1,4 +1,4 @@
-"""The int8 path's products, q_x @ q_W for int8 matrices, exact, by whichever of three kernels is fastest here:
+"""The int8 path's products, q_x @ q_W for int8 matrices, exact, by one of three kernels, measured per process:
 
 - ``onednn``: oneDNN's quantized linear, on the CPU's int8 units (VNNI, AMX-INT8);
 - ``int_mm``: ``torch._int_mm`` (int8 x int8 -> int32). Without int8 units it can be slower than float32 by
@@ -79,7 +79,7 @@ def pack_int8_weight(weight_t: torch.Tensor) -> tuple | torch.Tensor | None:
     """An int8 weight (in, out) in the form the int8 kernel chosen here (``int8_kernel``) takes, made once per
     layer: oneDNN's own packed layout, float32, or None (``torch._int_mm`` takes it as it is)."""
     kernel = int8_kernel()
-    if kernel == "onednn":
+    if kernel == "onednn" and QLINEAR_OPS is not None:  # (None once oneDNN failed in this process: int_mm runs)
         return onednn_pack(weight_t)
     return weight_t.float() if kernel == "float32" else None
 
@@ -111,8 +111,7 @@ def int8_product(q: torch.Tensor, weight_t: torch.Tensor, packed: tuple | torch.
     ``int8_matmul`` computes the same."""
     global QLINEAR_OPS
     if isinstance(packed, torch.Tensor):
-        product = float32_int8_product(q, packed)
-        return product if column_scale is None else product.mul_(column_scale)
+        return scaled(float32_int8_product(q, packed), column_scale)
     if packed is not None and QLINEAR_OPS is not None:
         try:
             return onednn_int8_product(q, packed, column_scale)
@@ -125,52 +124,62 @@ def int8_product(q: torch.Tensor, weight_t: torch.Tensor, packed: tuple | torch.
 
 
 def scaled(product: torch.Tensor, column_scale: torch.Tensor | None) -> torch.Tensor:
-    """An int32 product as float32, times ``column_scale`` if given: one pass (int32 x float32 is float32)."""
-    return product.float() if column_scale is None else product.mul(column_scale)
+    """An exact product (int32, or float32 holding integers) as float32, times ``column_scale`` if given: the
+    integer rounded to float32 once, then one multiply, as oneDNN's kernel does it."""
+    if column_scale is None:
+        return product.float()
+    return product.mul_(column_scale) if product.is_floating_point() else product.mul(column_scale)
 
 
 @torch.no_grad()
 def measure_int8(rounds: int = 5) -> str:
-    """The int8 kernel for this CPU, among those that give the exact product on a full-range int8 test product:
-    oneDNN's where it is exact (the kernel made for the int8 units, which also scales inside its kernel; in
-    whole encodes on a CPU with VNNI it was the faster where the bare products tied), else ``int_mm``, unless
-    another is faster by ``MARGIN``. Exactness is not a given: CPUs without VNNI multiply u8 x s8 pairs into
-    16-bit sums that saturate, so there oneDNN is wrong for inputs above 127 and is not used. (The kernels
-    that take part agree bit for bit: two processes that choose differently differ in speed only.)"""
+    """The int8 kernel for this CPU, among those that give the exact scaled product on a full-range test:
+    oneDNN's where it is exact, else ``int_mm``, unless another is faster by ``MARGIN``. oneDNN's kernel is
+    made for the int8 units and scales inside itself; on a CPU with VNNI, where its bare products tied
+    with ``torch._int_mm``'s, whole encodes ran faster with it (``experiments/int8/``). Exactness is not a
+    given: CPUs without VNNI multiply u8 x s8 pairs into 16-bit sums that saturate, so there oneDNN is wrong
+    for inputs above 127 and is not used. (The kernels that take part agree bit for bit: two processes that
+    choose differently differ in speed only.)"""
     # K = 3072 (BERT-base's ffn_out) and rows at the extremes, where sums pass 2^24 and an int8 unit without
-    # 32-bit accumulation, or a zero-point correction done in float, would round differently from _int_mm
+    # 32-bit accumulation would round differently from _int_mm
     generator = torch.Generator().manual_seed(0)
     q = torch.randint(-128, 128, (256, 3072), dtype=torch.int8, generator=generator)
     weight_t = torch.randint(-127, 128, (3072, 384), dtype=torch.int8, generator=generator)
     q[0], q[1], weight_t[:, 0], weight_t[:, 1] = -128, 127, 127, -127
-    # and odd products whose running sum passes 2^24 and comes back: a float32 sum would round on the way
+    # odd products whose running sum passes 2^24 and comes back: a float32 sum would round on the way
     weight_t[:1536, 2] = torch.randint(100, 128, (1536,), dtype=torch.int8, generator=generator)
     weight_t[1536:, 2] = -torch.randint(100, 128, (1536,), dtype=torch.int8, generator=generator)
-    exact = exact_int8_matmul(q, weight_t).float()
-    # timed on MiniLM's feed-forward products, in and out, as the float kernels are, and as the layers call
-    # them: with the weight's scale per column (which oneDNN applies inside its kernel). The shapes repeat, as
-    # a long encode's do: what a kernel spends preparing for a shape it has not seen is not counted
-    timed = [(q[:, :384].contiguous(), torch.randint(-127, 128, (384, 1536), dtype=torch.int8, generator=generator)),
-             (q[:, :1536].contiguous(), torch.randint(-127, 128, (1536, 384), dtype=torch.int8, generator=generator))]
-    column_scales = [torch.rand(b.shape[1], generator=generator) for _, b in timed]
-    candidates = {"int_mm": lambda b: None}
-    for name, pack, product in (("float32", torch.Tensor.float, float32_int8_product),
+    # and a sum near 4e7 that float32 cannot hold (its spacing there is 4): the result is the integer rounded
+    # to float32 once, then scaled, whichever kernel multiplies and wherever it scales
+    q[2], weight_t[:, 3] = (torch.randint(100, 128, (3072,), dtype=torch.int8, generator=generator) for _ in "qw")
+    column_scale = torch.rand(384, generator=generator) / 100
+    exact = exact_int8_matmul(q, weight_t).float() * column_scale
+    packers = {"int_mm": lambda b: None}  # the kernels that take part, and how each packs a weight
+    for name, pack, product in (("float32", torch.Tensor.float, lambda q, w, s: scaled(float32_int8_product(q, w), s)),
                                 ("onednn", onednn_pack, onednn_int8_product)):
         if name == "onednn" and QLINEAR_OPS is None:
             continue
         try:
-            if torch.equal(product(q, pack(weight_t)), exact):
-                candidates[name] = pack
+            if torch.equal(product(q, pack(weight_t), column_scale), exact):
+                packers[name] = pack
         except RuntimeError:
             continue
+    # timed on MiniLM's feed-forward products, in and out, as the float kernels are, and as the layers call
+    # them: with the weight's scale per column. The shapes repeat, as a long encode's do: past the first round,
+    # what a kernel spends preparing for a shape it has not seen is not counted
+    timed = [(q[:, :384].contiguous(), torch.randint(-127, 128, (384, 1536), dtype=torch.int8, generator=generator)),
+             (q[:, :1536].contiguous(), torch.randint(-127, 128, (1536, 384), dtype=torch.int8, generator=generator))]
+    column_scales = [torch.rand(b.shape[1], generator=generator) for _, b in timed]
     products = {}
-    for name, pack in candidates.items():
+    for name, pack in packers.items():
         packed = [(a, b, pack(b), scale) for (a, b), scale in zip(timed, column_scales, strict=True)]
         products[name] = lambda packed=packed: [int8_product(*args) for args in packed]
     best = dict.fromkeys(products, float("inf"))
     for _ in range(rounds):
         for name, product in products.items():
             best[name] = min(best[name], kernels.seconds(product, ()))
+    if QLINEAR_OPS is None:  # oneDNN failed while being timed (int8_product said so): int_mm was timed in its place
+        best.pop("onednn", None)
     default = "onednn" if "onednn" in best else "int_mm"
     fastest = min(best, key=best.get)
     return fastest if best[fastest] * MARGIN < best[default] else default

@@ -22,7 +22,7 @@ to run the same one in every process (bit-identical outputs across the shards of
 ``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run), and
 ``MINIBERT_CPU_ATTENTION`` the attention (below).
 ``CHOSEN`` holds the choices; setting an entry forces one, as the tests do. (The int8 path's products are
-chosen the same way, in ``int8_kernels.py``.)
+chosen by measuring too, in ``int8_kernels.py``, among kernels that are all exact.)
 
 **Attention** runs on the (B, L) grid either as the products written out (as ``model.py`` writes them)
 or by SDPA's fused CPU kernel, whichever is faster here by ``MARGIN``, measured once per dtype
