@@ -135,8 +135,8 @@ def scaled(product: torch.Tensor, column_scale: torch.Tensor | None) -> torch.Te
 def measure_int8(rounds: int = 5) -> str:
     """The int8 kernel for this CPU, among those that give the exact scaled product on a full-range test:
     oneDNN's where it is exact, else ``int_mm``, unless another is faster by ``MARGIN``. oneDNN's kernel is
-    made for the int8 units and scales inside itself; on a CPU with VNNI, where its bare products tied
-    with ``torch._int_mm``'s, whole encodes ran faster with it (``experiments/int8/``). Exactness is not a
+    made for the int8 units and scales inside itself, which whole encodes reward beyond what the bare
+    products timed here show (``experiments/int8/``). Exactness is not a
     given: CPUs without VNNI multiply u8 x s8 pairs into 16-bit sums that saturate, so there oneDNN is wrong
     for inputs above 127 and is not used. (The kernels that take part agree bit for bit: two processes that
     choose differently differ in speed only.)"""
