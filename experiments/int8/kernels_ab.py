@@ -42,16 +42,6 @@ def int8_at(commit: str, kernel: str) -> SentenceEncoder:
     return encoder
 
 
-def onednn_is_exact() -> bool:
-    """oneDNN's int8 products are exact with VNNI or AMX; without, its u8 x s8 pair sums saturate."""
-    if int8_kernels.QLINEAR_OPS is None:
-        return False
-    q = torch.randint(-128, 128, (64, 3072), dtype=torch.int8, generator=torch.Generator().manual_seed(1))
-    w = torch.randint(-127, 128, (3072, 256), dtype=torch.int8, generator=torch.Generator().manual_seed(2))
-    got = int8_kernels.onednn_int8_product(q, int8_kernels.onednn_pack(w))
-    return torch.equal(got, int8_kernels.exact_int8_matmul(q, w).float())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=default_data_dir())
@@ -61,7 +51,7 @@ def main() -> None:
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
     sentences = [p.a for p in pairs] + [p.b for p in pairs]
     chosen = int8_kernels.int8_kernel()  # what this process measured, before forcing each
-    exact = ["int_mm", "float32"] + (["onednn"] if onednn_is_exact() else [])
+    exact = list(int8_kernels.exact_kernels())
     encoders = {}
     for kernel in exact:
         kernels.CHOSEN[torch.int8] = kernel

@@ -132,14 +132,9 @@ def scaled(product: torch.Tensor, column_scale: torch.Tensor | None) -> torch.Te
 
 
 @torch.no_grad()
-def measure_int8(rounds: int = 5) -> str:
-    """The int8 kernel for this CPU, among those that give the exact scaled product on a full-range test:
-    oneDNN's where it is exact, else ``int_mm``, unless another is faster by ``MARGIN``. oneDNN's kernel is
-    made for the int8 units and scales inside itself, which whole encodes reward beyond what the bare
-    products timed here show (``experiments/int8/``). Exactness is not a
-    given: CPUs without VNNI multiply u8 x s8 pairs into 16-bit sums that saturate, so there oneDNN is wrong
-    for inputs above 127 and is not used. (The kernels that take part agree bit for bit: two processes that
-    choose differently differ in speed only.)"""
+def exact_kernels() -> dict[str, object]:
+    """The kernels that give the exact scaled product on this CPU, each with how it packs a weight: int_mm
+    always; float32 and oneDNN when a full-range test product comes out right."""
     # K = 3072 (BERT-base's ffn_out) and rows at the extremes, where sums pass 2^24 and an int8 unit without
     # 32-bit accumulation would round differently from _int_mm
     generator = torch.Generator().manual_seed(0)
@@ -164,6 +159,21 @@ def measure_int8(rounds: int = 5) -> str:
                 packers[name] = pack
         except RuntimeError:
             continue
+    return packers
+
+
+@torch.no_grad()
+def measure_int8(rounds: int = 5) -> str:
+    """The int8 kernel for this CPU, among those that give the exact scaled product on a full-range test:
+    oneDNN's where it is exact, else ``int_mm``, unless another is faster by ``MARGIN``. oneDNN's kernel is
+    made for the int8 units and scales inside itself, which whole encodes reward beyond what the bare
+    products timed here show (``experiments/int8/``). Exactness is not a
+    given: CPUs without VNNI multiply u8 x s8 pairs into 16-bit sums that saturate, so there oneDNN is wrong
+    for inputs above 127 and is not used. (The kernels that take part agree bit for bit: two processes that
+    choose differently differ in speed only.)"""
+    packers = exact_kernels()
+    generator = torch.Generator().manual_seed(1)
+    q = torch.randint(-128, 128, (256, 1536), dtype=torch.int8, generator=generator)
     # timed on MiniLM's feed-forward products, in and out, as the float kernels are, and as the layers call
     # them: with the weight's scale per column. The shapes repeat, as a long encode's do: past the first round,
     # what a kernel spends preparing for a shape it has not seen is not counted
