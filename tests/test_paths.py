@@ -277,6 +277,21 @@ def test_the_kernel_can_be_named_in_the_environment(monkeypatch):
         kernels.linear_kernel(torch.float32)
 
 
+def test_kernel_choices_travel_as_strings_and_refuse_what_names_no_kernel(monkeypatch):
+    """What a checkpoint carries (minibert.train.trainer.pin_kernels): taken over whatever the environment
+    forces, and refused, by its key, when it names a kernel this version lacks."""
+    monkeypatch.setattr(kernels, "CHOSEN", {torch.float32: "blas"})
+    monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {torch.float32: "products"})
+    assert kernels.kernel_choices([torch.float32]) == {"linear:float32": "blas", "attention:float32": "products"}
+    monkeypatch.setenv("MINIBERT_CPU_ATTENTION", "products")
+    kernels.use_kernel_choices({"linear:float32": "onednn", "attention:bfloat16": "sdpa"})
+    assert kernels.linear_kernel(torch.float32) == "onednn" and kernels.attention_kernel(torch.bfloat16) == "sdpa"
+    for key, kernel in (("linear:float32", "mkl"), ("attention:float32", "flash"), ("softmax:float32", "sdpa"),
+                        ("linear:float33", "blas")):
+        with pytest.raises(ValueError, match=f"kernel choice '{key}': '{kernel}' names no kernel"):
+            kernels.use_kernel_choices({key: kernel})
+
+
 def test_bfloat16_measured_first_in_a_process(monkeypatch):
     """Timing upcast runs float32's kernel, which a new process has not chosen yet: both get measured
     (this once waited forever for its own lock)."""

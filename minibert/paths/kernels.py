@@ -21,8 +21,11 @@ to run the same one in every process (bit-identical outputs across the shards of
 ``MINIBERT_CPU_LINEAR`` (``blas`` or ``onednn``, even where oneDNN is the less accurate; for bf16 also
 ``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run), and
 ``MINIBERT_CPU_ATTENTION`` the attention (below).
-``CHOSEN`` holds the choices; setting an entry forces one, as the tests do. (The int8 path's products are
-chosen by measuring too, in ``int8_kernels.py``, among kernels that are all exact.)
+``CHOSEN`` holds the choices; setting an entry forces one, as the tests do. A training run saves its
+choices (``kernel_choices``) and its resumed run, like every rank of a DDP job, runs those
+(``use_kernel_choices``): different kernels round differently, and a resume must continue exactly.
+(The int8 path's products are chosen by measuring too, in ``int8_kernels.py``, among kernels that are
+all exact.)
 
 **Attention** runs on the (B, L) grid either as the products written out (as ``model.py`` writes them)
 or by SDPA's fused CPU kernel, whichever is faster here by ``MARGIN``, measured once per dtype
@@ -277,3 +280,28 @@ def measure_attention(dtype: torch.dtype, rounds: int = 5) -> str:
             for name, kernel in kernels.items():
                 best[name] = min(best[name], seconds(kernel, (q, k, v, keep)))
     return "sdpa" if best["sdpa"] * MARGIN < best["products"] else "products"
+
+
+def kernel_choices(dtypes: list[torch.dtype]) -> dict[str, str]:
+    """The linear and attention kernels this process runs in each dtype (measured now where not chosen yet),
+    as plain strings ({"linear:float32": "blas", "attention:float32": "products", ...}) that a checkpoint
+    or a broadcast to the other processes can carry."""
+    choices = {}
+    for dtype in dtypes:
+        name = str(dtype).removeprefix("torch.")
+        choices[f"linear:{name}"] = linear_kernel(dtype)
+        choices[f"attention:{name}"] = attention_kernel(dtype)
+    return choices
+
+
+def use_kernel_choices(choices: dict[str, str]) -> None:
+    """Run the kernels ``kernel_choices`` gave in another process, whatever this one would measure (or
+    ``MINIBERT_CPU_LINEAR``/``MINIBERT_CPU_ATTENTION`` would force)."""
+    tables = {"linear": (CHOSEN, set(LINEARS)), "attention": (ATTENTION_CHOSEN, {"products", "sdpa"})}
+    for key, kernel in choices.items():
+        kind, _, name = key.partition(":")
+        dtype = getattr(torch, name, None)
+        if kind not in tables or not isinstance(dtype, torch.dtype) or kernel not in tables[kind][1]:
+            raise ValueError(f"kernel choice {key!r}: {kernel!r} names no kernel of this version "
+                             f"(linear: {sorted(LINEARS)}, attention: ['products', 'sdpa'])")
+        tables[kind][0][dtype] = kernel

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minibert.multitask import MultiTaskModel
 from minibert.paths import check_path, convert, default_path
+from minibert.paths.kernels import kernel_choices, use_kernel_choices
 from minibert.tokenizer import TruncationWarning
 from minibert.train import checkpoint, optim
 from minibert.train.balance import make_balance
@@ -61,9 +62,11 @@ class Trainer(OptimizerStep):
         self.step, self.best = 0, None
         if resume:
             self.load_checkpoint()
-        elif self.rank == 0:
-            cfg.save(self.out / "config.json")
-            (self.out / "metrics.jsonl").write_text("")
+        else:
+            self.pin_kernels(None)
+            if self.rank == 0:
+                cfg.save(self.out / "config.json")
+                (self.out / "metrics.jsonl").write_text("")
         self.apply_freezing()
 
     def check_encoder_grads(self) -> None:
@@ -121,6 +124,23 @@ class Trainer(OptimizerStep):
         if self.rank == 0:
             log_truncation(self.model.tasks.values(), self.train_sets, self.model.encoder.tokenizer)
 
+    def pin_kernels(self, saved: dict[str, str] | None) -> None:
+        """The fast path's CPU kernels, fixed for the whole run (``minibert.paths.kernels``): each process
+        measures its own, and two may choose differently, which rounds differently. So a resumed run takes the
+        ones its checkpoint's run measured, and every DDP rank takes rank 0's."""
+        self.kernels = {}
+        if self.device.type != "cpu" or self.path != "fast":
+            return
+        if saved is None:
+            dtypes = [torch.float32] + ([torch.bfloat16] if self.config.runtime.precision == "bf16" else [])
+            chosen = [kernel_choices(dtypes) if self.rank == 0 else None]
+            if self.world > 1:
+                dist.broadcast_object_list(chosen, src=0)
+            saved = chosen[0]
+        use_kernel_choices(saved)
+        self.kernels = saved
+        log.info("CPU kernels: %s", ", ".join(f"{k} {v}" for k, v in saved.items()))
+
     def setup_optimizer(self) -> None:
         """AdamW over parameter groups (layer-wise rates, no decay on biases and norms), the schedule, and
         the gradient scaler that fp16 needs."""
@@ -166,7 +186,7 @@ class Trainer(OptimizerStep):
         if self.rank == 0:
             checkpoint.atomic_save({"step": self.step, **{k: v.state_dict() for k, v in self.stateful().items()},
                                     "rng": rngs, "best": self.best, "config": self.config.to_dict(),
-                                    "world": self.world}, self.out / CHECKPOINT)
+                                    "world": self.world, "kernels": self.kernels}, self.out / CHECKPOINT)
 
     def load_checkpoint(self) -> None:
         path = self.out / CHECKPOINT
@@ -174,6 +194,7 @@ class Trainer(OptimizerStep):
         for key, part in self.stateful().items():  # a checkpoint from before learned weights has no "balance"
             part.load_state_dict(state.get(key, {}) if key == "balance" else state[key])
         checkpoint.set_rng_state(state["rng"][self.rank])
+        self.pin_kernels(state.get("kernels"))  # a checkpoint from before pinning has none: measured again
         self.step, self.best = state["step"], state["best"]
         if self.rank == 0:
             checkpoint.forget_log_after(self.out / "metrics.jsonl", self.step, finished=self.step == self.config.steps)
