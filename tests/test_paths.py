@@ -277,18 +277,26 @@ def test_the_kernel_can_be_named_in_the_environment(monkeypatch):
         kernels.linear_kernel(torch.float32)
 
 
-def test_kernel_choices_travel_as_strings_and_refuse_what_names_no_kernel(monkeypatch):
+def test_kernel_choices_travel_as_strings_and_refuse_what_this_process_cannot_run(monkeypatch):
     """What a checkpoint carries (minibert.train.trainer.pin_kernels): taken over whatever the environment
-    forces, and refused, by its key, when it names a kernel this version lacks."""
+    forces, and refused as a whole, naming the key, when one names no choice or a kernel not runnable here."""
+    monkeypatch.setattr(kernels, "ONEDNN_OP", object())
+    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "CHOSEN", {torch.float32: "blas"})
-    monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {torch.float32: "products"})
-    assert kernels.kernel_choices([torch.float32]) == {"linear:float32": "blas", "attention:float32": "products"}
+    monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {torch.float32: "products", torch.float16: "sdpa"})
+    assert kernels.kernel_choices([torch.float32, torch.float16]) == {  # float16 linears are not chosen
+        "attention:float16": "sdpa", "linear:float32": "blas", "attention:float32": "products"}
     monkeypatch.setenv("MINIBERT_CPU_ATTENTION", "products")
     kernels.use_kernel_choices({"linear:float32": "onednn", "attention:bfloat16": "sdpa"})
     assert kernels.linear_kernel(torch.float32) == "onednn" and kernels.attention_kernel(torch.bfloat16) == "sdpa"
-    for key, kernel in (("linear:float32", "mkl"), ("attention:float32", "flash"), ("softmax:float32", "sdpa"),
-                        ("linear:float33", "blas")):
-        with pytest.raises(ValueError, match=f"kernel choice '{key}': '{kernel}' names no kernel"):
+    for key in ("softmax:float32", "linear:float33", "linear:int8", "attention:int64"):
+        with pytest.raises(ValueError, match=f"kernel choice '{key}': not a kernel this version chooses"):
+            kernels.use_kernel_choices({"linear:float32": "blas", key: "sdpa"})
+        assert kernels.CHOSEN[torch.float32] == "onednn"  # nothing taken from a refused set
+    monkeypatch.setattr(kernels, "ONEDNN_OP", None)  # a torch build without oneDNN's op
+    for key, kernel in (("linear:float32", "mkl"), ("linear:float32", "upcast"), ("attention:float32", "flash"),
+                        ("linear:bfloat16", "onednn")):
+        with pytest.raises(ValueError, match=f"kernel choice '{key}': '{kernel}' is not one this process can run"):
             kernels.use_kernel_choices({key: kernel})
 
 

@@ -136,6 +136,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tiny_model_dir, tiny_dat
     assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     state = torch.load(checkpoint, weights_only=False)
     assert 0 < state["step"] < steps
+    assert state["kernels"] == {"linear:float32": "blas", "attention:float32": "products"}
     assert not (tmp_path / "b" / "final").exists()
 
     finish(launch(tmp_path / "b.json", "--resume", env=measured_otherwise))

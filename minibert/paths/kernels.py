@@ -39,7 +39,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -282,26 +282,36 @@ def measure_attention(dtype: torch.dtype, rounds: int = 5) -> str:
     return "sdpa" if best["sdpa"] * MARGIN < best["products"] else "products"
 
 
-def kernel_choices(dtypes: list[torch.dtype]) -> dict[str, str]:
-    """The linear and attention kernels this process runs in each dtype (measured now where not chosen yet),
-    as plain strings ({"linear:float32": "blas", "attention:float32": "products", ...}) that a checkpoint
-    or a broadcast to the other processes can carry."""
+def kernel_choices(dtypes: Iterable[torch.dtype]) -> dict[str, str]:
+    """The attention kernel this process runs in each dtype, and the linear one in float32 and bfloat16 (the
+    dtypes ``cpu_linear`` serves), measured now where not chosen yet, as plain strings ({"linear:float32":
+    "blas", "attention:float32": "products", ...}) that a checkpoint or a broadcast can carry."""
     choices = {}
-    for dtype in dtypes:
+    for dtype in sorted(set(dtypes), key=str):
         name = str(dtype).removeprefix("torch.")
-        choices[f"linear:{name}"] = linear_kernel(dtype)
+        if dtype in (torch.float32, torch.bfloat16):
+            choices[f"linear:{name}"] = linear_kernel(dtype)
         choices[f"attention:{name}"] = attention_kernel(dtype)
     return choices
 
 
 def use_kernel_choices(choices: dict[str, str]) -> None:
     """Run the kernels ``kernel_choices`` gave in another process, whatever this one would measure (or
-    ``MINIBERT_CPU_LINEAR``/``MINIBERT_CPU_ATTENTION`` would force)."""
-    tables = {"linear": (CHOSEN, set(LINEARS)), "attention": (ATTENTION_CHOSEN, {"products", "sdpa"})}
+    ``MINIBERT_CPU_LINEAR``/``MINIBERT_CPU_ATTENTION`` would force). All are checked before any is taken: one
+    this process cannot run (oneDNN's, in a torch build without it) is an error, since running another
+    kernel instead would not continue that process's numbers."""
+    pinned = []
     for key, kernel in choices.items():
         kind, _, name = key.partition(":")
         dtype = getattr(torch, name, None)
-        if kind not in tables or not isinstance(dtype, torch.dtype) or kernel not in tables[kind][1]:
-            raise ValueError(f"kernel choice {key!r}: {kernel!r} names no kernel of this version "
-                             f"(linear: {sorted(LINEARS)}, attention: ['products', 'sdpa'])")
-        tables[kind][0][dtype] = kernel
+        if kind not in ("linear", "attention") or not isinstance(dtype, torch.dtype) or not dtype.is_floating_point \
+                or (kind == "linear" and dtype not in (torch.float32, torch.bfloat16)):
+            raise ValueError(f"kernel choice {key!r}: not a kernel this version chooses (linear:float32, "
+                             "linear:bfloat16, attention:<a float dtype>)")
+        runnable = candidates(dtype) if kind == "linear" else ["products", "sdpa"]
+        if kernel not in runnable:
+            raise ValueError(f"kernel choice {key!r}: {kernel!r} is not one this process can run (it can run "
+                             f"{runnable}; oneDNN's needs a torch build with it)")
+        pinned.append((CHOSEN if kind == "linear" else ATTENTION_CHOSEN, dtype, kernel))
+    for table, dtype, kernel in pinned:
+        table[dtype] = kernel

@@ -131,15 +131,18 @@ class Trainer(OptimizerStep):
         self.kernels = {}
         if self.device.type != "cpu" or self.path != "fast":
             return
-        if saved is None:
-            dtypes = [torch.float32] + ([torch.bfloat16] if self.config.runtime.precision == "bf16" else [])
+        if saved is None:  # the dtypes the run computes in: its models' (a folder may name one), and autocast's
+            models = [self.model] + ([self.teacher.encoder] if self.teacher else [])
+            dtypes = {p.dtype for m in models for p in m.parameters()} | {torch.float32}
+            dtypes |= {torch.bfloat16} if self.config.runtime.precision == "bf16" else set()
             chosen = [kernel_choices(dtypes) if self.rank == 0 else None]
             if self.world > 1:
                 dist.broadcast_object_list(chosen, src=0)
             saved = chosen[0]
         use_kernel_choices(saved)
         self.kernels = saved
-        log.info("CPU kernels: %s", ", ".join(f"{k} {v}" for k, v in saved.items()))
+        if self.rank == 0:
+            log.info("CPU kernels: %s", ", ".join(f"{k} {v}" for k, v in saved.items()))
 
     def setup_optimizer(self) -> None:
         """AdamW over parameter groups (layer-wise rates, no decay on biases and norms), the schedule, and
@@ -194,7 +197,13 @@ class Trainer(OptimizerStep):
         for key, part in self.stateful().items():  # a checkpoint from before learned weights has no "balance"
             part.load_state_dict(state.get(key, {}) if key == "balance" else state[key])
         checkpoint.set_rng_state(state["rng"][self.rank])
-        self.pin_kernels(state.get("kernels"))  # a checkpoint from before pinning has none: measured again
+        if "kernels" not in state and self.device.type == "cpu" and self.path == "fast":
+            log.warning("%s predates saved kernel choices: they are measured again, and the resumed run may "
+                        "differ from the killed one in the last bits", path)
+        try:
+            self.pin_kernels(state.get("kernels"))
+        except ValueError as e:
+            raise ValueError(f"--resume: {path}: {e}") from e
         self.step, self.best = state["step"], state["best"]
         if self.rank == 0:
             checkpoint.forget_log_after(self.out / "metrics.jsonl", self.step, finished=self.step == self.config.steps)
