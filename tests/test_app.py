@@ -95,7 +95,7 @@ def page(app_url):
 def shown(page, label: str):
     """The field of that label in the tab shown: the Similarity and Multi-task tabs both have a "Sentences,
     one a line", and a hidden tab's fields stay in the page: chosen by being visible, not by their order (a
-    fresh clone's first run once found the first of the two hidden for a minute)."""
+    fresh clone's runs twice found the first of the two hidden for a minute)."""
     return page.get_by_label(label).filter(visible=True)
 
 
