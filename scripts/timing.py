@@ -24,6 +24,16 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+def alternating_rounds(calls: dict[str, Callable[[], Any]], rounds: int, device: str = "cpu") -> dict[str, list[float]]:
+    """Seconds of every call in each round, the calls taking turns within a round, so that machine noise (another
+    process, a clock change) meets them all alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            times[name].append(timed(fn, device)[0])
+    return times
+
+
 def matmul_peak(device: str, dtype: torch.dtype) -> float:
     """Best FLOP/s of a large square matmul here: the denominator of model FLOP utilisation (MFU)."""
     a = torch.randn(8192, 8192, device=device, dtype=dtype)

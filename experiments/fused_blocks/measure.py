@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import torch
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.paths import kernels
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from timing import alternating_rounds  # noqa: E402  (scripts/, put on the path above)
 
 
 def load(dtype: torch.dtype, path: str, compiled: bool) -> tuple[SentenceEncoder, float]:
@@ -57,12 +61,8 @@ def main() -> None:
     del kernels.CHOSEN[torch.int8]
     encoders["int8"], _ = load(torch.float32, "int8", compiled=False)
     reference = {name: e.encode(sentences[:512], convert_to="torch").float() for name, e in encoders.items()}
-    times = {name: [] for name in encoders}
-    for _ in range(args.rounds):
-        for name, encoder in encoders.items():
-            start = time.perf_counter()
-            encoder.encode(sentences, batch_size=32)
-            times[name].append(time.perf_counter() - start)
+    times = alternating_rounds({name: lambda e=e: e.encode(sentences, batch_size=32) for name, e in encoders.items()},
+                               args.rounds)
     print(f"\n{len(sentences)} sentences of STS-B test, batch 32, {torch.get_num_threads()} threads, median of "
           f"{args.rounds} alternating rounds; kernels: {kernels.CHOSEN}, attention {kernels.ATTENTION_CHOSEN}")
     rates = {name: len(sentences) / statistics.median(t) for name, t in times.items()}

@@ -14,7 +14,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -22,6 +21,9 @@ import torch
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.paths import convert, int8_kernels, kernels
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from timing import alternating_rounds  # noqa: E402  (scripts/, put on the path above)
 
 
 def int8_at(commit: str, kernel: str) -> SentenceEncoder:
@@ -65,12 +67,8 @@ def main() -> None:
     for name, output in outputs.items():
         if name.startswith("int8, "):
             assert torch.equal(output, first), f"{name}: not the embeddings of int_mm"
-    times = {name: [] for name in encoders}
-    for _ in range(args.rounds):
-        for name, encoder in encoders.items():
-            start = time.perf_counter()
-            encoder.encode(sentences, batch_size=32)
-            times[name].append(time.perf_counter() - start)
+    times = alternating_rounds({name: lambda e=e: e.encode(sentences, batch_size=32) for name, e in encoders.items()},
+                               args.rounds)
     print(f"{len(sentences)} sentences of STS-B test, batch 32, {torch.get_num_threads()} threads, median of "
           f"{args.rounds} alternating rounds; the int8 kernel this process chose: {chosen}")
     bf16 = len(sentences) / statistics.median(times["fast bfloat16"])
