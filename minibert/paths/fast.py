@@ -35,7 +35,14 @@ from torch import nn
 from minibert.activations import activation
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput
-from minibert.paths.kernels import attention_kernel, blas_linear, cpu_linear, products_attention, sdpa_attention
+from minibert.paths.kernels import (
+    LINEAR_DTYPES,
+    attention_kernel,
+    blas_linear,
+    cpu_linear,
+    products_attention,
+    sdpa_attention,
+)
 from minibert.weights import fuse_qkv
 
 PACK_ABOVE = 0.1  # on the CPU, rows are packed when more than this share of a batch's grid is padding
@@ -67,7 +74,7 @@ class FastLinear(nn.Linear):
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # autocast does not see custom kernels
             dtype = torch.get_autocast_dtype("cpu")
             x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-        if x.device.type == "cpu" and x.dim() == 2 and x.dtype in (torch.float32, torch.bfloat16) \
+        if x.device.type == "cpu" and x.dim() == 2 and x.dtype in LINEAR_DTYPES \
                 and weight.dtype == x.dtype:
             return cpu_linear(x, weight, bias, self.gelu)
         return blas_linear(x, weight, bias, self.gelu)

@@ -52,6 +52,8 @@ MARGIN = 1.25  # another kernel must beat F.linear by this much: timings on a bu
 # should not be decided differently by two processes
 ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this times F.linear's (the products
 # are fixed, so this part of the choice is the same in every process on a CPU)
+LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears are chosen (cpu_linear)
+ATTENTIONS = ("products", "sdpa")  # the ways the fast path's CPU attention can run
 ONEDNN_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's op failed for in this process
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
@@ -261,7 +263,7 @@ def attention_kernel(dtype: torch.dtype) -> str:
     with MEASURING:
         if dtype not in ATTENTION_CHOSEN:
             forced = os.environ.get("MINIBERT_CPU_ATTENTION")
-            if forced is not None and forced not in ("products", "sdpa"):
+            if forced is not None and forced not in ATTENTIONS:
                 raise ValueError(f"MINIBERT_CPU_ATTENTION={forced!r}: it must be 'products' or 'sdpa'")
             ATTENTION_CHOSEN[dtype] = forced or measure_attention(dtype)
     return ATTENTION_CHOSEN[dtype]
@@ -289,7 +291,7 @@ def kernel_choices(dtypes: Iterable[torch.dtype]) -> dict[str, str]:
     choices = {}
     for dtype in sorted(set(dtypes), key=str):
         name = str(dtype).removeprefix("torch.")
-        if dtype in (torch.float32, torch.bfloat16):
+        if dtype in LINEAR_DTYPES:
             choices[f"linear:{name}"] = linear_kernel(dtype)
         choices[f"attention:{name}"] = attention_kernel(dtype)
     return choices
@@ -305,10 +307,10 @@ def use_kernel_choices(choices: dict[str, str]) -> None:
         kind, _, name = key.partition(":")
         dtype = getattr(torch, name, None)
         if kind not in ("linear", "attention") or not isinstance(dtype, torch.dtype) or not dtype.is_floating_point \
-                or (kind == "linear" and dtype not in (torch.float32, torch.bfloat16)):
+                or (kind == "linear" and dtype not in LINEAR_DTYPES):
             raise ValueError(f"kernel choice {key!r}: not a kernel this version chooses (linear:float32, "
                              "linear:bfloat16, attention:<a float dtype>)")
-        runnable = candidates(dtype) if kind == "linear" else ["products", "sdpa"]
+        runnable = candidates(dtype) if kind == "linear" else list(ATTENTIONS)
         if kernel not in runnable:
             raise ValueError(f"kernel choice {key!r}: {kernel!r} is not one this process can run (it can run "
                              f"{runnable}; oneDNN's needs a torch build with it)")

@@ -124,12 +124,16 @@ class Trainer(OptimizerStep):
         if self.rank == 0:
             log_truncation(self.model.tasks.values(), self.train_sets, self.model.encoder.tokenizer)
 
+    def measures_kernels(self) -> bool:
+        """Only the fast path on the CPU chooses its kernels by timing them."""
+        return self.device.type == "cpu" and self.path == "fast"
+
     def pin_kernels(self, saved: dict[str, str] | None) -> None:
         """The fast path's CPU kernels, fixed for the whole run (``minibert.paths.kernels``): each process
         measures its own, and two may choose differently, which rounds differently. So a resumed run takes the
         ones its checkpoint's run measured, and every DDP rank takes rank 0's."""
         self.kernels = {}
-        if self.device.type != "cpu" or self.path != "fast":
+        if not self.measures_kernels():
             return
         if saved is None:  # the dtypes the run computes in: its models' (a folder may name one), and autocast's
             models = [self.model] + ([self.teacher.encoder] if self.teacher else [])
@@ -197,7 +201,7 @@ class Trainer(OptimizerStep):
         for key, part in self.stateful().items():  # a checkpoint from before learned weights has no "balance"
             part.load_state_dict(state.get(key, {}) if key == "balance" else state[key])
         checkpoint.set_rng_state(state["rng"][self.rank])
-        if "kernels" not in state and self.device.type == "cpu" and self.path == "fast":
+        if "kernels" not in state and self.measures_kernels():
             log.warning("%s predates saved kernel choices: they are measured again, and the resumed run may "
                         "differ from the killed one in the last bits", path)
         try:
