@@ -47,8 +47,9 @@ def right_or_wrong(folder: Path, task: str, examples: list, batch_size: int = 64
             batch = model.collate(task, chunk)
             labels = [row["label"] for row in spec.predict(model(task, batch).logits, batch, chunk)]
             predicted.update(zip(rows, labels, strict=True))
-    gold = spec.label_ids([e.label for e in examples]).tolist()  # ids, as the task's metrics compare them:
-    return [int(spec.labels.index(predicted[i]) == g) for i, g in enumerate(gold)]  # a file's "3" is label "3"
+    # compared as ids, as the task's metrics compare them (a file's label 3 is the name "3")
+    gold = spec.label_ids([e.label for e in examples]).tolist()
+    return [int(spec.labels.index(predicted[i]) == g) for i, g in enumerate(gold)]
 
 
 def paired(d: list[float]) -> tuple[float, float]:
