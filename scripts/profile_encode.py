@@ -83,6 +83,9 @@ def main() -> None:
     print(f"{'':22}" + "".join(f"{name:>20}" for name in runs))
     for row in rows:
         print(f"{row:22}" + "".join(f"{r[row] / r['wall']:20.1%}" for r in runs.values()))
+    # the issue's measure of the work between the products: everything but the linear layers' matmuls (the
+    # attention products count as outside: on the fast path SDPA's kernel holds its softmax too)
+    print(f"{'outside the products':22}" + "".join(f"{1 - r['matmul'] / r['wall']:20.1%}" for r in runs.values()))
     print(f"{'wall seconds':22}" + "".join(f"{r['wall']:20.2f}" for r in runs.values()))
     # The rate of the products themselves: the real tokens' linear-layer work over the time spent in matmul
     # (the reference path, and the fast path on a lightly padded grid, also multiply padding rows: that time
