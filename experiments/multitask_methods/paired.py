@@ -21,35 +21,23 @@ import argparse
 import math
 from pathlib import Path
 
-import torch
-
-from minibert.model import eval_mode
 from minibert.multitask import MultiTaskModel
 from minibert.tasks.base import LabelTask
 from minibert.train import load_config
 from minibert.train.batches import read_tasks
-from minibert.train.evaluate import example_length, without_labels
+from minibert.train.evaluate import predict_examples
 
 
-@torch.inference_mode()
-def right_or_wrong(folder: Path, task: str, examples: list, batch_size: int = 64) -> list[int]:
+def right_or_wrong(folder: Path, task: str, examples: list) -> list[int]:
     """1 where the model in folder/best predicts the example's label, else 0, in the examples' order."""
     model = MultiTaskModel.load(folder / "best")
     spec = model.task(task)
     if not isinstance(spec, LabelTask):
         raise SystemExit(f"--task {task!r}: {type(spec).__name__} has no one label per example to be right about")
-    order = sorted(range(len(examples)), key=lambda i: example_length(examples[i]))  # batches of like lengths
-    predicted = {}
-    with eval_mode(model):
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            chunk = [without_labels(examples[i]) for i in rows]
-            batch = model.collate(task, chunk)
-            labels = [row["label"] for row in spec.predict(model(task, batch).logits, batch, chunk)]
-            predicted.update(zip(rows, labels, strict=True))
+    predicted = [spec.labels.index(p["label"]) for p in predict_examples(model, task, examples)]
     # compared as ids, as the task's metrics compare them (a file's label 3 is the name "3")
     gold = spec.label_ids([e.label for e in examples]).tolist()
-    return [int(spec.labels.index(predicted[i]) == g) for i, g in enumerate(gold)]
+    return [int(p == g) for p, g in zip(predicted, gold, strict=True)]
 
 
 def paired(d: list[float]) -> tuple[float, float]:

@@ -264,7 +264,8 @@ def attention_kernel(dtype: torch.dtype) -> str:
         if dtype not in ATTENTION_CHOSEN:
             forced = os.environ.get("MINIBERT_CPU_ATTENTION")
             if forced is not None and forced not in ATTENTIONS:
-                raise ValueError(f"MINIBERT_CPU_ATTENTION={forced!r}: it must be 'products' or 'sdpa'")
+                raise ValueError(f"MINIBERT_CPU_ATTENTION={forced!r}: it must be "
+                                 + " or ".join(repr(kind) for kind in ATTENTIONS))
             ATTENTION_CHOSEN[dtype] = forced or measure_attention(dtype)
     return ATTENTION_CHOSEN[dtype]
 
@@ -308,8 +309,9 @@ def use_kernel_choices(choices: dict[str, str]) -> None:
         dtype = getattr(torch, name, None)
         if kind not in ("linear", "attention") or not isinstance(dtype, torch.dtype) or not dtype.is_floating_point \
                 or (kind == "linear" and dtype not in LINEAR_DTYPES):
-            raise ValueError(f"kernel choice {key!r}: not a kernel this version chooses (linear:float32, "
-                             "linear:bfloat16, attention:<a float dtype>)")
+            linears = ", ".join(f"linear:{str(d).removeprefix('torch.')}" for d in LINEAR_DTYPES)
+            raise ValueError(f"kernel choice {key!r}: not a kernel this version chooses ({linears}, "
+                             "attention:<a float dtype>)")
         runnable = candidates(dtype) if kind == "linear" else list(ATTENTIONS)
         if kernel not in runnable:
             raise ValueError(f"kernel choice {key!r}: {kernel!r} is not one this process can run (it can run "

@@ -11,23 +11,30 @@ from minibert.model import eval_mode
 from minibert.multitask import MultiTaskModel
 
 
-@torch.inference_mode()
 def evaluate_task(model: MultiTaskModel, task: str, examples: list, batch_size: int = 64) -> dict[str, float]:
     """The task's metrics on `examples` (its ``main_metric`` among them): STS Spearman and Pearson,
     accuracy and macro-F1, or entity-level precision, recall and F1 (conlleval), by task type."""
-    spec = model.task(task)
     if not examples:
         raise ValueError(f"task {task!r}: no examples to evaluate")
-    # Longest first, so each batch holds inputs of similar length and little compute goes to padding.
-    # Every metric here is a function of (prediction, gold) pairs, so the order does not change it.
-    examples = sorted(examples, key=example_length, reverse=True)
-    predictions = []
+    return model.task(task).metrics(predict_examples(model, task, examples, batch_size), examples)
+
+
+@torch.inference_mode()
+def predict_examples(model: MultiTaskModel, task: str, examples: list, batch_size: int = 64) -> list[dict]:
+    """The task's prediction for each example, in the examples' order, without looking at their gold."""
+    spec = model.task(task)
+    # Longest first, so each batch holds inputs of similar length and little compute goes to padding; the
+    # predictions are put back in the examples' order, so each stays beside its gold.
+    order = sorted(range(len(examples)), key=lambda i: example_length(examples[i]), reverse=True)
+    predictions: list[dict | None] = [None] * len(examples)
     with eval_mode(model):
-        for start in range(0, len(examples), batch_size):
-            chunk = [without_labels(e) for e in examples[start:start + batch_size]]
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            chunk = [without_labels(examples[i]) for i in rows]
             batch = model.collate(task, chunk)
-            predictions += spec.predict(model(task, batch).logits, batch, chunk)
-    return spec.metrics(predictions, examples)
+            for i, prediction in zip(rows, spec.predict(model(task, batch).logits, batch, chunk), strict=True):
+                predictions[i] = prediction
+    return predictions
 
 
 def without_labels(example):
