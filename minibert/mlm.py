@@ -30,7 +30,7 @@ from minibert.files import read_json
 from minibert.masking import IGNORE_INDEX
 from minibert.model import BertModel
 from minibert.paths import convert
-from minibert.tokenizer import Tokenizer
+from minibert.tokenizer import Tokenizer, check_padding_side
 
 
 def head_keys(dense: str, norm: str, bias: str) -> dict[str, str]:
@@ -122,7 +122,9 @@ class MaskedLanguageModel(nn.Module):
         folder = Path(folder)
         bert = load_model(folder, dtype=dtype, device=device)
         head = load_head(folder, bert)
-        model = cls(convert(bert, path), head, Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens))
+        tokenizer = Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens)
+        check_padding_side(tokenizer, bert.position_skip_id)
+        model = cls(convert(bert, path), head, tokenizer)
         return model.eval()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -60,6 +60,7 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.max_tokens = config.max_position_embeddings
+        self.position_skip_id = None  # no token id is left out of the positions: a position is a column
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         B, L = input_ids.shape
@@ -233,6 +234,12 @@ class BertModel(nn.Module):
     def max_tokens(self) -> int:
         """The longest input the position embeddings cover (a family that offsets positions covers fewer)."""
         return self.embeddings.max_tokens
+
+    @property
+    def position_skip_id(self) -> int | None:
+        """The token id that takes no position (RoBERTa's and MPNet's padding), or None where every token's
+        position is its column in the batch (BERT): then where the padding sits moves the tokens."""
+        return self.embeddings.position_skip_id
 
     def attention_bias(self, length: int) -> torch.Tensor | None:
         """An additive term on every layer's attention scores, computed once per forward. None in BERT, whose

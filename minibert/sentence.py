@@ -27,7 +27,7 @@ from minibert.model import AttnImplementation, BertModel, eval_mode
 from minibert.paths import cast, check_path, convert, default_path
 from minibert.pipeline import Dense, read_pipeline
 from minibert.pooling import Pooling, PoolingConfig
-from minibert.tokenizer import Batch, Tokenizer
+from minibert.tokenizer import Batch, Tokenizer, check_padding_side
 
 
 class SentenceFeatures(NamedTuple):
@@ -67,6 +67,7 @@ class SentenceEncoder(nn.Module):
         bert = load_model(pipeline.transformer, dtype=dtype or pipeline.settings.dtype, device=device,
                           attn_implementation=attn_implementation, config_overrides=pipeline.settings.config)
         tokenizer = Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens)
+        check_padding_side(tokenizer, bert.position_skip_id)
         pooling_json = pipeline.pooling / "config.json" if pipeline.pooling else None
         pooling_config = PoolingConfig.from_json(pooling_json) if pooling_json else PoolingConfig()
         dim = pooling_config.embedding_dimension

@@ -74,6 +74,30 @@ def has_lowercase(normalizer) -> bool:
                                                                 for n in normalizer)
 
 
+def check_padding_side(tokenizer: Tokenizer, position_skip_id: int | None) -> None:
+    """A folder whose tokenizer pads on the left, refused where that changes what the references compute.
+
+    minibert pads every batch on the right. Where the model numbers its positions over the real tokens only,
+    skipping the pad id (RoBERTa, XLM-R, MPNet: ``position_skip_id``), where the padding sits moves no token,
+    and left padding gives the embeddings right padding does: taken. Where a position is a column of the
+    padded batch (BERT, DistilBERT: ``position_skip_id`` None), or the tokenizer pads with another id than the
+    one positions skip, left padding moves a shorter sentence's tokens to later positions, so what the
+    references give for a sentence depends on the longest sentence batched with it: refused."""
+    if tokenizer.padding_side != "left":
+        return
+    where = f"{tokenizer.source or 'tokenizer'}: padding_side 'left'"
+    if position_skip_id is None:
+        raise ValueError(f"{where} in a model whose positions are the columns of the padded batch (BERT, "
+                         "DistilBERT): a shorter sentence's tokens would sit at later positions, so its embedding "
+                         "would depend on the longest sentence in its batch. minibert pads on the right; set "
+                         "padding_side to 'right'")
+    if tokenizer.pad_id != position_skip_id:
+        raise ValueError(f"{where} in a model whose positions skip token id {position_skip_id}, but the tokenizer "
+                         f"pads with id {tokenizer.pad_id} ({tokenizer.pad_token!r}): its pads would take positions, "
+                         "so a sentence's embedding would depend on the longest sentence in its batch. minibert "
+                         "pads on the right; set padding_side to 'right'")
+
+
 class TruncationWarning(UserWarning):
     """Some inputs were longer than the tokenizer's max_length and were cut."""
 
@@ -105,7 +129,8 @@ class Tokenizer:
 
     def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]",
                  source: Path | None = None, do_lower_case: bool = False, special_tokens: tuple[str, ...] = (),
-                 truncation_side: str = "right", overrides: dict | None = None, mask_token: str | None = None) -> None:
+                 truncation_side: str = "right", overrides: dict | None = None, mask_token: str | None = None,
+                 padding_side: str = "right") -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
@@ -124,6 +149,7 @@ class Tokenizer:
         self.special_tokens = tuple(special_tokens)
         self.mask_token = mask_token  # [MASK] or <mask>: what masked-language-model pretraining hides tokens with
         self.truncation_side = truncation_side
+        self.padding_side = padding_side  # the folder's; batches are padded on the right (check_padding_side)
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
@@ -162,7 +188,7 @@ class Tokenizer:
             max_length = token_limit(where, settings, spec, max_positions)
         return cls(backend, max_length, spec.pad_token, source=where, do_lower_case=settings.do_lower_case,
                    special_tokens=tuple(spec.special_tokens), truncation_side=spec.truncation_side,
-                   overrides=settings.tokenizer, mask_token=spec.mask_token)
+                   overrides=settings.tokenizer, mask_token=spec.mask_token, padding_side=spec.padding_side)
 
     @property
     def vocab_size(self) -> int:

@@ -61,6 +61,7 @@ class TokenizerSpec:
     model_max_length: int | float | None  # tokenizer_config.json's (or max_len), None when it names none
     truncation_side: str  # "right" or "left"
     mask_token: str | None  # what the masked-language-model objective puts in a token's place
+    padding_side: str = "right"  # where transformers pads; minibert pads on the right (tokenizer.check_padding_side)
 
 def checked_settings(raw: dict, path: Path | str) -> dict:
     for key, types in SETTING_TYPES.items():
@@ -193,12 +194,11 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
         backend.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1")
     if settings.get("split_special_tokens"):
         backend.encode_special_tokens = True
-    if settings.get("padding_side", "right") != "right":
-        raise ValueError(f"{config_path}: padding_side {settings['padding_side']!r}: minibert pads on the right only")
     specials = [t for t in [*text.values(), *map(str, extra)] if t is not None]
     return backend, TokenizerSpec(text["pad_token"], list(dict.fromkeys(specials)),
                                   settings.get("model_max_length", settings.get("max_len")),
-                                  settings.get("truncation_side", "right"), text["mask_token"])
+                                  settings.get("truncation_side", "right"), text["mask_token"],
+                                  settings.get("padding_side", "right"))
 
 
 def pipeline(name: str, model: str, settings: dict, text: dict, files: tuple) -> Backend:

@@ -128,7 +128,7 @@ def test_an_unknown_similarity_name_is_cosine_with_a_warning(tmp_path):
 
 @pytest.mark.parametrize("settings, refusal", [
     ({"act": "prelu"}, "has learnt parameters of its own"),
-    ({"padding_side": "left"}, "padding_side 'left': minibert pads on the right only"),
+    ({"padding_side": "left"}, "padding_side 'left' in a model whose positions are the columns of the padded batch"),
     ({"dense": [(8, "mypackage.Swish", True, False)]}, "is not a torch class"),
 ])
 def test_settings_minibert_refuses_are_named(tmp_path, settings, refusal):
@@ -136,6 +136,31 @@ def test_settings_minibert_refuses_are_named(tmp_path, settings, refusal):
     parameters are not in the checkpoint (transformers draws them at random), a Dense activation outside torch
     (sentence-transformers runs Tanh in its place), left padding."""
     c, folder = folder_of(tmp_path, "bert", **settings)
+    with pytest.raises(ValueError, match=refusal):
+        SentenceEncoder.from_pretrained(folder)
+    assert compare(c, folder).kind == "refused"
+
+
+@pytest.mark.parametrize("family, pooling", [("roberta", ["mean"]), ("xlm-roberta", ["cls", "max"]),
+                                             ("mpnet", ["weightedmean"]), ("roberta", ["lasttoken"])])
+def test_left_padding_where_positions_skip_the_pads(tmp_path, family, pooling):
+    """RoBERTa, XLM-R and MPNet number only the real tokens, so sentence-transformers' left-padded batches give
+    what minibert's right-padded ones give: sentences of different lengths in one batch, a prompt left out."""
+    c, folder = folder_of(tmp_path, family, padding_side="left", pooling=pooling, batch_size=8, prompts=True,
+                          include_prompt=False, prompt_call="name")
+    assert SentenceEncoder.from_pretrained(folder).tokenizer.padding_side == "left"
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+def test_left_padding_where_it_would_move_the_tokens_is_refused(tmp_path, family):
+    """BERT and DistilBERT: a position is a column of the batch. RoBERTa whose positions skip another id than
+    the tokenizer pads with (config.json's pad_token_id changed): its pads take positions."""
+    c, folder = folder_of(tmp_path, family, padding_side="left")
+    refusal = "positions are the columns of the padded batch"
+    if family == "roberta":
+        edit(folder / "config.json", pad_token_id=0)
+        refusal = r"positions skip token id 0, but the tokenizer pads with id 1 \('<pad>'\)"
     with pytest.raises(ValueError, match=refusal):
         SentenceEncoder.from_pretrained(folder)
     assert compare(c, folder).kind == "refused"

@@ -86,6 +86,7 @@ class DistilBertEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.max_tokens = config.max_position_embeddings
+        self.position_skip_id = None  # a position is a column of the batch, as in BERT
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         L = input_ids.shape[1]

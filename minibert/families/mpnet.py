@@ -68,6 +68,7 @@ class MPNetEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.max_tokens = config.max_position_embeddings - PADDING_IDX - 1
+        self.position_skip_id = PADDING_IDX  # pads take no position: where they sit moves no token
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         if input_ids.shape[1] > self.max_tokens:
