@@ -156,6 +156,20 @@ def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory, tiny_model_dir, tiny_data) -> Path:
+    """A saved multi-task model of ``tiny_config``'s tasks (labels as its data gives them), heads drawn from
+    seed 7: a teacher for a task's predictions (``minibert.train.distill.TaskTeacher``)."""
+    from minibert.multitask import MultiTaskModel
+    from minibert.train import load_config
+    from minibert.train.batches import read_tasks
+
+    folder = tmp_path_factory.mktemp("tiny-teacher")
+    tasks = read_tasks(load_config(base=tiny_config(tiny_model_dir, tiny_data, folder / "unused")))[0]
+    MultiTaskModel.from_encoder(tiny_model_dir, tasks, seed=7).save(folder)
+    return folder
+
+
 def merge(base: dict, overrides: dict) -> dict:
     """``base`` with ``overrides`` laid over it, table by table (``{"optim": {"lr": 1}}`` keeps optim's other keys)."""
     out = dict(base)

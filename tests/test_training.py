@@ -97,26 +97,30 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> str:
     return output
 
 
-def with_methods(config: dict, teacher: Path) -> dict:
-    """The multi-task methods (minibert.train: balance, pcgrad, distill, annealed sampling; minibert.adapter,
-    minibert.branch) all at once: what they learn (the log-variances, the adapters, the branch) and draw (the
-    tasks of each step) must survive a kill and agree between processes."""
+def with_methods(config: dict, teacher: Path, task_teacher: Path) -> dict:
+    """The multi-task methods (minibert.train: balance, pcgrad, distill of both kinds, annealed sampling;
+    minibert.adapter, minibert.branch) all at once: what they learn (the log-variances, the adapters, the
+    branch) and draw (the tasks of each step) must survive a kill and agree between processes."""
     config = merge(config, {"sampling": {"strategy": "temperature", "temperature": 1.0, "temperature_end": 4.0,
                                          "tasks_per_step": 2},
                             "optim": {"pcgrad": True, "loss_balance": "uncertainty", "distill_from": str(teacher)}})
     adapted = {"topic", "ner"}  # an adapter each, and half their gradient on the encoder; NER a branch too
     config["tasks"] = [{**t, "head": {**t.get("head", {}), "adapter": 4, "branch": int(t["name"] == "ner")},
                         "encoder_grad": 0.5} if t["name"] in adapted else t for t in config["tasks"]]
+    # a teacher of their own for topic (a sentence's classes) and NER (each word piece's)
+    config["tasks"] = [{**t, "teacher": str(task_teacher)} if t["name"] in ("topic", "ner") else t
+                       for t in config["tasks"]]
     return config
 
 
 @pytest.mark.parametrize("methods", [False, True], ids=["plain", "multitask-methods"])
-def test_sigkill_then_resume_ends_with_the_same_weights(tiny_model_dir, tiny_data, tmp_path, methods):
+def test_sigkill_then_resume_ends_with_the_same_weights(tiny_model_dir, tiny_data, tiny_teacher_dir, tmp_path,
+                                                       methods):
     steps = 200 if methods else 400  # two tasks a step
     base = tiny_config(tiny_model_dir, tiny_data, tmp_path / "a", steps=steps, eval={"every": 100},
                        output={"checkpoint_every": 10, "log_every": 10})
     if methods:
-        base = with_methods(base, tiny_model_dir)
+        base = with_methods(base, tiny_model_dir, tiny_teacher_dir)
     (tmp_path / "a.json").write_text(json.dumps(base))
     (tmp_path / "b.json").write_text(json.dumps({**base, "output_dir": str(tmp_path / "b")}))
     # Each process measures which CPU kernels the fast path runs, and two may choose differently (which rounds
@@ -163,7 +167,7 @@ def test_resume_refuses_a_changed_configuration(tiny_model_dir, tiny_data, tmp_p
 
 
 @pytest.mark.parametrize("methods", [False, True], ids=["plain", "multitask-methods"])
-def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_path, methods):
+def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tiny_teacher_dir, tmp_path, methods):
     """DDP on 2 CPU processes (gloo, loopback): replicas identical and equal to one process with the
     same global batch (the tiny model has no dropout, so both compute the same function). NER is in:
     its loss averages over labelled word pieces, which the two halves of a batch hold unequal numbers of;
@@ -173,7 +177,7 @@ def test_two_gloo_processes_match_one_process(tiny_model_dir, tiny_data, tmp_pat
     base["tasks"] = [t for t in base["tasks"] if t["type"] != "nli"]
     base["tasks"].append({"name": "pairs", "type": "pairs", "train": str(tiny_data / "pairs.tsv")})
     if methods:
-        base = with_methods(base, tiny_model_dir)
+        base = with_methods(base, tiny_model_dir, tiny_teacher_dir)
     (tmp_path / "single.json").write_text(json.dumps(base))
     (tmp_path / "ddp.json").write_text(json.dumps({**base, "output_dir": str(tmp_path / "ddp")}))
     single = launch(tmp_path / "single.json")
@@ -248,7 +252,8 @@ def test_fp16_needs_cuda(tiny_model_dir, tiny_data, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
 @pytest.mark.parametrize("methods", [False, True], ids=["plain", "multitask-methods"])
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_cuda_mixed_precision_follows_fp32(tiny_model_dir, tiny_data, tmp_path, precision, methods):
+def test_cuda_mixed_precision_follows_fp32(tiny_model_dir, tiny_data, tiny_teacher_dir, tmp_path, precision,
+                                          methods):
     """On CUDA, bf16 autocast and fp16 with the gradient scaler train like fp32 (with the multi-task methods
     too: their gradients meet the scaler); the checkpoint holds the scaler state and resumes on the GPU."""
     losses = {}
@@ -257,7 +262,7 @@ def test_cuda_mixed_precision_follows_fp32(tiny_model_dir, tiny_data, tmp_path, 
         config = tiny_config(tiny_model_dir, tiny_data, out, steps=6, eval={"every": 0},
                              output={"log_every": 1, "checkpoint_every": 3}, runtime={"precision": p, "device": "cuda"})
         if methods:
-            config = with_methods(config, tiny_model_dir)
+            config = with_methods(config, tiny_model_dir, tiny_teacher_dir)
         train(run_config(config, tmp_path / f"{p}.json"))
         losses[p] = [v for r in read_log(out) if "loss" in r for v in r["loss"].values()]
     assert losses[precision] != losses["fp32"]  # autocast really ran

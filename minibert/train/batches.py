@@ -161,10 +161,10 @@ def steps_per_task(config: TrainConfig) -> dict[str, int]:
 def single_task_config(config: TrainConfig, task: str, steps: int) -> TrainConfig:
     """``config`` with one task, trained alone for ``steps`` steps: the fair single-task baseline of a
     multi-task run. Loss weight 1 (weights only balance tasks against each other), one task a step, and
-    nothing that combines tasks: no finishing phase, learned weights, PCGrad, annealing, distillation,
-    adapter, branch or scaled encoder gradient."""
+    nothing that combines tasks: no finishing phase, learned weights, PCGrad, annealing, distillation (of
+    either kind), adapter, branch or scaled encoder gradient."""
     single = copy.deepcopy(config)
-    single.tasks = [dataclasses.replace(t, loss_weight=1.0, encoder_grad=1.0,
+    single.tasks = [dataclasses.replace(t, loss_weight=1.0, encoder_grad=1.0, teacher=None,
                                         head={k: v for k, v in t.head.items() if k not in ("adapter", "branch")})
                     for t in config.tasks if t.name == task]
     if not single.tasks:

@@ -20,7 +20,7 @@ from minibert.hub import DEFAULT_MODEL
 from minibert.paths import PATHS
 from minibert.tasks import check_options
 from minibert.train.balance import BALANCES
-from minibert.train.distill import DISTILL_AT
+from minibert.train.distill import DISTILL_AT, TEACHABLE
 from minibert.train.recipe import TABLES
 from minibert.typecheck import check_types
 
@@ -45,6 +45,8 @@ class TaskConfig:
     max_train_examples: int | None = None  # a random subset (drawn with split_seed), for big sets or quick runs
     max_dev_examples: int | None = None
     head: dict[str, Any] = field(default_factory=dict)  # the task type's options: dropout, hidden_layer, loss, ...
+    teacher: str | None = None  # a saved multi-task model (this task trained alone) that teaches this task's head
+    # its predictions, annealed towards the gold labels over the run (minibert.train.distill)
 
     def __post_init__(self) -> None:
         check_types(self, f"task {self.name!r}: ")
@@ -55,6 +57,9 @@ class TaskConfig:
         in_range(where + "max_train_examples", self.max_train_examples, 1)
         in_range(where + "max_dev_examples", self.max_dev_examples, 1)
         # Checked here, not only when the model is built, so a bad option fails before the data is read.
+        if self.teacher is not None and self.type not in TEACHABLE:
+            raise ValueError(f"{where}teacher: a {self.type} task's loss is not a cross-entropy over classes; "
+                             f"a teacher teaches {', '.join(TEACHABLE)} tasks")
         check_options(self.name, self.type, self.head)
 
 

@@ -1,22 +1,36 @@
-"""Distillation from a teacher's embeddings: a multi-task run that keeps what a single-task model knows.
+"""Distillation: a multi-task run that keeps what a teacher knows, in two kinds.
 
-Training the heads of several tasks moves the shared encoder, and with it the sentence embedding that
-cosine similarity (STS) and retrieval read: a task trained alone on that embedding keeps it where it
-serves that task, the multi-task run lets the other tasks drag it away. Distillation ("born-again"
-multi-task networks, Clark et al., 2019, and sentence-transformers' MSE distillation) adds a term that
-pulls the student's embedding of every training input towards a frozen teacher's:
+**From a teacher's embeddings** (``optim.distill_from``). Training the heads of several tasks moves the shared
+encoder, and with it the sentence embedding that cosine similarity (STS) and retrieval read: a task trained
+alone on that embedding keeps it where it serves that task, the multi-task run lets the other tasks drag it
+away. A term pulls the student's embedding of every training input towards a frozen teacher's
+(sentence-transformers' MSE distillation, as a cosine):
 
     loss = task loss + distill_weight * mean over the batch of (1 - cos(student(x), teacher(x)))
 
 The teacher is any sentence-encoder folder: the pretrained model itself (keep the general embedding
-while the heads train), or a model trained on one task alone (teach the shared model what it learned).
-It runs without gradients, in eval mode, on the same input rows as the student.
+while the heads train), or a model trained on one task alone.
 
 Which student embedding (``optim.distill_at``): for a task with layers of its own (an adapter,
 ``minibert.adapter``, or a branch, ``minibert.branch``) there are two. "head" pulls the embedding the task's
 head reads, through those layers, so they are held near where they started too; "encoder" pulls the shared
 encoder's own embedding, the one STS and the exported model read, and leaves the task's own layers free to
 serve it. Without them the two are the same.
+
+**From a task's own teacher's predictions** (a task's ``teacher``: "born-again" multi-task networks, Clark
+et al., 2019). The model that task was trained alone into teaches the shared model its class
+probabilities, which say more than the gold label does (how close the second-best class came). The task's
+cross-entropy is taken against a mix of the two, with teacher annealing: the teacher's share falls
+linearly from all at the first step to none at the last, so the student starts by imitating the teacher
+and ends on the gold labels alone, free to pass it:
+
+    target = g * one_hot(gold) + (1 - g) * softmax(teacher logits),   g = step / steps
+    loss   = mean over the task's terms (examples, or labelled word pieces) of -sum_c target_c log p_c
+
+For the types whose loss is a cross-entropy over the head's classes (classification, NLI, token
+classification); at g = 1 it is that loss exactly.
+
+Either teacher runs without gradients, in eval mode, on the same input rows as the student.
 """
 
 from __future__ import annotations
@@ -24,7 +38,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from minibert.multitask import MultiTaskModel
+from minibert.ner import IGNORE_INDEX
 from minibert.sentence import SentenceEncoder
+from minibert.tasks import Task
+
+TEACHABLE = ("classification", "nli", "token_classification")  # losses: cross-entropy over the classes
 
 DISTILL_AT = ("head", "encoder")
 
@@ -54,3 +73,58 @@ class EmbeddingTeacher:
     def loss(self, student: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cosine distance of the student's embeddings (B, D) from the teacher's of the same rows."""
         return (1 - F.cosine_similarity(student.float(), self.embed(batch).float(), dim=-1)).mean()
+
+
+class TaskTeacher:
+    """A frozen multi-task model (a folder ``MultiTaskModel.save`` wrote: the run of a task alone, say) whose
+    head for ``task`` teaches the student's head for it: same task name and type, same labels in the same
+    order, same tokenizer."""
+
+    def __init__(self, folder: str, task: Task, student: MultiTaskModel, path: str) -> None:
+        where = f"task {task.name!r}: teacher = {folder!r}"
+        if task.type not in TEACHABLE:
+            raise ValueError(f"{where}: a {task.type} task's loss is not a cross-entropy over classes; a teacher "
+                             f"teaches {', '.join(TEACHABLE)} tasks")
+        try:
+            self.model = MultiTaskModel.load(folder, device=student.device, path=path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from e
+        self.model.requires_grad_(False)
+        own = self.model.tasks.get(task.name)
+        if own is None or own.type != task.type:
+            raise ValueError(f"{where}: it has no {task.type} task named {task.name!r} "
+                             f"(it has: {', '.join(f'{n} ({t.type})' for n, t in self.model.tasks.items())})")
+        if list(own.labels) != list(task.labels):
+            raise ValueError(f"{where}: its labels {own.labels} are not this task's {task.labels} (in this order)")
+        if self.model.encoder.tokenizer.backend.get_vocab() != student.encoder.tokenizer.backend.get_vocab():
+            raise ValueError(f"{where}: its vocabulary differs from the model's; the teacher reads the model's "
+                             "token ids, so it must share the model's tokenizer")
+        self.task = task.name
+
+    @torch.no_grad()
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return self.model(self.task, inputs).logits
+
+    def loss(self, student_logits: torch.Tensor, batch: dict[str, torch.Tensor], gold: float) -> torch.Tensor:
+        return soft_target_loss(student_logits, self.logits(batch), batch["labels"], gold)
+
+
+def gold_share(step: int, steps: int) -> float:
+    """Teacher annealing: the gold label's share of the target at ``step`` (0-based) of ``steps``, 0 at the
+    first step, rising linearly towards 1."""
+    return step / steps
+
+
+def soft_target_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                     gold: float) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` (..., C) against ``gold`` * one-hot(labels) + (1 - gold) * the
+    teacher's softmax, over the positions whose label is not ``IGNORE_INDEX``."""
+    classes = logits.shape[-1]
+    log_p = logits.float().reshape(-1, classes).log_softmax(-1)
+    labels = labels.reshape(-1)
+    kept = labels != IGNORE_INDEX
+    target = teacher_logits.float().reshape(-1, classes).softmax(-1) * (1 - gold)
+    target[kept, labels[kept]] += gold
+    per_term = -(target * log_p).sum(-1)[kept]
+    return per_term.mean() if len(per_term) else log_p.sum() * 0.0

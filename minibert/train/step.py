@@ -3,7 +3,8 @@
 Each task's batch goes forward and backward in micro-batches (accumulation), each process holding its
 share (DDP); the loss is weighted (``loss_weight``, and the learned balance of ``balance.py``), a
 distillation term may join it (``distill.py``; it reads the embedding the task's head reads, or the
-shared encoder's own: ``optim.distill_at``), the whole reaches the encoder scaled by
+shared encoder's own: ``optim.distill_at``), a task's own teacher may mix its predictions into the
+targets (``distill.py``), the whole reaches the encoder scaled by
 the task's ``encoder_grad`` (``minibert.adapter``), and the tasks' gradients on the encoder are summed, or
 first freed of their conflicts (``pcgrad.py``). Then sharpness-aware minimisation when asked, unscaling
 (fp16), clipping, the optimizer and the schedule. ``OptimizerStep`` is the part of ``Trainer`` that
@@ -18,6 +19,7 @@ import torch
 
 from minibert.multitask import to_device
 from minibert.train import optim, pcgrad
+from minibert.train.distill import gold_share
 from minibert.train.distributed import all_sum
 
 
@@ -39,7 +41,9 @@ class OptimizerStep:
         averaged over the whole batch, as long as that loss is a mean of per-term losses (CoSENT and the
         pairs type compare the examples within each micro-batch; pairs gathers them across processes).
         The distillation term (``distill.py``), a mean over input rows, is weighted by its share of the rows;
-        it is part of the task's gradient (under PCGrad it is projected with it).
+        it is part of the task's gradient (under PCGrad it is projected with it). A task with a teacher of its
+        own trains on the mix of gold labels and the teacher's predictions; the loss returned (and logged) is
+        the gold labels' alone, comparable between runs with and without one.
         """
         spec, model = self.model.task(task), self.ddp or self.model
         terms = [spec.loss_terms(b) for b in micro_batches]
@@ -56,9 +60,13 @@ class OptimizerStep:
                     distance = 0.0
                     if self.teacher is not None:  # optim.distill_at: the head's embedding, or the encoder's
                         distance = self.teacher.loss(out.encoder_embedding if at_encoder else out.embedding, batch)
+                    loss = out.loss  # the gold labels' loss, or the mix with a teacher's predictions
+                    if task in self.task_teachers:
+                        gold = gold_share(self.step, self.config.steps)
+                        loss = self.task_teachers[task].loss(out.logits, batch, gold)
                 share = terms[j] * self.world / total_terms if total_terms else 0.0  # DDP averages over processes
                 distill = self.config.optim.distill_weight * rows[j] * self.world / total_rows
-                self.scaler.scale(out.loss * weight * share + distance * distill).backward()
+                self.scaler.scale(loss * weight * share + distance * distill).backward()
             loss_sum += out.loss.item() * terms[j]
             tokens += int(batch["attention_mask"].sum())
         loss_sum, tokens = all_sum([loss_sum, tokens], self.world, self.device)  # each process holds its share

@@ -27,7 +27,7 @@ from minibert.train import checkpoint, optim
 from minibert.train.balance import make_balance
 from minibert.train.batches import StepBatches, log_truncation, read_tasks, step_loader
 from minibert.train.config import TrainConfig
-from minibert.train.distill import EmbeddingTeacher
+from minibert.train.distill import EmbeddingTeacher, TaskTeacher
 from minibert.train.distributed import init_distributed, pick_device, replicas_identical
 from minibert.train.evaluate import evaluate_sets, selection_score
 from minibert.train.progress import LogWindow
@@ -119,6 +119,8 @@ class Trainer(OptimizerStep):
         self.check_encoder_grads()
         self.teacher = EmbeddingTeacher(cfg.optim.distill_from, self.model.encoder, self.path) \
             if cfg.optim.distill_from else None
+        self.task_teachers = {t.name: TaskTeacher(t.teacher, self.model.task(t.name), self.model, self.path)
+                              for t in cfg.tasks if t.teacher}
         self.batches = StepBatches(list(self.model.tasks.values()), self.train_sets, self.model.encoder.tokenizer, cfg,
                                    self.rank, self.world)
         if self.rank == 0:
@@ -136,7 +138,8 @@ class Trainer(OptimizerStep):
         if not self.measures_kernels():
             return
         if saved is None:  # the dtypes the run computes in: its models' (a folder may name one), and autocast's
-            models = [self.model] + ([self.teacher.encoder] if self.teacher else [])
+            models = [self.model] + ([self.teacher.encoder] if self.teacher else []) \
+                + [t.model for t in self.task_teachers.values()]
             dtypes = {p.dtype for m in models for p in m.parameters()} | {torch.float32}
             dtypes |= {torch.bfloat16} if self.config.runtime.precision == "bf16" else set()
             chosen = [kernel_choices(dtypes) if self.rank == 0 else None]

@@ -1,0 +1,112 @@
+"""A task's own teacher (minibert.train.distill.TaskTeacher): the soft-target loss by hand, equal to the task's
+own loss once the targets are all gold, teacher annealing, the teacher's checks, and a training step whose
+gradient the teacher sets as the formula says. (DDP and kill-and-resume with a teacher on: test_training.)"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from minibert.multitask import MultiTaskModel
+from minibert.train import load_config
+from minibert.train.config import TrainConfig
+from minibert.train.distill import TaskTeacher, gold_share, soft_target_loss
+
+from conftest import tiny_config
+
+IGNORED = -100
+
+
+def test_soft_target_loss_by_hand():
+    """Two classes: the student's probabilities (1/4, 3/4), the teacher's (1/2, 1/2), gold class 1."""
+    logits, teacher = torch.tensor([[0.0, math.log(3.0)]]), torch.zeros(1, 2)
+    gold = torch.tensor([1])
+    # half and half: target (1/4, 3/4), the student's own distribution: its entropy
+    assert float(soft_target_loss(logits, teacher, gold, 0.5)) == pytest.approx(
+        -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
+    # all teacher: target (1/2, 1/2)
+    assert float(soft_target_loss(logits, teacher, gold, 0.0)) == pytest.approx(
+        -(0.5 * math.log(0.25) + 0.5 * math.log(0.75)))
+    # all gold: -log 3/4
+    assert float(soft_target_loss(logits, teacher, gold, 1.0)) == pytest.approx(-math.log(0.75))
+    # per token (B, L, C): a row labelled IGNORED is no term of the mean, whatever its logits
+    tokens = torch.tensor([[[0.0, math.log(3.0)], [5.0, -5.0]]])
+    assert float(soft_target_loss(tokens, torch.zeros(1, 2, 2), torch.tensor([[1, IGNORED]]), 0.5)) == \
+        pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
+    # no labelled term at all: 0, not NaN, so an accumulated step adds nothing
+    assert float(soft_target_loss(tokens, torch.zeros(1, 2, 2), torch.full((1, 2), IGNORED), 0.5)) == 0.0
+
+
+def test_teacher_annealing_goes_from_teacher_to_gold():
+    assert [gold_share(s, 4) for s in range(4)] == [0.0, 0.25, 0.5, 0.75]
+
+
+@pytest.fixture(scope="module")
+def teacher_and_batches(tiny_model_dir, tiny_data, tiny_teacher_dir):
+    """The tiny teacher, a student built from the same config (other heads), and a batch of each teachable task."""
+    config = load_config(base=tiny_config(tiny_model_dir, tiny_data, tiny_teacher_dir / "unused"))
+    from minibert.train.batches import read_tasks
+
+    tasks, train_sets = read_tasks(config)[:2]
+    student = MultiTaskModel.from_encoder(tiny_model_dir, tasks, seed=1)
+    batches = {t.name: student.collate(t.name, examples[:5]) for t, examples in zip(tasks, train_sets, strict=True)}
+    return student, batches
+
+
+@pytest.mark.parametrize("task", ["topic", "nli", "ner"])
+def test_all_gold_is_the_tasks_own_loss(teacher_and_batches, tiny_teacher_dir, task):
+    student, batches = teacher_and_batches
+    teacher = TaskTeacher(str(tiny_teacher_dir), student.task(task), student, "fast")
+    out = student(task, batches[task])
+    torch.testing.assert_close(teacher.loss(out.logits, batches[task], 1.0), out.loss)
+    # the teacher's own head on the same rows: its logits, not the student's
+    assert not torch.allclose(teacher.logits(batches[task]), out.logits)
+
+
+def test_a_teacher_must_hold_the_task_with_its_labels(teacher_and_batches, tiny_teacher_dir, tmp_path):
+    student, _ = teacher_and_batches
+    topic, sentiment = student.task("topic"), student.task("sentiment")
+    swapped = type(sentiment)(name="sentiment", labels=["positive", "negative"])
+    with pytest.raises(ValueError, match=r"task 'sentiment': teacher = '.*': its labels \['negative', 'positive'\] "
+                                         r"are not this task's \['positive', 'negative'\] \(in this order\)"):
+        TaskTeacher(str(tiny_teacher_dir), swapped, student, "fast")
+    with pytest.raises(ValueError, match=r"task 'news': teacher = '.*': it has no classification task named 'news' "
+                                         r"\(it has: sts \(sts\), topic \(classification\)"):
+        TaskTeacher(str(tiny_teacher_dir), type(topic)(name="news", labels=topic.labels), student, "fast")
+    with pytest.raises(ValueError, match=r"task 'topic': teacher = '.*nowhere'"):
+        TaskTeacher(str(tmp_path / "nowhere"), topic, student, "fast")
+    with pytest.raises(ValueError, match=r"task 'sts': teacher: a sts task's loss is not a cross-entropy"):
+        TrainConfig(tasks=[{"name": "sts", "type": "sts", "teacher": str(tiny_teacher_dir)}])
+
+
+def test_the_first_steps_gradient_is_what_the_teacher_leaves(tiny_model_dir, tiny_data, tmp_path):
+    """Teacher = the student as it starts. The targets' gradient on the logits is p - target. At the first
+    step (all teacher) that is p - p = 0: nothing to learn. Half-way (half gold) it is (p - one_hot) / 2: half
+    the plain run's gradient, in every parameter."""
+    from minibert.train.trainer import Trainer
+
+    def trainer(out, **task_keys):
+        config = tiny_config(tiny_model_dir, tiny_data, tmp_path / out, steps=10, eval={"every": 0})
+        config["tasks"] = [{**t, **task_keys} for t in config["tasks"] if t["name"] == "topic"]
+        (tmp_path / f"{out}.json").write_text(json.dumps(config))
+        return Trainer(load_config(tmp_path / f"{out}.json"))
+
+    plain = trainer("plain")
+    plain.model.save(tmp_path / "start")  # the student as it starts: heads from the same seed
+    taught = trainer("taught", teacher=str(tmp_path / "start"))
+    params = {name: list(t.model.parameters()) for name, t in (("plain", plain), ("taught", taught))}
+    grads = {}
+    for name, t, step in (("plain", plain, 0), ("first", taught, 0), ("half-way", taught, 5)):
+        t.model.train()
+        t.optimizer.zero_grad(set_to_none=True)
+        t.step = step
+        tasks, batches = t.batches[0]  # the same batch each time
+        t.step_gradients(list(tasks), batches)
+        grads[name] = torch.cat([p.grad.reshape(-1) for p in params["taught" if t is taught else "plain"]
+                                 if p.grad is not None])
+    assert grads["plain"].abs().max() > 1e-3
+    torch.testing.assert_close(grads["first"], torch.zeros_like(grads["first"]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(grads["half-way"], grads["plain"] / 2, atol=1e-6, rtol=1e-4)
