@@ -237,8 +237,7 @@ class BertModel(nn.Module):
 
     @property
     def position_skip_id(self) -> int | None:
-        """The token id that takes no position (RoBERTa's and MPNet's padding), or None where every token's
-        position is its column in the batch (BERT): then where the padding sits moves the tokens."""
+        """The token id that takes no position (RoBERTa's padding), None where a position is a column (BERT)."""
         return self.embeddings.position_skip_id
 
     def attention_bias(self, length: int) -> torch.Tensor | None:

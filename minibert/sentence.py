@@ -245,6 +245,8 @@ def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Pa
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_json, indent=2) + "\n")
     module_config = {"max_seq_length": encoder.tokenizer.max_length, "do_lower_case": encoder.tokenizer.do_lower_case}
     overrides = {k: v for k, v in encoder.tokenizer.overrides.items() if k != "model_max_length"}
+    if "padding_side" in overrides:  # minibert pads on the right (Tokenizer.save): its folders say so
+        overrides["padding_side"] = "right"
     if overrides:  # settings that were laid over the tokenizer files, kept with them
         module_config["tokenizer_args"] = overrides
     (folder / "sentence_bert_config.json").write_text(json.dumps(module_config, indent=2) + "\n")

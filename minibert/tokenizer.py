@@ -85,15 +85,16 @@ def check_padding_side(tokenizer: Tokenizer, position_skip_id: int | None) -> No
     references give for a sentence depends on the longest sentence batched with it: refused."""
     if tokenizer.padding_side != "left":
         return
-    where = f"{tokenizer.source or 'tokenizer'}: padding_side 'left'"
+    where = f"{tokenizer.padding_source or tokenizer.source or 'tokenizer'}: padding_side 'left'"
     if position_skip_id is None:
         raise ValueError(f"{where} in a model whose positions are the columns of the padded batch (BERT, "
                          "DistilBERT): a shorter sentence's tokens would sit at later positions, so its embedding "
                          "would depend on the longest sentence in its batch. minibert pads on the right; set "
                          "padding_side to 'right'")
     if tokenizer.pad_id != position_skip_id:
-        raise ValueError(f"{where} in a model whose positions skip token id {position_skip_id}, but the tokenizer "
-                         f"pads with id {tokenizer.pad_id} ({tokenizer.pad_token!r}): its pads would take positions, "
+        raise ValueError(f"{where} in a model whose positions skip token id {position_skip_id} (config.json's "
+                         f"pad_token_id; MPNet's is 1), but the tokenizer pads with id {tokenizer.pad_id} "
+                         f"({tokenizer.pad_token!r}): its pads would take positions, "
                          "so a sentence's embedding would depend on the longest sentence in its batch. minibert "
                          "pads on the right; set padding_side to 'right'")
 
@@ -130,7 +131,7 @@ class Tokenizer:
     def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]",
                  source: Path | None = None, do_lower_case: bool = False, special_tokens: tuple[str, ...] = (),
                  truncation_side: str = "right", overrides: dict | None = None, mask_token: str | None = None,
-                 padding_side: str = "right") -> None:
+                 padding_side: str = "right", padding_source: str = "") -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
@@ -149,7 +150,9 @@ class Tokenizer:
         self.special_tokens = tuple(special_tokens)
         self.mask_token = mask_token  # [MASK] or <mask>: what masked-language-model pretraining hides tokens with
         self.truncation_side = truncation_side
-        self.padding_side = padding_side  # the folder's; batches are padded on the right (check_padding_side)
+        # the folder's side and the file that names it; every Batch is padded on the right whatever it says
+        # (check_padding_side: a model that loads takes left padding only where that changes nothing)
+        self.padding_side, self.padding_source = padding_side, padding_source
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
@@ -188,7 +191,8 @@ class Tokenizer:
             max_length = token_limit(where, settings, spec, max_positions)
         return cls(backend, max_length, spec.pad_token, source=where, do_lower_case=settings.do_lower_case,
                    special_tokens=tuple(spec.special_tokens), truncation_side=spec.truncation_side,
-                   overrides=settings.tokenizer, mask_token=spec.mask_token, padding_side=spec.padding_side)
+                   overrides=settings.tokenizer, mask_token=spec.mask_token, padding_side=spec.padding_side,
+                   padding_source=spec.padding_source)
 
     @property
     def vocab_size(self) -> int:
@@ -246,3 +250,4 @@ class Tokenizer:
                 shutil.copyfile(self.source / name, folder / name)
         if not copied:
             tokenizer_files.write_config(self.backend, folder, self.pad_token, self.max_length)
+        tokenizer_files.pad_on_the_right(folder)  # where a file says left: minibert pads on the right

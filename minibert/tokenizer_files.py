@@ -62,6 +62,7 @@ class TokenizerSpec:
     truncation_side: str  # "right" or "left"
     mask_token: str | None  # what the masked-language-model objective puts in a token's place
     padding_side: str = "right"  # where transformers pads; minibert pads on the right (tokenizer.check_padding_side)
+    padding_source: str = ""  # the file that says so
 
 def checked_settings(raw: dict, path: Path | str) -> dict:
     for key, types in SETTING_TYPES.items():
@@ -160,11 +161,13 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     model, defaults = CLASSES[name]
     json_path = folder / "tokenizer.json"
     tokenizer_json = json_object(json_path)
+    padding_from = overrides_source if "padding_side" in overrides else config_path
     for key, side in (("padding", "padding_side"), ("truncation", "truncation_side")):
         saved = tokenizer_json.get(key)  # what tokenizer.json was saved with: the side, unless the config says
         direction = str(saved.get("direction")).lower() if isinstance(saved, dict) else None
         if side not in settings and direction in ("left", "right"):
             settings[side] = direction
+            padding_from = json_path if key == "padding" else padding_from
     padding = tokenizer_json.get("padding")
     if model is None and isinstance(padding, dict) and isinstance(padding.get("pad_token"), str):
         defaults = {"pad_token": padding["pad_token"]}  # the verbatim class's only default: the file's padding
@@ -198,7 +201,7 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     return backend, TokenizerSpec(text["pad_token"], list(dict.fromkeys(specials)),
                                   settings.get("model_max_length", settings.get("max_len")),
                                   settings.get("truncation_side", "right"), text["mask_token"],
-                                  settings.get("padding_side", "right"))
+                                  settings.get("padding_side", "right"), str(padding_from))
 
 
 def pipeline(name: str, model: str, settings: dict, text: dict, files: tuple) -> Backend:
@@ -250,6 +253,19 @@ def template(name: str, model: str, settings: dict, text: dict, backend: Backend
     return processors.RobertaProcessing((text["sep_token"], token_id("sep_token", 2)),
                                         (text["cls_token"], token_id("cls_token", 0)),
                                         settings.get("trim_offsets", True), settings.get("add_prefix_space", False))
+
+
+def pad_on_the_right(folder: Path) -> None:
+    """The tokenizer files in ``folder`` that say to pad on the left made to say what minibert does, pad on the
+    right (the same embeddings where a model loads with it): a transformers head that reads the first column (a
+    cross-encoder's) would read a pad token of a left-padded pair."""
+    config, data = folder / "tokenizer_config.json", folder / "tokenizer.json"
+    if config.is_file() and json_object(config).get("padding_side") == "left":
+        config.write_text(json.dumps(json_object(config) | {"padding_side": "right"}, indent=2), encoding="utf-8")
+    saved = json_object(data).get("padding") if data.is_file() else None
+    if isinstance(saved, dict) and str(saved.get("direction")).lower() == "left":
+        fixed = json_object(data) | {"padding": saved | {"direction": "Right"}}
+        data.write_text(json.dumps(fixed, ensure_ascii=False), encoding="utf-8")
 
 
 def write_config(backend: Backend, folder: Path, pad_token: str, max_length: int) -> None:

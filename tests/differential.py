@@ -48,7 +48,7 @@ from folders import SENTENCES, build, draw  # noqa: E402
 REFUSALS = {
     "activation with parameters": r"has learnt parameters of its own",
     "Dense activation outside torch": r"activation_function .* is not a torch class",
-    "padding on the left, positions by column": r"padding_side 'left' in a model whose positions",
+    "padding on the left, where it moves tokens": r"padding_side 'left' in a model whose positions",
     "no model_type": r"has no model_type",
     "unknown tokenizer class": r"is not a tokenizer minibert builds",
     "no pad token": r"the tokenizer has no pad token",

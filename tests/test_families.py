@@ -324,13 +324,22 @@ def test_minibert_verify_passes_on_every_family(family_dirs, tmp_path, family, c
         assert "FAIL" not in out
 
 
-@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "mpnet", "distilbert"])
-def test_a_familys_cross_encoder_scores_as_sentence_transformers_cross_encoder(family_dirs, tmp_path, family):
+@pytest.mark.parametrize("family, side", [("roberta", "right"), ("xlm-roberta", "right"), ("mpnet", "right"),
+                                          ("distilbert", "right"), ("roberta", "left"), ("mpnet", "left")])
+def test_a_familys_cross_encoder_scores_as_sentence_transformers_cross_encoder(family_dirs, tmp_path, family, side):
+    """And from a tokenizer that pads on the left (taken where positions skip the pads): the export says right,
+    as minibert pads, since transformers' classification heads read the first column of the batch."""
     from minibert.data import PairExample
     from minibert.multitask import MultiTaskModel
     from minibert.tasks.cross_sts import save_cross_encoder
 
-    ours = MultiTaskModel.from_encoder(family_dirs[family], [{"name": "cross", "type": "cross_sts"}], seed=3)
+    folder = family_dirs[family]
+    if side == "left":
+        folder = shutil.copytree(folder, tmp_path / "left")
+        settings = json.loads((folder / "tokenizer_config.json").read_text())
+        (folder / "tokenizer_config.json").write_text(json.dumps(settings | {"padding_side": "left"}))
+    ours = MultiTaskModel.from_encoder(folder, [{"name": "cross", "type": "cross_sts"}], seed=3)
+    assert ours.encoder.tokenizer.padding_side == side
     if family == "distilbert":
         with pytest.raises(ValueError, match="a distilbert cross-encoder has no transformers class"):
             save_cross_encoder(ours, "cross", tmp_path / "ce")
@@ -339,6 +348,7 @@ def test_a_familys_cross_encoder_scores_as_sentence_transformers_cross_encoder(f
         ours.heads["cross"].out.weight.normal_(0, 0.5)
     save_cross_encoder(ours, "cross", tmp_path / "ce")
     reference = st.CrossEncoder(str(tmp_path / "ce"), device="cpu")
+    assert reference.tokenizer.padding_side == "right"
     pairs = [(a, b) for a, b in zip(SENTENCES[1:], SENTENCES[:-1], strict=True)]
     expected = torch.as_tensor(reference.predict(pairs, batch_size=len(pairs))).float()
     logits = ours("cross", ours.collate("cross", [PairExample(a, b) for a, b in pairs])).logits

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from minibert import SentenceEncoder
+from minibert.sentence import save_sentence_transformers_folder
 
 from differential import compare
 from folders import SENTENCES, build, choices
@@ -148,8 +149,17 @@ def test_left_padding_where_positions_skip_the_pads(tmp_path, family, pooling):
     what minibert's right-padded ones give: sentences of different lengths in one batch, a prompt left out."""
     c, folder = folder_of(tmp_path, family, padding_side="left", pooling=pooling, batch_size=8, prompts=True,
                           include_prompt=False, prompt_call="name")
-    assert SentenceEncoder.from_pretrained(folder).tokenizer.padding_side == "left"
+    reference = st.SentenceTransformer(str(folder), device="cpu")
+    assert (reference.tokenize(SENTENCES[:8])["attention_mask"][:, 0] == 0).any()  # it does pad on the left
+    ours = SentenceEncoder.from_pretrained(folder)
+    assert ours.tokenizer.padding_side == "left"
     assert_matches(c, folder)
+    save_sentence_transformers_folder(ours, tmp_path / "saved")  # written as minibert pads: the same numbers
+    saved = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
+    assert saved["padding_side"] == "right"
+    torch.testing.assert_close(st.SentenceTransformer(str(tmp_path / "saved"), device="cpu").encode(
+        SENTENCES[:8], convert_to_tensor=True), reference.encode(SENTENCES[:8], convert_to_tensor=True),
+        atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
@@ -157,10 +167,11 @@ def test_left_padding_where_it_would_move_the_tokens_is_refused(tmp_path, family
     """BERT and DistilBERT: a position is a column of the batch. RoBERTa whose positions skip another id than
     the tokenizer pads with (config.json's pad_token_id changed): its pads take positions."""
     c, folder = folder_of(tmp_path, family, padding_side="left")
-    refusal = "positions are the columns of the padded batch"
+    refusal = r"tokenizer_config.json: padding_side 'left' in a model whose positions are the columns of the padded"
     if family == "roberta":
         edit(folder / "config.json", pad_token_id=0)
-        refusal = r"positions skip token id 0, but the tokenizer pads with id 1 \('<pad>'\)"
+        refusal = r"positions skip token id 0 \(config.json's pad_token_id; MPNet's is 1\), but the tokenizer pads " \
+                  r"with id 1 \('<pad>'\)"
     with pytest.raises(ValueError, match=refusal):
         SentenceEncoder.from_pretrained(folder)
     assert compare(c, folder).kind == "refused"

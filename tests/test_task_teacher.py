@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -78,7 +79,14 @@ def test_a_teacher_must_hold_the_task_with_its_labels(teacher_and_batches, tiny_
         TaskTeacher(str(tiny_teacher_dir), type(topic)(name="news", labels=topic.labels), student, "fast")
     with pytest.raises(ValueError, match=r"task 'topic': teacher = '.*nowhere'"):
         TaskTeacher(str(tmp_path / "nowhere"), topic, student, "fast")
-    with pytest.raises(ValueError, match=r"task 'sts': teacher: a sts task's loss is not a cross-entropy"):
+    other = tmp_path / "other-vocabulary"  # the same teacher, one token of its vocabulary renamed
+    shutil.copytree(tiny_teacher_dir, other)
+    data = json.loads((other / "tokenizer.json").read_text())
+    data["model"]["vocab"]["[unused999]"] = data["model"]["vocab"].pop("[unused0]")
+    (other / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"task 'topic': teacher = '.*': its vocabulary differs from the model's"):
+        TaskTeacher(str(other), topic, student, "fast")
+    with pytest.raises(ValueError, match=r"task 'sts': teacher: the loss of a task of type 'sts' is not a cross"):
         TrainConfig(tasks=[{"name": "sts", "type": "sts", "teacher": str(tiny_teacher_dir)}])
 
 
@@ -107,6 +115,7 @@ def test_the_first_steps_gradient_is_what_the_teacher_leaves(tiny_model_dir, tin
         t.step_gradients(list(tasks), batches)
         grads[name] = torch.cat([p.grad.reshape(-1) for p in params["taught" if t is taught else "plain"]
                                  if p.grad is not None])
+    assert not taught.task_teachers["topic"].model.training  # the student trains, the teacher does not
     assert grads["plain"].abs().max() > 1e-3
     torch.testing.assert_close(grads["first"], torch.zeros_like(grads["first"]), atol=1e-6, rtol=0)
     torch.testing.assert_close(grads["half-way"], grads["plain"] / 2, atol=1e-6, rtol=1e-4)

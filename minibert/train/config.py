@@ -58,8 +58,8 @@ class TaskConfig:
         in_range(where + "max_dev_examples", self.max_dev_examples, 1)
         # Checked here, not only when the model is built, so a bad option fails before the data is read.
         if self.teacher is not None and self.type not in TEACHABLE:
-            raise ValueError(f"{where}teacher: a {self.type} task's loss is not a cross-entropy over classes; "
-                             f"a teacher teaches {', '.join(TEACHABLE)} tasks")
+            raise ValueError(f"{where}teacher: the loss of a task of type {self.type!r} is not a cross-entropy "
+                             f"over classes; a teacher teaches {', '.join(TEACHABLE)} tasks")
         check_options(self.name, self.type, self.head)
 
 

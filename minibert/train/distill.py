@@ -21,14 +21,14 @@ serve it. Without them the two are the same.
 et al., 2019). The model that task was trained alone into teaches the shared model its class
 probabilities, which say more than the gold label does (how close the second-best class came). The task's
 cross-entropy is taken against a mix of the two, with teacher annealing: the teacher's share falls
-linearly from all at the first step to none at the last, so the student starts by imitating the teacher
-and ends on the gold labels alone, free to pass it:
+linearly from all at the first step towards none at the end, so the student starts by imitating the
+teacher and ends on the gold labels, free to pass it:
 
     target = g * one_hot(gold) + (1 - g) * softmax(teacher logits),   g = step / steps
     loss   = mean over the task's terms (examples, or labelled word pieces) of -sum_c target_c log p_c
 
 For the types whose loss is a cross-entropy over the head's classes (classification, NLI, token
-classification); at g = 1 it is that loss exactly.
+classification); at g = 1 the formula is that loss exactly.
 
 Either teacher runs without gradients, in eval mode, on the same input rows as the student.
 """
@@ -83,8 +83,8 @@ class TaskTeacher:
     def __init__(self, folder: str, task: Task, student: MultiTaskModel, path: str) -> None:
         where = f"task {task.name!r}: teacher = {folder!r}"
         if task.type not in TEACHABLE:
-            raise ValueError(f"{where}: a {task.type} task's loss is not a cross-entropy over classes; a teacher "
-                             f"teaches {', '.join(TEACHABLE)} tasks")
+            raise ValueError(f"{where}: the loss of a task of type {task.type!r} is not a cross-entropy over "
+                             f"classes; a teacher teaches {', '.join(TEACHABLE)} tasks")
         try:
             self.model = MultiTaskModel.load(folder, device=student.device, path=path)
         except (OSError, ValueError) as e:
@@ -103,10 +103,12 @@ class TaskTeacher:
 
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's head's logits for the student's batch (the same token ids), without its labels."""
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return self.model(self.task, inputs).logits
 
     def loss(self, student_logits: torch.Tensor, batch: dict[str, torch.Tensor], gold: float) -> torch.Tensor:
+        """The student's loss on ``batch`` against targets ``gold`` parts gold label, the rest the teacher's."""
         return soft_target_loss(student_logits, self.logits(batch), batch["labels"], gold)
 
 

@@ -42,8 +42,8 @@ class OptimizerStep:
         pairs type compare the examples within each micro-batch; pairs gathers them across processes).
         The distillation term (``distill.py``), a mean over input rows, is weighted by its share of the rows;
         it is part of the task's gradient (under PCGrad it is projected with it). A task with a teacher of its
-        own trains on the mix of gold labels and the teacher's predictions; the loss returned (and logged) is
-        the gold labels' alone, comparable between runs with and without one.
+        own trains on the mix of gold labels and the teacher's predictions: that is the loss returned, logged
+        and weighed by the learned balance.
         """
         spec, model = self.model.task(task), self.ddp or self.model
         terms = [spec.loss_terms(b) for b in micro_batches]
@@ -67,7 +67,7 @@ class OptimizerStep:
                 share = terms[j] * self.world / total_terms if total_terms else 0.0  # DDP averages over processes
                 distill = self.config.optim.distill_weight * rows[j] * self.world / total_rows
                 self.scaler.scale(loss * weight * share + distance * distill).backward()
-            loss_sum += out.loss.item() * terms[j]
+            loss_sum += loss.item() * terms[j]  # what was trained on (the learned balance weights it)
             tokens += int(batch["attention_mask"].sum())
         loss_sum, tokens = all_sum([loss_sum, tokens], self.world, self.device)  # each process holds its share
         return loss_sum / max(1, total_terms), int(tokens)
