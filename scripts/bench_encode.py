@@ -28,7 +28,7 @@ import torch
 from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.metrics import spearman
-from minibert.paths import int8_kernels, kernels
+from minibert.paths import attention_kernels, int8_kernels, kernels
 
 from rivals import rival_rows
 from timing import matmul_peak, timed
@@ -178,7 +178,7 @@ def main() -> None:
     if args.device == "cpu":  # measured in this process (minibert/paths/kernels.py, int8_kernels.py)
         def named(chosen: dict) -> str:
             return ", ".join(f"{str(dtype).removeprefix('torch.')} {kernel}" for dtype, kernel in chosen.items())
-        print(f"kernels chosen here: {named(kernels.CHOSEN)}; attention: {named(kernels.ATTENTION_CHOSEN)}")
+        print(f"kernels chosen here: {named(kernels.CHOSEN)}; attention: {named(attention_kernels.ATTENTION_CHOSEN)}")
     if args.device.startswith("cuda"):  # model FLOP utilisation: the useful rate against the GPU's dense peak
         peaks = {g: matmul_peak(args.device, getattr(torch, g)) / 1e9 for g in ceiling}
         print("MFU (useful GFLOP/s over a large square matmul's, per dtype: "

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from minibert import BertConfig, BertModel, SentenceEncoder, paths
-from minibert.paths import check_path, convert, default_path, kernels
+from minibert.paths import attention_kernels, check_path, choices, convert, default_path, kernels
 from minibert.paths import fast as fast_module
 from minibert.paths.compiled import CompiledBertModel
 from minibert.paths.fast import FastBertModel, Packing
@@ -113,15 +113,16 @@ def test_onednn_falls_back_to_f_linear_and_says_so_once(monkeypatch):
 
 @pytest.mark.parametrize("attention", ["products", "sdpa"])
 @pytest.mark.parametrize("dtype,kernel,float32_kernel", [
-    (torch.float32, "blas", "blas"), (torch.float32, "onednn", "onednn"), (torch.bfloat16, "blas", "blas"),
-    (torch.bfloat16, "onednn", "blas"), (torch.bfloat16, "upcast", "blas"), (torch.bfloat16, "upcast", "onednn")])
+    (torch.float32, "blas", "blas"), (torch.float32, "onednn", "onednn"), (torch.float32, "blocked", "blocked"),
+    (torch.bfloat16, "blas", "blas"), (torch.bfloat16, "onednn", "blas"), (torch.bfloat16, "upcast", "blas"),
+    (torch.bfloat16, "upcast", "onednn"), (torch.bfloat16, "upcast", "blocked")])
 def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch, dtype, kernel, float32_kernel,
                                                                     attention):
     """Whichever kernels the measurement picks on a CPU, forward and backward are the reference path's."""
     monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, float32_kernel)
-    monkeypatch.setitem(kernels.ATTENTION_CHOSEN, dtype, attention)
-    ran, attend = [], getattr(kernels, f"{attention}_attention")
+    monkeypatch.setitem(attention_kernels.ATTENTION_CHOSEN, dtype, attention)
+    ran, attend = [], getattr(attention_kernels, f"{attention}_attention")
     monkeypatch.setattr(fast_module, f"{attention}_attention", lambda *args: ran.append(1) or attend(*args))
     torch.manual_seed(3)
     ref = BertModel(SMALL).eval()
@@ -149,22 +150,22 @@ def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch,
 
 
 def test_cpu_attention_is_measured_once_per_dtype_and_can_be_forced(monkeypatch):
-    timings = {kernels.products_attention: 1.0, kernels.sdpa_attention: 0.85}
+    timings = {attention_kernels.products_attention: 1.0, attention_kernels.sdpa_attention: 0.85}
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timings[kernel])
-    monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {})
+    monkeypatch.setattr(attention_kernels, "ATTENTION_CHOSEN", {})
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, "blas")  # bf16 attention asks for bf16's linear kernel,
     monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, "blas")  # which asks for float32's
     monkeypatch.delenv("MINIBERT_CPU_ATTENTION", raising=False)
-    assert kernels.attention_kernel(torch.float32) == "products"  # 15% faster is within the noise
-    timings[kernels.sdpa_attention] = 0.5
-    assert kernels.attention_kernel(torch.float32) == "products"  # measured once: the first answer stays
-    assert kernels.attention_kernel(torch.bfloat16) == "sdpa"  # each dtype measured on its own
-    monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {})
+    assert attention_kernels.attention_kernel(torch.float32) == "products"  # 15% faster is within the noise
+    timings[attention_kernels.sdpa_attention] = 0.5
+    assert attention_kernels.attention_kernel(torch.float32) == "products"  # measured once: the first answer stays
+    assert attention_kernels.attention_kernel(torch.bfloat16) == "sdpa"  # each dtype measured on its own
+    monkeypatch.setattr(attention_kernels, "ATTENTION_CHOSEN", {})
     monkeypatch.setenv("MINIBERT_CPU_ATTENTION", "products")
-    assert kernels.attention_kernel(torch.bfloat16) == "products"
+    assert attention_kernels.attention_kernel(torch.bfloat16) == "products"
     monkeypatch.setenv("MINIBERT_CPU_ATTENTION", "flash")
     with pytest.raises(ValueError, match="MINIBERT_CPU_ATTENTION='flash': it must be 'products' or 'sdpa'"):
-        kernels.attention_kernel(torch.float32)
+        attention_kernels.attention_kernel(torch.float32)
 
 
 @pytest.mark.parametrize("kernel", ["upcast", "blas"])
@@ -174,7 +175,7 @@ def test_bf16_attention_products_run_in_float32_where_bf16_linears_do(monkeypatc
     q, k, v = (torch.randn(2, 3, 7, 8, generator=generator).bfloat16() for _ in range(3))
     keep = torch.tensor([[1] * 7, [1] * 4 + [0] * 3], dtype=torch.bool)[:, None, None, :]
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as in training; it must not turn the products back
-        got = kernels.products_attention(q, k, v, keep)
+        got = attention_kernels.products_attention(q, k, v, keep)
     scores = (q.float() @ k.float().transpose(-2, -1) * 8 ** -0.5).masked_fill(~keep, -1e30)
     in_float32 = (scores.softmax(-1) @ v.float()).bfloat16()
     assert got.dtype == torch.bfloat16
@@ -184,12 +185,12 @@ def test_bf16_attention_products_run_in_float32_where_bf16_linears_do(monkeypatc
 def test_a_bias_or_attention_dropout_runs_the_written_out_products(monkeypatch):
     """SDPA is not handed MPNet's bias (it rounds that sum differently) nor dropout (it draws its own mask):
     those run as the reference runs them, whatever was measured."""
-    monkeypatch.setitem(kernels.ATTENTION_CHOSEN, torch.float32, "sdpa")
+    monkeypatch.setitem(attention_kernels.ATTENTION_CHOSEN, torch.float32, "sdpa")
     ran = []
     monkeypatch.setattr(fast_module, "sdpa_attention",
-                        lambda *args: ran.append("sdpa") or kernels.sdpa_attention(*args))
+                        lambda *args: ran.append("sdpa") or attention_kernels.sdpa_attention(*args))
     monkeypatch.setattr(fast_module, "products_attention",
-                        lambda *args: ran.append("products") or kernels.products_attention(*args))
+                        lambda *args: ran.append("products") or attention_kernels.products_attention(*args))
     model = convert(BertModel(SMALL), "fast")
     ids, mask = small_batch()
     model.eval()(ids, mask)
@@ -203,8 +204,8 @@ def test_a_bias_or_attention_dropout_runs_the_written_out_products(monkeypatch):
 
 
 def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
-    fakes = {name: (lambda x, w, b, gelu=None: F.linear(x, w, b)) for name in ("blas", "onednn", "upcast")}
-    timings = {fakes["blas"]: 1.0, fakes["onednn"]: 0.85, fakes["upcast"]: 0.5}
+    fakes = {name: (lambda x, w, b, gelu=None: F.linear(x, w, b)) for name in ("blas", "onednn", "blocked", "upcast")}
+    timings = {fakes["blas"]: 1.0, fakes["onednn"]: 0.85, fakes["blocked"]: 0.9, fakes["upcast"]: 0.5}
     for name, fake in fakes.items():
         monkeypatch.setitem(kernels.LINEARS, name, fake)
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timings[kernel])
@@ -230,15 +231,16 @@ def test_a_faster_kernel_that_rounds_further_from_the_exact_product_is_not_chose
     def coarse(x, w, b, gelu=None):
         return F.linear(x.bfloat16().float(), w.bfloat16().float(), b)
 
-    monkeypatch.setitem(kernels.LINEARS, "onednn", coarse)
+    for name in ("onednn", "blocked"):
+        monkeypatch.setitem(kernels.LINEARS, name, coarse)
     monkeypatch.setattr(kernels, "ONEDNN_OP", object())
     monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is coarse else 1.0)
     x, w = torch.randn(64, 96), torch.randn(32, 96)
     assert kernels.measure(x, w, None) == "blas"
-    monkeypatch.setitem(kernels.LINEARS, "onednn", lambda x, w, b, gelu=None: F.linear(x, w, b))
-    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 1.0 if kernel is kernels.LINEARS["blas"] else 0.5)
-    assert kernels.measure(x, w, None) == "onednn"  # as accurate and twice as fast
+    monkeypatch.setitem(kernels.LINEARS, "blocked", lambda x, w, b, gelu=None: F.linear(x, w, b))
+    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is kernels.LINEARS["blocked"] else 1.0)
+    assert kernels.measure(x, w, None) == "blocked"  # as accurate and twice as fast
 
 
 def test_a_kernel_that_fails_while_measured_is_left_out_for_that_dtype_only(monkeypatch):
@@ -255,7 +257,8 @@ def test_a_kernel_that_fails_while_measured_is_left_out_for_that_dtype_only(monk
     with warnings.catch_warnings():
         warnings.simplefilter("error", kernels.KernelFallback)
         assert kernels.linear_kernel(torch.bfloat16) in ("blas", "upcast")
-    assert kernels.ONEDNN_FAILED == {torch.bfloat16} and kernels.candidates(torch.float32) == ["blas", "onednn"]
+    assert kernels.ONEDNN_FAILED == {torch.bfloat16}
+    assert kernels.candidates(torch.float32) == ["blas", "onednn", "blocked"]
     x, w = torch.randn(8, 16), torch.randn(4, 16)
     calls = []
     monkeypatch.setattr(kernels, "ONEDNN_OP", lambda *args: calls.append(1) or F.linear(*args[:3]))
@@ -283,21 +286,22 @@ def test_kernel_choices_travel_as_strings_and_refuse_what_this_process_cannot_ru
     monkeypatch.setattr(kernels, "ONEDNN_OP", object())
     monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "CHOSEN", {torch.float32: "blas"})
-    monkeypatch.setattr(kernels, "ATTENTION_CHOSEN", {torch.float32: "products", torch.float16: "sdpa"})
-    assert kernels.kernel_choices([torch.float32, torch.float16]) == {  # float16 linears are not chosen
+    monkeypatch.setattr(attention_kernels, "ATTENTION_CHOSEN", {torch.float32: "products", torch.float16: "sdpa"})
+    assert choices.kernel_choices([torch.float32, torch.float16]) == {  # float16 linears are not chosen
         "attention:float16": "sdpa", "linear:float32": "blas", "attention:float32": "products"}
     monkeypatch.setenv("MINIBERT_CPU_ATTENTION", "products")
-    kernels.use_kernel_choices({"linear:float32": "onednn", "attention:bfloat16": "sdpa"})
-    assert kernels.linear_kernel(torch.float32) == "onednn" and kernels.attention_kernel(torch.bfloat16) == "sdpa"
+    choices.use_kernel_choices({"linear:float32": "onednn", "attention:bfloat16": "sdpa"})
+    assert kernels.linear_kernel(torch.float32) == "onednn"
+    assert attention_kernels.attention_kernel(torch.bfloat16) == "sdpa"
     for key in ("softmax:float32", "linear:float33", "linear:int8", "attention:int64"):
         with pytest.raises(ValueError, match=f"kernel choice '{key}': not a kernel this version chooses"):
-            kernels.use_kernel_choices({"linear:float32": "blas", key: "sdpa"})
+            choices.use_kernel_choices({"linear:float32": "blas", key: "sdpa"})
         assert kernels.CHOSEN[torch.float32] == "onednn"  # nothing taken from a refused set
     monkeypatch.setattr(kernels, "ONEDNN_OP", None)  # a torch build without oneDNN's op
     for key, kernel in (("linear:float32", "mkl"), ("linear:float32", "upcast"), ("attention:float32", "flash"),
                         ("linear:bfloat16", "onednn")):
         with pytest.raises(ValueError, match=f"kernel choice '{key}': '{kernel}' is not one this process can run"):
-            kernels.use_kernel_choices({key: kernel})
+            choices.use_kernel_choices({key: kernel})
 
 
 def test_bfloat16_measured_first_in_a_process(monkeypatch):

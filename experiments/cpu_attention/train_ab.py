@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from minibert import SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
+from minibert.paths import attention_kernels, kernels
 from minibert.paths import fast as fast_module
-from minibert.paths import kernels
 
 
 def bf16_products(q, k, v, keep, bias=None, dropout_p=0.0):
@@ -49,7 +49,8 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    variants = {"before (bf16 products)": bf16_products, "now (float32 where upcast)": kernels.products_attention}
+    variants = {"before (bf16 products)": bf16_products,
+                "now (float32 where upcast)": attention_kernels.products_attention}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(3):
         for name, attention in variants.items():

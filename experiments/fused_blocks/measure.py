@@ -17,7 +17,7 @@ import torch
 
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
-from minibert.paths import kernels
+from minibert.paths import attention_kernels, kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from timing import alternating_rounds  # noqa: E402  (scripts/, put on the path above)
@@ -64,7 +64,8 @@ def main() -> None:
     times = alternating_rounds({name: lambda e=e: e.encode(sentences, batch_size=32) for name, e in encoders.items()},
                                args.rounds)
     print(f"\n{len(sentences)} sentences of STS-B test, batch 32, {torch.get_num_threads()} threads, median of "
-          f"{args.rounds} alternating rounds; kernels: {kernels.CHOSEN}, attention {kernels.ATTENTION_CHOSEN}")
+          f"{args.rounds} alternating rounds; kernels: {kernels.CHOSEN}, "
+          f"attention {attention_kernels.ATTENTION_CHOSEN}")
     rates = {name: len(sentences) / statistics.median(t) for name, t in times.items()}
     for name, rate in rates.items():
         base = name.removesuffix(", blocks compiled") if name != "int8" else "int8 (int_mm)"

@@ -15,8 +15,9 @@ embeddings and pooler, same parameter names but one) whose blocks run the batch 
   instead of three. Checkpoints keep the three tensors: ``weights.fuse_qkv`` joins them when the
   fast model is built, ``weights.split_qkv`` splits them when it is saved.
 - **The fastest CPU linear kernel** for the dtype on the CPU at hand, measured once (``kernels.py``):
-  the BLAS behind ``F.linear`` or oneDNN (whose matmul also takes the feed-forward GELU), and bf16
-  products in float32 on a CPU without bf16 instructions.
+  the BLAS behind ``F.linear`` or oneDNN (whose matmul also takes the feed-forward GELU; in float32
+  summed in blocks where that is what matches BLAS's accuracy), and bf16 products in float32 on a CPU
+  without bf16 instructions. The attention is chosen the same way (``attention_kernels.py``).
 
 Outputs match the reference path to float rounding, gradients too; padded positions of
 ``last_hidden_state`` are zeros here, where the reference computes values nobody reads. Build a fast
@@ -35,14 +36,8 @@ from torch import nn
 from minibert.activations import activation
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput
-from minibert.paths.kernels import (
-    LINEAR_DTYPES,
-    attention_kernel,
-    blas_linear,
-    cpu_linear,
-    products_attention,
-    sdpa_attention,
-)
+from minibert.paths.attention_kernels import attention_kernel, products_attention, sdpa_attention
+from minibert.paths.kernels import LINEAR_DTYPES, blas_linear, cpu_linear
 from minibert.weights import fuse_qkv
 
 PACK_ABOVE = 0.1  # on the CPU, rows are packed when more than this share of a batch's grid is padding

@@ -1,11 +1,11 @@
 """The CPU matrix products of the fast path: which kernel runs, chosen by measuring on the CPU
 at hand, and the private torch ops behind one function each, with a public fallback. Its attention
-is chosen the same way (at the end of this file).
+is chosen the same way (``attention_kernels.py``).
 
 Which kernel is fastest is a property of the CPU, not of the code, so nothing here assumes it:
 
-- **float32**: the BLAS behind ``F.linear`` (MKL in the x86 wheels) or oneDNN's fused linear. Which one
-  wins differs from one x86 CPU to another, AMD or Intel.
+- **float32**: the BLAS behind ``F.linear`` (MKL in the x86 wheels) or oneDNN's fused linear, whole or
+  "blocked" (below). Which one wins differs from one x86 CPU to another, AMD or Intel.
 - **bfloat16**: native bf16 products where the CPU has bf16 instructions (AVX512-BF16, AMX). Where it has
   none they are emulated, far slower than float32 ones; there converting to float32 for the product and
   rounding the result back ("upcast") is the faster way to the same bf16 numbers, as OpenVINO does.
@@ -13,24 +13,22 @@ Which kernel is fastest is a property of the CPU, not of the code, so nothing he
 So the first CPU linear layer of each dtype times every candidate, once per process, on a fixed product
 of MiniLM's feed-forward shape, and the fastest (the public ``F.linear`` unless another is clearly
 faster) runs from then on. Speed is not bought with accuracy: a kernel whose error on that product (against
-the same product in float64) is larger than ``F.linear``'s is not a candidate (oneDNN's float32 products on
-some CPUs round about twice as far from the exact result as BLAS's, and in a deep model that shows). A
+the same product in float64) is larger than ``F.linear``'s is not a candidate. oneDNN's float32 products
+round further from the exact result than BLAS's, up to twice as far, and in a deep model that shows: each
+output is one long running sum, and a float32 sum's rounding grows with its length, where a BLAS sums
+192 or so products at a time and adds the partial sums. The "blocked" kernel does the same with oneDNN's
+products (``blocked_linear``): its error is BLAS's at most of oneDNN's speed. A
 kernel that fails on this CPU (oneDNN in bf16 without bf16 instructions) is left out for that dtype alone.
 The kernels agree to float rounding, not bit for bit, and two processes may measure differently:
 to run the same one in every process (bit-identical outputs across the shards of one job, say), set
-``MINIBERT_CPU_LINEAR`` (``blas`` or ``onednn``, even where oneDNN is the less accurate; for bf16 also
-``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run), and
-``MINIBERT_CPU_ATTENTION`` the attention (below).
+``MINIBERT_CPU_LINEAR`` (``blas``, ``onednn`` even where it is the less accurate, or ``blocked``; for bf16
+also ``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run), and
+``MINIBERT_CPU_ATTENTION`` the attention (``attention_kernels.py``).
 ``CHOSEN`` holds the choices; setting an entry forces one, as the tests do. A training run saves its
-choices (``kernel_choices``) and its resumed run, like every rank of a DDP job, runs those
-(``use_kernel_choices``): different kernels round differently, and a resume must continue exactly.
+choices and its resumed run, like every rank of a DDP job, runs those (``choices.py``): different
+kernels round differently, and a resume must continue exactly.
 (The int8 path's products are chosen by measuring too, in ``int8_kernels.py``, among kernels that are
 all exact.)
-
-**Attention** runs on the (B, L) grid either as the products written out (as ``model.py`` writes them)
-or by SDPA's fused CPU kernel, whichever is faster here by ``MARGIN``, measured once per dtype
-(``ATTENTION_CHOSEN``; ``MINIBERT_CPU_ATTENTION`` forces one). MPNet's bias and attention dropout always
-take the products, as in the reference.
 """
 
 from __future__ import annotations
@@ -39,22 +37,23 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
-CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn" or "upcast"
-ATTENTION_CHOSEN: dict[torch.dtype, str] = {}  # dtype -> how the fast path's CPU attention runs: "products" or "sdpa"
+CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn", "blocked", "upcast"
 # (torch.int8: the int8 path's products, "int_mm", "float32" or "onednn", int8_kernels.py)
 MARGIN = 1.25  # another kernel must beat F.linear by this much: timings on a busy machine jitter, and a tie
 # should not be decided differently by two processes
 ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this times F.linear's (the products
 # are fixed, so this part of the choice is the same in every process on a CPU)
 LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears are chosen (cpu_linear)
-ATTENTIONS = ("products", "sdpa")  # the ways the fast path's CPU attention can run
 ONEDNN_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's op failed for in this process
+BLOCK = 192  # input channels per partial sum of the "blocked" kernel: as many as MKL's x86 kernels sum
+WEIGHT_BLOCKS: dict[int, tuple] = {}  # id(weight) -> (its state, its blocks), dropped when the weight is freed
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
 
@@ -116,12 +115,58 @@ def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         return cpu_linear(x.float(), weight.float(), bias, gelu).to(x.dtype)
 
 
-LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "upcast": upcast_linear}
+def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+    """x @ weight.T + bias by oneDNN's products, summed the way a BLAS sums them: over blocks of ``BLOCK``
+    input channels, each block's product added to the running result in float32. One run of 1,536 float32
+    additions rounds about twice as far from the exact sum as eight runs of 192 added up, which is how
+    BLAS kernels work and where oneDNN's own kernel differs (``experiments/kernel_accuracy/``). For float32;
+    the weight's blocks are cut once (``weight_blocks``)."""
+    if x.shape[1] <= BLOCK:
+        return onednn_linear(x, weight, bias, gelu)
+    blocks = weight_blocks(weight)
+    y = onednn_linear(x[:, :BLOCK], blocks[0], bias)
+    for i, block in enumerate(blocks[1:], start=1):
+        y += onednn_linear(x[:, i * BLOCK:(i + 1) * BLOCK], block, None)
+    return with_gelu(y, gelu)
+
+
+def weight_blocks(weight: torch.Tensor) -> list[torch.Tensor]:
+    """The weight's columns in blocks of ``BLOCK``, each one contiguous (oneDNN reads a weight as if it were),
+    made once per weight and again whenever it changes: an optimizer step or a load moves its version
+    counter, a new ``.data`` its address. A weight without a version counter (made in inference mode) is
+    cut anew at every call."""
+    state = weight_version(weight), weight.data_ptr(), weight.shape
+    cached = WEIGHT_BLOCKS.get(id(weight))
+    if cached is not None and cached[0] == state and state[0] is not None:
+        return cached[1]
+    with torch.no_grad():
+        blocks = [weight[:, start:start + BLOCK].contiguous() for start in range(0, weight.shape[1], BLOCK)]
+    if state[0] is not None:
+        if id(weight) not in WEIGHT_BLOCKS:  # (a tensor cannot be a dict key: == compares its values)
+            weakref.finalize(weight, WEIGHT_BLOCKS.pop, id(weight), None)
+        WEIGHT_BLOCKS[id(weight)] = state, blocks
+    return blocks
+
+
+def weight_version(tensor: torch.Tensor) -> int | None:
+    """The tensor's version counter, which every in-place change moves (a private attribute), or None where
+    it has none (tensors made in inference mode) or this torch lacks it: then nothing is cached."""
+    try:
+        return tensor._version
+    except (AttributeError, RuntimeError):
+        return None
+
+
+LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "blocked": blocked_linear,
+                                "upcast": upcast_linear}
 
 
 def candidates(dtype: torch.dtype) -> list[str]:
-    """The kernels worth timing for a dtype, the public one first."""
-    names = ["blas"] + (["onednn"] if ONEDNN_OP is not None and dtype not in ONEDNN_FAILED else [])
+    """The kernels worth timing for a dtype, the public one first. Blocks are for float32 only: a bf16
+    result would be rounded to bf16 at every block."""
+    names = ["blas"]
+    if ONEDNN_OP is not None and dtype not in ONEDNN_FAILED:
+        names += ["onednn", "blocked"] if dtype == torch.float32 else ["onednn"]
     return names + (["upcast"] if dtype == torch.bfloat16 else [])
 
 
@@ -200,11 +245,33 @@ def linear_kernel(dtype: torch.dtype) -> str:
 
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
     """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
-    through ``F.linear`` and the dtype casts natively, and through ``OneDNNLinear`` for oneDNN."""
+    through ``F.linear`` and the dtype casts natively, through ``OneDNNLinear`` for oneDNN and through
+    ``BlockedLinear`` for the blocked kernel."""
     kernel = linear_kernel(x.dtype)
     if kernel == "onednn" and torch.is_grad_enabled():
         return with_gelu(OneDNNLinear.apply(x, weight, bias), gelu)
+    if kernel == "blocked" and torch.is_grad_enabled():
+        return with_gelu(BlockedLinear.apply(x, weight, bias), gelu)
     return LINEARS[kernel](x, weight, bias, gelu)
+
+
+class BlockedLinear(torch.autograd.Function):
+    """The blocked kernel forward, ``F.linear``'s backward (by BLAS): dx = dy @ W, dW = dy.T @ x, db = the sum
+    of dy over the rows. dW's sum runs over every row of the batch, thousands long, too many blocks."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return blocked_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        dx = grad @ weight if ctx.needs_input_grad[0] else None
+        dw = grad.t() @ x if ctx.needs_input_grad[1] else None
+        db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db
 
 
 class OneDNNLinear(torch.autograd.Function):
@@ -225,97 +292,3 @@ class OneDNNLinear(torch.autograd.Function):
         dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if ctx.needs_input_grad[1] else None
         db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
-
-
-def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
-                       bias: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D) + bias, masked) v, written out as in ``model.py``: q, k, v (B, H, L, D); ``keep``
-    (B, 1, 1, L) bool (True: a real key) or None; attention dropout ``dropout_p`` on the probabilities.
-    In bf16 where bf16 linears are upcast (no bf16 instructions), computed in float32 and rounded back, for
-    the same reason."""
-    if q.dtype == torch.bfloat16 and CHOSEN.get(torch.bfloat16) == "upcast":
-        with torch.autocast("cpu", enabled=False):
-            y = products_attention(q.float(), k.float(), v.float(), keep, bias, dropout_p)
-        return y.to(q.dtype)
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, L, L)
-    if bias is not None:
-        scores = scores + bias
-    if keep is not None:
-        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    return F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=dropout_p > 0) @ v
-
-
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """The same by PyTorch's fused kernel (``scaled_dot_product_attention``; no bias, no dropout here)."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
-
-
-def attention_kernel(dtype: torch.dtype) -> str:
-    """How the fast path's CPU attention runs in ``dtype``, measured once per process: "products" (written out)
-    unless "sdpa" (the fused kernel) beats it by ``MARGIN`` on a batch of sentence-length inputs, 32 sentences
-    of at most 32 tokens, a third of them padded, 12 heads of 32. Which wins is the CPU's doing: at these
-    lengths the fused kernel's set-up can cost more than it saves, and products in bf16 on a CPU without bf16
-    instructions are emulated. ``MINIBERT_CPU_ATTENTION`` (``products`` or ``sdpa``) forces one."""
-    if dtype in ATTENTION_CHOSEN:  # chosen already: every attention layer asks, so no lock on this path
-        return ATTENTION_CHOSEN[dtype]
-    if dtype == torch.bfloat16:
-        linear_kernel(dtype)  # the products run upcast where its linears do: choose that first
-    with MEASURING:
-        if dtype not in ATTENTION_CHOSEN:
-            forced = os.environ.get("MINIBERT_CPU_ATTENTION")
-            if forced is not None and forced not in ATTENTIONS:
-                raise ValueError(f"MINIBERT_CPU_ATTENTION={forced!r}: it must be "
-                                 + " or ".join(repr(kind) for kind in ATTENTIONS))
-            ATTENTION_CHOSEN[dtype] = forced or measure_attention(dtype)
-    return ATTENTION_CHOSEN[dtype]
-
-
-@torch.no_grad()
-def measure_attention(dtype: torch.dtype, rounds: int = 5) -> str:
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(32, 12, 32, 32, generator=generator).to(dtype) for _ in range(3))
-    keep = torch.ones(32, 1, 1, 32, dtype=torch.bool)
-    keep[::3, ..., 20:] = False
-    kernels = {"products": products_attention, "sdpa": sdpa_attention}
-    best = dict.fromkeys(kernels, float("inf"))
-    with torch.autocast("cpu", enabled=False):
-        for _ in range(rounds):
-            for name, kernel in kernels.items():
-                best[name] = min(best[name], seconds(kernel, (q, k, v, keep)))
-    return "sdpa" if best["sdpa"] * MARGIN < best["products"] else "products"
-
-
-def kernel_choices(dtypes: Iterable[torch.dtype]) -> dict[str, str]:
-    """The attention kernel this process runs in each dtype, and the linear one in float32 and bfloat16 (the
-    dtypes ``cpu_linear`` serves), measured now where not chosen yet, as plain strings ({"linear:float32":
-    "blas", "attention:float32": "products", ...}) that a checkpoint or a broadcast can carry."""
-    choices = {}
-    for dtype in sorted(set(dtypes), key=str):
-        name = str(dtype).removeprefix("torch.")
-        if dtype in LINEAR_DTYPES:
-            choices[f"linear:{name}"] = linear_kernel(dtype)
-        choices[f"attention:{name}"] = attention_kernel(dtype)
-    return choices
-
-
-def use_kernel_choices(choices: dict[str, str]) -> None:
-    """Run the kernels ``kernel_choices`` gave in another process, whatever this one would measure (or
-    ``MINIBERT_CPU_LINEAR``/``MINIBERT_CPU_ATTENTION`` would force). All are checked before any is taken: one
-    this process cannot run (oneDNN's, in a torch build without it) is an error, since running another
-    kernel instead would not continue that process's numbers."""
-    pinned = []
-    for key, kernel in choices.items():
-        kind, _, name = key.partition(":")
-        dtype = getattr(torch, name, None)
-        if kind not in ("linear", "attention") or not isinstance(dtype, torch.dtype) or not dtype.is_floating_point \
-                or (kind == "linear" and dtype not in LINEAR_DTYPES):
-            linears = ", ".join(f"linear:{str(d).removeprefix('torch.')}" for d in LINEAR_DTYPES)
-            raise ValueError(f"kernel choice {key!r}: not a kernel this version chooses ({linears}, "
-                             "attention:<a float dtype>)")
-        runnable = candidates(dtype) if kind == "linear" else list(ATTENTIONS)
-        if kernel not in runnable:
-            raise ValueError(f"kernel choice {key!r}: {kernel!r} is not one this process can run (it can run "
-                             f"{runnable}; oneDNN's needs a torch build with it)")
-        pinned.append((CHOSEN if kind == "linear" else ATTENTION_CHOSEN, dtype, kernel))
-    for table, dtype, kernel in pinned:
-        table[dtype] = kernel

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minibert.multitask import MultiTaskModel
 from minibert.paths import check_path, convert, default_path
-from minibert.paths.kernels import kernel_choices, use_kernel_choices
+from minibert.paths.choices import kernel_choices, use_kernel_choices
 from minibert.tokenizer import TruncationWarning
 from minibert.train import checkpoint, optim
 from minibert.train.balance import make_balance

@@ -1,0 +1,75 @@
+"""The fast path's CPU attention, on the (B, L) grid: the products written out (as ``model.py`` writes them)
+or SDPA's fused CPU kernel, whichever is faster here by ``MARGIN``, measured once per dtype as the linear
+kernels are (``kernels.py``); ``ATTENTION_CHOSEN`` holds the choices, ``MINIBERT_CPU_ATTENTION`` forces
+one. MPNet's bias and attention dropout always take the products, as in the reference.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from minibert.paths import kernels
+
+ATTENTION_CHOSEN: dict[torch.dtype, str] = {}  # dtype -> how the fast path's CPU attention runs: "products" or "sdpa"
+ATTENTIONS = ("products", "sdpa")  # the ways the fast path's CPU attention can run
+
+
+def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
+                       bias: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + bias, masked) v, written out as in ``model.py``: q, k, v (B, H, L, D); ``keep``
+    (B, 1, 1, L) bool (True: a real key) or None; attention dropout ``dropout_p`` on the probabilities.
+    In bf16 where bf16 linears are upcast (no bf16 instructions), computed in float32 and rounded back, for
+    the same reason."""
+    if q.dtype == torch.bfloat16 and kernels.CHOSEN.get(torch.bfloat16) == "upcast":
+        with torch.autocast("cpu", enabled=False):
+            y = products_attention(q.float(), k.float(), v.float(), keep, bias, dropout_p)
+        return y.to(q.dtype)
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, L, L)
+    if bias is not None:
+        scores = scores + bias
+    if keep is not None:
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    return F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=dropout_p > 0) @ v
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """The same by PyTorch's fused kernel (``scaled_dot_product_attention``; no bias, no dropout here)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+
+
+def attention_kernel(dtype: torch.dtype) -> str:
+    """How the fast path's CPU attention runs in ``dtype``, measured once per process: "products" (written out)
+    unless "sdpa" (the fused kernel) beats it by ``MARGIN`` on a batch of sentence-length inputs, 32 sentences
+    of at most 32 tokens, a third of them padded, 12 heads of 32. Which wins is the CPU's doing: at these
+    lengths the fused kernel's set-up can cost more than it saves, and products in bf16 on a CPU without bf16
+    instructions are emulated. ``MINIBERT_CPU_ATTENTION`` (``products`` or ``sdpa``) forces one."""
+    if dtype in ATTENTION_CHOSEN:  # chosen already: every attention layer asks, so no lock on this path
+        return ATTENTION_CHOSEN[dtype]
+    if dtype == torch.bfloat16:
+        kernels.linear_kernel(dtype)  # the products run upcast where its linears do: choose that first
+    with kernels.MEASURING:
+        if dtype not in ATTENTION_CHOSEN:
+            forced = os.environ.get("MINIBERT_CPU_ATTENTION")
+            if forced is not None and forced not in ATTENTIONS:
+                raise ValueError(f"MINIBERT_CPU_ATTENTION={forced!r}: it must be "
+                                 + " or ".join(repr(kind) for kind in ATTENTIONS))
+            ATTENTION_CHOSEN[dtype] = forced or measure_attention(dtype)
+    return ATTENTION_CHOSEN[dtype]
+
+
+@torch.no_grad()
+def measure_attention(dtype: torch.dtype, rounds: int = 5) -> str:
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(32, 12, 32, 32, generator=generator).to(dtype) for _ in range(3))
+    keep = torch.ones(32, 1, 1, 32, dtype=torch.bool)
+    keep[::3, ..., 20:] = False
+    candidates = {"products": products_attention, "sdpa": sdpa_attention}
+    best = dict.fromkeys(candidates, float("inf"))
+    with torch.autocast("cpu", enabled=False):
+        for _ in range(rounds):
+            for name, kernel in candidates.items():
+                best[name] = min(best[name], kernels.seconds(kernel, (q, k, v, keep)))
+    return "sdpa" if best["sdpa"] * kernels.MARGIN < best["products"] else "products"
