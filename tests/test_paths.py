@@ -219,7 +219,7 @@ def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
     assert torch.equal(torch.get_rng_state(), state)  # the global random state (dropout's) is untouched
     timings[fakes["onednn"]] = 0.5
     assert kernels.linear_kernel(torch.float32) == "blas"  # measured once: the first answer stays
-    assert kernels.measure(torch.randn(4, 8), torch.randn(3, 8), None) == "onednn"
+    assert kernels.measure([(torch.randn(4, 8), torch.randn(3, 8), None)]) == "onednn"
     assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # the first of equals (upcast: 0.5 too)
     monkeypatch.setattr(kernels, "ONEDNN_OP", None)
     assert kernels.candidates(torch.float32) == ["blas"] and kernels.candidates(torch.bfloat16) == ["blas", "upcast"]
@@ -237,10 +237,18 @@ def test_a_faster_kernel_that_rounds_further_from_the_exact_product_is_not_chose
     monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is coarse else 1.0)
     x, w = torch.randn(64, 96), torch.randn(32, 96)
-    assert kernels.measure(x, w, None) == "blas"
+    assert kernels.measure([(x, w, None)]) == "blas"
     monkeypatch.setitem(kernels.LINEARS, "blocked", lambda x, w, b, gelu=None: F.linear(x, w, b))
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is kernels.LINEARS["blocked"] else 1.0)
-    assert kernels.measure(x, w, None) == "blocked"  # as accurate and twice as fast
+    assert kernels.measure([(x, w, None)]) == "blocked"  # as accurate and twice as fast
+
+    def coarse_when_wide(x, w, b, gelu=None):  # as accurate as F.linear on the first product, not on the second
+        return coarse(x, w, b) if x.shape[1] > 100 else F.linear(x, w, b)
+
+    monkeypatch.setitem(kernels.LINEARS, "blocked", coarse_when_wide)
+    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is coarse_when_wide else 1.0)
+    assert kernels.measure([(x, w, None)]) == "blocked"
+    assert kernels.measure([(x, w, None), (torch.randn(64, 384), torch.randn(32, 384), None)]) == "blas"
 
 
 def test_a_kernel_that_fails_while_measured_is_left_out_for_that_dtype_only(monkeypatch):

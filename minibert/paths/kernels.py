@@ -184,22 +184,26 @@ def error(y: torch.Tensor, exact: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rounds: int = 5) -> str:
-    """The fastest kernel for this product among those as accurate as ``F.linear`` (``ACCURACY_MARGIN``):
-    ``F.linear`` unless another beats it by ``MARGIN``. The kernels take turns, round after round, and each
-    keeps its best time, so that a slow moment hits all alike."""
-    exact = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+def measure(products: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], rounds: int = 5) -> str:
+    """The fastest kernel for these products, each (x, weight, bias), among those as accurate as ``F.linear``
+    on every one (``ACCURACY_MARGIN``): ``F.linear`` unless another beats it by ``MARGIN`` on their total
+    time. The kernels take turns, round after round, and each keeps its best time, so that a slow moment
+    hits all alike."""
+    dtype = products[0][0].dtype
+    exact = [F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+             for x, weight, bias in products]
     errors = {}
     with torch.autocast("cpu", enabled=False), warnings.catch_warnings():  # each kernel at the inputs' own dtype
         warnings.simplefilter("ignore", KernelFallback)  # a candidate that fails here is left out, not run
-        for name in candidates(x.dtype):
-            errors[name] = error(LINEARS[name](x, weight, bias), exact)  # also the warm-up: first-call allocations
-    names = [name for name in candidates(x.dtype) if errors[name] <= ACCURACY_MARGIN * errors["blas"]]
+        for name in candidates(dtype):  # (also the warm-up: first-call allocations, a weight's blocks)
+            errors[name] = [error(LINEARS[name](*product), y) for product, y in zip(products, exact, strict=True)]
+    names = [name for name in candidates(dtype)
+             if all(e <= ACCURACY_MARGIN * blas for e, blas in zip(errors[name], errors["blas"], strict=True))]
     best = dict.fromkeys(names, float("inf"))
     with torch.autocast("cpu", enabled=False):
         for _ in range(rounds):
             for name in names:
-                best[name] = min(best[name], seconds(LINEARS[name], (x, weight, bias)))
+                best[name] = min(best[name], sum(seconds(LINEARS[name], product) for product in products))
     fastest = min(best, key=best.get)
     return fastest if best[fastest] * MARGIN < best["blas"] else "blas"
 
@@ -223,9 +227,10 @@ def forced_kernel(dtype: torch.dtype) -> str | None:
 
 
 def linear_kernel(dtype: torch.dtype) -> str:
-    """The kernel CPU linears of this dtype run: ``MINIBERT_CPU_LINEAR``'s when set, else measured once on 256
-    rows times a weight of MiniLM's feed-forward shape (drawn from a generator of their own, so that the
-    global random state, which seeds dropout, is left as it was)."""
+    """The kernel CPU linears of this dtype run: ``MINIBERT_CPU_LINEAR``'s when set, else measured once on
+    MiniLM's two feed-forward products, in and out, 256 rows each (the second, 1,536 wide, is where blocks
+    cost most), drawn from a generator of their own, so that the global random state, which seeds dropout,
+    is left as it was."""
     if dtype in CHOSEN:  # chosen already: every linear layer asks, so no lock on this path
         return CHOSEN[dtype]
     if dtype == torch.bfloat16:
@@ -237,8 +242,9 @@ def linear_kernel(dtype: torch.dtype) -> str:
             chosen = forced_kernel(dtype)
             if chosen is None and len(candidates(dtype)) > 1:  # nothing forced, something to choose from
                 generator = torch.Generator().manual_seed(0)
-                x, weight = (torch.randn(*shape, generator=generator).to(dtype) for shape in ((256, 384), (1536, 384)))
-                chosen = measure(x, weight, None)
+                shapes = ((256, 384), (1536, 384)), ((256, 1536), (384, 1536))  # (x, weight): in, out
+                chosen = measure([tuple(torch.randn(*shape, generator=generator).to(dtype) for shape in pair) + (None,)
+                                  for pair in shapes])
             CHOSEN[dtype] = chosen or "blas"
     return CHOSEN[dtype]
 
