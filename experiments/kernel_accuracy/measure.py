@@ -15,14 +15,16 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from minibert.paths import kernels
+from minibert.paths import attention_kernels, kernels
 
 SHAPES = [(384, 1536), (384, 384), (768, 3072), (3072, 768), (768, 768)]  # (in, out) of the products
 
 
 def product_errors(rows: int = 256) -> None:
+    """Each kernel's mean and largest error against float64, and its speed (best of 5 timings of 4 calls)."""
     names = kernels.candidates(torch.float32)
-    print("| product (rows x in -> out) | " + " | ".join(f"{name} mean / max error" for name in names) + " |")
+    print("| product (rows x in -> out) | " + " | ".join(f"{name} mean / max error, GFLOP/s" for name in names)
+          + " |")
     print("|---" * (1 + len(names)) + "|")
     generator = torch.Generator().manual_seed(0)
     for fan_in, fan_out in SHAPES:
@@ -31,9 +33,29 @@ def product_errors(rows: int = 256) -> None:
         exact = F.linear(x.double(), weight.double(), bias.double())
         cells = []
         for name in names:
-            difference = (kernels.LINEARS[name](x, weight, bias).double() - exact).abs()
-            cells.append(f"{float(difference.mean()):.2e} / {float(difference.max()):.2e}")
+            with torch.no_grad():
+                difference = (kernels.LINEARS[name](x, weight, bias).double() - exact).abs()
+                seconds = min(kernels.seconds(kernels.LINEARS[name], (x, weight, bias)) for _ in range(5)) / 4
+            cells.append(f"{float(difference.mean()):.2e} / {float(difference.max()):.2e}, "
+                         f"{2 * rows * fan_in * fan_out / seconds / 1e9:.0f}")
         print(f"| {rows} x {fan_in} -> {fan_out} | " + " | ".join(cells) + " |")
+
+
+def sum_lengths(rows: int = 256, fan_out: int = 768) -> None:
+    """Where oneDNN's rounding parts from BLAS's: random rows of K products, for K from 64 to 3,072, each
+    kernel's mean error against float64 (BLAS's divided by sqrt(K), which stays flat when a kernel adds up
+    partial sums of a fixed length), and whether the blocked kernel equals F.linear bit for bit."""
+    print("\n| K (products per sum) | BLAS mean error / sqrt(K) | oneDNN / BLAS | blocked / BLAS | blocked = BLAS |")
+    print("|---|---|---|---|---|")
+    generator = torch.Generator().manual_seed(0)
+    for fan_in in (64, 128, 192, 200, 256, 320, 384, 768, 1024, 1536, 3072):
+        x, weight = torch.randn(rows, fan_in, generator=generator), torch.randn(fan_out, fan_in, generator=generator)
+        exact = F.linear(x.double(), weight.double())
+        with torch.no_grad():
+            runs = {name: kernels.LINEARS[name](x, weight, None) for name in ("blas", "onednn", "blocked")}
+        errors = {name: float((y.double() - exact).abs().mean()) for name, y in runs.items()}
+        print(f"| {fan_in} | {errors['blas'] / fan_in ** 0.5:.3e} | {errors['onednn'] / errors['blas']:.2f} | "
+              f"{errors['blocked'] / errors['blas']:.2f} | {torch.equal(runs['blocked'], runs['blas'])} |")
 
 
 def layer_errors(folder: str) -> None:
@@ -105,8 +127,11 @@ def main() -> None:
     parser.add_argument("--model", default="weights/all-mpnet-base-v2")
     args = parser.parse_args()
     print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; chosen for float32 here: {kernels.linear_kernel(torch.float32)}\n")
+          f"{torch.get_num_threads()} threads; chosen for float32 here: {kernels.linear_kernel(torch.float32)}, "
+          f"attention {attention_kernels.attention_kernel(torch.float32)}\n")
     product_errors()
+    if "blocked" in kernels.candidates(torch.float32):
+        sum_lengths()
     layer_errors(args.model)
     speeds()
 

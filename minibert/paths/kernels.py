@@ -10,25 +10,19 @@ Which kernel is fastest is a property of the CPU, not of the code, so nothing he
   none they are emulated, far slower than float32 ones; there converting to float32 for the product and
   rounding the result back ("upcast") is the faster way to the same bf16 numbers, as OpenVINO does.
 
-So the first CPU linear layer of each dtype times every candidate, once per process, on a fixed product
-of MiniLM's feed-forward shape, and the fastest (the public ``F.linear`` unless another is clearly
-faster) runs from then on. Speed is not bought with accuracy: a kernel whose error on that product (against
-the same product in float64) is larger than ``F.linear``'s is not a candidate. oneDNN's float32 products
-round further from the exact result than BLAS's, up to twice as far, and in a deep model that shows: each
-output is one long running sum, and a float32 sum's rounding grows with its length, where a BLAS sums
-192 or so products at a time and adds the partial sums. The "blocked" kernel does the same with oneDNN's
-products (``blocked_linear``): its error is BLAS's at most of oneDNN's speed. A
-kernel that fails on this CPU (oneDNN in bf16 without bf16 instructions) is left out for that dtype alone.
-The kernels agree to float rounding, not bit for bit, and two processes may measure differently:
-to run the same one in every process (bit-identical outputs across the shards of one job, say), set
-``MINIBERT_CPU_LINEAR`` (``blas``, ``onednn`` even where it is the less accurate, or ``blocked``; for bf16
-also ``upcast``; a list such as ``upcast,onednn`` gives each dtype the first it can run), and
-``MINIBERT_CPU_ATTENTION`` the attention (``attention_kernels.py``).
-``CHOSEN`` holds the choices; setting an entry forces one, as the tests do. A training run saves its
-choices and its resumed run, like every rank of a DDP job, runs those (``choices.py``): different
-kernels round differently, and a resume must continue exactly.
-(The int8 path's products are chosen by measuring too, in ``int8_kernels.py``, among kernels that are
-all exact.)
+So the first CPU linear layer of each dtype times every candidate, once per process, on MiniLM's two
+feed-forward products; the fastest (``F.linear`` unless another is clearly faster) runs from then on.
+Speed is not bought with accuracy: a kernel whose error on those products (against float64) is more than
+``ACCURACY_MARGIN`` times ``F.linear``'s is no candidate. oneDNN's float32 kernel can round further than
+BLAS's, and in a deep model that shows: it runs each output as one long sum, whose rounding grows with its
+length, where a BLAS adds up short partial sums. The "blocked" kernel does that with oneDNN's products
+(``blocked_linear``). A kernel that fails on this CPU (oneDNN in bf16 without bf16 instructions) is left
+out for that dtype alone. Kernels agree to float rounding, not bit for bit, and two processes may measure
+differently: ``MINIBERT_CPU_LINEAR`` runs the same one in every process (``blas``, ``onednn`` even where it
+is the less accurate, ``blocked``; for bf16 also ``upcast``; a list such as ``upcast,onednn`` gives each
+dtype the first it can run). ``CHOSEN`` holds the choices; setting an entry forces one, as the tests do.
+A training run's resumed run, like every rank of a DDP job, runs the kernels its first process chose
+(``choices.py``). (The int8 path's kernels, all exact, are chosen in ``int8_kernels.py``.)
 """
 
 from __future__ import annotations
@@ -42,6 +36,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
 CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn", "blocked", "upcast"
@@ -52,8 +47,9 @@ ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this 
 # are fixed, so this part of the choice is the same in every process on a CPU)
 LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears are chosen (cpu_linear)
 ONEDNN_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's op failed for in this process
-BLOCK = 192  # input channels per partial sum of the "blocked" kernel: as many as MKL's x86 kernels sum
-WEIGHT_BLOCKS: dict[int, tuple] = {}  # id(weight) -> (its state, its blocks), dropped when the weight is freed
+BLOCK = 192  # the most input channels in one partial sum of the "blocked" kernel
+WEIGHT_BLOCKS: dict[int, tuple] = {}  # id(weight) -> (its state, its storage, its blocks): weights cut for inference
+OPTIMIZER_HOOK = []  # the handle of the hook that forgets them at every optimizer step, once registered
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
 
@@ -94,6 +90,8 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     not tried again for that dtype in this process), F.linear computes the same; inputs that F.linear
     refuses too get F.linear's own error."""
     if ONEDNN_OP is not None and x.dtype not in ONEDNN_FAILED:
+        # a strided weight or bias is read wrong, or slowly: give the op contiguous ones (a no-op for most)
+        weight, bias = weight.contiguous(), None if bias is None else bias.contiguous()
         try:
             if gelu is None:
                 return ONEDNN_OP(x, weight, bias, "none", [], "")
@@ -115,42 +113,58 @@ def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         return cpu_linear(x.float(), weight.float(), bias, gelu).to(x.dtype)
 
 
-def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
-    """x @ weight.T + bias by oneDNN's products, summed the way a BLAS sums them: over blocks of ``BLOCK``
-    input channels, each block's product added to the running result in float32. One run of 1,536 float32
-    additions rounds about twice as far from the exact sum as eight runs of 192 added up, which is how
-    BLAS kernels work and where oneDNN's own kernel differs (``experiments/kernel_accuracy/``). For float32;
-    the weight's blocks are cut once (``weight_blocks``)."""
+def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
+                   keep: bool = True):
+    """x @ weight.T + bias by oneDNN's products, summed the way a BLAS sums them: over blocks of at most
+    ``BLOCK`` input channels, of equal widths, each block's product added to the running result in float32.
+    A long float32 sum rounds further from the exact one than short sums added up, which is where oneDNN's
+    own kernel and BLAS kernels differ (``experiments/kernel_accuracy/``). For float32. ``keep``: keep the
+    weight's blocks for the next call (``weight_blocks``)."""
     if x.shape[1] <= BLOCK:
         return onednn_linear(x, weight, bias, gelu)
-    blocks = weight_blocks(weight)
-    y = onednn_linear(x[:, :BLOCK], blocks[0], bias)
-    for i, block in enumerate(blocks[1:], start=1):
-        y += onednn_linear(x[:, i * BLOCK:(i + 1) * BLOCK], block, None)
+    count = -(-x.shape[1] // BLOCK)
+    edges = [i * x.shape[1] // count for i in range(count + 1)]
+    blocks = weight_blocks(weight, edges, keep)
+    y = onednn_linear(x[:, :edges[1]], blocks[0], bias)
+    for start, end, block in zip(edges[1:-1], edges[2:], blocks[1:], strict=True):
+        y += onednn_linear(x[:, start:end], block, None)
     return with_gelu(y, gelu)
 
 
-def weight_blocks(weight: torch.Tensor) -> list[torch.Tensor]:
-    """The weight's columns in blocks of ``BLOCK``, each one contiguous (oneDNN reads a weight as if it were),
-    made once per weight and again whenever it changes: an optimizer step or a load moves its version
-    counter, a new ``.data`` its address. A weight without a version counter (made in inference mode) is
-    cut anew at every call."""
-    state = weight_version(weight), weight.data_ptr(), weight.shape
+def weight_blocks(weight: torch.Tensor, edges: list[int], keep: bool = True) -> list[torch.Tensor]:
+    """The weight's columns cut at ``edges``, each block contiguous (oneDNN's fast kernels need that). Cut
+    once and kept while the weight stays as it was (inference), cut anew where ``keep`` is off (training,
+    whose every step changes the weights) or while torch.compile traces. A kept cut is forgotten when the
+    weight changes in place (its version counter moves), gets a new ``.data`` (address or layout), is freed,
+    or any torch optimizer steps (a fused step moves no version counter). A write that goes round all of
+    these (through ``.data``, NumPy or a raw storage) is not seen: ``WEIGHT_BLOCKS.clear()`` after one."""
+    def cut() -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [weight[:, start:end].clone(memory_format=torch.contiguous_format)  # (never a view of it)
+                    for start, end in zip(edges[:-1], edges[1:], strict=True)]
+
+    if not keep or torch.compiler.is_compiling():
+        return cut()
+    version = weight_version(weight)
+    if version is None:
+        return cut()
+    state = version, weight.data_ptr(), weight.dtype, weight.shape, weight.stride(), tuple(edges)
     cached = WEIGHT_BLOCKS.get(id(weight))
-    if cached is not None and cached[0] == state and state[0] is not None:
-        return cached[1]
-    with torch.no_grad():
-        blocks = [weight[:, start:start + BLOCK].contiguous() for start in range(0, weight.shape[1], BLOCK)]
-    if state[0] is not None:
-        if id(weight) not in WEIGHT_BLOCKS:  # (a tensor cannot be a dict key: == compares its values)
-            weakref.finalize(weight, WEIGHT_BLOCKS.pop, id(weight), None)
-        WEIGHT_BLOCKS[id(weight)] = state, blocks
+    if cached is not None and cached[0] == state:
+        return cached[2]
+    blocks = cut()
+    if id(weight) not in WEIGHT_BLOCKS:  # (a tensor cannot be a dict key: == compares its values)
+        weakref.finalize(weight, WEIGHT_BLOCKS.pop, id(weight), None)
+    if not OPTIMIZER_HOOK:
+        OPTIMIZER_HOOK.append(register_optimizer_step_post_hook(lambda *args: WEIGHT_BLOCKS.clear()))
+    # the storage is kept too, so that no other tensor can be given this address while the cut is kept
+    WEIGHT_BLOCKS[id(weight)] = state, weight.untyped_storage(), blocks
     return blocks
 
 
 def weight_version(tensor: torch.Tensor) -> int | None:
     """The tensor's version counter, which every in-place change moves (a private attribute), or None where
-    it has none (tensors made in inference mode) or this torch lacks it: then nothing is cached."""
+    it has none (tensors made in inference mode) or this torch lacks it: then nothing is kept."""
     try:
         return tensor._version
     except (AttributeError, RuntimeError):
@@ -249,27 +263,31 @@ def linear_kernel(dtype: torch.dtype) -> str:
     return CHOSEN[dtype]
 
 
-def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
+               keep: bool = True):
     """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
     through ``F.linear`` and the dtype casts natively, through ``OneDNNLinear`` for oneDNN and through
-    ``BlockedLinear`` for the blocked kernel."""
+    ``BlockedLinear`` for the blocked kernel (``keep``: its weight's blocks are worth keeping)."""
     kernel = linear_kernel(x.dtype)
     if kernel == "onednn" and torch.is_grad_enabled():
         return with_gelu(OneDNNLinear.apply(x, weight, bias), gelu)
-    if kernel == "blocked" and torch.is_grad_enabled():
-        return with_gelu(BlockedLinear.apply(x, weight, bias), gelu)
+    if kernel == "blocked":
+        if torch.is_grad_enabled():
+            return with_gelu(BlockedLinear.apply(x, weight, bias), gelu)
+        return blocked_linear(x, weight, bias, gelu, keep)
     return LINEARS[kernel](x, weight, bias, gelu)
 
 
 class BlockedLinear(torch.autograd.Function):
-    """The blocked kernel forward, ``F.linear``'s backward (by BLAS): dx = dy @ W, dW = dy.T @ x, db = the sum
-    of dy over the rows. dW's sum runs over every row of the batch, thousands long, too many blocks."""
+    """The blocked kernel forward, its weight cut anew at every call, and ``F.linear``'s backward (by BLAS):
+    dx = dy @ W, dW = dy.T @ x, db = the sum of dy over the rows (dW's sums run over every row of the
+    batch, too many blocks)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return blocked_linear(x, weight, bias)
+        return blocked_linear(x, weight, bias, keep=False)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
