@@ -48,8 +48,9 @@ ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this 
 LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears are chosen (cpu_linear)
 ONEDNN_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's op failed for in this process
 BLOCK = 192  # the most input channels in one partial sum of the "blocked" kernel
-WEIGHT_BLOCKS: dict[int, tuple] = {}  # id(weight) -> (its state, its storage, its blocks): weights cut for inference
-OPTIMIZER_HOOK = []  # the handle of the hook that forgets them at every optimizer step, once registered
+WEIGHT_BLOCKS: dict[int, tuple] = {}  # id(a weight's storage) -> (the weight's state, its blocks): kept for inference
+STEPS = [0]  # torch optimizer steps taken in this process, counted from the first cut kept (STEP_HOOK)
+STEP_HOOK: list = []  # the handle of the hook that counts them
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
 
@@ -110,7 +111,7 @@ def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     the float32 product back to bf16: it is off in here.)"""
     bias = None if bias is None else bias.float()
     with torch.autocast("cpu", enabled=False):
-        return cpu_linear(x.float(), weight.float(), bias, gelu).to(x.dtype)
+        return cpu_linear(x.float(), weight.float(), bias, gelu, keep=False).to(x.dtype)  # (a new weight each call)
 
 
 def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
@@ -133,33 +134,35 @@ def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 def weight_blocks(weight: torch.Tensor, edges: list[int], keep: bool = True) -> list[torch.Tensor]:
     """The weight's columns cut at ``edges``, each block contiguous (oneDNN's fast kernels need that). Cut
-    once and kept while the weight stays as it was (inference), cut anew where ``keep`` is off (training,
-    whose every step changes the weights) or while torch.compile traces. A kept cut is forgotten when the
-    weight changes in place (its version counter moves), gets a new ``.data`` (address or layout), is freed,
-    or any torch optimizer steps (a fused step moves no version counter). A write that goes round all of
-    these (through ``.data``, NumPy or a raw storage) is not seen: ``WEIGHT_BLOCKS.clear()`` after one."""
+    once and kept while the weight stays as it was, or cut anew at every call where ``keep`` is off. A kept
+    cut is cut again when the weight changes in place (its version counter moves), gets a new ``.data``
+    (another storage) or layout, or any torch optimizer steps (a fused step moves no version counter); it
+    is dropped with the weight's storage. A write that goes round all of these (through ``.data``, NumPy or
+    a raw storage) is not seen: ``WEIGHT_BLOCKS.clear()`` after one."""
     def cut() -> list[torch.Tensor]:
         with torch.no_grad():
             return [weight[:, start:end].clone(memory_format=torch.contiguous_format)  # (never a view of it)
                     for start, end in zip(edges[:-1], edges[1:], strict=True)]
 
-    if not keep or torch.compiler.is_compiling():
-        return cut()
-    version = weight_version(weight)
+    version = weight_version(weight) if keep else None
     if version is None:
         return cut()
-    state = version, weight.data_ptr(), weight.dtype, weight.shape, weight.stride(), tuple(edges)
-    cached = WEIGHT_BLOCKS.get(id(weight))
+    if not STEP_HOOK:
+        STEP_HOOK.append(register_optimizer_step_post_hook(count_step))
+    storage = weight.untyped_storage()  # (the same Python object as long as the storage lives)
+    state = (STEPS[0], version, weight.data_ptr(), weight.dtype, weight.shape, weight.stride(), tuple(edges))
+    cached = WEIGHT_BLOCKS.get(id(storage))
     if cached is not None and cached[0] == state:
-        return cached[2]
+        return cached[1]
     blocks = cut()
-    if id(weight) not in WEIGHT_BLOCKS:  # (a tensor cannot be a dict key: == compares its values)
-        weakref.finalize(weight, WEIGHT_BLOCKS.pop, id(weight), None)
-    if not OPTIMIZER_HOOK:
-        OPTIMIZER_HOOK.append(register_optimizer_step_post_hook(lambda *args: WEIGHT_BLOCKS.clear()))
-    # the storage is kept too, so that no other tensor can be given this address while the cut is kept
-    WEIGHT_BLOCKS[id(weight)] = state, weight.untyped_storage(), blocks
+    if cached is None:  # (a tensor cannot be a dict key: == compares its values)
+        weakref.finalize(storage, WEIGHT_BLOCKS.pop, id(storage), None)
+    WEIGHT_BLOCKS[id(storage)] = state, blocks
     return blocks
+
+
+def count_step(*args) -> None:
+    STEPS[0] += 1
 
 
 def weight_version(tensor: torch.Tensor) -> int | None:
@@ -268,13 +271,15 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
     through ``F.linear`` and the dtype casts natively, through ``OneDNNLinear`` for oneDNN and through
     ``BlockedLinear`` for the blocked kernel (``keep``: its weight's blocks are worth keeping)."""
+    if torch.compiler.is_compiling():  # inductor runs its own linear (it takes oneDNN's op on frozen weights only)
+        return blas_linear(x, weight, bias, gelu)
     kernel = linear_kernel(x.dtype)
     if kernel == "onednn" and torch.is_grad_enabled():
         return with_gelu(OneDNNLinear.apply(x, weight, bias), gelu)
     if kernel == "blocked":
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
             return with_gelu(BlockedLinear.apply(x, weight, bias), gelu)
-        return blocked_linear(x, weight, bias, gelu, keep)
+        return blocked_linear(x, weight, bias, gelu, keep)  # inference, or a frozen layer in training
     return LINEARS[kernel](x, weight, bias, gelu)
 
 
