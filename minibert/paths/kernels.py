@@ -155,7 +155,7 @@ def weight_blocks(weight: torch.Tensor, edges: list[int], keep: bool = True) -> 
     if cached is not None and cached[0] == state:
         return cached[1]
     blocks = cut()
-    if cached is None:  # (a tensor cannot be a dict key: == compares its values)
+    if cached is None:  # dropped when the storage is freed: no other can take its id or address before
         weakref.finalize(storage, WEIGHT_BLOCKS.pop, id(storage), None)
     WEIGHT_BLOCKS[id(storage)] = state, blocks
     return blocks
