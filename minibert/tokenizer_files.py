@@ -260,12 +260,14 @@ def pad_on_the_right(folder: Path) -> None:
     right (the same embeddings where a model loads with it): a transformers head that reads the first column (a
     cross-encoder's) would read a pad token of a left-padded pair."""
     config, data = folder / "tokenizer_config.json", folder / "tokenizer.json"
-    if config.is_file() and json_object(config).get("padding_side") == "left":
-        config.write_text(json.dumps(json_object(config) | {"padding_side": "right"}, indent=2), encoding="utf-8")
-    saved = json_object(data).get("padding") if data.is_file() else None
-    if isinstance(saved, dict) and str(saved.get("direction")).lower() == "left":
-        fixed = json_object(data) | {"padding": saved | {"direction": "Right"}}
-        data.write_text(json.dumps(fixed, ensure_ascii=False), encoding="utf-8")
+    settings = json_object(config) if config.is_file() else {}
+    if settings.get("padding_side") == "left":
+        config.write_text(json.dumps(settings | {"padding_side": "right"}, indent=2), encoding="utf-8")
+    saved = json_object(data) if data.is_file() else {}
+    padding = saved.get("padding")
+    if isinstance(padding, dict) and str(padding.get("direction")).lower() == "left":
+        data.write_text(json.dumps(saved | {"padding": padding | {"direction": "Right"}}, ensure_ascii=False),
+                        encoding="utf-8")
 
 
 def write_config(backend: Backend, folder: Path, pad_token: str, max_length: int) -> None:

@@ -19,6 +19,11 @@ SMALL = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_atten
                    max_position_embeddings=40)
 
 
+# wider than the blocked kernel's block (kernels.BLOCK), and not a multiple of it
+WIDE = BertConfig(vocab_size=60, hidden_size=200, num_hidden_layers=2, num_attention_heads=4, intermediate_size=400,
+                  max_position_embeddings=40)
+
+
 def small_batch():
     ids = torch.randint(1, 60, (3, 9))
     mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7])
@@ -116,14 +121,16 @@ def test_onednn_falls_back_to_f_linear_and_says_so_once(monkeypatch):
     (torch.bfloat16, "upcast", "onednn"), (torch.bfloat16, "upcast", "blocked")])
 def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch, dtype, kernel, float32_kernel,
                                                                     attention):
-    """Whichever kernels the measurement picks on a CPU, forward and backward are the reference path's."""
+    """Whichever kernels the measurement picks on a CPU, forward and backward are the reference path's (with
+    the blocked kernel, on layers wider than a block)."""
     monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, float32_kernel)
     monkeypatch.setitem(attention_kernels.ATTENTION_CHOSEN, dtype, attention)
     ran, attend = [], getattr(attention_kernels, f"{attention}_attention")
     monkeypatch.setattr(fast_module, f"{attention}_attention", lambda *args: ran.append(1) or attend(*args))
     torch.manual_seed(3)
-    ref = BertModel(SMALL).eval()
+    config = WIDE if "blocked" in (kernel, float32_kernel) else SMALL
+    ref = BertModel(config).eval()
     with torch.no_grad():  # biases away from BERT's zero init, so that a kernel that drops one shows
         for module in ref.modules():
             if isinstance(module, torch.nn.Linear):
@@ -133,7 +140,7 @@ def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch,
     ids, mask = small_batch()
     real = mask.bool()
     tolerance = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 0.05, "rtol": 0.02}
-    probe = torch.randn(int(real.sum()), SMALL.hidden_size)  # (the square of a LayerNorm's output sums to a constant)
+    probe = torch.randn(int(real.sum()), config.hidden_size)  # (the square of a LayerNorm's output sums to a constant)
     outs, grads = {}, {}
     for name, model in (("ref", ref), ("fast", fast)):
         model.zero_grad()
@@ -142,7 +149,7 @@ def test_every_cpu_kernel_gives_the_reference_outputs_and_gradients(monkeypatch,
         (out[real].float() * probe).sum().backward()
         grads[name] = [model.blocks[1].ffn_in.weight.grad.float(), model.blocks[1].ffn_in.bias.grad.float(),
                        model.blocks[0].attention_out.bias.grad.float(), model.embeddings.word.weight.grad.float()]
-    assert len(ran) == SMALL.num_hidden_layers  # the attention asked for ran in every block
+    assert len(ran) == config.num_hidden_layers  # the attention asked for ran in every block
     torch.testing.assert_close(outs["fast"], outs["ref"], **tolerance)
     for fast_grad, ref_grad in zip(grads["fast"], grads["ref"], strict=True):
         scale = float(ref_grad.abs().max())  # tolerances relative to the gradient's size

@@ -20,7 +20,7 @@ from minibert.hub import DEFAULT_MODEL
 from minibert.paths import PATHS
 from minibert.tasks import check_options
 from minibert.train.balance import BALANCES
-from minibert.train.distill import DISTILL_AT, TEACHABLE
+from minibert.train.distill import DISTILL_AT, check_teachable
 from minibert.train.recipe import TABLES
 from minibert.typecheck import check_types
 
@@ -57,9 +57,8 @@ class TaskConfig:
         in_range(where + "max_train_examples", self.max_train_examples, 1)
         in_range(where + "max_dev_examples", self.max_dev_examples, 1)
         # Checked here, not only when the model is built, so a bad option fails before the data is read.
-        if self.teacher is not None and self.type not in TEACHABLE:
-            raise ValueError(f"{where}teacher: the loss of a task of type {self.type!r} is not a cross-entropy "
-                             f"over classes; a teacher teaches {', '.join(TEACHABLE)} tasks")
+        if self.teacher is not None:
+            check_teachable(where + "teacher", self.type)
         check_options(self.name, self.type, self.head)
 
 

@@ -45,6 +45,12 @@ from minibert.tasks import Task
 
 TEACHABLE = ("classification", "nli", "token_classification")  # losses: cross-entropy over the classes
 
+
+def check_teachable(where: str, task_type: str) -> None:
+    if task_type not in TEACHABLE:
+        raise ValueError(f"{where}: the loss of a task of type {task_type!r} is not a cross-entropy over classes; "
+                         f"a teacher teaches {', '.join(TEACHABLE)} tasks")
+
 DISTILL_AT = ("head", "encoder")
 
 
@@ -82,9 +88,7 @@ class TaskTeacher:
 
     def __init__(self, folder: str, task: Task, student: MultiTaskModel, path: str) -> None:
         where = f"task {task.name!r}: teacher = {folder!r}"
-        if task.type not in TEACHABLE:
-            raise ValueError(f"{where}: the loss of a task of type {task.type!r} is not a cross-entropy over "
-                             f"classes; a teacher teaches {', '.join(TEACHABLE)} tasks")
+        check_teachable(where, task.type)
         try:
             self.model = MultiTaskModel.load(folder, device=student.device, path=path)
         except (OSError, ValueError) as e:
