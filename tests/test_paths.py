@@ -190,6 +190,33 @@ def test_bf16_attention_products_run_in_float32_where_bf16_linears_do(monkeypatc
     assert torch.equal(got, in_float32) == (kernel == "upcast")
 
 
+@pytest.mark.parametrize("length", [9, 16, 21])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_written_out_attention_equals_the_formula(length, masked, with_bias):
+    """The fast path's written-out attention (keys padded to whole vectors, the mask added in the scaled
+    product) against softmax(q k^T / sqrt(D) + bias, masked) v in float64; under dropout it draws the same
+    mask as the reference's probabilities of shape (B, H, L, L), so the keys are not padded there."""
+    generator = torch.Generator().manual_seed(length)
+    q, k, v = (torch.randn(3, 2, length, 8, generator=generator) for _ in range(3))
+    keep = None
+    if masked:
+        keep = torch.ones(3, 1, 1, length, dtype=torch.bool)
+        keep[1, ..., length - 3:] = keep[2, ..., 2:] = False
+    bias = torch.randn(1, 2, length, length, generator=generator) if with_bias else None
+    scores = q.double() @ k.double().transpose(-2, -1) * 8 ** -0.5 + (0 if bias is None else bias.double())
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    probabilities = scores.softmax(-1)
+    got = attention_kernels.products_attention(q, k, v, keep, bias)
+    torch.testing.assert_close(got.double(), probabilities @ v.double(), atol=1e-6, rtol=1e-6)
+    torch.manual_seed(1)
+    got = attention_kernels.products_attention(q, k, v, keep, bias, dropout_p=0.5)
+    torch.manual_seed(1)
+    dropped = torch.nn.functional.dropout(probabilities.float(), p=0.5).double()
+    torch.testing.assert_close(got.double(), dropped @ v.double(), atol=1e-5, rtol=1e-5)
+
+
 def test_a_bias_or_attention_dropout_runs_the_written_out_products(monkeypatch):
     """SDPA is not handed MPNet's bias (it rounds that sum differently) nor dropout (it draws its own mask):
     those run as the reference runs them, whatever was measured."""

@@ -1,5 +1,5 @@
-"""The fast path's CPU attention, on the (B, L) grid: the products written out (as ``model.py`` writes them)
-or SDPA's fused CPU kernel, whichever is faster here by ``MARGIN``, measured once per dtype as the linear
+"""The fast path's CPU attention, on the (B, L) grid: the products written out (``model.py``'s sums, in fewer
+operators) or SDPA's fused CPU kernel, whichever is faster here by ``MARGIN``, measured once per dtype as the linear
 kernels are (``kernels.py``); ``ATTENTION_CHOSEN`` holds the choices, ``MINIBERT_CPU_ATTENTION`` forces
 one. MPNet's bias and attention dropout always take the products, as in the reference.
 """
@@ -19,20 +19,45 @@ ATTENTIONS = ("products", "sdpa")  # the ways the fast path's CPU attention can 
 
 def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
                        bias: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D) + bias, masked) v, written out as in ``model.py``: q, k, v (B, H, L, D); ``keep``
-    (B, 1, 1, L) bool (True: a real key) or None; attention dropout ``dropout_p`` on the probabilities.
+    """softmax(q k^T / sqrt(D) + bias, masked) v, written out: q, k, v (B, H, L, D); ``keep`` (B, 1, 1, L) bool
+    (True: a real key) or None; attention dropout ``dropout_p`` on the probabilities. The same sums as
+    ``model.py``'s, in fewer operators: the mask is an additive term (0 for a real key, the dtype's lowest value
+    for a padded one, which softmax turns into a probability of exactly 0), added with the scaled scores in one
+    batched product (``baddbmm``); and without dropout the keys are padded to whole vectors (``whole_vectors``).
     In bf16 where bf16 linears are upcast (no bf16 instructions), computed in float32 and rounded back, for
     the same reason."""
     if q.dtype == torch.bfloat16 and kernels.CHOSEN.get(torch.bfloat16) == "upcast":
         with torch.autocast("cpu", enabled=False):
             y = products_attention(q.float(), k.float(), v.float(), keep, bias, dropout_p)
         return y.to(q.dtype)
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, L, L)
-    if bias is not None:
-        scores = scores + bias
+    B, H, L, D = q.shape
+    if dropout_p == 0.0:  # (with dropout the probabilities keep the reference's shape, and so its random draws)
+        k, v, keep, bias = whole_vectors(k, v, keep, bias)
+    keys = k.shape[2]
+    added = torch.zeros(B if keep is not None else 1, 1, 1, keys, dtype=q.dtype, device=q.device)
     if keep is not None:
-        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    return F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=dropout_p > 0) @ v
+        added.masked_fill_(~keep, torch.finfo(q.dtype).min)
+    if bias is not None:
+        added = added + bias  # (B or 1, H, L, keys)
+    added = added.expand(B, H, added.shape[2], keys).reshape(B * H, added.shape[2], keys)
+    scores = torch.baddbmm(added, q.reshape(B * H, L, D), k.reshape(B * H, keys, D).transpose(1, 2), alpha=D ** -0.5)
+    probabilities = F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=dropout_p > 0)
+    return torch.bmm(probabilities, v.reshape(B * H, keys, D)).view(B, H, L, D)
+
+
+def whole_vectors(k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, bias: torch.Tensor | None):
+    """k and v with padded keys added, up to a multiple of 64 bytes' worth of scores (16 in float32, 32 in
+    bf16), masked (``keep``) and with a zero bias. PyTorch's CPU softmax runs vector code along a row and
+    scalar code on what is left over: a row of 12 float32 scores is all leftover, and takes several times
+    as long as a row of 16. The padded keys get probability 0, so the result is the same."""
+    length = k.shape[2]
+    extra = -length % (64 // k.element_size())
+    if extra == 0:
+        return k, v, keep, bias
+    if keep is None:
+        keep = torch.ones(1, 1, 1, length, dtype=torch.bool, device=k.device)
+    k, v, keep = F.pad(k, (0, 0, 0, extra)), F.pad(v, (0, 0, 0, extra)), F.pad(keep, (0, extra))
+    return k, v, keep, None if bias is None else F.pad(bias, (0, extra))
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
