@@ -217,6 +217,25 @@ def test_written_out_attention_equals_the_formula(length, masked, with_bias):
     torch.testing.assert_close(got.double(), dropped @ v.double(), atol=1e-5, rtol=1e-5)
 
 
+def test_written_out_attention_adds_a_float32_bias_in_float32_under_autocast(monkeypatch):
+    """MPNet's bias is a float32 parameter: under bf16 autocast model.py adds it to the bf16 scores in float32,
+    so softmax and dropout run in float32; the fast path must not round the bias to bf16 first."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, generator=generator).bfloat16() for _ in range(3))
+    bias = torch.randn(1, 3, 9, 9, generator=generator, requires_grad=True)
+    softmax_dtypes = []
+    real_softmax = torch.nn.functional.softmax
+    monkeypatch.setattr(attention_kernels.F, "softmax",
+                        lambda x, **kw: softmax_dtypes.append(x.dtype) or real_softmax(x, **kw))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention_kernels.products_attention(q, k, v, None, bias)
+    got.float().sum().backward()
+    assert softmax_dtypes == [torch.float32] and bias.grad is not None
+    softmax_dtypes.clear()
+    attention_kernels.products_attention(q, k, v, None, None)  # no bias, no autocast: bf16 throughout
+    assert softmax_dtypes == [torch.bfloat16]
+
+
 def test_a_bias_or_attention_dropout_runs_the_written_out_products(monkeypatch):
     """SDPA is not handed MPNet's bias (it rounds that sum differently) nor dropout (it draws its own mask):
     those run as the reference runs them, whatever was measured."""

@@ -34,13 +34,19 @@ def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
     if dropout_p == 0.0:  # (with dropout the probabilities keep the reference's shape, and so its random draws)
         k, v, keep, bias = whole_vectors(k, v, keep, bias)
     keys = k.shape[2]
-    added = torch.zeros(B if keep is not None else 1, 1, 1, keys, dtype=q.dtype, device=q.device)
+    dtype = q.dtype if bias is None else torch.promote_types(q.dtype, bias.dtype)  # (a float32 bias: float32)
+    added = torch.zeros(B if keep is not None else 1, 1, 1, keys, dtype=dtype, device=q.device)
     if keep is not None:
-        added.masked_fill_(~keep, torch.finfo(q.dtype).min)
+        added.masked_fill_(~keep, torch.finfo(dtype).min)
     if bias is not None:
         added = added + bias  # (B or 1, H, L, keys)
     added = added.expand(B, H, added.shape[2], keys).reshape(B * H, added.shape[2], keys)
-    scores = torch.baddbmm(added, q.reshape(B * H, L, D), k.reshape(B * H, keys, D).transpose(1, 2), alpha=D ** -0.5)
+    q, k = q.reshape(B * H, L, D), k.reshape(B * H, keys, D).transpose(1, 2)
+    if dtype == q.dtype and not torch.is_autocast_enabled(q.device.type):
+        scores = torch.baddbmm(added, q, k, alpha=D ** -0.5)
+    else:  # as model.py adds them: the product in autocast's dtype, then the bias and mask in theirs (a float32
+        # bias under bf16 autocast: softmax and dropout in float32, and the mask's lowest value stays finite)
+        scores = torch.bmm(q, k) * D ** -0.5 + added
     probabilities = F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=dropout_p > 0)
     return torch.bmm(probabilities, v.reshape(B * H, keys, D)).view(B, H, L, D)
 
