@@ -7,7 +7,7 @@ inside the scaled product, in two tables:
 2. whole encodes of STS-B test (2,758 sentences, batch 32), the attention as it ran before (below) against
    now, alternating in one process, for fast float32, fast bf16 and int8 (sentences/s, median of the rounds).
 
-    python experiments/cpu_attention/whole_vectors.py      # about 4 minutes on 2 cores
+    python experiments/cpu_attention/whole_vectors.py      # about 1.5 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def encode_table(rounds: int = 5) -> None:
         print(f"{name:14} before {medians['before']:7.1f} ({', '.join(f'{r:.0f}' for r in rates['before'])})  "
               f"now {medians['now']:7.1f} ({', '.join(f'{r:.0f}' for r in rates['now'])})  "
               f"{medians['now'] / medians['before']:.3f}x  max |difference| {difference:.1e}")
+
     def names(chosen: dict) -> dict:
         return {str(dtype).removeprefix("torch."): kernel for dtype, kernel in chosen.items()}
 
