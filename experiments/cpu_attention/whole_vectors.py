@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from train_ab import bf16_products  # (this folder: on the path when the script runs)
 
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
@@ -26,15 +27,11 @@ from minibert.paths import fast as fast_module
 
 
 def before(q, k, v, keep, bias=None, dropout_p=0.0):
-    """The written-out attention as it ran before: the rows as long as the batch, the mask filled in after."""
+    """The written-out attention as it ran before: the rows as long as the batch, the mask filled in after
+    (``train_ab.bf16_products``), in float32 where bf16 linears are upcast."""
     if q.dtype == torch.bfloat16 and kernels.CHOSEN.get(torch.bfloat16) == "upcast":
-        return before(q.float(), k.float(), v.float(), keep, bias, dropout_p).to(q.dtype)
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-    if bias is not None:
-        scores = scores + bias
-    if keep is not None:
-        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    return F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=dropout_p > 0) @ v
+        return bf16_products(q.float(), k.float(), v.float(), keep, bias, dropout_p).to(q.dtype)
+    return bf16_products(q, k, v, keep, bias, dropout_p)
 
 
 def microseconds(function, calls: int = 200, rounds: int = 5) -> float:

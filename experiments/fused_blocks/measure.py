@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from timing import alternating_rounds  # noqa: E402  (scripts/, put on the path above)
 
 
-def load(dtype: torch.dtype, path: str, compiled: bool, warm_up: list[str], frozen: bool = False
+def load(dtype: torch.dtype, path: str, compiled: bool, warm_up: list[str] | None = None, frozen: bool = False
          ) -> tuple[SentenceEncoder, float]:
     """The default model on ``path``, its blocks' forwards compiled when ``compiled`` (with inductor's weight
     freezing when ``frozen``: the weights become constants of the compiled code, the form in which inductor
-    takes oneDNN's int8 linear), and the seconds its first batch took (the compiling, when compiled)."""
+    takes oneDNN's int8 linear), and the seconds its first batch took (the compiling, when compiled). A compiled
+    one then encodes ``warm_up``, so that every shape is compiled before the timing, under the same settings."""
     encoder = SentenceEncoder.from_pretrained(DEFAULT_MODEL, dtype=dtype).to_path(path)
     if compiled:
         import torch._dynamo
@@ -48,9 +49,8 @@ def load(dtype: torch.dtype, path: str, compiled: bool, warm_up: list[str], froz
         start = time.perf_counter()
         encoder.encode(["a first batch compiles the blocks", "for every shape that follows"], batch_size=32)
         seconds = time.perf_counter() - start
-        # a batch on its grid (with or without padding) and a packed one trace differently: compile them all
-        # here, under the same settings
-        encoder.encode(warm_up, batch_size=32)
+        if warm_up:  # a batch on its grid (with or without padding) and a packed one trace differently
+            encoder.encode(warm_up, batch_size=32)
     return encoder, seconds
 
 
@@ -67,11 +67,11 @@ def main() -> None:
         # inductor takes oneDNN's int8 linear only with its weights frozen into the graph: the int8 rows
         # multiply by torch._int_mm, and the default kernel (oneDNN's, where exact) runs eager beside them
         kernels.CHOSEN[torch.int8] = "int_mm"
-        encoders[name], _ = load(dtype, path, compiled=False, warm_up=sentences)
+        encoders[name], _ = load(dtype, path, compiled=False)
         encoders[name + ", blocks compiled"], seconds = load(dtype, path, compiled=True, warm_up=sentences)
         print(f"{name}: compiling took {seconds:.1f} s")
     del kernels.CHOSEN[torch.int8]
-    encoders["int8"], _ = load(torch.float32, "int8", compiled=False, warm_up=sentences)
+    encoders["int8"], _ = load(torch.float32, "int8", compiled=False)
     encoders["int8, blocks compiled, frozen"], seconds = load(torch.float32, "int8", compiled=True,
                                                               warm_up=sentences, frozen=True)
     print(f"int8 ({kernels.CHOSEN[torch.int8]}), weights frozen: compiling took {seconds:.1f} s")
