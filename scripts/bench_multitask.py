@@ -5,6 +5,8 @@ against each other, so alone it is 1). Prints a markdown table.
 
     python scripts/bench_multitask.py [--config scripts/configs/multitask.toml] [--set steps=600 ...]
     python scripts/bench_multitask.py --only single --single-tasks sentiment topic   # redo two of them
+
+The alone runs need the multi-task configuration only (which gives each task its steps), not its run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def read_scores(run_dir: Path, split: str) -> dict:
     """test: the test scores of best/; dev: the dev scores that chose best/."""
     path = run_dir / "result.json"
     if not path.exists():
-        raise SystemExit(f"{path} not found: that run has not been trained (drop --only or --single-tasks)")
+        raise SystemExit(f"{path} not found: that run has not been trained")
     result = json.loads(path.read_text())
     if split == "dev":
         if not result.get("best"):
@@ -39,7 +41,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="scripts/configs/multitask.toml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--only", choices=["multi", "single"], help="run one half (the other must exist)")
+    parser.add_argument("--only", choices=["multi", "single"],
+                        help="run one half (the other's results are shown where they exist)")
     parser.add_argument("--single-tasks", nargs="+", metavar="NAME",
                         help="train only these tasks' single-task runs (the others' results must exist)")
     parser.add_argument("--split", choices=["test", "dev"], default="test",
@@ -58,7 +61,9 @@ def main() -> None:
         start = time.perf_counter()
         train(multi)
         seconds["multi-task"] = time.perf_counter() - start
-    results = {"multi-task": read_scores(out, args.split)}
+    results = {}
+    if args.only != "single" or (out / "result.json").exists():
+        results["multi-task"] = read_scores(out, args.split)
     for task in multi.tasks:
         single = single_task_config(multi, task.name, budget[task.name])
         single.output_dir = str(out.with_name(out.name + f"-only-{task.name}"))
@@ -76,9 +81,9 @@ def main() -> None:
              "|---|---|---|---|---|"]
     for task in multi.tasks:
         metric = task_type(task.type).main_metric
-        alone = f"{results[task.name][task.name][metric]:.4f}" if task.name in results else "(not run)"
-        lines.append(f"| {task.name} | {metric} | {budget[task.name]} | "
-                     f"{results['multi-task'][task.name][metric]:.4f} | {alone} |")
+        multi_score, alone = (f"{results[run][task.name][metric]:.4f}" if run in results else "(not run)"
+                              for run in ("multi-task", task.name))
+        lines.append(f"| {task.name} | {metric} | {budget[task.name]} | {multi_score} | {alone} |")
     table = "\n".join(lines)
     print(table)
     print("wall-clock seconds:", json.dumps({k: round(v) for k, v in seconds.items()}))

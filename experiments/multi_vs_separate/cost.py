@@ -7,9 +7,10 @@ median of repeated calls, for one sentence and for a batch of 32 STS-B sentences
 in one process, each on the reference path and on the fast path (minibert.paths.fast). Memory is each
 setup's resident set, measured in a fresh process. ``--adapter N`` gives the multi-task model's
 sentiment, topic and NER tasks an adapter of width N each (minibert.adapter), as the adapters study does;
-``--branch N`` gives them their own copy of the encoder's top N layers each (minibert.branch).
+``--branch N`` gives them their own copy of the encoder's top N layers each (minibert.branch), and
+``--task-branch NAME=N`` one of them N layers instead.
 
-    python experiments/multi_vs_separate/cost.py [--threads 2] [--adapter 64] [--branch 1]
+    python experiments/multi_vs_separate/cost.py [--threads 2] [--adapter 64] [--branch 1] [--task-branch topic=6]
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ SENTENCES = ["A man is playing a guitar on stage.", "Angela Merkel met Emmanuel 
 ADAPTED = ("sentiment", "topic", "ner")
 
 
-def build(setup: str, adapter: int = 0, branch: int = 0) -> list[MultiTaskModel]:
+def build(setup: str, adapter: int = 0, branches: dict[str, int] | None = None) -> list[MultiTaskModel]:
+    """``branches``: the own top layers of each of ``ADAPTED`` (none where absent)."""
     if setup == "multi":
-        tasks = [{**t, "adapter": adapter, "branch": branch} if t["name"] in ADAPTED else t for t in TASKS]
+        branches = branches or {}
+        tasks = [{**t, "adapter": adapter, "branch": branches.get(t["name"], 0)} if t["name"] in ADAPTED else t
+                 for t in TASKS]
         models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", tasks, seed=0, path="reference")]
     else:
         models = [MultiTaskModel.from_encoder("all-MiniLM-L6-v2", [t], seed=0, path="reference") for t in TASKS]
@@ -86,14 +90,23 @@ def latency(models: list[MultiTaskModel], sentences: list[str], repeats: int) ->
     return statistics.median(times)
 
 
-def resident_mib(setup: str, adapter: int = 0, branch: int = 0) -> float:
+def resident_mib(setup: str, adapter: int = 0, branches: dict[str, int] | None = None) -> float:
     """Peak resident memory of a fresh process that builds `setup` and runs it once, in MiB."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent, VmHWM starts afresh
     code = (f"import sys; sys.path.insert(0, {sys.path[0]!r}); import cost; "
-            f"cost.all_tasks(cost.build({setup!r}, {adapter}, {branch}), cost.SENTENCES); "
+            f"cost.all_tasks(cost.build({setup!r}, {adapter}, {branches!r}), cost.SENTENCES); "
             "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(out) / 1024
+
+
+def task_branch(text: str) -> tuple[str, int]:
+    """``--task-branch``'s NAME=N: a task of ``ADAPTED`` and its number of own top layers (0: none)."""
+    name, _, layers = text.partition("=")
+    if name not in ADAPTED or not layers.isdigit():
+        raise argparse.ArgumentTypeError(f"NAME=N expected, NAME one of {', '.join(ADAPTED)}, N a whole number, "
+                                         f"got {text!r}")
+    return name, int(layers)
 
 
 def main() -> None:
@@ -102,9 +115,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--adapter", type=int, default=0, help="adapter width for sentiment, topic and NER")
     parser.add_argument("--branch", type=int, default=0, help="own top layers for sentiment, topic and NER")
+    parser.add_argument("--task-branch", action="append", default=[], type=task_branch, metavar="NAME=N",
+                        help=f"own top layers for one of {', '.join(ADAPTED)}, in place of --branch (repeatable)")
     args = parser.parse_args()
+    branches = {name: args.branch for name in ADAPTED} | dict(args.task_branch)
     torch.set_num_threads(args.threads)
-    setups = {"multi": build("multi", args.adapter, args.branch), "separate": build("separate")}
+    setups = {"multi": build("multi", args.adapter, branches), "separate": build("separate")}
     params = {k: sum(p.numel() for m in v for p in m.parameters()) for k, v in setups.items()}
     timings = {}
     for path in ("reference", "fast"):
@@ -118,11 +134,12 @@ def main() -> None:
                     key = (path, name, n)
                     t = latency(models, SENTENCES[:n], args.repeats if n == 1 else args.repeats // 3)
                     timings[key] = min(t, timings.get(key, float("inf")))
-    memory = {name: resident_mib(name, *((args.adapter, args.branch) if name == "multi" else ())) for name in setups}
+    memory = {name: resident_mib(name, *((args.adapter, branches) if name == "multi" else ())) for name in setups}
 
     adapters = f", adapters of width {args.adapter} on {', '.join(ADAPTED)}" if args.adapter else ""
-    branches = f", {args.branch} own top layer(s) for {', '.join(ADAPTED)}" if args.branch else ""
-    print(f"{args.threads} threads, all five tasks' outputs{adapters}{branches}, median latency (ms)")
+    own = ", own top layers: " + ", ".join(f"{name} {n}" for name, n in branches.items()) \
+        if any(branches.values()) else ""
+    print(f"{args.threads} threads, all five tasks' outputs{adapters}{own}, median latency (ms)")
     print(f"{'':34}{'one multi-task model':>22}{'five single-task models':>25}{'ratio':>8}")
     print(f"{'parameters (millions)':34}{params['multi'] / 1e6:22.1f}{params['separate'] / 1e6:25.1f}"
           f"{params['separate'] / params['multi']:7.2f}x")

@@ -164,7 +164,7 @@ def single_task_config(config: TrainConfig, task: str, steps: int) -> TrainConfi
     nothing that combines tasks: no finishing phase, learned weights, PCGrad, annealing, distillation (of
     either kind), adapter, branch or scaled encoder gradient."""
     single = copy.deepcopy(config)
-    single.tasks = [dataclasses.replace(t, loss_weight=1.0, encoder_grad=1.0, teacher=None,
+    single.tasks = [dataclasses.replace(t, loss_weight=1.0, encoder_grad=1.0, teacher=None, teacher_gold=None,
                                         head={k: v for k, v in t.head.items() if k not in ("adapter", "branch")})
                     for t in config.tasks if t.name == task]
     if not single.tasks:

@@ -46,7 +46,10 @@ class TaskConfig:
     max_dev_examples: int | None = None
     head: dict[str, Any] = field(default_factory=dict)  # the task type's options: dropout, hidden_layer, loss, ...
     teacher: str | None = None  # a saved multi-task model (this task trained alone) that teaches this task's head
-    # its predictions, annealed towards the gold labels over the run (minibert.train.distill)
+    # its predictions, annealed towards the gold labels over the run, or mixed with them at a held share
+    # (teacher_gold; minibert.train.distill)
+    teacher_gold: float | None = None  # the gold labels' share of the targets, held from first step to last;
+    # None: teacher annealing (0 at the first step, rising to 1)
 
     def __post_init__(self) -> None:
         check_types(self, f"task {self.name!r}: ")
@@ -59,6 +62,9 @@ class TaskConfig:
         # Checked here, not only when the model is built, so a bad option fails before the data is read.
         if self.teacher is not None:
             check_teachable(where + "teacher", self.type)
+        in_range(where + "teacher_gold", self.teacher_gold, 0, 1)
+        if self.teacher_gold is not None and not self.teacher:
+            raise ValueError(f"{where}teacher_gold = {self.teacher_gold} needs a teacher (the share is of its targets)")
         check_options(self.name, self.type, self.head)
 
 

@@ -30,6 +30,10 @@ teacher and ends on the gold labels, free to pass it:
 For the types whose loss is a cross-entropy over the head's classes (classification, NLI, token
 classification); at g = 1 the formula is that loss exactly.
 
+With ``teacher_gold`` the share g is held from the first step to the last instead (knowledge distillation as
+Hinton et al., 2015, mix it): the student keeps imitating the teacher to the end, so where the aim is to
+lose nothing to that task trained alone, it is pulled towards the very model it is measured against.
+
 Either teacher runs without gradients, in eval mode, on the same input rows as the student.
 """
 
@@ -86,7 +90,7 @@ class TaskTeacher:
     head for ``task`` teaches the student's head for it: same task name and type, same labels in the same
     order, same tokenizer."""
 
-    def __init__(self, folder: str, task: Task, student: MultiTaskModel, path: str) -> None:
+    def __init__(self, folder: str, task: Task, student: MultiTaskModel, path: str, held: float | None = None) -> None:
         where = f"task {task.name!r}: teacher = {folder!r}"
         check_teachable(where, task.type)
         try:
@@ -104,6 +108,7 @@ class TaskTeacher:
             raise ValueError(f"{where}: its vocabulary differs from the model's; the teacher reads the model's "
                              "token ids, so it must share the model's tokenizer")
         self.task = task.name
+        self.held = held  # the gold labels' share of the targets throughout (teacher_gold), or None: annealed
 
     @torch.no_grad()
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -111,15 +116,17 @@ class TaskTeacher:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return self.model(self.task, inputs).logits
 
-    def loss(self, student_logits: torch.Tensor, batch: dict[str, torch.Tensor], gold: float) -> torch.Tensor:
-        """The student's loss on ``batch`` against targets ``gold`` parts gold label, the rest the teacher's."""
+    def loss(self, student_logits: torch.Tensor, batch: dict[str, torch.Tensor], step: int, steps: int) -> torch.Tensor:
+        """The student's loss on ``batch`` at ``step`` of ``steps``: against targets that are the gold labels'
+        share (``gold_share``) gold label, the rest the teacher's."""
+        gold = gold_share(step, steps, self.held)
         return soft_target_loss(student_logits, self.logits(batch), batch["labels"], gold)
 
 
-def gold_share(step: int, steps: int) -> float:
-    """Teacher annealing: the gold label's share of the target at ``step`` (0-based) of ``steps``, 0 at the
-    first step, rising linearly towards 1."""
-    return step / steps
+def gold_share(step: int, steps: int, held: float | None = None) -> float:
+    """The gold label's share of the target at ``step`` (0-based) of ``steps``: ``held`` throughout where it is
+    given, else teacher annealing, 0 at the first step, rising linearly towards 1."""
+    return held if held is not None else step / steps
 
 
 def soft_target_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,

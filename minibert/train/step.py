@@ -19,7 +19,6 @@ import torch
 
 from minibert.multitask import to_device
 from minibert.train import optim, pcgrad
-from minibert.train.distill import gold_share
 from minibert.train.distributed import all_sum
 
 
@@ -62,8 +61,7 @@ class OptimizerStep:
                         distance = self.teacher.loss(out.encoder_embedding if at_encoder else out.embedding, batch)
                     loss = out.loss  # the gold labels' loss, or the mix with a teacher's predictions
                     if task in self.task_teachers:
-                        gold = gold_share(self.step, self.config.steps)
-                        loss = self.task_teachers[task].loss(out.logits, batch, gold)
+                        loss = self.task_teachers[task].loss(out.logits, batch, self.step, self.config.steps)
                 share = terms[j] * self.world / total_terms if total_terms else 0.0  # DDP averages over processes
                 distill = self.config.optim.distill_weight * rows[j] * self.world / total_rows
                 self.scaler.scale(loss * weight * share + distance * distill).backward()

@@ -119,7 +119,8 @@ class Trainer(OptimizerStep):
         self.check_encoder_grads()
         self.teacher = EmbeddingTeacher(cfg.optim.distill_from, self.model.encoder, self.path) \
             if cfg.optim.distill_from else None
-        self.task_teachers = {t.name: TaskTeacher(t.teacher, self.model.task(t.name), self.model, self.path)
+        self.task_teachers = {t.name: TaskTeacher(t.teacher, self.model.task(t.name), self.model, self.path,
+                                                  held=t.teacher_gold)
                               for t in cfg.tasks if t.teacher}
         self.batches = StepBatches(list(self.model.tasks.values()), self.train_sets, self.model.encoder.tokenizer, cfg,
                                    self.rank, self.world)
