@@ -18,6 +18,7 @@ from minibert.data import read_conll, read_sts_tsv
 from minibert.multitask import MultiTaskModel
 from minibert.train import load_config, train
 from minibert.train.evaluate import evaluate_task
+from minibert.train.progress import LogWindow
 
 from conftest import merge, tiny_config
 
@@ -38,6 +39,27 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_the_log_says_how_often_clipping_cut_the_gradient(tiny_model_dir, tiny_data, tmp_path):
+    """The mean gradient norm before clipping, and the share of steps it was above max_grad_norm, by hand for
+    a window; in a run, every step is cut at a bound of 1e-9 and none at 1e9, and their norms are the same
+    (the first step's, before anything moved)."""
+    window = LogWindow(max_grad_norm=1.0)
+    for norm in (0.5, 2.0, 3.5):
+        window.add({"samples": 4, "tokens": 20, "loss": {"topic": 1.0}, "grad_norm": norm})
+    window.add({"samples": 0, "tokens": 0, "loss": {}, "grad_norm": 0.0})  # nothing trained: no norm
+    summary = window.summary()
+    assert (summary["grad_norm"], summary["clipped"]) == (2.0, 2 / 3)
+    firsts = []
+    for bound in (1e-9, 1e9):
+        out = tmp_path / f"run-{bound}"
+        train(run_config(tiny_config(tiny_model_dir, tiny_data, out, steps=1, eval={"every": 0},
+                                     output={"log_every": 1}, optim={"max_grad_norm": bound}), tmp_path / "c.json"))
+        first = next(r for r in read_log(out) if "loss" in r)
+        assert first["clipped"] == (1.0 if bound < 1 else 0.0)
+        firsts.append(first["grad_norm"])
+    assert firsts[0] == pytest.approx(firsts[1], rel=1e-6)
+
+
 def test_a_run_trains_logs_evaluates_and_saves(tiny_model_dir, tiny_data, tmp_path):
     out = tmp_path / "run"
     config = run_config(tiny_config(tiny_model_dir, tiny_data, out, output={"plot": True}), tmp_path / "c.json")
@@ -47,6 +69,7 @@ def test_a_run_trains_logs_evaluates_and_saves(tiny_model_dir, tiny_data, tmp_pa
     losses = [r for r in records if "loss" in r]
     assert [r["step"] for r in losses] == [2, 4, 6, 8, 10, 12]
     assert all(r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in losses)
+    assert all(r["clipped"] in (0.0, 0.5, 1.0) and r["grad_norm"] > 0 for r in losses)  # two steps a line
     trained_tasks = {t for r in losses for t in r["loss"]}
     assert trained_tasks == {"sts", "topic", "sentiment", "nli", "ner"}  # round robin reaches every task
     dev = [r for r in records if "dev" in r]

@@ -245,7 +245,7 @@ class Trainer(OptimizerStep):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc="train", unit="step")
-        window = LogWindow()
+        window = LogWindow(cfg.optim.max_grad_norm)
         loader = step_loader(self.batches, self.step, cfg.runtime.num_workers, pin_memory=self.device.type == "cuda")
         for item in loader:
             window.add(self.train_step(item))
@@ -258,7 +258,7 @@ class Trainer(OptimizerStep):
                 if summary["loss"]:
                     bar.set_postfix(loss=f"{np.mean(list(summary['loss'].values())):.3f}",
                                     samples_s=f"{summary['samples_per_s']:.0f}")
-                window = LogWindow()
+                window = LogWindow(cfg.optim.max_grad_norm)
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
                 self.maybe_evaluate()
             if self.step % cfg.output.checkpoint_every == 0 or self.step == cfg.steps:
