@@ -2,12 +2,13 @@
 eager fast path: does letting inductor own every layer (oneDNN's packed bf16 linears with their bias and GELU
 fused, LayerNorm and residual adds fused, the mask arithmetic folded) beat the hand-made fast path?
 
-    python experiments/fused_blocks/frozen_reference.py      # about 2 minutes on 2 cores; needs a C++ compiler
+    python experiments/fused_blocks/frozen_reference.py      # under a minute on 2 cores; needs a C++ compiler
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -18,11 +19,8 @@ import torch._inductor.config as inductor_config
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
 
-
-def seconds(encoder: SentenceEncoder, sentences: list[str]) -> float:
-    start = time.perf_counter()
-    encoder.encode(sentences, batch_size=32)
-    return time.perf_counter() - start
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from timing import alternating_rounds  # noqa: E402  (scripts/, put on the path above)
 
 
 @torch.no_grad()
@@ -40,10 +38,8 @@ def main(rounds: int = 5) -> None:
         print(f"first encode, compiling included: {time.perf_counter() - start:.1f} s")
         for encoder in encoders.values():
             encoder.encode(sentences[:256], batch_size=32)
-        times = {name: [] for name in encoders}
-        for _ in range(rounds):  # alternating, so that the machine's drift hits every row alike
-            for name, encoder in encoders.items():
-                times[name].append(seconds(encoder, sentences))
+        times = alternating_rounds({name: lambda e=encoder: e.encode(sentences, batch_size=32)
+                                    for name, encoder in encoders.items()}, rounds)
         eager = encoders["reference bf16, eager"].encode(sentences[:256], batch_size=32)
         compiled = frozen.encode(sentences[:256], batch_size=32)
     base = statistics.median(times["fast bf16, eager"])
