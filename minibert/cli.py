@@ -38,12 +38,15 @@ def load_encoder(args: argparse.Namespace):
     (``minibert.paths``; by default the device's fastest path that equals the reference)."""
     import torch
 
+    from minibert.paths import keep_freed_memory
     from minibert.sentence import SentenceEncoder
 
     if args.device is not None:
         check_device(args.device)
     encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype),
                                               path=args.path)
+    if encoder.device.type == "cpu":
+        keep_freed_memory()  # batch after batch reuses the same memory, not fresh pages (paths/allocator.py)
     encoder.settings.prompt(args.prompt_name, args.prompt)  # a prompt name the model lacks fails before any work
     return encoder
 

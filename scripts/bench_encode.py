@@ -9,9 +9,12 @@ rate is the median round. Prints sentences/s, the ratio to the best rival in the
 sentence-transformers on PyTorch in fp32, the useful GFLOP/s (the multiply-adds of the real tokens,
 padding not counted) against the best linear layer of the model's shape (timed between the encodes of
 every round, and taken at its median round as the rates are), and the STS-B test Spearman of the cosine
-scores (all-MiniLM-L6-v2 in float32: 0.8203). The header names the CPU.
+scores (all-MiniLM-L6-v2 in float32: 0.8203). The header names the CPU, and what glibc's malloc does with
+freed memory: kept for the next batch, as the command line keeps it, for every row alike (--malloc-defaults
+leaves it as it comes; experiments/malloc/).
 
     python scripts/bench_encode.py [--data ../shared/data] [--rounds 3] [--threads 2] [--device cuda] [--compile]
+                                   [--malloc-defaults]
     make bench-rivals                       # the same, in .venv-bench with the rivals installed
 """
 
@@ -28,7 +31,8 @@ import torch
 from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.metrics import spearman
-from minibert.paths import attention_kernels, int8_kernels, kernels
+from minibert.paths import attention_kernels, int8_kernels, keep_freed_memory, kernels
+from minibert.paths.allocator import users_own_choice
 
 from rivals import rival_rows
 from timing import matmul_peak, timed
@@ -120,6 +124,19 @@ def configurations(folder: Path, args: argparse.Namespace, sentences: list[str])
     return runs
 
 
+def add_malloc_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="leave glibc's malloc as it comes; by default freed memory is kept for the next batch "
+                             "(minibert.paths.keep_freed_memory), as the command line keeps it, for every row alike")
+
+
+def malloc_setting(args: argparse.Namespace) -> str:
+    """Freed memory kept for the whole process (every row alike) unless --malloc-defaults; what malloc does now."""
+    if users_own_choice() is not None:
+        return f"as set before the process started ({users_own_choice()})"
+    return "defaults" if args.malloc_defaults or not keep_freed_memory() else "freed memory kept"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=default_data_dir(), help="folder with stsb/test.tsv (or $MINIBERT_DATA)")
@@ -129,7 +146,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="time the compiled path too (always on CUDA)")
+    add_malloc_option(parser)
     args = parser.parse_args()
+    malloc = malloc_setting(args)
 
     torch.set_num_threads(args.threads)
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
@@ -138,7 +157,7 @@ def main() -> None:
     folder = resolve_model(args.model)
     print(f"{len(sentences)} sentences from STS-B test, model {folder}, batch {args.batch_size}, "
           f"threads {args.threads}, device {args.device}")
-    print(f"CPU: {cpu_name()}; torch {torch.__version__}")
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}; malloc: {malloc}")
     runs = configurations(folder, args, sentences)
     for _, fn in runs.values():  # warm-up: first-call allocations, kernel selection
         timed(fn, args.device)

@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
 
-from bench_encode import encoder_flops, matmul_ceiling
+from bench_encode import add_malloc_option, encoder_flops, malloc_setting, matmul_ceiling
 
 CATEGORIES = {  # operator name -> where it belongs
     "matmul": ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::_int_mm", "onednn::qlinear_pointwise"),
@@ -63,7 +63,9 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    add_malloc_option(parser)
     args = parser.parse_args()
+    malloc = malloc_setting(args)
     torch.set_num_threads(args.threads)
     pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
     sentences = [p.a for p in pairs] + [p.b for p in pairs]
@@ -78,7 +80,7 @@ def main() -> None:
             runs["fast int8"] = split(encoder.to_path("int8"), sentences, args.batch_size)
 
     print(f"{len(sentences)} sentences, batch {args.batch_size}, {args.threads} threads, under torch.profiler; "
-          "share of the wall time")
+          f"malloc: {malloc}; share of the wall time")
     rows = [k for k in next(iter(runs.values())) if k != "wall"]
     print(f"{'':22}" + "".join(f"{name:>20}" for name in runs))
     for row in rows:

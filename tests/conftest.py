@@ -18,6 +18,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SENTENCES = (Path(__file__).parent / "fixtures" / "sentences.txt").read_text(encoding="utf-8").splitlines()
 
 
+@pytest.fixture(autouse=True)
+def malloc_left_alone(monkeypatch):
+    """The command line keeps freed memory for the whole process (minibert.paths.keep_freed_memory): tests that
+    call it in this process leave the suite's malloc as it came, whatever order they run in."""
+    monkeypatch.setattr("minibert.paths.keep_freed_memory", lambda: False)
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     from minibert.hub import DEFAULT_MODEL, resolve_model

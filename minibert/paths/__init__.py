@@ -16,6 +16,9 @@
   would see the new values of every shared tensor but not of the copied QKV). An int8 twin holds
   quantized copies of its linear layers.
 
+``keep_freed_memory`` (``allocator.py``) makes the C library keep freed memory for the next batch: a setting of
+the whole process, which the command line's encoding commands make on the CPU and a program makes by calling it.
+
 ``default_path`` is what ``encode``, the command line and training run unless told otherwise: the
 fastest path that the tests have held to the reference path, to float rounding, on that device.
 """
@@ -30,6 +33,7 @@ import shutil
 import torch
 
 from minibert.model import BertModel
+from minibert.paths.allocator import keep_freed_memory as keep_freed_memory  # for a program to call
 from minibert.paths.compiled import CompiledBertModel
 from minibert.paths.fast import FastBertModel
 from minibert.paths.int8 import quantize_int8
