@@ -1,22 +1,15 @@
 """What scripts/gpu_check.sh needs on a lent GPU machine that the repository does not hold, in one folder
-small enough to travel with it: gpu-bundle/ (git-ignored).
+small enough to travel with the checkout (the device tool's limit): gpu-bundle/, git-ignored.
 
-The lent machine has PyTorch, transformers and sentence-transformers but no network, and what travels to
-it is the working tree plus at most 64 MiB in all. all-MiniLM-L6-v2's float32 weights alone are 91 MB, so
-the bundle holds the model folder with its weights stored in float16 (every other file as it is) and the
-STS-B files the benchmarks read:
+    gpu-bundle/weights/all-MiniLM-L6-v2/    the model folder, its weights stored in float16 and loaded in
+                                            float32 (config.json's dtype, which minibert and transformers honour)
+    gpu-bundle/data/stsb/                   the STS-B files the benchmarks read (train, test)
 
-    gpu-bundle/weights/all-MiniLM-L6-v2/    the folder, model.safetensors in float16 (about 45 MB), loaded
-                                            in float32 (config.json's dtype)
-    gpu-bundle/data/stsb/                   train, dev and test
+Every check there compares minibert with itself or with sentence-transformers on this same folder: float16
+storage rounds the weights once, and every side reads the same rounded values.
 
-Every check on that machine compares minibert with itself (CUDA against the CPU, one path against another)
-or with sentence-transformers on this same folder, which both load into float32 as they would the original:
-what float16 storage changes is the weights' last bits, which every side reads alike; STS-B scores move in
-the fourth decimal. Run it here, then carry the folder:
-
-    python scripts/gpu_bundle.py [--model all-MiniLM-L6-v2] [--data ../shared/data]
-    # device tool: run(command="bash scripts/gpu_check.sh", carry=["gpu-bundle"], timeout_s=600)
+    .venv/bin/python scripts/gpu_bundle.py [--model all-MiniLM-L6-v2] [--data ../shared/data]
+    # then, with the device tool: run(command="bash scripts/gpu_check.sh", carry=["gpu-bundle"], timeout_s=540)
 """
 
 from __future__ import annotations
@@ -35,28 +28,37 @@ from minibert.data import default_data_dir
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "gpu-bundle"
 LIMIT = 64 * 2**20  # what travels to the lent machine: the working tree and the carried folders together
+# what a model folder may hold besides its safetensors that neither library needs here: other frameworks'
+# weights and exports, each as large as the weights themselves
+LEFT_OUT = ("*.safetensors", "*.bin", "*.h5", "*.ot", "*.msgpack", "*.onnx", "onnx", "openvino")
 
 
-def tracked_bytes() -> int:
-    """The size of the files git tracks here (the working tree that travels, near enough)."""
-    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
-    return sum((ROOT / name.decode()).stat().st_size for name in names if name and (ROOT / name.decode()).is_file())
+def travelling_bytes() -> int:
+    """The size of what travels besides the bundle: tracked files, untracked ones git does not ignore, and
+    a shared/ folder inside the checkout."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    files = [ROOT / name.decode() for name in listed if name]
+    shared = ROOT / "shared"
+    files += list(shared.rglob("*")) if shared.is_dir() else []
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def bundle_model(source: Path, target: Path) -> None:
-    """``source``'s model folder copied to ``target``, its weights stored in float16, loaded in float32."""
+    """``source``'s model folder copied to ``target``, its weights stored in float16, loaded as before."""
     weights = sorted(source.glob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"{source} holds no .safetensors file to store in float16")
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx", "openvino"))
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*LEFT_OUT))
     for file in weights:
         tensors = load_file(file)
         save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, target / file.name,
                   metadata={"format": "pt"})
-    # loaded in float32 as the original is (minibert and transformers both take config.json's dtype over the
-    # dtype the weights are stored in): without it every default load would run in float16
+    # minibert and transformers load a model in config.json's dtype, else in the dtype its weights are stored
+    # in: the dtype the original declared, or float32 (what its float32 weights gave), keeps the load as it was
     config = json.loads((target / "config.json").read_text())
-    (target / "config.json").write_text(json.dumps(config | {"dtype": "float32"}, indent=2) + "\n")
+    dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
+    (target / "config.json").write_text(json.dumps(config | {"dtype": dtype}, indent=2) + "\n")
 
 
 def main() -> None:
@@ -64,16 +66,20 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--data", default=default_data_dir())
     args = parser.parse_args()
-    source = resolve_model(args.model)
+    source, data = resolve_model(args.model).resolve(), Path(args.data).resolve()
+    for path in (source, data):
+        if path == BUNDLE or BUNDLE in path.parents:
+            raise SystemExit(f"{path} is inside {BUNDLE}, which this remakes: point --model and --data (or "
+                             "$MINIBERT_WEIGHTS and $MINIBERT_DATA) at the originals")
     shutil.rmtree(BUNDLE, ignore_errors=True)
     bundle_model(source, BUNDLE / "weights" / source.name)
     stsb = BUNDLE / "data" / "stsb"
     stsb.mkdir(parents=True)
-    for split in ("train", "dev", "test"):
-        shutil.copy(Path(args.data) / "stsb" / f"{split}.tsv", stsb)
+    for split in ("train", "test"):
+        shutil.copy(data / "stsb" / f"{split}.tsv", stsb)
     size = sum(f.stat().st_size for f in BUNDLE.rglob("*") if f.is_file())
-    total = size + tracked_bytes()
-    print(f"{BUNDLE}: {size / 2**20:.1f} MiB; with the tracked files {total / 2**20:.1f} MiB of the "
+    total = size + travelling_bytes()
+    print(f"{BUNDLE}: {size / 2**20:.1f} MiB; with the rest of the checkout {total / 2**20:.1f} MiB of the "
           f"{LIMIT / 2**20:.0f} MiB that can travel")
     if total > LIMIT:
         raise SystemExit("too large to travel: leave something out")
