@@ -132,8 +132,9 @@ def add_malloc_option(parser: argparse.ArgumentParser) -> None:
 
 def malloc_setting(args: argparse.Namespace) -> str:
     """Freed memory kept for the whole process (every row alike) unless --malloc-defaults; what malloc does now."""
-    if users_own_choice() is not None:
-        return f"as set before the process started ({users_own_choice()})"
+    choice = users_own_choice()
+    if choice is not None:
+        return f"as set before the process started ({choice})"
     return "defaults" if args.malloc_defaults or not keep_freed_memory() else "freed memory kept"
 
 

@@ -15,7 +15,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +22,9 @@ import torch
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
 from minibert.paths import keep_freed_memory
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from timing import alternating_rounds  # noqa: E402  (scripts/, put on the path above)
 
 PATHS = (("reference", torch.float32), ("fast", torch.float32), ("int8", torch.float32), ("fast", torch.bfloat16))
 
@@ -40,15 +42,17 @@ def child(setting: str, rounds: int, data: str) -> dict[str, tuple[float, int]]:
         encoders[f"{path} {str(dtype).removeprefix('torch.')}"] = start.to_path(path)
     for encoder in encoders.values():
         encoder.encode(sentences[:256], batch_size=32)  # warm-up: kernel choice, first allocations
-    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in encoders}
-    for _ in range(rounds):  # the paths alternate within a round
-        for name, encoder in encoders.items():
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            begin = time.perf_counter()
-            encoder.encode(sentences, batch_size=32)
-            seconds = time.perf_counter() - begin
-            runs[name].append((len(sentences) / seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
-    return {name: sorted(r)[len(r) // 2] for name, r in runs.items()}
+    faults: dict[str, list[int]] = {name: [] for name in encoders}
+
+    def encode(name: str) -> None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        encoders[name].encode(sentences, batch_size=32)
+        faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+    times = alternating_rounds({name: lambda name=name: encode(name) for name in encoders}, rounds)
+    runs = {name: sorted(zip((len(sentences) / t for t in times[name]), faults[name], strict=True))
+            for name in encoders}
+    return {name: r[len(r) // 2] for name, r in runs.items()}
 
 
 def main() -> None:
