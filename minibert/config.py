@@ -40,6 +40,8 @@ class BertConfig:
     architecture: ClassVar[str] = "BertModel"  # what config.json's "architectures" says when we write one
     min_token_types: ClassVar[int] = 1  # DistilBERT and MPNet have no token type embeddings (0)
     attention_out_dropout: ClassVar[bool] = True  # dropout on the attention's output projection (not DistilBERT)
+    reads_is_causal: ClassVar[bool] = True  # transformers 5 masks attention causally where config.json sets
+    # is_causal (every family's model but MPNet's, which ignores the key)
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -108,6 +110,8 @@ class BertConfig:
             "is_decoder": (False, None),
             "add_cross_attention": (False, None),
         }
+        if cls.reads_is_causal:
+            unsupported["is_causal"] = (False, None)
         for key, allowed in unsupported.items():
             if raw.get(key) not in allowed:
                 raise ValueError(f"{source}: {key}={raw[key]!r} is not supported by minibert "

@@ -281,7 +281,8 @@ class BertModel(nn.Module):
         if isinstance(raw_config, dict) and config_overrides:
             raw_config = {**raw_config, **config_overrides}
         config = cls.config_class.from_dict(raw_config, source=str(folder / "config.json"))
-        tensors, report = weights.split_encoder_tensors(weights.load_safetensors(folder), str(folder), cls.hf_prefix)
+        stored = weights.load_safetensors(folder)
+        tensors, report = weights.split_encoder_tensors(stored, str(folder), cls.hf_prefix)
         with torch.device("meta"):
             model = cls(config, add_pooler=weights.has_pooler(tensors), attn_implementation=attn_implementation)
         shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -289,10 +290,7 @@ class BertModel(nn.Module):
         state = weights.convert_state_dict(tensors, report, key_map, shapes, str(folder / "config.json"))
         model.load_state_dict(state, strict=True, assign=True)
         if dtype is None:  # as transformers: the dtype config.json names, else the one the weights are stored in
-            dtype = declared_dtype(raw_config, str(folder / "config.json"))
-        if dtype is None:  # (float32 if they mix several)
-            stored = {t.dtype for t in state.values()}
-            dtype = stored.pop() if len(stored) == 1 else torch.float32
+            dtype = declared_dtype(raw_config, str(folder / "config.json")) or weights.stored_dtype(stored)
         model.to(device=device, dtype=dtype).eval()  # a loaded model starts in inference mode, as in transformers
         log.info("%s", report)
         model.load_report, model.checkpoint = report, folder

@@ -117,8 +117,8 @@ def check_text_only(raw: dict, path: Path) -> None:
 
 @dataclass
 class Pipeline:
-    """What modules.json lists: the encoder's folder and its settings, the pooling folder (None: mean pooling,
-    as for a plain Hugging Face folder), the Dense modules' folders in order, and whether a Normalize comes
+    """What modules.json lists: the encoder's folder and its settings, the pooling folder (None for a plain
+    Hugging Face folder: ``plain_folder_pooling``), the Dense modules' folders in order, and whether a Normalize comes
     last. ``sentence_transformers``: whether the folder has a modules.json at all (its other files are only
     read when it does, as sentence-transformers reads them)."""
 
@@ -166,6 +166,34 @@ def read_pipeline(folder: Path) -> Pipeline:
     transformer = by_kind["Transformer"]
     return Pipeline(transformer, by_kind.get("Pooling"), [p for kind, p, _ in kinds if kind == "Dense"],
                     "Normalize" in order, read_transformer_settings(transformer), sentence_transformers=True)
+
+
+def plain_folder_pooling(folder: Path) -> str:
+    """The pooling sentence-transformers puts after a plain Hugging Face folder (no modules.json): the last
+    token's state where config.json says the model was made for causal language modelling (its first
+    ``architectures`` entry ends in ``ForCausalLM``, and ``is_causal`` is not set false), else the mean.
+    Such a folder's tokenizer must have no chat template: sentence-transformers would render every text
+    through it (its "message" input), which minibert does not do."""
+    template = chat_template(folder)
+    if template:
+        raise ValueError(f"{template}: a chat template, which sentence-transformers renders every text of a folder "
+                         "without modules.json through; minibert does not render chat templates")
+    config = optional_json(folder / "config.json")
+    config = config if isinstance(config, dict) else {}
+    architectures = config.get("architectures")
+    causal = isinstance(architectures, list) and architectures and isinstance(architectures[0], str) \
+        and architectures[0].endswith("ForCausalLM") and bool(config.get("is_causal", True))
+    return "lasttoken" if causal else "mean"
+
+
+def chat_template(folder: Path) -> str | None:
+    """Where the tokenizer of ``folder`` has a chat template, as transformers 5 reads one (tokenizer_config.json's
+    ``chat_template``, chat_template.jinja, additional_chat_templates/*.jinja), else None."""
+    config = optional_json(folder / "tokenizer_config.json")
+    if isinstance(config, dict) and config.get("chat_template") is not None:
+        return f"{folder / 'tokenizer_config.json'}: chat_template"
+    files = [folder / "chat_template.jinja", *sorted((folder / "additional_chat_templates").glob("*.jinja"))]
+    return next((str(file) for file in files if file.is_file()), None)
 
 
 def activation_module(name: str, where: str) -> nn.Module:

@@ -25,7 +25,7 @@ from minibert.families import load_model
 from minibert.hub import DEFAULT_MODEL, resolve_model
 from minibert.model import AttnImplementation, BertModel, eval_mode
 from minibert.paths import cast, check_path, convert, default_path
-from minibert.pipeline import Dense, read_pipeline
+from minibert.pipeline import Dense, plain_folder_pooling, read_pipeline
 from minibert.pooling import Pooling, PoolingConfig
 from minibert.tokenizer import Batch, Tokenizer, check_padding_side
 
@@ -69,7 +69,8 @@ class SentenceEncoder(nn.Module):
         tokenizer = Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens)
         check_padding_side(tokenizer, bert.position_skip_id)
         pooling_json = pipeline.pooling / "config.json" if pipeline.pooling else None
-        pooling_config = PoolingConfig.from_json(pooling_json) if pooling_json else PoolingConfig()
+        pooling_config = PoolingConfig.from_json(pooling_json) if pooling_json else \
+            PoolingConfig(plain_folder_pooling(pipeline.transformer))  # (a plain Hugging Face folder)
         dim = pooling_config.embedding_dimension
         if dim is not None and dim != bert.config.hidden_size:
             raise ValueError(f"{pooling_json}: embedding dimension {dim} does not match the "

@@ -90,6 +90,15 @@ def load_safetensors(path: str | Path) -> dict[str, tuple[torch.Tensor, Path]]:
     return tensors
 
 
+def stored_dtype(tensors: dict[str, tuple[torch.Tensor, Path]]) -> torch.dtype:
+    """The dtype transformers gives a model whose config.json names none: that of the first floating-point
+    tensor of the checkpoint's first file (the shards in name order, each file's tensors in name order), even
+    where the others are stored in another."""
+    first_file = min((file for _, file in tensors.values()), default=None)
+    floats = sorted(name for name, (t, file) in tensors.items() if file == first_file and t.is_floating_point())
+    return tensors[floats[0]][0].dtype if floats else torch.float32
+
+
 @dataclass
 class LoadReport:
     """What a load did, for the user to read (``BertModel.from_pretrained`` keeps it as ``model.load_report``)."""

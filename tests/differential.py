@@ -53,6 +53,8 @@ REFUSALS = {
     "unknown tokenizer class": r"is not a tokenizer minibert builds",
     "no pad token": r"the tokenizer has no pad token",
     "pooling dimension": r"embedding dimension \d+ does not match",
+    "chat template in a plain folder": r"a chat template, which sentence-transformers renders",
+    "a causal mask": r"is_causal=True is not supported",
 }
 
 

@@ -15,6 +15,18 @@ def edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def mixed_dtypes(path: Path) -> None:
+    """The checkpoint's first tensor in name order stored in bfloat16, the others in float32, or the reverse."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    first = min(tensors)
+    flip = tensors[first].dtype == torch.float32
+    save_file({name: t.to(torch.bfloat16 if (name == first) == flip else torch.float32) for name, t in tensors.items()},
+              path, metadata={"format": "pt"})
+
+
 def rewrite(c: dict, folder: Path) -> None:
     """The older forms and the settings left out or changed by hand."""
     config, tok_config = folder / "config.json", folder / "tokenizer_config.json"
@@ -27,6 +39,19 @@ def rewrite(c: dict, folder: Path) -> None:
         edit_json(config, lambda d: d.update({"activation" if c["family"] == "distilbert" else "hidden_act": "prelu"}))
     if c["drop_model_type"]:
         edit_json(config, lambda d: d.pop("model_type"))
+    if c["causal"]:  # made for causal LM: sentence-transformers pools a plain folder's last token
+        edit_json(config, lambda d: d.update(architectures=[d["architectures"][0].replace("Model", "ForCausalLM")],
+                                             **({} if c["is_causal"] is None else {"is_causal": c["is_causal"]})))
+    if c["bert_names"] and c["family"] == "distilbert":  # transformers reads some of BERT's names, not others
+        edit_json(config, lambda d: d.update(hidden_act="relu", intermediate_size=d["hidden_dim"] + 8,
+                                             num_attention_heads=d["n_heads"] // 2, n_heads=d["n_heads"]))
+    if c["mixed_dtype"] and c["dtype"] == "drop":  # the first tensor in name order decides transformers' dtype
+        mixed_dtypes(folder / "model.safetensors")
+    template = "{% for m in messages %}says: {{ m['content'] }}{% endfor %}"
+    if c["chat_template"] == "jinja":
+        (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+    elif c["chat_template"]:
+        edit_json(tok_config, lambda d: d.update(chat_template=template))
     if c["lower"] == "drop":
         edit_json(tok_config, lambda d: d.pop("do_lower_case", None))
     edit_json(tok_config, lambda d: d.update(model_max_length=c["tokenizer_max"]) if c["tokenizer_max"]

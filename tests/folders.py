@@ -1,7 +1,8 @@
 """Random small model folders, made as a user gets them, for the differential tests (tests/differential.py).
 
 ``draw(seed)`` picks a family, a tokenizer and the files it is written in, config.json settings (some left out,
-so that their defaults decide), a pooling mode with or without the prompt, 0-2 Dense layers, Normalize or
+so that their defaults decide; a causal-LM architecture, BERT's names beside DistilBERT's, weights stored in mixed
+dtypes), a chat template, a pooling mode with or without the prompt, 0-2 Dense layers, Normalize or
 not, prompts, truncate_dim, the dtype, and encode options; ``choices(family, **settings)`` sets them by hand.
 ``build`` makes the folder: transformers saves the model and tokenizer, sentence-transformers builds its
 pipeline on top and saves it; then ``folder_forms.rewrite`` writes the older forms and hand-made settings
@@ -128,7 +129,10 @@ def draw(seed: int) -> dict:
          "truncate_dim": r.choice([None, None, None, 4, 8]), "pass_truncate": r.choice([None, None, 4, 6]),
          "normalize_embeddings": r.random() < 0.3, "batch_size": r.choice([1, 3, 8, 32]),
          "prompt_call": r.choice([None, None, "name", "text"]), "int8": r.random() < 0.15,
-         "sentences": r.sample(range(len(SENTENCES)), r.randint(3, 7))}
+         "sentences": r.sample(range(len(SENTENCES)), r.randint(3, 7)),
+         "causal": r.random() < 0.15, "is_causal": r.choice([None, None, True, False]),
+         "chat_template": r.choice([None] * 12 + ["tokenizer_config", "jinja"]),
+         "bert_names": r.random() < 0.3, "mixed_dtype": r.random() < 0.3}
     if family in ("roberta", "xlm-roberta") and c["files"] == "vocab":
         c["files"] = "vocab" if family == "roberta" else "json"
     return c
@@ -144,7 +148,8 @@ def choices(family: str, seed: int = 0, **overrides) -> dict:
          "st_config_form": "st6", "st_lower": False, "pooling": ["mean"], "legacy_pooling": False,
          "include_prompt": True, "dense": [], "normalize": False, "prompts": False, "default_prompt": False,
          "similarity": None, "truncate_dim": None, "pass_truncate": None, "normalize_embeddings": False,
-         "batch_size": 8, "prompt_call": None, "int8": False, "sentences": list(range(len(SENTENCES)))}
+         "batch_size": 8, "prompt_call": None, "int8": False, "sentences": list(range(len(SENTENCES))),
+         "causal": False, "is_causal": None, "chat_template": None, "bert_names": False, "mixed_dtype": False}
     unknown = set(overrides) - set(c)
     if unknown:
         raise KeyError(f"not a choice: {sorted(unknown)}")

@@ -29,6 +29,9 @@ from minibert.model import BertModel, embedding_table
 HF_NAMES = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
             "hidden_dim": "intermediate_size", "activation": "hidden_act", "dropout": "hidden_dropout_prob",
             "attention_dropout": "attention_probs_dropout_prob"}
+# BERT's names that transformers' DistilBertConfig reads too (its attribute_map), over its own; BERT's other
+# names (hidden_act, intermediate_size, ...) it keeps unread
+BERT_NAMES_READ = ("hidden_size", "num_hidden_layers", "num_attention_heads")
 
 
 @dataclass
@@ -45,7 +48,10 @@ class DistilBertConfig(BertConfig):
 
     @classmethod
     def from_hf(cls, raw: dict) -> dict:
-        renamed = {HF_NAMES.get(k, k): v for k, v in raw.items() if k not in ("type_vocab_size", "layer_norm_eps")}
+        unread = {"type_vocab_size", "layer_norm_eps"} | set(HF_NAMES.values()) - set(BERT_NAMES_READ)
+        raw = {k: v for k, v in raw.items() if k not in unread}
+        # DistilBERT's name, unless BERT's is there too (e.g. "hidden_size" beside "dim"): then BERT's wins
+        renamed = {HF_NAMES.get(k, k): v for k, v in raw.items() if HF_NAMES.get(k) not in raw}
         return {**renamed, "type_vocab_size": 0, "layer_norm_eps": 1e-12}  # fixed in DistilBERT
 
     def to_dict(self) -> dict:

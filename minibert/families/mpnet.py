@@ -34,6 +34,7 @@ class MPNetConfig(BertConfig):
     model_types: ClassVar[tuple[str, ...]] = ("mpnet",)
     architecture: ClassVar[str] = "MPNetModel"
     min_token_types: ClassVar[int] = 0
+    reads_is_causal: ClassVar[bool] = False  # (transformers' MPNet runs its bidirectional mask whatever it says)
 
     vocab_size: int = 30527  # transformers' defaults (released checkpoints set 514 positions, eps 1e-5)
     type_vocab_size: int = 0
