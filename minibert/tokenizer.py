@@ -131,7 +131,7 @@ class Tokenizer:
     def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]",
                  source: Path | None = None, do_lower_case: bool = False, special_tokens: tuple[str, ...] = (),
                  truncation_side: str = "right", overrides: dict | None = None, mask_token: str | None = None,
-                 padding_side: str = "right", padding_source: str = "") -> None:
+                 padding_side: str = "right", padding_source: str = "", token_types: bool = True) -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
@@ -153,6 +153,9 @@ class Tokenizer:
         # the folder's side and the file that names it; every Batch is padded on the right whatever it says
         # (check_padding_side: a model that loads takes left padding only where that changes nothing)
         self.padding_side, self.padding_source = padding_side, padding_source
+        # whether the model is given the token types (a pair's second segment 1) or, as transformers does where
+        # model_input_names leaves them out, zeros
+        self.token_types = token_types
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
@@ -192,7 +195,7 @@ class Tokenizer:
         return cls(backend, max_length, spec.pad_token, source=where, do_lower_case=settings.do_lower_case,
                    special_tokens=tuple(spec.special_tokens), truncation_side=spec.truncation_side,
                    overrides=settings.tokenizer, mask_token=spec.mask_token, padding_side=spec.padding_side,
-                   padding_source=spec.padding_source)
+                   padding_source=spec.padding_source, token_types=spec.token_types)
 
     @property
     def vocab_size(self) -> int:
@@ -230,7 +233,7 @@ class Tokenizer:
             n = len(e.ids)
             ids[i, :n] = e.ids
             mask[i, :n] = 1
-            types[i, :n] = e.type_ids
+            types[i, :n] = e.type_ids if self.token_types else 0
         word_ids = [e.word_ids + [None] * (L - len(e.ids)) for e in encodings]
         return Batch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), word_ids)
 
@@ -249,5 +252,5 @@ class Tokenizer:
             if (self.source / name).resolve() != (folder / name).resolve():
                 shutil.copyfile(self.source / name, folder / name)
         if not copied:
-            tokenizer_files.write_config(self.backend, folder, self.pad_token, self.max_length)
+            tokenizer_files.write_config(self.backend, folder, self.pad_token, self.max_length, self.token_types)
         tokenizer_files.pad_on_the_right(folder)  # where a file says left: minibert pads on the right

@@ -63,6 +63,7 @@ class TokenizerSpec:
     mask_token: str | None  # what the masked-language-model objective puts in a token's place
     padding_side: str = "right"  # where transformers pads; minibert pads on the right (tokenizer.check_padding_side)
     padding_source: str = ""  # the file that says so
+    token_types: bool = True  # whether the model is given token_type_ids (model_input_names), else it reads zeros
 
 def checked_settings(raw: dict, path: Path | str) -> dict:
     for key, types in SETTING_TYPES.items():
@@ -77,8 +78,11 @@ def checked_settings(raw: dict, path: Path | str) -> dict:
     return raw
 
 
-def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> str:
-    """tokenizer_config.json's tokenizer_class, else config.json's, else the one of the model_type."""
+def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> tuple[str, bool]:
+    """tokenizer_config.json's tokenizer_class, else config.json's, else the one of the model_type; and whether
+    transformers' class of that name gives the model token_type_ids when model_input_names is not set (only
+    BERT's own does: DistilBERT's, MPNet's, RoBERTa's, XLM-R's and the verbatim class list input_ids and
+    attention_mask only)."""
     name = settings.get("tokenizer_class")
     source = f"{folder / 'tokenizer_config.json'}: tokenizer_class"
     if name is None:
@@ -89,15 +93,16 @@ def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> str
         if model_type not in CLASS_OF_MODEL_TYPE:
             raise ValueError(f"{folder}: neither tokenizer_config.json nor config.json names a tokenizer class, and "
                              f"model_type {model_type!r} implies none")
-        return CLASS_OF_MODEL_TYPE[model_type]
+        return CLASS_OF_MODEL_TYPE[model_type], model_type == "bert"
     if not isinstance(name, str):
         raise ValueError(f"{source} must be a class name, got {name!r}")
+    token_types = name.removesuffix("Fast") == "BertTokenizer"
     name = ALIASES.get(name, name)
     name = name if name in CLASSES else name.removesuffix("Fast")  # BertTokenizerFast is BertTokenizer
     name = ALIASES.get(name, name)
     if name not in CLASSES:
         raise ValueError(f"{source} {name!r} is not a tokenizer minibert builds (it builds {', '.join(CLASSES)})")
-    return name
+    return name, token_types
 
 
 def read_vocab_txt(path: Path) -> dict[str, int]:
@@ -157,7 +162,7 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     raw = checked_settings(json_object(config_path), config_path)
     overrides = checked_settings(dict(overrides or {}), overrides_source)
     settings = {**raw, **overrides}
-    name = tokenizer_class(folder, raw, model_type)  # from the files alone, as transformers picks it
+    name, token_types = tokenizer_class(folder, raw, model_type)  # from the files alone, as transformers picks it
     model, defaults = CLASSES[name]
     json_path = folder / "tokenizer.json"
     tokenizer_json = json_object(json_path)
@@ -171,7 +176,7 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     padding = tokenizer_json.get("padding")
     if model is None and isinstance(padding, dict) and isinstance(padding.get("pad_token"), str):
         defaults = {"pad_token": padding["pad_token"]}  # the verbatim class's only default: the file's padding
-    names = settings.get("model_input_names", ["input_ids", "attention_mask"])
+    names = settings.get("model_input_names", ["input_ids", "attention_mask"] + ["token_type_ids"] * token_types)
     if not isinstance(names, list) or not {"input_ids", "attention_mask"} <= set(names):
         raise ValueError(f"{config_path}: model_input_names {names!r}: minibert gives the model input_ids and an "
                          "attention_mask")
@@ -201,7 +206,8 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     return backend, TokenizerSpec(text["pad_token"], list(dict.fromkeys(specials)),
                                   settings.get("model_max_length", settings.get("max_len")),
                                   settings.get("truncation_side", "right"), text["mask_token"],
-                                  settings.get("padding_side", "right"), str(padding_from))
+                                  settings.get("padding_side", "right"), str(padding_from),
+                                  "token_type_ids" in names)
 
 
 def pipeline(name: str, model: str, settings: dict, text: dict, files: tuple) -> Backend:
@@ -270,11 +276,12 @@ def pad_on_the_right(folder: Path) -> None:
                         encoding="utf-8")
 
 
-def write_config(backend: Backend, folder: Path, pad_token: str, max_length: int) -> None:
+def write_config(backend: Backend, folder: Path, pad_token: str, max_length: int, token_types: bool = True) -> None:
     """A tokenizer built in code, saved so that transformers and minibert read it back as it is: tokenizer.json
-    and a tokenizer_config.json naming the verbatim class."""
+    and a tokenizer_config.json naming the verbatim class (and the inputs it gives the model)."""
     data = json.loads(backend.to_str())
     data["truncation"] = data["padding"] = None
     (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": pad_token, "model_max_length": max_length}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": pad_token, "model_max_length": max_length,
+              "model_input_names": ["input_ids", "attention_mask"] + ["token_type_ids"] * token_types}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -153,3 +153,40 @@ def test_special_tokens_written_in_the_text_match_the_reference(model_copy):
     assert ours.tokenizer.backend.encode(texts[0]).tokens == ["[CLS]", "[CLS]", "[SEP]", "[PAD]", "[SEP]"]
     reference = st.SentenceTransformer(str(folder), device="cpu")
     np.testing.assert_allclose(ours.encode(texts), reference.encode(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize("config, types", [
+    ({}, True), ({"model_input_names": ["input_ids", "attention_mask"]}, False),
+    ({"tokenizer_class": "DistilBertTokenizer"}, False), ({"tokenizer_class": "PreTrainedTokenizerFast"}, False),
+    ({"tokenizer_class": "PreTrainedTokenizerFast",
+      "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}, True)])
+def test_a_pair_s_token_types_reach_the_model_only_where_model_input_names_lists_them(model_copy, config, types):
+    """transformers' tokenizer gives token_type_ids only where model_input_names lists them (by default only
+    BertTokenizer's does), and BERT reads zeros where it gets none: a pair's second segment is then type 0."""
+    import torch
+
+    transformers = pytest.importorskip("transformers", reason="transformers is the reference")
+    from minibert import BertModel
+
+    folder = model_copy()
+    data = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps(data | config))
+    pairs = [("A man is playing a guitar.", "Someone plays music."), ("Short", "A longer second sentence here.")]
+    ours = Tokenizer.from_pretrained(folder)
+    batch = ours(pairs)
+    assert bool(batch.token_type_ids.any()) == types
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder))(
+        [a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt")
+    assert ("token_type_ids" in theirs) == types
+    assert batch.input_ids.tolist() == theirs["input_ids"].tolist()
+    reference = transformers.AutoModel.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        expected = reference(**theirs).last_hidden_state
+        got = BertModel.from_pretrained(folder).eval()(batch.input_ids, batch.attention_mask,
+                                                       batch.token_type_ids).last_hidden_state
+    mask = batch.attention_mask.bool()
+    torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=1e-5)
+    saved = folder.parent / "saved"  # a tokenizer built in code keeps its token types through a save
+    Tokenizer(ours.backend, ours.max_length, ours.pad_token, token_types=types).save(saved)
+    reread = transformers.AutoTokenizer.from_pretrained(str(saved))(["a"], ["b"])
+    assert ("token_type_ids" in reread) == types
