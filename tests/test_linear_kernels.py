@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert.paths import kernels
+from minibert.paths import kernels, weight_forms
 
 pytestmark = pytest.mark.skipif(kernels.ONEDNN_OP is None, reason="this torch build has no oneDNN linear")
 
@@ -53,10 +53,10 @@ def test_the_blocks_are_of_equal_widths_of_at_most_one_block():
     generator = torch.Generator().manual_seed(0)
     for fan_in, widths in ((200, [100, 100]), (1536, [192] * 8), (400, [133, 133, 134])):
         weight = torch.randn(3, fan_in, generator=generator)
-        kernels.WEIGHT_BLOCKS.clear()
+        weight_forms.KEPT.clear()
         with torch.no_grad():
             kernels.blocked_linear(torch.randn(2, fan_in, generator=generator), weight, None)
-            seen = [block.shape[1] for block in kernels.WEIGHT_BLOCKS[id(weight.untyped_storage())][1]]
+            seen = [block.shape[1] for block in weight_forms.KEPT[id(weight.untyped_storage())][1]]
         assert seen == widths
 
 
@@ -73,7 +73,7 @@ def test_the_weight_blocks_follow_the_weight():
         torch.testing.assert_close(kernels.blocked_linear(x, w, None), x @ w.t(), atol=1e-4, rtol=1e-5)
 
     def kept(w: torch.Tensor) -> list[torch.Tensor]:
-        return kernels.WEIGHT_BLOCKS[id(w.untyped_storage())][1]
+        return weight_forms.KEPT[id(w.untyped_storage())][1]
 
     with torch.no_grad():
         check(weight)
@@ -93,7 +93,7 @@ def test_the_weight_blocks_follow_the_weight():
         check(square)
     with torch.inference_mode():
         made_here = torch.randn(6, 500)
-        assert kernels.weight_version(made_here) is None
+        assert weight_forms.weight_version(made_here) is None
         check(made_here)
         made_here.add_(1)
         check(made_here)
@@ -102,10 +102,10 @@ def test_the_weight_blocks_follow_the_weight():
         with torch.no_grad():
             kernels.blocked_linear(x, freed, None)
         key = id(freed.untyped_storage())
-        assert key in kernels.WEIGHT_BLOCKS
+        assert key in weight_forms.KEPT
         del freed
         gc.collect()
-        assert key not in kernels.WEIGHT_BLOCKS
+        assert key not in weight_forms.KEPT
 
 
 def test_every_optimizer_step_is_seen_fused_ones_too(monkeypatch):
@@ -123,7 +123,7 @@ def test_every_optimizer_step_is_seen_fused_ones_too(monkeypatch):
         with torch.no_grad():  # evaluation: the cut is kept
             torch.testing.assert_close(kernels.cpu_linear(x, layer.weight, layer.bias), twin(x), atol=1e-4,
                                        rtol=1e-5)
-        assert id(layer.weight.untyped_storage()) in kernels.WEIGHT_BLOCKS
+        assert id(layer.weight.untyped_storage()) in weight_forms.KEPT
         inputs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
         ours, theirs = kernels.cpu_linear(inputs[0], layer.weight, layer.bias), twin(inputs[1])
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-5)
@@ -137,10 +137,10 @@ def test_every_optimizer_step_is_seen_fused_ones_too(monkeypatch):
             optimizer.zero_grad()
     fresh = torch.nn.Linear(400, 8)
     kernels.cpu_linear(x, fresh.weight, fresh.bias)
-    assert id(fresh.weight.untyped_storage()) not in kernels.WEIGHT_BLOCKS  # the training forward keeps nothing
+    assert id(fresh.weight.untyped_storage()) not in weight_forms.KEPT  # the training forward keeps nothing
     fresh.requires_grad_(False)
     kernels.cpu_linear(x, fresh.weight, fresh.bias)
-    assert id(fresh.weight.untyped_storage()) in kernels.WEIGHT_BLOCKS  # a frozen layer's cut is kept
+    assert id(fresh.weight.untyped_storage()) in weight_forms.KEPT  # a frozen layer's cut is kept
 
 
 def test_a_strided_bias_or_weight_is_read_as_it_is():
@@ -160,7 +160,7 @@ def test_torch_compile_runs_a_fast_linear_layer_on_the_blocked_kernel(monkeypatc
     from minibert.paths.fast import FastLinear
 
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, "blocked")
-    kernels.WEIGHT_BLOCKS.clear()
+    weight_forms.KEPT.clear()
     torch.manual_seed(5)
     layer = FastLinear(400, 8)
     compiled = torch.compile(layer)
@@ -170,4 +170,55 @@ def test_torch_compile_runs_a_fast_linear_layer_on_the_blocked_kernel(monkeypatc
         torch.testing.assert_close(compiled(x), expected, atol=1e-5, rtol=1e-5)
     compiled(x).sum().backward()
     torch.testing.assert_close(layer.weight.grad, x.sum(0).expand(8, 400), atol=1e-5, rtol=1e-5)
-    assert not kernels.WEIGHT_BLOCKS
+    assert not weight_forms.KEPT
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_onednn_runs_a_kept_weight_packed_with_the_same_numbers(dtype):
+    """In inference a weight's packed form is made once and kept (oneDNN's own layout), and gives the plain
+    weight's numbers bit for bit, GELU fused or not; it is packed again after the weight changes in place."""
+    if dtype == torch.bfloat16 and dtype in kernels.ONEDNN_FAILED:
+        pytest.skip("oneDNN's bf16 linear failed on this CPU")
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(37, 384, generator=generator).to(dtype)
+    weight = torch.nn.Parameter(torch.randn(1536, 384, generator=generator).to(dtype))
+    bias = torch.randn(1536, generator=generator).to(dtype)
+    weight_forms.KEPT.clear()
+    with torch.no_grad():
+        for gelu in (None, "none", "tanh"):
+            assert torch.equal(kernels.onednn_linear(x, weight, bias, gelu),
+                               kernels.onednn_linear(x, weight, bias, gelu, keep=False))
+        form = weight_forms.KEPT[id(weight.untyped_storage())][1]
+        assert form.is_mkldnn == (weight_forms.PACK_OP is not None)
+        assert torch.equal(kernels.onednn_linear(x, weight, bias), kernels.onednn_linear(x, weight, bias, keep=False))
+        assert weight_forms.KEPT[id(weight.untyped_storage())][1] is form  # kept, not packed again
+        before = kernels.onednn_linear(x, weight, None)
+        weight.mul_(-1)
+        assert torch.equal(kernels.onednn_linear(x, weight, None), -before)
+        assert weight_forms.KEPT[id(weight.untyped_storage())][1] is not form
+
+
+def test_without_packing_or_its_op_the_plain_weight_runs(monkeypatch):
+    """Where packing fails (said once), oneDNN runs the plain weight; where oneDNN's linear fails on a packed
+    weight, F.linear runs the plain weight it came from: the same numbers either way."""
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(9, 200, generator=generator)
+    weight, bias = torch.randn(30, 200, generator=generator), torch.randn(30, generator=generator)
+    expected = kernels.onednn_linear(x, weight, bias, keep=False)
+
+    def fails(*args):
+        raise RuntimeError("no packing here")
+
+    with torch.no_grad():
+        monkeypatch.setattr(weight_forms, "PACK_OP", fails)
+        weight_forms.KEPT.clear()
+        with pytest.warns(UserWarning, match="oneDNN's weight packing failed"):
+            got = kernels.onednn_linear(x, weight, bias)
+        assert torch.equal(got, expected) and weight_forms.PACK_OP is None
+        monkeypatch.setattr(weight_forms, "PACK_OP", weight_forms.find_pack_op())
+        weight_forms.KEPT.clear()
+        kernels.onednn_linear(x, weight, bias)  # packed and kept
+        monkeypatch.setattr(kernels, "ONEDNN_OP", fails)
+        monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+        with pytest.warns(kernels.KernelFallback, match="no packing here"):
+            torch.testing.assert_close(kernels.onednn_linear(x, weight, bias), F.linear(x, weight, bias))

@@ -1,8 +1,9 @@
 """Execution paths: the same weights, run four ways, and the one place that builds each.
 
     reference   minibert/model.py as written: the readable BERT on padded (B, L) batches
-    fast        paths/fast.py: padding removed, fused QKV, the CPU's fastest linear kernel (kernels.py) and
-                attention (attention_kernels.py), the choices carried between processes (choices.py)
+    fast        paths/fast.py: padding removed, fused QKV, the CPU's fastest linear kernel (kernels.py, its
+                weights' packed forms kept in weight_forms.py) and attention (attention_kernels.py), the
+                choices carried between processes (choices.py)
     int8        paths/int8.py: the fast path with int8 linear layers, one scale per token (CPU, float32, inference)
     compiled    paths/compiled.py: the reference under torch.compile (CUDA: length buckets, CUDA graphs)
 

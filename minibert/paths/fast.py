@@ -16,8 +16,9 @@ embeddings and pooler, same parameter names but one) whose blocks run the batch 
   fast model is built, ``weights.split_qkv`` splits them when it is saved.
 - **The fastest CPU linear kernel** for the dtype on the CPU at hand, measured once (``kernels.py``):
   the BLAS behind ``F.linear`` or oneDNN (whose matmul also takes the feed-forward GELU; in float32
-  summed in blocks where that is what matches BLAS's accuracy), and bf16 products in float32 on a CPU
-  without bf16 instructions. The attention is chosen the same way (``attention_kernels.py``).
+  summed in blocks where that is what matches BLAS's accuracy; in inference on weights packed once in its
+  own layout, ``weight_forms.py``), and bf16 products in float32 on a CPU without bf16 instructions. The
+  attention is chosen the same way (``attention_kernels.py``).
 
 Outputs match the reference path to float rounding, gradients too; padded positions of
 ``last_hidden_state`` are zeros here, where the reference computes values nobody reads. Build a fast

@@ -5,7 +5,8 @@ is chosen the same way (``attention_kernels.py``).
 Which kernel is fastest is a property of the CPU, not of the code, so nothing here assumes it:
 
 - **float32**: the BLAS behind ``F.linear`` (MKL in the x86 wheels) or oneDNN's fused linear, whole or
-  "blocked" (below). Which one wins differs from one x86 CPU to another, AMD or Intel.
+  "blocked" (below). Which one wins differs from one x86 CPU to another, AMD or Intel. In inference oneDNN
+  runs each weight in its own packed layout, made once (``weight_forms.py``).
 - **bfloat16**: native bf16 products where the CPU has bf16 instructions (AVX512-BF16, AMX). Where it has
   none they are emulated, far slower than float32 ones; there converting to float32 for the product and
   rounding the result back ("upcast") is the faster way to the same bf16 numbers, as OpenVINO does.
@@ -31,12 +32,12 @@ import os
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from minibert.paths.weight_forms import kept, packed, plain
 
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
 CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn", "blocked", "upcast"
@@ -48,9 +49,6 @@ ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this 
 LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears are chosen (cpu_linear)
 ONEDNN_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's op failed for in this process
 BLOCK = 192  # the most input channels in one partial sum of the "blocked" kernel
-WEIGHT_BLOCKS: dict[int, tuple] = {}  # id(a weight's storage) -> (the weight's state, its blocks): kept for inference
-STEPS = [0]  # torch optimizer steps taken in this process, counted from the first cut kept (STEP_HOOK)
-STEP_HOOK: list = []  # the handle of the hook that counts them
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
 
@@ -84,25 +82,30 @@ def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return with_gelu(F.linear(x, weight, bias), gelu)
 
 
-def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
+                  keep: bool = True):
     """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN.
 
-    The only caller of the private op. Where it is missing, or fails where F.linear works (said once, and
-    not tried again for that dtype in this process), F.linear computes the same; inputs that F.linear
+    The only caller of the private op. ``keep``: the weight's packed form (``weight_forms``; the same numbers,
+    faster) is made once and kept for the next call, where the weight allows it; a weight that comes packed
+    (the blocked kernel's blocks) runs as it is. Where the op is missing, or fails where F.linear works (said
+    once, and not tried again for that dtype in this process), F.linear computes the same; inputs that F.linear
     refuses too get F.linear's own error."""
     if ONEDNN_OP is not None and x.dtype not in ONEDNN_FAILED:
         # a strided weight or bias is read wrong, or slowly: give the op contiguous ones (a no-op for most)
-        weight, bias = weight.contiguous(), None if bias is None else bias.contiguous()
+        form = kept(weight, ("packed",), lambda: packed(weight)) if keep and not weight.is_mkldnn else None
+        weight = form if form is not None else weight if weight.is_mkldnn else weight.contiguous()
+        bias = None if bias is None else bias.contiguous()
         try:
             if gelu is None:
                 return ONEDNN_OP(x, weight, bias, "none", [], "")
             return ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
         except (RuntimeError, TypeError) as e:
-            y = blas_linear(x, weight, bias, gelu)  # raises here if the inputs themselves are wrong
+            y = blas_linear(x, plain(weight), bias, gelu)  # raises here if the inputs themselves are wrong
             fall_back(f"oneDNN's linear in {x.dtype}", e)
             ONEDNN_FAILED.add(x.dtype)
             return y
-    return blas_linear(x, weight, bias, gelu)
+    return blas_linear(x, plain(weight), bias, gelu)
 
 
 def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
@@ -119,59 +122,30 @@ def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """x @ weight.T + bias by oneDNN's products, summed the way a BLAS sums them: over blocks of at most
     ``BLOCK`` input channels, of equal widths, each block's product added to the running result in float32.
     A long float32 sum rounds further from the exact one than short sums added up, which is where oneDNN's
-    own kernel and BLAS kernels differ (``experiments/kernel_accuracy/``). For float32. ``keep``: keep the
-    weight's blocks for the next call (``weight_blocks``)."""
+    own kernel and BLAS kernels differ (``experiments/kernel_accuracy/``). For float32. ``keep``: the weight's
+    blocks, packed, are made once and kept for the next call (``weight_blocks``)."""
     if x.shape[1] <= BLOCK:
-        return onednn_linear(x, weight, bias, gelu)
+        return onednn_linear(x, weight, bias, gelu, keep)
     count = -(-x.shape[1] // BLOCK)
     edges = [i * x.shape[1] // count for i in range(count + 1)]
     blocks = weight_blocks(weight, edges, keep)
-    y = onednn_linear(x[:, :edges[1]], blocks[0], bias)
+    y = onednn_linear(x[:, :edges[1]], blocks[0], bias, keep=False)
     for start, end, block in zip(edges[1:-1], edges[2:], blocks[1:], strict=True):
-        y += onednn_linear(x[:, start:end], block, None)
+        y += onednn_linear(x[:, start:end], block, None, keep=False)
     return with_gelu(y, gelu)
 
 
 def weight_blocks(weight: torch.Tensor, edges: list[int], keep: bool = True) -> list[torch.Tensor]:
-    """The weight's columns cut at ``edges``, each block contiguous (oneDNN's fast kernels need that). Cut
-    once and kept while the weight stays as it was, or cut anew at every call where ``keep`` is off. A kept
-    cut is cut again when the weight changes in place (its version counter moves), gets a new ``.data``
-    (another storage) or layout, or any torch optimizer steps (a fused step moves no version counter); it
-    is dropped with the weight's storage. A write that goes round all of these (through ``.data``, NumPy or
-    a raw storage) is not seen: ``WEIGHT_BLOCKS.clear()`` after one."""
+    """The weight's columns cut at ``edges``, each block contiguous (oneDNN's fast kernels need that): made
+    once, each packed, and kept while the weight stays as it was (``weight_forms.kept``), or cut anew at every
+    call where ``keep`` is off or the weight cannot be kept."""
     def cut() -> list[torch.Tensor]:
         with torch.no_grad():
             return [weight[:, start:end].clone(memory_format=torch.contiguous_format)  # (never a view of it)
                     for start, end in zip(edges[:-1], edges[1:], strict=True)]
 
-    version = weight_version(weight) if keep else None
-    if version is None:
-        return cut()
-    if not STEP_HOOK:
-        STEP_HOOK.append(register_optimizer_step_post_hook(count_step))
-    storage = weight.untyped_storage()  # (the same Python object as long as the storage lives)
-    state = (STEPS[0], version, weight.data_ptr(), weight.dtype, weight.shape, weight.stride(), tuple(edges))
-    cached = WEIGHT_BLOCKS.get(id(storage))
-    if cached is not None and cached[0] == state:
-        return cached[1]
-    blocks = cut()
-    if cached is None:  # dropped when the storage is freed: no other can take its id or address before
-        weakref.finalize(storage, WEIGHT_BLOCKS.pop, id(storage), None)
-    WEIGHT_BLOCKS[id(storage)] = state, blocks
-    return blocks
-
-
-def count_step(*args) -> None:
-    STEPS[0] += 1
-
-
-def weight_version(tensor: torch.Tensor) -> int | None:
-    """The tensor's version counter, which every in-place change moves (a private attribute), or None where
-    it has none (tensors made in inference mode) or this torch lacks it: then nothing is kept."""
-    try:
-        return tensor._version
-    except (AttributeError, RuntimeError):
-        return None
+    blocks = kept(weight, ("blocks", tuple(edges)), lambda: [packed(block) for block in cut()]) if keep else None
+    return cut() if blocks is None else blocks
 
 
 LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "blocked": blocked_linear,
@@ -260,8 +234,9 @@ def linear_kernel(dtype: torch.dtype) -> str:
             if chosen is None and len(candidates(dtype)) > 1:  # nothing forced, something to choose from
                 generator = torch.Generator().manual_seed(0)
                 shapes = ((256, 384), (1536, 384)), ((256, 1536), (384, 1536))  # (x, weight): in, out
-                chosen = measure([tuple(torch.randn(*shape, generator=generator).to(dtype) for shape in pair) + (None,)
-                                  for pair in shapes])
+                with torch.inference_mode(False):  # weights whose packed forms are kept, as a model's are
+                    chosen = measure([tuple(torch.randn(*shape, generator=generator).to(dtype) for shape in pair)
+                                      + (None,) for pair in shapes])
             CHOSEN[dtype] = chosen or "blas"
     return CHOSEN[dtype]
 
@@ -280,6 +255,8 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
             return with_gelu(BlockedLinear.apply(x, weight, bias), gelu)
         return blocked_linear(x, weight, bias, gelu, keep)  # inference, or a frozen layer in training
+    if kernel == "onednn":
+        return onednn_linear(x, weight, bias, gelu, keep)  # inference (its packed weight kept), or a frozen layer
     return LINEARS[kernel](x, weight, bias, gelu)
 
 
@@ -311,13 +288,14 @@ class OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return onednn_linear(x, weight, bias)
+        return onednn_linear(x, weight, bias, keep=False)  # (the weight changes at every step)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
-        dx = onednn_linear(grad, weight.t().contiguous(), None) if ctx.needs_input_grad[0] else None
-        dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if ctx.needs_input_grad[1] else None
+        dx = onednn_linear(grad, weight.t().contiguous(), None, keep=False) if ctx.needs_input_grad[0] else None
+        dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None, keep=False) \
+            if ctx.needs_input_grad[1] else None
         db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db

@@ -1,0 +1,81 @@
+"""Whole encodes with oneDNN's weights packed once (``minibert/paths/weight_forms.py``) against plain weights,
+which oneDNN reorders at every call: the same process, alternating, the packing switched off and on.
+
+Rows: the fast fp32 path on the kernel measured here, fast bf16 on its measured kernel, and fast bf16 with
+oneDNN's kernel forced (``CHOSEN``), for where oneDNN is the one measured. Embeddings are compared bit for bit.
+
+    python experiments/packed_weights/measure.py [--rounds 5] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
+from minibert.data import default_data_dir, read_sts_tsv
+from minibert.paths import keep_freed_memory, kernels, weight_forms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from bench_encode import cpu_name  # noqa: E402  (scripts/, put on the path above)
+from timing import timed  # noqa: E402
+
+PACK_OP = weight_forms.PACK_OP
+
+
+def packing(on: bool) -> None:
+    """Weights packed (the library's way) or plain; the kept forms made again either way."""
+    weight_forms.PACK_OP = PACK_OP if on else None
+    weight_forms.KEPT.clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--data", default=str(default_data_dir()))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if PACK_OP is None:
+        raise SystemExit("this torch build has no oneDNN weight packing: nothing to compare")
+    keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
+    sentences = [p.a for p in pairs] + [p.b for p in pairs]
+    fast = SentenceEncoder.from_pretrained(resolve_model(args.model), path="fast")
+    rows = {"fast fp32": (fast, None), "fast bf16": (fast.in_dtype(torch.bfloat16), None),
+            "fast bf16, oneDNN forced": (fast.in_dtype(torch.bfloat16), "onednn")}
+    chosen = {dtype: kernels.linear_kernel(dtype) for dtype in (torch.float32, torch.bfloat16)}  # (packing on)
+
+    def encode(name: str, packed: bool) -> tuple[float, np.ndarray]:
+        """Seconds of one encode of every sentence, and its embeddings; the kept forms made before the clock."""
+        encoder, forced = rows[name]
+        kernels.CHOSEN[torch.bfloat16] = forced or chosen[torch.bfloat16]
+        packing(packed)
+        encoder.encode(sentences[:64])
+        return timed(lambda: encoder.encode(sentences))
+
+    labels = [(name, packed) for name in rows for packed in (False, True)]
+    embeddings = {label: encode(*label)[1] for label in labels}  # (also the warm-up)
+    times = {label: [] for label in labels}
+    for round in range(args.rounds):  # taking turns, so that machine noise meets them all alike, and every
+        for label in labels if round % 2 else labels[::-1]:  # other round in reverse, so that none always follows
+            times[label].append(encode(*label)[0])  # the same other
+    print(f"{cpu_name()}; torch {torch.__version__}; kernels measured: float32 {chosen[torch.float32]}, bfloat16 "
+          f"{chosen[torch.bfloat16]}; {len(sentences)} sentences, batch 32, {args.threads} threads, medians of "
+          f"{args.rounds} alternating rounds (64 sentences encoded first, not timed)")
+    rates = {label: len(sentences) / statistics.median(seconds) for label, seconds in times.items()}
+    for name in rows:
+        plain, packed = (name, False), (name, True)
+        same = np.array_equal(embeddings[plain], embeddings[packed])
+        print(f"{name:28s} plain {rates[plain]:8.1f}   packed {rates[packed]:8.1f}   "
+              f"({rates[packed] / rates[plain]:.2f}x; embeddings {'equal bit for bit' if same else 'DIFFER'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Forms of a weight that the fast path's CPU kernels run, made once in inference and kept.
+
+A kernel may want a weight in another form than the parameter's: oneDNN in its own packed layout, which spares
+it reordering the weight at every call (``packed``), the blocked kernel in blocks of input channels, each
+packed. Making a form costs a pass over the weight, so in inference it is made once and kept, keyed by the
+weight's storage. It is made again when the weight changes in place (its version counter moves), gets a new
+``.data`` (another storage) or layout, or any torch optimizer steps (a fused step moves no version counter), and
+dropped with the weight's storage. A write that goes round all of these (through ``.data``, NumPy or a raw
+storage) is not seen: ``KEPT.clear()`` after one.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+KEPT: dict[int, tuple] = {}  # id(a weight's storage) -> (the weight's state and the form's name, the form)
+STEPS = [0]  # torch optimizer steps taken in this process, counted from the first form kept (STEP_HOOK)
+STEP_HOOK: list = []  # the handle of the hook that counts them
+
+
+def find_pack_op():
+    """oneDNN's packing of a linear layer's weight (what torch.compile's freezing emits), a private op: None
+    where this build lacks it."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight
+    except (AttributeError, RuntimeError):
+        return None
+
+
+PACK_OP = find_pack_op()
+
+
+def packed(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (out, in) in oneDNN's layout for its linear op, which gives the same numbers as the plain
+    weight, faster; the plain (contiguous) weight where packing is missing or fails (said once, not tried
+    again in this process)."""
+    global PACK_OP
+    weight = weight.contiguous()
+    if PACK_OP is not None:
+        try:
+            return PACK_OP(weight, None)
+        except RuntimeError as e:
+            warnings.warn(f"oneDNN's weight packing failed ({e}); its linear runs on plain weights",
+                          UserWarning, stacklevel=2)
+            PACK_OP = None
+    return weight
+
+
+def plain(weight: torch.Tensor) -> torch.Tensor:
+    """A weight as a plain tensor again, packed or not (for the public fallbacks)."""
+    return weight.to_dense() if weight.is_mkldnn else weight
+
+
+def kept(weight: torch.Tensor, form: tuple, make: Callable[[], object]) -> object | None:
+    """``make()``, the form of ``weight`` named ``form``, made once and kept while the weight stays as it was;
+    None where the weight has no version counter (a tensor made in inference mode), so that a change to it
+    could not be seen: the caller then runs without a kept form."""
+    version = weight_version(weight)
+    if version is None:
+        return None
+    if not STEP_HOOK:
+        STEP_HOOK.append(register_optimizer_step_post_hook(count_step))
+    storage = weight.untyped_storage()  # (the same Python object as long as the storage lives)
+    state = (STEPS[0], version, weight.data_ptr(), weight.dtype, weight.shape, weight.stride(), form)
+    cached = KEPT.get(id(storage))
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    with torch.no_grad():
+        made = make()
+    if cached is None:  # dropped when the storage is freed: no other can take its id or address before
+        weakref.finalize(storage, KEPT.pop, id(storage), None)
+    KEPT[id(storage)] = state, made
+    return made
+
+
+def count_step(*args) -> None:
+    STEPS[0] += 1
+
+
+def weight_version(tensor: torch.Tensor) -> int | None:
+    """The tensor's version counter, which every in-place change moves (a private attribute), or None where
+    it has none (tensors made in inference mode) or this torch lacks it: then nothing is kept."""
+    try:
+        return tensor._version
+    except (AttributeError, RuntimeError):
+        return None
