@@ -40,8 +40,8 @@ class BertConfig:
     architecture: ClassVar[str] = "BertModel"  # what config.json's "architectures" says when we write one
     min_token_types: ClassVar[int] = 1  # DistilBERT and MPNet have no token type embeddings (0)
     attention_out_dropout: ClassVar[bool] = True  # dropout on the attention's output projection (not DistilBERT)
-    reads_is_causal: ClassVar[bool] = True  # transformers 5 masks attention causally where config.json sets
-    # is_causal (every family's model but MPNet's, which ignores the key)
+    reads_is_causal: ClassVar[bool] = True  # where config.json sets is_causal, transformers 5's SDPA attention
+    # masks causally in batches without padding (every family's model but MPNet's, which ignores the key)
 
     vocab_size: int = 30522
     hidden_size: int = 768

@@ -290,7 +290,7 @@ class BertModel(nn.Module):
         state = weights.convert_state_dict(tensors, report, key_map, shapes, str(folder / "config.json"))
         model.load_state_dict(state, strict=True, assign=True)
         if dtype is None:  # as transformers: the dtype config.json names, else the one the weights are stored in
-            dtype = declared_dtype(raw_config, str(folder / "config.json")) or weights.stored_dtype(stored)
+            dtype = declared_dtype(raw_config, str(folder / "config.json")) or weights.stored_dtype(folder, stored)
         model.to(device=device, dtype=dtype).eval()  # a loaded model starts in inference mode, as in transformers
         log.info("%s", report)
         model.load_report, model.checkpoint = report, folder

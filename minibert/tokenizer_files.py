@@ -81,8 +81,8 @@ def checked_settings(raw: dict, path: Path | str) -> dict:
 def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> tuple[str, bool]:
     """tokenizer_config.json's tokenizer_class, else config.json's, else the one of the model_type; and whether
     transformers' class of that name gives the model token_type_ids when model_input_names is not set (only
-    BERT's own does: DistilBERT's, MPNet's, RoBERTa's, XLM-R's and the verbatim class list input_ids and
-    attention_mask only)."""
+    BertTokenizer does, which the bert and distilbert model types get: DistilBertTokenizer, MPNet's, RoBERTa's,
+    XLM-R's and the verbatim class list input_ids and attention_mask only)."""
     name = settings.get("tokenizer_class")
     source = f"{folder / 'tokenizer_config.json'}: tokenizer_class"
     if name is None:
@@ -93,7 +93,7 @@ def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> tup
         if model_type not in CLASS_OF_MODEL_TYPE:
             raise ValueError(f"{folder}: neither tokenizer_config.json nor config.json names a tokenizer class, and "
                              f"model_type {model_type!r} implies none")
-        return CLASS_OF_MODEL_TYPE[model_type], model_type == "bert"
+        return CLASS_OF_MODEL_TYPE[model_type], CLASS_OF_MODEL_TYPE[model_type] == "BertTokenizer"
     if not isinstance(name, str):
         raise ValueError(f"{source} must be a class name, got {name!r}")
     token_types = name.removesuffix("Fast") == "BertTokenizer"

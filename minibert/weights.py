@@ -16,6 +16,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from minibert.config import declared_dtype
+
 # Keys in BERT checkpoints that are not part of the encoder: they are skipped and reported.
 # `position_ids` is a legacy buffer (arange(512)) that older transformers versions saved.
 IGNORED_SUFFIXES = ("embeddings.position_ids",)
@@ -90,10 +92,17 @@ def load_safetensors(path: str | Path) -> dict[str, tuple[torch.Tensor, Path]]:
     return tensors
 
 
-def stored_dtype(tensors: dict[str, tuple[torch.Tensor, Path]]) -> torch.dtype:
-    """The dtype transformers gives a model whose config.json names none: that of the first floating-point
-    tensor of the checkpoint's first file (the shards in name order, each file's tensors in name order), even
-    where the others are stored in another."""
+def stored_dtype(folder: Path, tensors: dict[str, tuple[torch.Tensor, Path]]) -> torch.dtype:
+    """The dtype transformers gives a model whose config.json names none: the one a sharded checkpoint's index
+    names in its metadata, else that of the first floating-point tensor of the checkpoint's first file (the
+    shards in name order, each file's tensors in name order), even where the others are stored in another."""
+    index = folder / "model.safetensors.index.json"
+    if not (folder / "model.safetensors").is_file() and index.is_file():
+        metadata = json.loads(index.read_text(encoding="utf-8")).get("metadata")
+        named = declared_dtype({"dtype": metadata.get("dtype")}, f"{index}: metadata") \
+            if isinstance(metadata, dict) else None
+        if named is not None:
+            return named
     first_file = min((file for _, file in tensors.values()), default=None)
     floats = sorted(name for name, (t, file) in tensors.items() if file == first_file and t.is_floating_point())
     return tensors[floats[0]][0].dtype if floats else torch.float32

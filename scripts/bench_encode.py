@@ -35,7 +35,7 @@ from minibert.paths import attention_kernels, int8_kernels, keep_freed_memory, k
 from minibert.paths.allocator import users_own_choice
 
 from rivals import rival_rows
-from timing import matmul_peak, timed
+from timing import in_turn, matmul_peak, timed
 
 
 def encoder_flops(encoder: SentenceEncoder, sentences: list[str], attention: bool = True) -> float:
@@ -170,8 +170,8 @@ def main() -> None:
     cfg = plain.bert.config
     groups = sorted({group for group, _ in runs.values()})
     ceilings: dict[str, list[float]] = {group: [] for group in groups}
-    for round in range(args.rounds):  # every other round in reverse: a row can run faster for the one before it
-        for name, (_, fn) in runs.items() if round % 2 == 0 else reversed(runs.items()):
+    for turn in range(args.rounds):
+        for name, (_, fn) in in_turn(runs.items(), turn):
             seconds, outputs[name] = timed(fn, args.device)
             times[name].append(seconds)
         for group in groups:

@@ -35,7 +35,7 @@ from minibert.tasks import make_task
 from minibert.tokenizer import Tokenizer
 from minibert.train.optim import make_optimizer
 
-from timing import matmul_peak, timed
+from timing import in_turn, matmul_peak, timed
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads the local folder, never the hub
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -153,8 +153,8 @@ def main() -> None:
     built = {name: make() for name, make in steppers.items()}
     times: dict[str, list[float]] = {name: [] for name in built}
     peak: dict[str, float] = {}
-    for round in range(args.rounds):  # every other round in reverse: a row can run faster for the one before it
-        for name, step in built.items() if round % 2 == 0 else reversed(built.items()):
+    for turn in range(args.rounds):
+        for name, step in in_turn(built.items(), turn):
             torch.manual_seed(0)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def sync(device: str) -> None:
@@ -25,14 +27,20 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
 
 
 def alternating_rounds(calls: dict[str, Callable[[], Any]], rounds: int, device: str = "cpu") -> dict[str, list[float]]:
-    """Seconds of every call in each round, the calls taking turns within a round, so that machine noise (another
-    process, a clock change) meets them all alike; every other round in reverse order, since a call can run
-    faster or slower for the one before it (on a 2-core EPYC the second of two encodes ran up to 6% faster)."""
+    """Seconds of every call in each round, the calls taking turns within a round (``in_turn``), so that machine
+    noise (another process, a clock change) meets them all alike."""
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for round in range(rounds):
-        for name, fn in calls.items() if round % 2 == 0 else reversed(calls.items()):
+    for turn in range(rounds):
+        for name, fn in in_turn(calls.items(), turn):
             times[name].append(timed(fn, device)[0])
     return times
+
+
+def in_turn(items: Iterable[T], turn: int) -> list[T]:
+    """The order of round ``turn``: as given, and every other round reversed, since a call can run faster or
+    slower for the one before it (docs/speed.md)."""
+    items = list(items)
+    return items if turn % 2 == 0 else items[::-1]
 
 
 def matmul_peak(device: str, dtype: torch.dtype) -> float:

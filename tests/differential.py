@@ -20,6 +20,7 @@ tests/test_differential.py runs a fixed number in the suite.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -42,7 +43,7 @@ import torch  # noqa: E402
 
 from minibert.verify import INT8_LOWEST_COSINE, INT8_MEAN_COSINE  # noqa: E402
 
-from folders import SENTENCES, build, draw  # noqa: E402
+from folders import SENTENCES, build, choices, draw  # noqa: E402
 
 # What minibert may refuse, each a setting docs/parity.md lists (matched against the error's message).
 REFUSALS = {
@@ -171,6 +172,25 @@ def compare(c: dict, folder: Path) -> Outcome:
         return Outcome("differ", f"similarity {ours.settings.similarity_fn_name}: "
                                  f"{float((ours_sim - theirs_sim).abs().max()):.2e}")
     return Outcome("match", note)
+
+
+def folder_of(root: Path, family: str, **settings) -> tuple[dict, Path]:
+    """A folder of ``family`` with ``settings`` set by hand (``folders.choices``), built under ``root``: the tests
+    of single settings start from these."""
+    c = choices(family, **settings)
+    return c, build(c, root / "folder")
+
+
+def assert_matches(c: dict, folder: Path) -> None:
+    outcome = compare(c, folder)
+    assert outcome.kind == "match", outcome.detail
+
+
+def edit(path: Path, **changes) -> None:
+    """Set keys of a JSON file (made if missing)."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(changes)
+    path.write_text(json.dumps(data))
 
 
 def run(seed: int, root: Path) -> Outcome:

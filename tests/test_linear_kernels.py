@@ -199,24 +199,33 @@ def test_onednn_runs_a_kept_weight_packed_with_the_same_numbers(dtype):
 
 
 def test_without_packing_or_its_op_the_plain_weight_runs(monkeypatch):
-    """Where packing fails (said once), oneDNN runs the plain weight; where oneDNN's linear fails on a packed
-    weight, F.linear runs the plain weight it came from: the same numbers either way."""
+    """Where packing fails for a dtype (said once; the other dtypes still pack), oneDNN runs the plain weight, and
+    nothing keeps the weight alive; where oneDNN's linear fails on a packed weight, F.linear runs the plain weight
+    it came from: the same numbers either way."""
     generator = torch.Generator().manual_seed(4)
     x = torch.randn(9, 200, generator=generator)
     weight, bias = torch.randn(30, 200, generator=generator), torch.randn(30, generator=generator)
     expected = kernels.onednn_linear(x, weight, bias, keep=False)
+    real_pack = weight_forms.PACK_OP
 
     def fails(*args):
         raise RuntimeError("no packing here")
 
+    monkeypatch.setattr(kernels, "PACK_FAILED", set())
     with torch.no_grad():
         monkeypatch.setattr(weight_forms, "PACK_OP", fails)
         weight_forms.KEPT.clear()
-        with pytest.warns(UserWarning, match="oneDNN's weight packing failed"):
+        with pytest.warns(kernels.KernelFallback, match="oneDNN's weight packing in torch.float32 failed"):
             got = kernels.onednn_linear(x, weight, bias)
-        assert torch.equal(got, expected) and weight_forms.PACK_OP is None
-        monkeypatch.setattr(weight_forms, "PACK_OP", weight_forms.find_pack_op())
-        weight_forms.KEPT.clear()
+        assert torch.equal(got, expected) and kernels.PACK_FAILED == {torch.float32}
+        key = id(weight.untyped_storage())
+        assert weight_forms.KEPT[key][1] is None  # nothing of the weight's kept: it is freed with its storage
+        del weight
+        gc.collect()
+        assert key not in weight_forms.KEPT
+        monkeypatch.setattr(weight_forms, "PACK_OP", real_pack)
+        monkeypatch.setattr(kernels, "PACK_FAILED", set())
+        weight = torch.randn(30, 200, generator=torch.Generator().manual_seed(5))
         kernels.onednn_linear(x, weight, bias)  # packed and kept
         monkeypatch.setattr(kernels, "ONEDNN_OP", fails)
         monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())

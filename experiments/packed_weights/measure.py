@@ -23,7 +23,7 @@ from minibert.paths import keep_freed_memory, kernels, weight_forms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from bench_encode import cpu_name  # noqa: E402  (scripts/, put on the path above)
-from timing import timed  # noqa: E402
+from timing import in_turn, timed  # noqa: E402
 
 PACK_OP = weight_forms.PACK_OP
 
@@ -63,9 +63,9 @@ def main() -> None:
     labels = [(name, packed) for name in rows for packed in (False, True)]
     embeddings = {label: encode(*label)[1] for label in labels}  # (also the warm-up)
     times = {label: [] for label in labels}
-    for round in range(args.rounds):  # taking turns, so that machine noise meets them all alike, and every
-        for label in labels if round % 2 else labels[::-1]:  # other round in reverse, so that none always follows
-            times[label].append(encode(*label)[0])  # the same other
+    for turn in range(args.rounds):  # taking turns, so that machine noise meets them all alike
+        for label in in_turn(labels, turn):
+            times[label].append(encode(*label)[0])
     print(f"{cpu_name()}; torch {torch.__version__}; kernels measured: float32 {chosen[torch.float32]}, bfloat16 "
           f"{chosen[torch.bfloat16]}; {len(sentences)} sentences, batch 32, {args.threads} threads, medians of "
           f"{args.rounds} alternating rounds (64 sentences encoded first, not timed)")

@@ -67,12 +67,13 @@ class FastLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):  # autocast does not see custom kernels
+        cast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")  # autocast does not see custom kernels
+        if cast:
             dtype = torch.get_autocast_dtype("cpu")
             x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
         if x.device.type == "cpu" and x.dim() == 2 and x.dtype in LINEAR_DTYPES \
                 and weight.dtype == x.dtype:
-            return cpu_linear(x, weight, bias, self.gelu)
+            return cpu_linear(x, weight, bias, self.gelu, keep=not cast)  # (a cast weight is new at every call)
         return blas_linear(x, weight, bias, self.gelu)
 
 

@@ -6,7 +6,8 @@ Which kernel is fastest is a property of the CPU, not of the code, so nothing he
 
 - **float32**: the BLAS behind ``F.linear`` (MKL in the x86 wheels) or oneDNN's fused linear, whole or
   "blocked" (below). Which one wins differs from one x86 CPU to another, AMD or Intel. In inference oneDNN
-  runs each weight in its own packed layout, made once (``weight_forms.py``).
+  runs each weight in its own packed layout, made once and kept beside it (``weight_forms.py``); a training
+  step runs the plain weights, which change at every step. The kernels are timed as inference runs them.
 - **bfloat16**: native bf16 products where the CPU has bf16 instructions (AVX512-BF16, AMX). Where it has
   none they are emulated, far slower than float32 ones; there converting to float32 for the product and
   rounding the result back ("upcast") is the faster way to the same bf16 numbers, as OpenVINO does.
@@ -37,6 +38,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from minibert.paths import weight_forms
 from minibert.paths.weight_forms import kept, packed, plain
 
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
@@ -48,6 +50,7 @@ ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this 
 # are fixed, so this part of the choice is the same in every process on a CPU)
 LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears are chosen (cpu_linear)
 ONEDNN_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's op failed for in this process
+PACK_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's weight packing failed for in this process
 BLOCK = 192  # the most input channels in one partial sum of the "blocked" kernel
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
@@ -93,7 +96,7 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     refuses too get F.linear's own error."""
     if ONEDNN_OP is not None and x.dtype not in ONEDNN_FAILED:
         # a strided weight or bias is read wrong, or slowly: give the op contiguous ones (a no-op for most)
-        form = kept(weight, ("packed",), lambda: packed(weight)) if keep and not weight.is_mkldnn else None
+        form = kept(weight, ("packed",), lambda: pack(weight)) if keep and not weight.is_mkldnn else None
         weight = form if form is not None else weight if weight.is_mkldnn else weight.contiguous()
         bias = None if bias is None else bias.contiguous()
         try:
@@ -106,6 +109,19 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
             ONEDNN_FAILED.add(x.dtype)
             return y
     return blas_linear(x, plain(weight), bias, gelu)
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor | None:
+    """``weight`` packed for oneDNN's linear (``weight_forms.packed``), or None where packing is missing or failed
+    for its dtype (said once; the plain weight runs)."""
+    if weight_forms.PACK_OP is None or weight.dtype in PACK_FAILED:
+        return None
+    try:
+        return packed(weight)
+    except RuntimeError as e:
+        fall_back(f"oneDNN's weight packing in {weight.dtype}", e, "plain weights")
+        PACK_FAILED.add(weight.dtype)
+        return None
 
 
 def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
@@ -144,7 +160,10 @@ def weight_blocks(weight: torch.Tensor, edges: list[int], keep: bool = True) -> 
             return [weight[:, start:end].clone(memory_format=torch.contiguous_format)  # (never a view of it)
                     for start, end in zip(edges[:-1], edges[1:], strict=True)]
 
-    blocks = kept(weight, ("blocks", tuple(edges)), lambda: [packed(block) for block in cut()]) if keep else None
+    def cut_and_pack() -> list[torch.Tensor]:
+        return [block if (form := pack(block)) is None else form for block in cut()]
+
+    blocks = kept(weight, ("blocks", tuple(edges)), cut_and_pack) if keep else None
     return cut() if blocks is None else blocks
 
 
@@ -245,7 +264,7 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                keep: bool = True):
     """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
     through ``F.linear`` and the dtype casts natively, through ``OneDNNLinear`` for oneDNN and through
-    ``BlockedLinear`` for the blocked kernel (``keep``: its weight's blocks are worth keeping)."""
+    ``BlockedLinear`` for the blocked kernel (``keep``: the weight's packed form or blocks are worth keeping)."""
     if torch.compiler.is_compiling():  # inductor runs its own linear (it takes oneDNN's op on frozen weights only)
         return blas_linear(x, weight, bias, gelu)
     kernel = linear_kernel(x.dtype)
@@ -256,7 +275,7 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
             return with_gelu(BlockedLinear.apply(x, weight, bias), gelu)
         return blocked_linear(x, weight, bias, gelu, keep)  # inference, or a frozen layer in training
     if kernel == "onednn":
-        return onednn_linear(x, weight, bias, gelu, keep)  # inference (its packed weight kept), or a frozen layer
+        return onednn_linear(x, weight, bias, gelu, keep)  # no gradients: its packed weight kept
     return LINEARS[kernel](x, weight, bias, gelu)
 
 

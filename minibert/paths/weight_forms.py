@@ -11,7 +11,6 @@ storage) is not seen: ``KEPT.clear()`` after one.
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from collections.abc import Callable
 
@@ -39,18 +38,10 @@ PACK_OP = find_pack_op()
 
 def packed(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` (out, in) in oneDNN's layout for its linear op, which gives the same numbers as the plain
-    weight, faster; the plain (contiguous) weight where packing is missing or fails (said once, not tried
-    again in this process)."""
-    global PACK_OP
-    weight = weight.contiguous()
-    if PACK_OP is not None:
-        try:
-            return PACK_OP(weight, None)
-        except RuntimeError as e:
-            warnings.warn(f"oneDNN's weight packing failed ({e}); its linear runs on plain weights",
-                          UserWarning, stacklevel=2)
-            PACK_OP = None
-    return weight
+    weight, faster. Raises where this build or CPU cannot (no op; bf16 without AVX-512)."""
+    if PACK_OP is None:
+        raise RuntimeError("this torch build has no oneDNN weight packing")
+    return PACK_OP(weight.contiguous(), None)
 
 
 def plain(weight: torch.Tensor) -> torch.Tensor:
@@ -61,7 +52,8 @@ def plain(weight: torch.Tensor) -> torch.Tensor:
 def kept(weight: torch.Tensor, form: tuple, make: Callable[[], object]) -> object | None:
     """``make()``, the form of ``weight`` named ``form``, made once and kept while the weight stays as it was;
     None where the weight has no version counter (a tensor made in inference mode), so that a change to it
-    could not be seen: the caller then runs without a kept form."""
+    could not be seen: the caller then runs without a kept form. (A form must never be the weight itself, or
+    the entry would keep the storage it is dropped with alive.)"""
     version = weight_version(weight)
     if version is None:
         return None
