@@ -31,7 +31,7 @@ def token_limit(folder: Path, settings: TransformerSettings, spec: tokenizer_fil
     inputs, read as it reads it, from every form of the folder:
 
     1. ``model_max_length`` among the module config's tokenizer arguments (``processor_kwargs``, or the
-       older ``tokenizer_args``), if set;
+       older ``tokenizer_args``), if the key is there (null: no limit);
     2. else the module config's ``max_seq_length`` (what sentence-transformers wrote before version 6);
     3. else ``tokenizer_config.json``'s ``model_max_length`` (where version 6 keeps it, and what a plain
        Hugging Face folder has), capped at config.json's ``max_position_embeddings``.
@@ -45,11 +45,12 @@ def token_limit(folder: Path, settings: TransformerSettings, spec: tokenizer_fil
     if not isinstance(positions, int) or isinstance(positions, bool):  # the model's own load rejects it
         positions = 512
     capacity = min(positions, max_positions or positions)
-    explicit = [(settings.tokenizer.get("model_max_length"), "processor_kwargs.model_max_length"),
-                (settings.max_seq_length, "max_seq_length")]
-    for value, key in explicit:
-        if value is not None:
-            return checked_length(value, settings.path, key, capacity)
+    if "model_max_length" in settings.tokenizer:  # (then sentence-transformers does not read max_seq_length)
+        value = settings.tokenizer["model_max_length"]
+        value = int(UNLIMITED) if value is None else value  # null: transformers' default, no limit
+        return checked_length(value, settings.path, "processor_kwargs.model_max_length", capacity)
+    if settings.max_seq_length is not None:
+        return checked_length(settings.max_seq_length, settings.path, "max_seq_length", capacity)
     value = spec.model_max_length
     if value is None or value > UNLIMITED or value > capacity:
         return checked_length(capacity, folder / "config.json", "max_position_embeddings", capacity)

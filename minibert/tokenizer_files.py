@@ -48,7 +48,7 @@ CLASS_OF_MODEL_TYPE = {"bert": "BertTokenizer", "distilbert": "BertTokenizer", "
 # tokenizer_config.json settings and the types they must have (the others are read by nothing that changes ids)
 SETTING_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "strip_accents": (bool, type(None)),
                  "add_prefix_space": (bool,), "trim_offsets": (bool,), "split_special_tokens": (bool,),
-                 "tokenizer_class": (str,), "padding_side": (str,), "truncation_side": (str,),
+                 "tokenizer_class": (str, type(None)), "padding_side": (str,), "truncation_side": (str,),
                  "model_max_length": (int, float, type(None)), "max_len": (int, float, type(None))}
 
 
@@ -78,6 +78,32 @@ def checked_settings(raw: dict, path: Path | str) -> dict:
     return raw
 
 
+def canonical_class(name: str) -> str | None:
+    """The class of ``CLASSES`` that minibert builds for a tokenizer class name (BertTokenizerFast is
+    BertTokenizer), or None."""
+    name = ALIASES.get(name, name)
+    name = name if name in CLASSES else name.removesuffix("Fast")
+    name = ALIASES.get(name, name)
+    return name if name in CLASSES else None
+
+
+def check_processor_class(folder: Path, model_type: str | None) -> None:
+    """sentence-transformers loads a folder's tokenizer through AutoProcessor, which builds the class a
+    ``processor_class`` names (in processor_config.json, preprocessor_config.json, tokenizer_config.json or
+    config.json, the first that has one) over ``tokenizer_class``: refused where the two build different
+    tokenizers, since transformers' AutoTokenizer would build the other."""
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json", "config.json"):
+        config = optional_json(folder / name)
+        value = config.get("processor_class") if isinstance(config, dict) else None
+        if value is None:
+            continue
+        built, _ = tokenizer_class(folder, json_object(folder / "tokenizer_config.json"), model_type)
+        if not isinstance(value, str) or canonical_class(value) != built:
+            raise ValueError(f"{folder / name}: processor_class {value!r}: sentence-transformers builds the tokenizer "
+                             f"as that class, where tokenizer_class and transformers' AutoTokenizer build a {built}")
+        return
+
+
 def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> tuple[str, bool]:
     """tokenizer_config.json's tokenizer_class, else config.json's, else the one of the model_type; and whether
     transformers' class of that name gives the model token_type_ids when model_input_names is not set (only
@@ -96,13 +122,15 @@ def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> tup
         return CLASS_OF_MODEL_TYPE[model_type], CLASS_OF_MODEL_TYPE[model_type] == "BertTokenizer"
     if not isinstance(name, str):
         raise ValueError(f"{source} must be a class name, got {name!r}")
-    token_types = name.removesuffix("Fast") == "BertTokenizer"
-    name = ALIASES.get(name, name)
-    name = name if name in CLASSES else name.removesuffix("Fast")  # BertTokenizerFast is BertTokenizer
-    name = ALIASES.get(name, name)
-    if name not in CLASSES:
+    if canonical_class(name) is None:
         raise ValueError(f"{source} {name!r} is not a tokenizer minibert builds (it builds {', '.join(CLASSES)})")
-    return name, token_types
+    return canonical_class(name), name.removesuffix("Fast") == "BertTokenizer"
+
+
+# Unicode's White_Space characters, which the tokenizers library's trim drops (Python's rstrip() drops U+001C to
+# U+001F too)
+WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+    "\u2028\u2029\u202f\u205f\u3000"
 
 
 def read_vocab_txt(path: Path) -> dict[str, int]:
@@ -111,7 +139,7 @@ def read_vocab_txt(path: Path) -> dict[str, int]:
     vocab: dict[str, int] = {}
     lines = path.read_text(encoding="utf-8").split("\n")
     for i, line in enumerate(lines[:-1] if lines[-1] == "" else lines):
-        token = line.rstrip()
+        token = line.rstrip(WHITESPACE)
         if token in vocab:
             raise ValueError(f"{path}:{i + 1}: duplicate token {token!r} (first on line {vocab[token] + 1})")
         vocab[token] = i
@@ -182,6 +210,9 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
                          "attention_mask")
     named, extra, added = read_special_tokens(folder, raw, overrides, defaults, tokenizer_json)
     text = {k: str(v) if v is not None else None for k, v in named.items()}
+    if model == "WordPiece" and text["unk_token"] is None:
+        raise ValueError(f"{config_path}: unk_token is null: transformers' WordPiece then fails on every word "
+                         "outside its vocabulary")
     source = json_path if tokenizer_json else folder
     try:
         if model is None:
@@ -214,7 +245,7 @@ def pipeline(name: str, model: str, settings: dict, text: dict, files: tuple) ->
     """The class's model, normaliser, pre-tokenizer and decoder, built as its __init__ builds them."""
     vocab, merges, charsmap = files
     if model == "WordPiece":  # BERT and MPNet
-        backend = Backend(models.WordPiece(vocab, unk_token=text["unk_token"] or "[UNK]"))
+        backend = Backend(models.WordPiece(vocab, unk_token=text["unk_token"]))
         backend.normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
             strip_accents=settings.get("strip_accents"), lowercase=settings.get("do_lower_case", True))

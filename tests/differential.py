@@ -56,6 +56,7 @@ REFUSALS = {
     "pooling dimension": r"embedding dimension \d+ does not match",
     "chat template in a plain folder": r"a chat template, which sentence-transformers renders",
     "a causal mask": r"is_causal=True is not supported",
+    "processor_class over tokenizer_class": r"processor_class .*: sentence-transformers builds the tokenizer",
 }
 
 
