@@ -28,7 +28,6 @@ from minibert.paths import cast, check_path, convert, default_path
 from minibert.pipeline import Dense, plain_folder_pooling, read_pipeline
 from minibert.pooling import Pooling, PoolingConfig
 from minibert.tokenizer import Batch, Tokenizer, check_padding_side
-from minibert.tokenizer_files import check_processor_class
 
 
 class SentenceFeatures(NamedTuple):
@@ -69,7 +68,6 @@ class SentenceEncoder(nn.Module):
                           attn_implementation=attn_implementation, config_overrides=pipeline.settings.config)
         tokenizer = Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens)
         check_padding_side(tokenizer, bert.position_skip_id)
-        check_processor_class(pipeline.transformer, bert.config.model_type)
         pooling_json = pipeline.pooling / "config.json" if pipeline.pooling else None
         pooling_config = PoolingConfig.from_json(pooling_json) if pooling_json else \
             PoolingConfig(plain_folder_pooling(pipeline.transformer))  # (a plain Hugging Face folder)

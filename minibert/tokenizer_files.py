@@ -87,17 +87,16 @@ def canonical_class(name: str) -> str | None:
     return name if name in CLASSES else None
 
 
-def check_processor_class(folder: Path, model_type: str | None) -> None:
+def check_processor_class(folder: Path, built: str) -> None:
     """sentence-transformers loads a folder's tokenizer through AutoProcessor, which builds the class a
     ``processor_class`` names (in processor_config.json, preprocessor_config.json, tokenizer_config.json or
-    config.json, the first that has one) over ``tokenizer_class``: refused where the two build different
-    tokenizers, since transformers' AutoTokenizer would build the other."""
+    config.json, the first that has one) over ``tokenizer_class``: refused where that is another than the
+    class ``built`` from tokenizer_class, which transformers' AutoTokenizer builds."""
     for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json", "config.json"):
         config = optional_json(folder / name)
         value = config.get("processor_class") if isinstance(config, dict) else None
         if value is None:
             continue
-        built, _ = tokenizer_class(folder, json_object(folder / "tokenizer_config.json"), model_type)
         if not isinstance(value, str) or canonical_class(value) != built:
             raise ValueError(f"{folder / name}: processor_class {value!r}: sentence-transformers builds the tokenizer "
                              f"as that class, where tokenizer_class and transformers' AutoTokenizer build a {built}")
@@ -191,6 +190,7 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     overrides = checked_settings(dict(overrides or {}), overrides_source)
     settings = {**raw, **overrides}
     name, token_types = tokenizer_class(folder, raw, model_type)  # from the files alone, as transformers picks it
+    check_processor_class(folder, name)
     model, defaults = CLASSES[name]
     json_path = folder / "tokenizer.json"
     tokenizer_json = json_object(json_path)

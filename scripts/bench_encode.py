@@ -138,6 +138,21 @@ def malloc_setting(args: argparse.Namespace) -> str:
     return "defaults" if args.malloc_defaults or not keep_freed_memory() else "freed memory kept"
 
 
+def encode_study(description: str) -> tuple[argparse.Namespace, Path, list[str]]:
+    """The set-up of a study that times encodes of STS-B test (experiments/): --model, --data, --rounds (5) and
+    --threads (2) read, freed memory kept, the threads set; (the arguments, the model folder, the sentences)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--data", default=str(default_data_dir()))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
+    return args, resolve_model(args.model), [p.a for p in pairs] + [p.b for p in pairs]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=default_data_dir(), help="folder with stsb/test.tsv (or $MINIBERT_DATA)")

@@ -189,7 +189,7 @@ def test_onednn_runs_a_kept_weight_packed_with_the_same_numbers(dtype):
             assert torch.equal(kernels.onednn_linear(x, weight, bias, gelu),
                                kernels.onednn_linear(x, weight, bias, gelu, keep=False))
         form = weight_forms.KEPT[id(weight.untyped_storage())][1]
-        assert form.is_mkldnn == (weight_forms.PACK_OP is not None)
+        assert form.is_mkldnn == (kernels.PACK_OP is not None)
         assert torch.equal(kernels.onednn_linear(x, weight, bias), kernels.onednn_linear(x, weight, bias, keep=False))
         assert weight_forms.KEPT[id(weight.untyped_storage())][1] is form  # kept, not packed again
         before = kernels.onednn_linear(x, weight, None)
@@ -206,14 +206,14 @@ def test_without_packing_or_its_op_the_plain_weight_runs(monkeypatch):
     x = torch.randn(9, 200, generator=generator)
     weight, bias = torch.randn(30, 200, generator=generator), torch.randn(30, generator=generator)
     expected = kernels.onednn_linear(x, weight, bias, keep=False)
-    real_pack = weight_forms.PACK_OP
+    real_pack = kernels.PACK_OP
 
     def fails(*args):
         raise RuntimeError("no packing here")
 
     monkeypatch.setattr(kernels, "PACK_FAILED", set())
     with torch.no_grad():
-        monkeypatch.setattr(weight_forms, "PACK_OP", fails)
+        monkeypatch.setattr(kernels, "PACK_OP", fails)
         weight_forms.KEPT.clear()
         with pytest.warns(kernels.KernelFallback, match="oneDNN's weight packing in torch.float32 failed"):
             got = kernels.onednn_linear(x, weight, bias)
@@ -223,7 +223,7 @@ def test_without_packing_or_its_op_the_plain_weight_runs(monkeypatch):
         del weight
         gc.collect()
         assert key not in weight_forms.KEPT
-        monkeypatch.setattr(weight_forms, "PACK_OP", real_pack)
+        monkeypatch.setattr(kernels, "PACK_OP", real_pack)
         monkeypatch.setattr(kernels, "PACK_FAILED", set())
         weight = torch.randn(30, 200, generator=torch.Generator().manual_seed(5))
         kernels.onednn_linear(x, weight, bias)  # packed and kept

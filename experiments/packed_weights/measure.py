@@ -9,7 +9,6 @@ oneDNN's kernel forced (``CHOSEN``), for where oneDNN is the one measured. Embed
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -17,37 +16,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
-from minibert.data import default_data_dir, read_sts_tsv
-from minibert.paths import keep_freed_memory, kernels, weight_forms
+from minibert import SentenceEncoder
+from minibert.paths import kernels, weight_forms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from bench_encode import cpu_name  # noqa: E402  (scripts/, put on the path above)
+from bench_encode import cpu_name, encode_study  # noqa: E402  (scripts/, put on the path above)
 from timing import in_turn, timed  # noqa: E402
 
-PACK_OP = weight_forms.PACK_OP
+PACK_OP = kernels.PACK_OP
 
 
 def packing(on: bool) -> None:
     """Weights packed (the library's way) or plain; the kept forms made again either way."""
-    weight_forms.PACK_OP = PACK_OP if on else None
+    kernels.PACK_OP = PACK_OP if on else None
     weight_forms.KEPT.clear()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--data", default=str(default_data_dir()))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
     if PACK_OP is None:
         raise SystemExit("this torch build has no oneDNN weight packing: nothing to compare")
-    keep_freed_memory()
-    torch.set_num_threads(args.threads)
-    pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
-    sentences = [p.a for p in pairs] + [p.b for p in pairs]
-    fast = SentenceEncoder.from_pretrained(resolve_model(args.model), path="fast")
+    args, folder, sentences = encode_study(__doc__.split("\n")[0])
+    fast = SentenceEncoder.from_pretrained(folder, path="fast")
     rows = {"fast fp32": (fast, None), "fast bf16": (fast.in_dtype(torch.bfloat16), None),
             "fast bf16, oneDNN forced": (fast.in_dtype(torch.bfloat16), "onednn")}
     chosen = {dtype: kernels.linear_kernel(dtype) for dtype in (torch.float32, torch.bfloat16)}  # (packing on)

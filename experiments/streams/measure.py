@@ -12,7 +12,6 @@ with two streams and two requests in flight), alternating rounds in one process.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import threading
@@ -21,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minibert import DEFAULT_MODEL, SentenceEncoder, resolve_model
-from minibert.data import default_data_dir, read_sts_tsv
-from minibert.paths import keep_freed_memory
+from minibert import SentenceEncoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from bench_encode import cpu_name  # noqa: E402  (scripts/, put on the path above)
+from bench_encode import cpu_name, encode_study  # noqa: E402  (scripts/, put on the path above)
 from rivals import OpenVINOEncoder, onnx_folder  # noqa: E402
 from timing import alternating_rounds  # noqa: E402
 
@@ -88,17 +85,7 @@ class OpenVINOThroughput(OpenVINOEncoder):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--data", default=str(default_data_dir()))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    keep_freed_memory()
-    torch.set_num_threads(args.threads)
-    pairs = read_sts_tsv(Path(args.data) / "stsb" / "test.tsv")
-    sentences = [p.a for p in pairs] + [p.b for p in pairs]
-    folder = resolve_model(args.model)
+    args, folder, sentences = encode_study(__doc__.split("\n")[0])
     reference = SentenceEncoder.from_pretrained(folder, path="reference")
     paths = {"fast fp32": reference.to_path("fast"), "fast bf16": reference.to_path("fast").in_dtype(torch.bfloat16),
              "int8": reference.to_path("int8")}

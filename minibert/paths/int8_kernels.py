@@ -20,23 +20,15 @@ from __future__ import annotations
 import torch
 
 from minibert.paths import kernels
-from minibert.paths.kernels import MARGIN, MEASURING, fall_back
+from minibert.paths.kernels import MARGIN, MEASURING, fall_back, find_op
 
 INT_MM = getattr(torch, "_int_mm", None)  # int8 x int8 -> int32 products, a private function
 
 
-def find_qlinear_ops():
-    """oneDNN's quantized linear and its weight packing (what torch.compile's x86 int8 quantization emits),
-    private ops that run on the CPU's int8 units (VNNI, AMX-INT8): None where this build lacks them."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        return torch.ops.onednn.qlinear_prepack, torch.ops.onednn.qlinear_pointwise
-    except (AttributeError, RuntimeError):
-        return None
-
-
-QLINEAR_OPS = find_qlinear_ops()
+# oneDNN's weight packing and quantized linear (what torch.compile's x86 int8 quantization emits), private ops
+# that run on the CPU's int8 units (VNNI, AMX-INT8): None where this build lacks them
+QLINEAR_OPS = (find_op("onednn", "qlinear_prepack"), find_op("onednn", "qlinear_pointwise"))
+QLINEAR_OPS = QLINEAR_OPS if None not in QLINEAR_OPS else None
 
 
 def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from minibert.paths import weight_forms
-from minibert.paths.weight_forms import kept, packed, plain
+from minibert.paths.weight_forms import kept
 
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
 CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn", "blocked", "upcast"
@@ -59,18 +58,18 @@ class KernelFallback(UserWarning):
     """A private op failed here; the public fallback runs from then on (same results, other speed)."""
 
 
-def find_onednn_op():
-    """oneDNN's fused linear (what torch.compile emits for CPU linears), a private op: None where this
-    build lacks it."""
+def find_op(namespace: str, name: str):
+    """A private oneDNN op of this torch build (what torch.compile emits for the CPU), or None where it lacks it."""
     if not torch.backends.mkldnn.is_available():
         return None
     try:
-        return torch.ops.mkldnn._linear_pointwise
+        return getattr(getattr(torch.ops, namespace), name)
     except (AttributeError, RuntimeError):
         return None
 
 
-ONEDNN_OP = find_onednn_op()
+ONEDNN_OP = find_op("mkldnn", "_linear_pointwise")  # oneDNN's fused linear
+PACK_OP = find_op("mkldnn", "_reorder_linear_weight")  # a linear weight in oneDNN's layout (torch.compile's freezing)
 
 
 def fall_back(what: str, error: Exception, instead: str = "the public torch functions") -> None:
@@ -89,7 +88,7 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   keep: bool = True):
     """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN.
 
-    The only caller of the private op. ``keep``: the weight's packed form (``weight_forms``; the same numbers,
+    The only caller of the private op. ``keep``: the weight's packed form (``pack``; the same numbers,
     faster) is made once and kept for the next call, where the weight allows it; a weight that comes packed
     (the blocked kernel's blocks) runs as it is. Where the op is missing, or fails where F.linear works (said
     once, and not tried again for that dtype in this process), F.linear computes the same; inputs that F.linear
@@ -112,16 +111,22 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor | None:
-    """``weight`` packed for oneDNN's linear (``weight_forms.packed``), or None where packing is missing or failed
-    for its dtype (said once; the plain weight runs)."""
-    if weight_forms.PACK_OP is None or weight.dtype in PACK_FAILED:
+    """``weight`` (out, in) in oneDNN's own layout for its linear op (the same numbers as the plain weight,
+    faster), or None where packing is missing or fails for its dtype (bf16 without AVX-512; said once, and the
+    plain weight runs)."""
+    if PACK_OP is None or weight.dtype in PACK_FAILED:
         return None
     try:
-        return packed(weight)
+        return PACK_OP(weight.contiguous(), None)
     except RuntimeError as e:
         fall_back(f"oneDNN's weight packing in {weight.dtype}", e, "plain weights")
         PACK_FAILED.add(weight.dtype)
         return None
+
+
+def plain(weight: torch.Tensor) -> torch.Tensor:
+    """A weight as a plain tensor again, packed or not (for the public fallbacks)."""
+    return weight.to_dense() if weight.is_mkldnn else weight
 
 
 def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):

@@ -1,12 +1,12 @@
 """Forms of a weight that the fast path's CPU kernels run, made once in inference and kept.
 
 A kernel may want a weight in another form than the parameter's: oneDNN in its own packed layout, which spares
-it reordering the weight at every call (``packed``), the blocked kernel in blocks of input channels, each
-packed. Making a form costs a pass over the weight, so in inference it is made once and kept, keyed by the
-weight's storage. It is made again when the weight changes in place (its version counter moves), gets a new
-``.data`` (another storage) or layout, or any torch optimizer steps (a fused step moves no version counter), and
-dropped with the weight's storage. A write that goes round all of these (through ``.data``, NumPy or a raw
-storage) is not seen: ``KEPT.clear()`` after one.
+it reordering the weight at every call, the blocked kernel in blocks of input channels, each packed
+(``kernels.py`` makes them). Making a form costs a pass over the weight, so in inference it is made once and
+kept, keyed by the weight's storage. It is made again when the weight changes in place (its version counter
+moves), gets a new ``.data`` (another storage) or layout, or any torch optimizer steps (a fused step moves no
+version counter), and dropped with the weight's storage. A write that goes round all of these (through
+``.data``, NumPy or a raw storage) is not seen: ``KEPT.clear()`` after one.
 """
 
 from __future__ import annotations
@@ -20,33 +20,6 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 KEPT: dict[int, tuple] = {}  # id(a weight's storage) -> (the weight's state and the form's name, the form)
 STEPS = [0]  # torch optimizer steps taken in this process, counted from the first form kept (STEP_HOOK)
 STEP_HOOK: list = []  # the handle of the hook that counts them
-
-
-def find_pack_op():
-    """oneDNN's packing of a linear layer's weight (what torch.compile's freezing emits), a private op: None
-    where this build lacks it."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        return torch.ops.mkldnn._reorder_linear_weight
-    except (AttributeError, RuntimeError):
-        return None
-
-
-PACK_OP = find_pack_op()
-
-
-def packed(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` (out, in) in oneDNN's layout for its linear op, which gives the same numbers as the plain
-    weight, faster. Raises where this build or CPU cannot (no op; bf16 without AVX-512)."""
-    if PACK_OP is None:
-        raise RuntimeError("this torch build has no oneDNN weight packing")
-    return PACK_OP(weight.contiguous(), None)
-
-
-def plain(weight: torch.Tensor) -> torch.Tensor:
-    """A weight as a plain tensor again, packed or not (for the public fallbacks)."""
-    return weight.to_dense() if weight.is_mkldnn else weight
 
 
 def kept(weight: torch.Tensor, form: tuple, make: Callable[[], object]) -> object | None:
