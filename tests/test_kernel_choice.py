@@ -30,10 +30,33 @@ def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
     assert torch.equal(torch.get_rng_state(), state)  # the global random state (dropout's) is untouched
     timings[fakes["onednn"]] = 0.5
     assert kernels.linear_kernel(torch.float32) == "blas"  # measured once: the first answer stays
-    assert kernels.measure([(torch.randn(4, 8), torch.randn(3, 8), None)]) == "onednn"
+    assert kernels.measure([(torch.randn(4, 8), torch.randn(3, 8), None, None)]) == "onednn"
     assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # the first of equals (upcast: 0.5 too)
     monkeypatch.setattr(kernels, "ONEDNN_OP", None)
     assert kernels.candidates(torch.float32) == ["blas"] and kernels.candidates(torch.bfloat16) == ["blas", "upcast"]
+
+
+def test_in_bfloat16_onednn_is_the_default_and_kernels_are_timed_as_the_layers_call_them(monkeypatch):
+    """In bf16 oneDNN's kernel (its weights packed, the bias and GELU inside its product) runs unless another beats
+    it by MARGIN; in float32 F.linear does. Each is timed on products with a bias, the first with its GELU."""
+    fakes = {name: (lambda x, w, b, gelu=None: F.linear(x, w, b)) for name in ("blas", "onednn", "blocked", "upcast")}
+    timings = {fakes["blas"]: 0.9, fakes["onednn"]: 1.0, fakes["blocked"]: 0.8, fakes["upcast"]: 2.0}
+    timed = []
+    for name, fake in fakes.items():
+        monkeypatch.setitem(kernels.LINEARS, name, fake)
+    monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timed.append(args) or timings[kernel])
+    monkeypatch.setattr(kernels, "ONEDNN_OP", object())
+    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(kernels, "CHOSEN", {})
+    monkeypatch.delenv("MINIBERT_CPU_LINEAR", raising=False)
+    assert kernels.linear_kernel(torch.float32) == "blas"  # blocked 1.125x faster: within the noise
+    assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # F.linear 1.11x faster: within the noise
+    assert {(x.shape[1], b is not None, gelu) for x, w, b, gelu in timed} == {(384, True, "none"), (1536, True, None)}
+    timings[fakes["blas"]] = 0.75
+    assert kernels.measure([(torch.randn(4, 8).bfloat16(), torch.randn(3, 8).bfloat16(), None, None)]) == "blas"
+    monkeypatch.setattr(kernels, "ONEDNN_OP", None)  # without oneDNN's op: F.linear is the default again
+    timings[fakes["blas"]], timings[fakes["upcast"]] = 1.0, 0.85
+    assert kernels.measure([(torch.randn(4, 8).bfloat16(), torch.randn(3, 8).bfloat16(), None, None)]) == "blas"
 
 
 def test_a_faster_kernel_that_rounds_further_from_the_exact_product_is_not_chosen(monkeypatch):
@@ -48,18 +71,18 @@ def test_a_faster_kernel_that_rounds_further_from_the_exact_product_is_not_chose
     monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is coarse else 1.0)
     x, w = torch.randn(64, 96), torch.randn(32, 96)
-    assert kernels.measure([(x, w, None)]) == "blas"
+    assert kernels.measure([(x, w, None, None)]) == "blas"
     monkeypatch.setitem(kernels.LINEARS, "blocked", lambda x, w, b, gelu=None: F.linear(x, w, b))
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is kernels.LINEARS["blocked"] else 1.0)
-    assert kernels.measure([(x, w, None)]) == "blocked"  # as accurate and twice as fast
+    assert kernels.measure([(x, w, None, None)]) == "blocked"  # as accurate and twice as fast
 
     def coarse_when_wide(x, w, b, gelu=None):  # as accurate as F.linear on the first product, not on the second
         return coarse(x, w, b) if x.shape[1] > 100 else F.linear(x, w, b)
 
     monkeypatch.setitem(kernels.LINEARS, "blocked", coarse_when_wide)
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is coarse_when_wide else 1.0)
-    assert kernels.measure([(x, w, None)]) == "blocked"
-    assert kernels.measure([(x, w, None), (torch.randn(64, 384), torch.randn(32, 384), None)]) == "blas"
+    assert kernels.measure([(x, w, None, None)]) == "blocked"
+    assert kernels.measure([(x, w, None, None), (torch.randn(64, 384), torch.randn(32, 384), None, None)]) == "blas"
 
 
 def test_a_kernel_that_fails_while_measured_is_left_out_for_that_dtype_only(monkeypatch):
@@ -81,6 +104,7 @@ def test_a_kernel_that_fails_while_measured_is_left_out_for_that_dtype_only(monk
     x, w = torch.randn(8, 16), torch.randn(4, 16)
     calls = []
     monkeypatch.setattr(kernels, "ONEDNN_OP", lambda *args: calls.append(1) or F.linear(*args[:3]))
+    monkeypatch.setattr(kernels, "PACK_OP", None)  # (the stand-in takes plain weights)
     kernels.cpu_linear(x, w, None)
     assert calls == [1]  # float32 still runs oneDNN
 

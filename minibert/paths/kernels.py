@@ -13,7 +13,9 @@ Which kernel is fastest is a property of the CPU, not of the code, so nothing he
   rounding the result back ("upcast") is the faster way to the same bf16 numbers, as OpenVINO does.
 
 So the first CPU linear layer of each dtype times every candidate, once per process, on MiniLM's two
-feed-forward products; the fastest (``F.linear`` unless another is clearly faster) runs from then on.
+feed-forward products, as the layers run them; the fastest runs from then on, but a kernel must be clearly
+faster than the dtype's default to be chosen over it (``default_kernel``: ``F.linear``; in bf16 oneDNN's, which
+takes its weights packed, the bias and the GELU inside its product).
 Speed is not bought with accuracy: a kernel whose error on those products (against float64) is more than
 ``ACCURACY_MARGIN`` times ``F.linear``'s is no candidate. oneDNN's float32 kernel can round further than
 BLAS's, and in a deep model that shows: it runs each output as one long sum, whose rounding grows with its
@@ -198,15 +200,23 @@ def error(y: torch.Tensor, exact: torch.Tensor) -> float:
     return float((y.double() - exact).abs().mean())
 
 
+def default_kernel(dtype: torch.dtype, names: list[str]) -> str:
+    """The kernel that runs unless another beats it by ``MARGIN``: ``F.linear``, but in bf16 oneDNN's where it
+    is one of ``names`` (it runs there, as accurately). Both run bf16 products on oneDNN, but F.linear's take
+    each weight as it is, copy the bias into the output first and run GELU as a pass of its own."""
+    return "onednn" if dtype == torch.bfloat16 and "onednn" in names else "blas"
+
+
 @torch.no_grad()
-def measure(products: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]], rounds: int = 5) -> str:
-    """The fastest kernel for these products, each (x, weight, bias), among those as accurate as ``F.linear``
-    on every one (``ACCURACY_MARGIN``): ``F.linear`` unless another beats it by ``MARGIN`` on their total
-    time. The kernels take turns, round after round, and each keeps its best time, so that a slow moment
-    hits all alike."""
+def measure(products: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, str | None]],
+            rounds: int = 5) -> str:
+    """The fastest kernel for these products, each (x, weight, bias, gelu) as a layer calls it, among those as
+    accurate as ``F.linear`` on every one (``ACCURACY_MARGIN``): the dtype's ``default_kernel`` unless another
+    beats it by ``MARGIN`` on their total time. The kernels take turns, round after round, and each keeps its
+    best time, so that a slow moment hits all alike."""
     dtype = products[0][0].dtype
-    exact = [F.linear(x.double(), weight.double(), None if bias is None else bias.double())
-             for x, weight, bias in products]
+    exact = [with_gelu(F.linear(x.double(), weight.double(), None if bias is None else bias.double()), gelu)
+             for x, weight, bias, gelu in products]
     errors = {}
     with torch.autocast("cpu", enabled=False), warnings.catch_warnings():  # each kernel at the inputs' own dtype
         warnings.simplefilter("ignore", KernelFallback)  # a candidate that fails here is left out, not run
@@ -219,8 +229,9 @@ def measure(products: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None
         for _ in range(rounds):
             for name in names:
                 best[name] = min(best[name], sum(seconds(LINEARS[name], product) for product in products))
+    default = default_kernel(dtype, names)
     fastest = min(best, key=best.get)
-    return fastest if best[fastest] * MARGIN < best["blas"] else "blas"
+    return fastest if best[fastest] * MARGIN < best[default] else default
 
 
 def forced_kernel(dtype: torch.dtype) -> str | None:
@@ -244,8 +255,8 @@ def forced_kernel(dtype: torch.dtype) -> str | None:
 def linear_kernel(dtype: torch.dtype) -> str:
     """The kernel CPU linears of this dtype run: ``MINIBERT_CPU_LINEAR``'s when set, else measured once on
     MiniLM's two feed-forward products, in and out, 256 rows each (the second, 1,536 wide, is where blocks
-    cost most), drawn from a generator of their own, so that the global random state, which seeds dropout,
-    is left as it was."""
+    cost most), as the layers run them (with a bias; the first with its GELU), drawn from a generator of their
+    own, so that the global random state, which seeds dropout, is left as it was."""
     if dtype in CHOSEN:  # chosen already: every linear layer asks, so no lock on this path
         return CHOSEN[dtype]
     if dtype == torch.bfloat16:
@@ -257,10 +268,10 @@ def linear_kernel(dtype: torch.dtype) -> str:
             chosen = forced_kernel(dtype)
             if chosen is None and len(candidates(dtype)) > 1:  # nothing forced, something to choose from
                 generator = torch.Generator().manual_seed(0)
-                shapes = ((256, 384), (1536, 384)), ((256, 1536), (384, 1536))  # (x, weight): in, out
+                shapes = ((256, 384), (1536, 384), (1536,)), ((256, 1536), (384, 1536), (384,))  # (x, weight, bias)
                 with torch.inference_mode(False):  # weights whose packed forms are kept, as a model's are
-                    chosen = measure([tuple(torch.randn(*shape, generator=generator).to(dtype) for shape in pair)
-                                      + (None,) for pair in shapes])
+                    chosen = measure([tuple(torch.randn(*shape, generator=generator).to(dtype) for shape in three)
+                                      + (gelu,) for three, gelu in zip(shapes, ("none", None), strict=True)])
             CHOSEN[dtype] = chosen or "blas"
     return CHOSEN[dtype]
 
@@ -268,32 +279,30 @@ def linear_kernel(dtype: torch.dtype) -> str:
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
                keep: bool = True):
     """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
-    through ``F.linear`` and the dtype casts natively, through ``OneDNNLinear`` for oneDNN and through
-    ``BlockedLinear`` for the blocked kernel (``keep``: the weight's packed form or blocks are worth keeping)."""
+    through ``F.linear`` and the dtype casts natively, and through ``KernelLinear`` for oneDNN and the blocked
+    kernel (``keep``: the weight's packed form or blocks are worth keeping)."""
     if torch.compiler.is_compiling():  # inductor runs its own linear (it takes oneDNN's op on frozen weights only)
         return blas_linear(x, weight, bias, gelu)
     kernel = linear_kernel(x.dtype)
-    if kernel == "onednn" and torch.is_grad_enabled():
-        return with_gelu(OneDNNLinear.apply(x, weight, bias), gelu)
-    if kernel == "blocked":
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-            return with_gelu(BlockedLinear.apply(x, weight, bias), gelu)
-        return blocked_linear(x, weight, bias, gelu, keep)  # inference, or a frozen layer in training
-    if kernel == "onednn":
-        return onednn_linear(x, weight, bias, gelu, keep)  # no gradients: its packed weight kept
+    if kernel in ("onednn", "blocked") and torch.is_grad_enabled() \
+            and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return with_gelu(KernelLinear.apply(x, weight, bias, LINEARS[kernel]), gelu)
+    if kernel in ("onednn", "blocked"):
+        return LINEARS[kernel](x, weight, bias, gelu, keep)  # inference, or a frozen layer: the packed form kept
     return LINEARS[kernel](x, weight, bias, gelu)
 
 
-class BlockedLinear(torch.autograd.Function):
-    """The blocked kernel forward, its weight cut anew at every call, and ``F.linear``'s backward (by BLAS):
-    dx = dy @ W, dW = dy.T @ x, db = the sum of dy over the rows (dW's sums run over every row of the
-    batch, too many blocks)."""
+class KernelLinear(torch.autograd.Function):
+    """A linear layer whose forward runs a kernel with no autograd formula (oneDNN's, the blocked one), on the
+    weight as it is (it changes at every step), and whose backward is ``F.linear``'s, by BLAS: dx = dy @ W,
+    dW = dy.T @ x, db = the sum of dy over the rows. (oneDNN's op on the transposed matrices was slower: each
+    needs a contiguous copy, and the blocked kernel's sums would run over every row of the batch.)"""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel: Callable):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return blocked_linear(x, weight, bias, keep=False)
+        return kernel(x, weight, bias, keep=False)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -301,25 +310,4 @@ class BlockedLinear(torch.autograd.Function):
         dx = grad @ weight if ctx.needs_input_grad[0] else None
         dw = grad.t() @ x if ctx.needs_input_grad[1] else None
         db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dw, db
-
-
-class OneDNNLinear(torch.autograd.Function):
-    """A linear layer by oneDNN, with its backward also by oneDNN (the op has no autograd formula):
-    dx = dy @ W, dW = dy.T @ x, db = sum of dy over the rows."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return onednn_linear(x, weight, bias, keep=False)  # (the weight changes at every step)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad = grad.contiguous()
-        dx = onednn_linear(grad, weight.t().contiguous(), None, keep=False) if ctx.needs_input_grad[0] else None
-        dw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None, keep=False) \
-            if ctx.needs_input_grad[1] else None
-        db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return dx, dw, db
+        return dx, dw, db, None
