@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from minibert.paths import attention_kernels, choices, kernels
 
 
-def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
+def test_the_kernel_is_measured_once_and_the_default_wins_ties(monkeypatch):
     fakes = {name: (lambda x, w, b, gelu=None: F.linear(x, w, b)) for name in ("blas", "onednn", "blocked", "upcast")}
     timings = {fakes["blas"]: 1.0, fakes["onednn"]: 0.85, fakes["blocked"]: 0.9, fakes["upcast"]: 0.5}
     for name, fake in fakes.items():
@@ -31,7 +31,7 @@ def test_the_kernel_is_measured_once_and_f_linear_wins_ties(monkeypatch):
     timings[fakes["onednn"]] = 0.5
     assert kernels.linear_kernel(torch.float32) == "blas"  # measured once: the first answer stays
     assert kernels.measure([(torch.randn(4, 8), torch.randn(3, 8), None, None)]) == "onednn"
-    assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # the first of equals (upcast: 0.5 too)
+    assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # bf16's default, as fast as the fastest (upcast)
     monkeypatch.setattr(kernels, "ONEDNN_OP", None)
     assert kernels.candidates(torch.float32) == ["blas"] and kernels.candidates(torch.bfloat16) == ["blas", "upcast"]
 
@@ -53,6 +53,12 @@ def test_in_bfloat16_onednn_is_the_default_and_kernels_are_timed_as_the_layers_c
     assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # F.linear 1.11x faster: within the noise
     assert {(x.shape[1], b is not None, gelu) for x, w, b, gelu in timed} == {(384, True, "none"), (1536, True, None)}
     timings[fakes["blas"]] = 0.75
+    assert kernels.measure([(torch.randn(4, 8).bfloat16(), torch.randn(3, 8).bfloat16(), None, None)]) == "blas"
+    def coarse(x, w, b, gelu=None):  # further from the exact product than F.linear
+        return F.linear(x.round(), w, b)
+
+    monkeypatch.setitem(kernels.LINEARS, "onednn", coarse)  # so not a candidate: F.linear is the default
+    timings[coarse], timings[fakes["blas"]] = 0.1, 1.0
     assert kernels.measure([(torch.randn(4, 8).bfloat16(), torch.randn(3, 8).bfloat16(), None, None)]) == "blas"
     monkeypatch.setattr(kernels, "ONEDNN_OP", None)  # without oneDNN's op: F.linear is the default again
     timings[fakes["blas"]], timings[fakes["upcast"]] = 1.0, 0.85

@@ -108,11 +108,12 @@ def test_the_weight_blocks_follow_the_weight():
         assert key not in weight_forms.KEPT
 
 
-def test_every_optimizer_step_is_seen_fused_ones_too(monkeypatch):
-    """A fused AdamW step writes the weights without moving their version counters: a kept cut is cut again
+@pytest.mark.parametrize("kernel", ["blocked", "onednn"])
+def test_every_optimizer_step_is_seen_fused_ones_too(monkeypatch, kernel):
+    """A fused AdamW step writes the weights without moving their version counters: a kept form is made again
     after any optimizer step, so evaluation between steps sees that step's weights. The training forward
-    keeps nothing; its gradients (input, weight, bias) are F.linear's. A frozen layer's cut is kept."""
-    monkeypatch.setitem(kernels.CHOSEN, torch.float32, "blocked")
+    keeps nothing; its gradients (input, weight, bias) are F.linear's. A frozen layer's form is kept."""
+    monkeypatch.setitem(kernels.CHOSEN, torch.float32, kernel)
     generator = torch.Generator().manual_seed(1)
     layer, twin = torch.nn.Linear(400, 8), torch.nn.Linear(400, 8)
     twin.load_state_dict(layer.state_dict())
@@ -140,7 +141,26 @@ def test_every_optimizer_step_is_seen_fused_ones_too(monkeypatch):
     assert id(fresh.weight.untyped_storage()) not in weight_forms.KEPT  # the training forward keeps nothing
     fresh.requires_grad_(False)
     kernels.cpu_linear(x, fresh.weight, fresh.bias)
-    assert id(fresh.weight.untyped_storage()) in weight_forms.KEPT  # a frozen layer's cut is kept
+    assert id(fresh.weight.untyped_storage()) in weight_forms.KEPT  # a frozen layer's form is kept, in grad mode too
+
+
+@pytest.mark.parametrize("kernel", ["blocked", "onednn"])
+def test_forward_mode_gradients_are_f_linears(monkeypatch, kernel):
+    """The kernels have no forward-mode formula: a dual tensor's linear runs F.linear, tangent and all, rather
+    than dropping the tangent."""
+    import torch.autograd.forward_ad as forward_ad
+
+    monkeypatch.setitem(kernels.CHOSEN, torch.float32, kernel)
+    generator = torch.Generator().manual_seed(3)
+    x, tangent = torch.randn(5, 400, generator=generator), torch.randn(5, 400, generator=generator)
+    weight, bias = torch.randn(8, 400, generator=generator), torch.randn(8, generator=generator)
+    with forward_ad.dual_level():
+        y = kernels.cpu_linear(forward_ad.make_dual(x, tangent), weight, bias, gelu="none")
+        value, derivative = forward_ad.unpack_dual(y)
+    assert derivative is not None
+    torch.testing.assert_close(value, F.gelu(F.linear(x, weight, bias)))
+    _, expected = torch.func.jvp(lambda t: F.gelu(F.linear(t, weight, bias)), (x,), (tangent,))
+    torch.testing.assert_close(derivative, expected)
 
 
 def test_a_strided_bias_or_weight_is_read_as_it_is():

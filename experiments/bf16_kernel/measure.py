@@ -5,7 +5,7 @@ Each round starts one process per kernel (every other round in reverse order); a
 three times and reports each: the first encode meets every batch shape for the first time (oneDNN makes its
 kernels per shape), the later ones run the same shapes again. Embeddings are compared between the kernels.
 
-    python experiments/bf16_kernel/measure.py [--rounds 4] [--threads 2]
+    python experiments/bf16_kernel/measure.py [--rounds 5] [--threads 2]
 """
 
 from __future__ import annotations

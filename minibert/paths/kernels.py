@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
 from minibert.paths.weight_forms import kept
@@ -45,8 +46,8 @@ from minibert.paths.weight_forms import kept
 GELU_ALGORITHMS = {"none": "none", "tanh": "tanh"}  # nn.GELU's `approximate` -> oneDNN's gelu algorithm
 CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn", "blocked", "upcast"
 # (torch.int8: the int8 path's products, "int_mm", "float32" or "onednn", int8_kernels.py)
-MARGIN = 1.25  # another kernel must beat F.linear by this much: timings on a busy machine jitter, and a tie
-# should not be decided differently by two processes
+MARGIN = 1.25  # another kernel must beat the dtype's default (default_kernel) by this much: timings on a busy
+# machine jitter, and a tie should not be decided differently by two processes
 ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this times F.linear's (the products
 # are fixed, so this part of the choice is the same in every process on a CPU)
 LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears are chosen (cpu_linear)
@@ -284,10 +285,12 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     if torch.compiler.is_compiling():  # inductor runs its own linear (it takes oneDNN's op on frozen weights only)
         return blas_linear(x, weight, bias, gelu)
     kernel = linear_kernel(x.dtype)
-    if kernel in ("onednn", "blocked") and torch.is_grad_enabled() \
-            and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-        return with_gelu(KernelLinear.apply(x, weight, bias, LINEARS[kernel]), gelu)
     if kernel in ("onednn", "blocked"):
+        tensors = (x, weight, bias)
+        if any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+            return blas_linear(x, weight, bias, gelu)  # forward-mode AD: F.linear has its formula, these kernels none
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+            return with_gelu(KernelLinear.apply(x, weight, bias, LINEARS[kernel]), gelu)
         return LINEARS[kernel](x, weight, bias, gelu, keep)  # inference, or a frozen layer: the packed form kept
     return LINEARS[kernel](x, weight, bias, gelu)
 
@@ -295,8 +298,8 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 class KernelLinear(torch.autograd.Function):
     """A linear layer whose forward runs a kernel with no autograd formula (oneDNN's, the blocked one), on the
     weight as it is (it changes at every step), and whose backward is ``F.linear``'s, by BLAS: dx = dy @ W,
-    dW = dy.T @ x, db = the sum of dy over the rows. (oneDNN's op on the transposed matrices was slower: each
-    needs a contiguous copy, and the blocked kernel's sums would run over every row of the batch.)"""
+    dW = dy.T @ x, db = the sum of dy over the rows. (oneDNN's op would need a contiguous copy of each transposed
+    matrix, and the blocked kernel's sums for dW would run over every row of the batch.)"""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel: Callable):
