@@ -34,6 +34,16 @@ def declared_dtype(raw: dict, source: str = "config") -> torch.dtype | None:
     return FLOAT_DTYPES[name]
 
 
+def laid_over(raw: dict, overrides: dict) -> dict:
+    """config.json's settings with a module config's ``config_kwargs`` over them, as transformers sets those: one by
+    one once config.json is read, where setting the older ``torch_dtype`` sets ``dtype`` (which would otherwise win
+    over it, ``declared_dtype``)."""
+    out = dict(raw)
+    for key, value in overrides.items():
+        out["dtype" if key == "torch_dtype" else key] = value
+    return out
+
+
 @dataclass
 class BertConfig:
     model_types: ClassVar[tuple[str, ...]] = ("bert",)  # the config.json model_type values this class reads
@@ -42,6 +52,7 @@ class BertConfig:
     attention_out_dropout: ClassVar[bool] = True  # dropout on the attention's output projection (not DistilBERT)
     reads_is_causal: ClassVar[bool] = True  # where config.json sets is_causal, transformers 5's SDPA attention
     # masks causally in batches without padding (every family's model but MPNet's, which ignores the key)
+    reads_decoder_keys: ClassVar[bool] = True  # is_decoder, add_cross_attention: BERT and RoBERTa read them
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -104,18 +115,19 @@ class BertConfig:
             raise ValueError(f"{source}: expected a JSON object of settings, got {type(raw).__name__}")
         raw = {"model_type": cls.model_types[0], **cls.from_hf(raw)}
         # These keys change the maths; we only implement the plain values.
-        unsupported = {
-            "model_type": cls.model_types,
-            "position_embedding_type": ("absolute", None),
-            "is_decoder": (False, None),
-            "add_cross_attention": (False, None),
-        }
+        unsupported = {"model_type": cls.model_types, "position_embedding_type": ("absolute", None)}
+        if cls.reads_decoder_keys:
+            unsupported.update(is_decoder=(False, None), add_cross_attention=(False, None))
         if cls.reads_is_causal:
             unsupported["is_causal"] = (False, None)
         for key, allowed in unsupported.items():
             if raw.get(key) not in allowed:
                 raise ValueError(f"{source}: {key}={raw[key]!r} is not supported by minibert "
                                  f"(supported: {[a for a in allowed if a is not None]})")
+        for key, what in (("quantization_config", "quantizes the weights as it loads them"),
+                          ("per_layer_config", "gives layers settings of their own")):
+            if raw.get(key) is not None:
+                raise ValueError(f"{source}: {key} is not supported by minibert (with it, transformers {what})")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in raw.items() if k in known}
         try:

@@ -74,7 +74,7 @@ def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMH
     folder with none of the head: an error naming its keys, or None when it is not ``required``."""
     config = bert.config
     keys = HEADS[config.model_type][0]
-    tensors = {k: t for k, (t, _) in weights.load_safetensors(folder).items()}
+    tensors = {weights.current_name(k): t for k, (t, _) in weights.load_safetensors(folder).items()}
     found = {k: tensors[k] for k in tensors if k in keys.values()}
     if not found:
         if not required:
@@ -86,11 +86,16 @@ def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMH
     expected = {keys[name]: tuple(t.shape) for name, t in head.state_dict().items()}
     weights.check_tensors(found, expected, f"{folder}'s masked-language-model head",
                           f"{folder / 'config.json'} ({config.model_type})")
-    tie = read_json(folder / "config.json").get("tie_word_embeddings", True)
-    for key in TIED:  # an output layer stored beside the word embeddings: the same, or we cannot tie it
-        if key in tensors and not (tie or torch.equal(tensors[key], bert.embeddings.word.weight.cpu())):
-            raise ValueError(f"{folder}: {key} differs from the word embeddings (tie_word_embeddings is false); "
-                             "minibert ties the output layer to the word embeddings")
+    # minibert's output layer is the word embeddings. transformers ties it to them only where tie_word_embeddings
+    # is true and the folder stores no other: a stored one that differs runs as stored, and with the flag false
+    # the output layer is the model's own (its weight and bias, stored or drawn at random).
+    if read_json(folder / "config.json").get("tie_word_embeddings", True) is False:
+        raise ValueError(f"{folder / 'config.json'}: tie_word_embeddings is false, so transformers runs an output "
+                         "layer of its own (stored, or drawn at random); minibert's is the word embeddings")
+    for key in TIED:
+        if key in tensors and not torch.equal(tensors[key], bert.embeddings.word.weight.cpu()):
+            raise ValueError(f"{folder}: {key} differs from the word embeddings, so transformers runs it as its "
+                             "own output layer; minibert's is the word embeddings")
     head.load_state_dict({name: found[key] for name, key in keys.items()}, strict=True, assign=True)
     bert_param = next(bert.parameters())
     return head.to(bert_param.device, bert_param.dtype)

@@ -23,7 +23,7 @@ from torch import nn
 
 from minibert import weights
 from minibert.activations import activation
-from minibert.config import BertConfig, declared_dtype
+from minibert.config import BertConfig, declared_dtype, laid_over
 from minibert.files import read_json
 
 AttnImplementation = Literal["eager", "sdpa"]
@@ -279,7 +279,7 @@ class BertModel(nn.Module):
             raise FileNotFoundError(f"model folder not found: {folder}")
         raw_config = read_json(folder / "config.json", "config file")
         if isinstance(raw_config, dict) and config_overrides:
-            raw_config = {**raw_config, **config_overrides}
+            raw_config = laid_over(raw_config, config_overrides)
         config = cls.config_class.from_dict(raw_config, source=str(folder / "config.json"))
         stored = weights.load_safetensors(folder)
         tensors, report = weights.split_encoder_tensors(stored, str(folder), cls.hf_prefix)

@@ -137,6 +137,41 @@ def test_a_folder_without_a_head_is_refused(minilm_dir):
         MaskedLanguageModel.from_pretrained(minilm_dir)
 
 
+def test_an_output_layer_transformers_would_not_tie_is_refused(mlm_dirs, tmp_path):
+    """transformers ties the output layer to the word embeddings only where tie_word_embeddings is true and the
+    folder stores no other: a stored one that differs runs as stored, and with the flag false the output layer
+    is the model's own (stored, or drawn at random). minibert's is the word embeddings: both are refused; a
+    stored one equal to the word embeddings is tied, as transformers ties it."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def folder_with(name: str, decoder: str | None, tie: bool) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(mlm_dirs["bert"], folder)
+        tensors = load_file(str(folder / "model.safetensors"))
+        embeddings = tensors["bert.embeddings.word_embeddings.weight"]
+        if decoder is not None:
+            tensors["cls.predictions.decoder.weight"] = embeddings + 0.5 if decoder == "other" else embeddings.clone()
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": tie}))
+        return folder
+
+    inputs, mask, _ = masked_batch(MaskedLanguageModel.from_pretrained(mlm_dirs["bert"]))
+    with torch.no_grad():
+        tied = reference(mlm_dirs["bert"])(input_ids=inputs, attention_mask=mask).logits
+        for decoder, tie in (("other", True), ("other", False), (None, False), ("equal", False)):
+            folder = folder_with(f"{decoder}-{tie}", decoder, tie)
+            untied = reference(folder)(input_ids=inputs, attention_mask=mask).logits
+            assert (untied - tied).abs().max() > 0.1  # transformers runs an output layer other than the tied one
+            with pytest.raises(ValueError, match="differs from the word embeddings|tie_word_embeddings is false"):
+                MaskedLanguageModel.from_pretrained(folder)
+        folder = folder_with("equal-True", "equal", True)
+        assert_close(MaskedLanguageModel.from_pretrained(folder)(inputs, mask).logits, tied, atol=1e-5, rtol=1e-5)
+
+
 def within(rate: torch.Tensor, p: float, n: int) -> bool:
     """A measured rate within five standard errors of p (a false alarm about once in 1.7 million runs)."""
     return abs(float(rate) - p) < 5 * (p * (1 - p) / n) ** 0.5

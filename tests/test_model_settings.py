@@ -1,6 +1,8 @@
 """Settings of config.json and of a plain Hugging Face folder that transformers and sentence-transformers honour
 beyond the module configs, one at a time against them: a causal-LM architecture's pooling, a chat template,
-``is_causal``, BERT's names in a DistilBERT config, weights stored in mixed dtypes. Folders are built as in
+``is_causal``, BERT's names in a DistilBERT config, weights stored in mixed dtypes, a module config's
+``torch_dtype``, RoBERTa's token types, ``is_decoder`` where it is read, settings that change how transformers
+builds the model, legacy tensor names, and values that fail only later in transformers. Folders are built as in
 ``tests/test_folder_settings.py``.
 """
 
@@ -121,3 +123,104 @@ def test_a_sharded_checkpoint_runs_in_its_index_s_dtype_else_its_first_shard_s(t
     assert transformers.AutoModel.from_pretrained(str(folder)).dtype == expected
     assert next(SentenceEncoder.from_pretrained(folder).parameters()).dtype == expected
     assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("name", ["config_kwargs", "config_args"])
+def test_a_module_config_s_torch_dtype_is_the_dtype(tmp_path, name):
+    """transformers sets a module config's config_kwargs one by one once config.json is read, and setting the older
+    torch_dtype sets dtype: over config.json's dtype, it is the dtype the model runs in."""
+    c, folder = folder_of(tmp_path, "bert")
+    assert transformers.AutoConfig.from_pretrained(str(folder)).dtype == torch.float32  # (config.json's "dtype")
+    edit(folder / "sentence_bert_config.json", **{name: {"torch_dtype": "bfloat16"}})
+    assert next(SentenceEncoder.from_pretrained(folder).parameters()).dtype == torch.bfloat16
+    assert next(st.SentenceTransformer(str(folder), device="cpu").parameters()).dtype == torch.bfloat16
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("path", ["reference", "fast"])
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta"])
+def test_roberta_embeds_the_token_types_it_is_given(tmp_path, family, path):
+    """RoBERTa's released checkpoints have one token type and tokenizers that give none, but transformers embeds
+    the types it is given (a folder whose tokenizer lists token_type_ids, with type_vocab_size 2), as BERT does."""
+    from minibert.families import load_model
+    from minibert.paths import convert
+
+    config = transformers.AutoConfig.for_model(family, vocab_size=60, hidden_size=16, num_hidden_layers=1,
+                                               num_attention_heads=2, intermediate_size=24, type_vocab_size=2,
+                                               max_position_embeddings=40)
+    torch.manual_seed(0)
+    theirs = transformers.AutoModel.from_config(config).eval()
+    theirs.save_pretrained(str(tmp_path))
+    ids = torch.tensor([[0, 5, 6, 2, 2, 7, 8, 2], [0, 9, 2, 2, 10, 2, 1, 1]])
+    mask, types = ids.ne(1).long(), torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 0, 0]])
+    ours = convert(load_model(tmp_path), path).eval()
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        got = ours(ids, mask, types).last_hidden_state
+        assert (expected - theirs(input_ids=ids, attention_mask=mask).last_hidden_state).abs().max() > 0.1
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet"])
+def test_is_decoder_is_refused_only_where_transformers_reads_it(tmp_path, family):
+    """BERT (and RoBERTa) as a decoder attend causally and across; DistilBERT's and MPNet's models never read
+    is_decoder or add_cross_attention."""
+    c, folder = folder_of(tmp_path, family)
+    edit(folder / "config.json", is_decoder=True, add_cross_attention=True)
+    if family == "bert":
+        with pytest.raises(ValueError, match="is_decoder=True is not supported"):
+            SentenceEncoder.from_pretrained(folder)
+        return
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("key", ["quantization_config", "per_layer_config"])
+def test_settings_that_change_how_transformers_builds_the_model_are_refused(tmp_path, key):
+    c, folder = folder_of(tmp_path, "bert")
+    edit(folder / "config.json", **{key: {"quant_method": "bitsandbytes", "load_in_8bit": True}
+                                    if key == "quantization_config" else {"0": {"hidden_act": "relu"}}})
+    with pytest.raises(ValueError, match=f"config.json: {key} is not supported by minibert"):
+        SentenceEncoder.from_pretrained(folder)
+
+
+def test_legacy_tensor_names_and_buffers_load_as_transformers_loads_them(tmp_path):
+    """TensorFlow-era checkpoints name LayerNorm's tensors gamma and beta, and older transformers saved the
+    embeddings' token_type_ids buffer: transformers renames the one and ignores the other."""
+    from safetensors.torch import load_file, save_file
+
+    c, folder = folder_of(tmp_path, "bert")
+    tensors = load_file(folder / "model.safetensors")
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): t
+               for k, t in tensors.items()}
+    assert any(k.endswith("LayerNorm.gamma") for k in renamed)
+    renamed["embeddings.token_type_ids"] = torch.zeros(1, 64, dtype=torch.long)
+    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    assert_matches(c, folder)
+    save_file({**renamed, "embeddings.LayerNorm.weight": tensors["embeddings.LayerNorm.weight"].clone()},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="tensors 'embeddings.LayerNorm.gamma' and 'embeddings.LayerNorm.weight' "
+                                         "are both 'embeddings.LayerNorm.weight'"):
+        SentenceEncoder.from_pretrained(folder)
+
+
+def test_config_values_that_fail_later_in_transformers_are_refused_as_the_folder_loads():
+    """An MPNet bucket table smaller than the 32 buckets relative positions fall in fails at the first long enough
+    input; a RoBERTa pad_token_id that leaves no position fails as the model is built. Both name the key."""
+    from minibert.families import MPNetConfig, RobertaConfig
+
+    small = {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 24, "max_position_embeddings": 66}
+    model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(
+        "mpnet", relative_attention_num_buckets=24, **small)).eval()
+    model(input_ids=torch.tensor([[0, 5, 6, 2]]))  # short inputs run
+    with pytest.raises(IndexError):
+        model(input_ids=torch.tensor([[0, *range(5, 25), 2]]))
+    with pytest.raises(ValueError, match=r"relative_attention_num_buckets must be at least 32 \(the buckets "
+                                         r"relative positions fall in\), got 24"):
+        MPNetConfig.from_dict({**small, "model_type": "mpnet", "relative_attention_num_buckets": 24})
+    with pytest.raises(AssertionError):
+        transformers.AutoModel.from_config(transformers.AutoConfig.for_model("roberta", pad_token_id=66, **small))
+    for pad in (65, 66):  # (64 leaves one position: a one-token input runs)
+        with pytest.raises(ValueError, match=f"RobertaConfig.pad_token_id {pad} leaves no position"):
+            RobertaConfig.from_dict({**small, "model_type": "roberta", "pad_token_id": pad})

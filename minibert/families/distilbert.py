@@ -40,6 +40,7 @@ class DistilBertConfig(BertConfig):
     architecture: ClassVar[str] = "DistilBertModel"
     min_token_types: ClassVar[int] = 0
     attention_out_dropout: ClassVar[bool] = False  # the attention's output goes straight into the residual add
+    reads_decoder_keys: ClassVar[bool] = False  # transformers reads neither is_decoder nor add_cross_attention here
 
     num_hidden_layers: int = 6
     type_vocab_size: int = 0

@@ -35,12 +35,19 @@ class MPNetConfig(BertConfig):
     architecture: ClassVar[str] = "MPNetModel"
     min_token_types: ClassVar[int] = 0
     reads_is_causal: ClassVar[bool] = False  # (transformers' MPNet runs its bidirectional mask whatever it says)
+    reads_decoder_keys: ClassVar[bool] = False  # (nor does it read is_decoder or add_cross_attention)
 
     vocab_size: int = 30527  # transformers' defaults (released checkpoints set 514 positions, eps 1e-5)
     type_vocab_size: int = 0
     pad_token_id: int = 1
     model_type: str = "mpnet"
     relative_attention_num_buckets: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.relative_attention_num_buckets < BUCKETS:  # transformers fails too, at the first long enough input
+            raise ValueError(f"MPNetConfig.relative_attention_num_buckets must be at least {BUCKETS} (the buckets "
+                             f"relative positions fall in), got {self.relative_attention_num_buckets}")
 
     @classmethod
     def from_hf(cls, raw: dict) -> dict:

@@ -6,8 +6,9 @@ What differs is the embeddings:
 - **Positions.** fairseq numbers a sentence's tokens ``padding_idx + 1, padding_idx + 2, ...`` and gives
   every pad token position ``padding_idx``. With ``padding_idx = 1`` and 514 position embeddings, a
   sentence holds at most 512 tokens (``max_tokens``).
-- **One token type.** ``type_vocab_size`` is 1 and every token gets type 0: RoBERTa's tokenizer gives no
-  segment ids, even for pairs (``<s> a </s></s> b </s>``).
+- **One token type, as released.** ``type_vocab_size`` is 1 and RoBERTa's tokenizer gives no segment ids,
+  even for pairs (``<s> a </s></s> b </s>``), so every token gets type 0. Types that a folder's tokenizer does
+  give (``model_input_names``) are embedded as BERT embeds them, as transformers does.
 
 XLM-RoBERTa is the same model with a SentencePiece vocabulary of 250k pieces; only ``model_type`` differs.
 """
@@ -36,6 +37,12 @@ class RobertaConfig(BertConfig):
     pad_token_id: int = 1
     model_type: str = "roberta"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pad_token_id > self.max_position_embeddings - 2:  # positions start after padding_idx
+            raise ValueError(f"RobertaConfig.pad_token_id {self.pad_token_id} leaves no position: positions count "
+                             f"from pad_token_id + 1, and max_position_embeddings is {self.max_position_embeddings}")
+
     @classmethod
     def from_hf(cls, raw: dict) -> dict:
         if raw.get("model_type") == "xlm-roberta":  # XLMRobertaConfig's own default
@@ -56,7 +63,7 @@ def fairseq_positions(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor
 
 
 class RobertaEmbeddings(nn.Module):
-    """word + position (fairseq numbering) + the one token type, then LayerNorm and dropout."""
+    """word + token type (type 0 unless given) + position (fairseq numbering), then LayerNorm and dropout."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -74,7 +81,8 @@ class RobertaEmbeddings(nn.Module):
         if input_ids.shape[1] > self.max_tokens:
             raise ValueError(f"sequence length {input_ids.shape[1]} exceeds the {self.max_tokens} tokens that "
                              f"{self.max_tokens + self.padding_idx + 1} position embeddings hold")
-        x = self.word(input_ids) + self.token_type.weight[0]  # type 0 for every token; transformers' order of adds
+        types = self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids)
+        x = self.word(input_ids) + types  # (none given: type 0 for every token); transformers' order of adds
         x = x + self.position(fairseq_positions(input_ids, self.padding_idx))
         return self.dropout(self.norm(x))
 
