@@ -66,7 +66,7 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
-    pad_token_id: int = 0
+    pad_token_id: int | None = 0  # the word embeddings' padding row (no gradient); null: none, negative: from the end
     model_type: str = "bert"
 
     def __post_init__(self) -> None:
@@ -91,8 +91,9 @@ class BertConfig:
         if not self.layer_norm_eps > 0 or not self.initializer_range >= 0:
             raise ValueError(f"BertConfig.layer_norm_eps must be > 0 and initializer_range >= 0, got "
                              f"{self.layer_norm_eps!r} and {self.initializer_range!r}")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"BertConfig.pad_token_id must be a token id (0..{self.vocab_size - 1}), "
+        if self.pad_token_id is not None and not -self.vocab_size <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"BertConfig.pad_token_id must be a token id (0..{self.vocab_size - 1}; negative ones "
+                             f"count from the end, as transformers' nn.Embedding takes them) or null, "
                              f"got {self.pad_token_id}")
 
     @property

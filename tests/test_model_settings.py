@@ -224,3 +224,19 @@ def test_config_values_that_fail_later_in_transformers_are_refused_as_the_folder
     for pad in (65, 66):  # (64 leaves one position: a one-token input runs)
         with pytest.raises(ValueError, match=f"RobertaConfig.pad_token_id {pad} leaves no position"):
             RobertaConfig.from_dict({**small, "model_type": "roberta", "pad_token_id": pad})
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet", "roberta"])
+def test_a_null_or_negative_pad_token_id_runs_where_transformers_runs_it(tmp_path, family):
+    """BERT's and DistilBERT's pad_token_id only marks the word embeddings' padding row (no gradient; a negative
+    one counts from the end, as nn.Embedding takes it), and MPNet fixes its own: transformers runs them with a null
+    or negative one. RoBERTa counts positions from it: there it must be a token id."""
+    for pad in (None, -1):
+        c, folder = folder_of(tmp_path / str(pad), family)
+        edit(folder / "config.json", pad_token_id=pad)
+        if family == "roberta":
+            with pytest.raises(ValueError, match=f"config.json: .*Config.pad_token_id must be (int|a token id: "
+                                                 f"positions count from it), got {pad}"):
+                SentenceEncoder.from_pretrained(folder)
+            continue
+        assert_matches(c, folder)

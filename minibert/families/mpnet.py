@@ -39,7 +39,7 @@ class MPNetConfig(BertConfig):
 
     vocab_size: int = 30527  # transformers' defaults (released checkpoints set 514 positions, eps 1e-5)
     type_vocab_size: int = 0
-    pad_token_id: int = 1
+    pad_token_id: int | None = 1
     model_type: str = "mpnet"
     relative_attention_num_buckets: int = 32
 

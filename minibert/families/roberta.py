@@ -39,6 +39,9 @@ class RobertaConfig(BertConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.pad_token_id < 0:  # (an int: the field says so)
+            raise ValueError(f"RobertaConfig.pad_token_id must be a token id: positions count from it, got "
+                             f"{self.pad_token_id}")
         if self.pad_token_id > self.max_position_embeddings - 2:  # positions start after padding_idx
             raise ValueError(f"RobertaConfig.pad_token_id {self.pad_token_id} leaves no position: positions count "
                              f"from pad_token_id + 1, and max_position_embeddings is {self.max_position_embeddings}")

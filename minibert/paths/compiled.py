@@ -84,7 +84,8 @@ class CompiledBertModel(BertModel):
         cols = bucketed(L, self.bucket, self.max_tokens) - L
         # Pad columns are padding (the pad token, mask 0: RoBERTa's positions skip it); pad rows repeat
         # row 0, a real sentence, so that no row of the compiled batch is all padding.
-        pad_values = (self.config.pad_token_id, 0, 0)
+        pad_id = self.position_skip_id if self.position_skip_id is not None else (self.config.pad_token_id or 0)
+        pad_values = (pad_id % self.config.vocab_size, 0, 0)
         inputs = [torch.cat([F.pad(t, (0, cols), value=v), F.pad(t[:1], (0, cols), value=v).expand(rows, -1)])
                   for t, v in zip((input_ids, attention_mask, token_type_ids), pad_values, strict=True)]
         with torch._dynamo.config.patch(recompile_limits()):

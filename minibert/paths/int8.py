@@ -101,7 +101,9 @@ class Int8Linear(nn.Module):
 def random_ids(config, rows: int = 32, length: int = 24) -> torch.Tensor:
     """Random token ids, the same every time, without the padding id."""
     ids = torch.randint(0, config.vocab_size, (rows, length), generator=torch.Generator().manual_seed(0))
-    ids[ids == config.pad_token_id] = (config.pad_token_id + 1) % config.vocab_size
+    if config.pad_token_id is not None:
+        pad = config.pad_token_id % config.vocab_size
+        ids[ids == pad] = (pad + 1) % config.vocab_size
     return ids
 
 
