@@ -27,6 +27,16 @@ def mixed_dtypes(path: Path) -> None:
               path, metadata={"format": "pt"})
 
 
+def legacy_names(path: Path) -> None:
+    """LayerNorm's tensors under their TensorFlow-era names, gamma and beta, which transformers renames."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): t
+               for k, t in tensors.items()}
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
 def rewrite(c: dict, folder: Path) -> None:
     """The older forms and the settings left out or changed by hand."""
     config, tok_config = folder / "config.json", folder / "tokenizer_config.json"
@@ -47,6 +57,10 @@ def rewrite(c: dict, folder: Path) -> None:
                                              num_attention_heads=d["n_heads"] // 2, n_heads=d["n_heads"]))
     if c["mixed_dtype"] and c["dtype"] == "drop":  # the first tensor in name order decides transformers' dtype
         mixed_dtypes(folder / "model.safetensors")
+    if c["pad"]:  # BERT's, DistilBERT's and MPNet's marks only a padding row; RoBERTa counts positions from it
+        edit_json(config, lambda d: d.update(pad_token_id=None if c["pad"] == "null" else -1))
+    if c["legacy_names"]:
+        legacy_names(folder / "model.safetensors")
     template = "{% for m in messages %}says: {{ m['content'] }}{% endfor %}"
     if c["chat_template"] == "jinja":
         (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
@@ -109,8 +123,9 @@ def rewrite(c: dict, folder: Path) -> None:
         module_config.write_text(json.dumps(old))
     elif form == "model_args":
         edit_json(module_config, lambda d: d.update(model_args={"torch_dtype": "bfloat16"}))
-    elif form == "config_args":
-        edit_json(module_config, lambda d: d.update(config_args={"layer_norm_eps": 1e-3}))
+    elif form == "config_args":  # (an older torch_dtype there is the dtype, over config.json's dtype)
+        over = {"layer_norm_eps": 1e-3, **({"torch_dtype": "bfloat16"} if c["config_args_dtype"] else {})}
+        edit_json(module_config, lambda d: d.update(config_args=over))
     if form == "old_renamed" and c["family"] in ("roberta", "distilbert", "xlm-roberta"):
         module_config.rename(folder / f"sentence_{c['family']}_config.json")
     elif form == "no_modules":

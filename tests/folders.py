@@ -2,8 +2,9 @@
 
 ``draw(seed)`` picks a family, a tokenizer and the files it is written in, config.json settings (some left out,
 so that their defaults decide; a causal-LM architecture, BERT's names beside DistilBERT's, weights stored in mixed
-dtypes), a chat template, a pooling mode with or without the prompt, 0-2 Dense layers, Normalize or
-not, prompts, truncate_dim, the dtype, and encode options; ``choices(family, **settings)`` sets them by hand.
+dtypes, a null or negative pad_token_id, TensorFlow-era tensor names, a module config's torch_dtype), a chat
+template, a pooling mode with or without the prompt, 0-2 Dense layers, Normalize or not, prompts, truncate_dim,
+the dtype, and encode options; ``choices(family, **settings)`` sets them by hand.
 ``build`` makes the folder: transformers saves the model and tokenizer, sentence-transformers builds its
 pipeline on top and saves it; then ``folder_forms.rewrite`` writes the older forms and hand-made settings
 over it. The vocabularies are small, cased, and built the same way in every process.
@@ -132,7 +133,9 @@ def draw(seed: int) -> dict:
          "sentences": r.sample(range(len(SENTENCES)), r.randint(3, 7)),
          "causal": r.random() < 0.15, "is_causal": r.choice([None, None, True, False]),
          "chat_template": r.choice([None] * 12 + ["tokenizer_config", "jinja"]),
-         "bert_names": r.random() < 0.3, "mixed_dtype": r.random() < 0.3}
+         "bert_names": r.random() < 0.3, "mixed_dtype": r.random() < 0.3,
+         "config_args_dtype": r.random() < 0.5, "pad": r.choice([None] * 10 + ["null", "negative"]),
+         "legacy_names": r.random() < 0.1}
     if family in ("roberta", "xlm-roberta") and c["files"] == "vocab":
         c["files"] = "vocab" if family == "roberta" else "json"
     return c
@@ -149,7 +152,8 @@ def choices(family: str, seed: int = 0, **overrides) -> dict:
          "include_prompt": True, "dense": [], "normalize": False, "prompts": False, "default_prompt": False,
          "similarity": None, "truncate_dim": None, "pass_truncate": None, "normalize_embeddings": False,
          "batch_size": 8, "prompt_call": None, "int8": False, "sentences": list(range(len(SENTENCES))),
-         "causal": False, "is_causal": None, "chat_template": None, "bert_names": False, "mixed_dtype": False}
+         "causal": False, "is_causal": None, "chat_template": None, "bert_names": False, "mixed_dtype": False,
+         "config_args_dtype": False, "pad": None, "legacy_names": False}
     unknown = set(overrides) - set(c)
     if unknown:
         raise KeyError(f"not a choice: {sorted(unknown)}")
