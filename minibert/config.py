@@ -35,12 +35,16 @@ def declared_dtype(raw: dict, source: str = "config") -> torch.dtype | None:
 
 
 def laid_over(raw: dict, overrides: dict) -> dict:
-    """config.json's settings with a module config's ``config_kwargs`` over them, as transformers sets those: one by
-    one once config.json is read, where setting the older ``torch_dtype`` sets ``dtype`` (which would otherwise win
-    over it, ``declared_dtype``)."""
+    """config.json's settings with a module config's ``config_kwargs`` over them. transformers sets those once
+    config.json is read, and a ``torch_dtype`` or ``dtype`` there is the model's dtype (a null one: none named),
+    whichever of the two config.json holds."""
     out = dict(raw)
     for key, value in overrides.items():
-        out["dtype" if key == "torch_dtype" else key] = value
+        if key in ("dtype", "torch_dtype"):
+            out.pop("torch_dtype", None)
+            out["dtype"] = value
+        else:
+            out[key] = value
     return out
 
 
@@ -126,8 +130,8 @@ class BertConfig:
                 raise ValueError(f"{source}: {key}={raw[key]!r} is not supported by minibert "
                                  f"(supported: {[a for a in allowed if a is not None]})")
         for key, what in (("quantization_config", "quantizes the weights as it loads them"),
-                          ("per_layer_config", "gives layers settings of their own")):
-            if raw.get(key) is not None:
+                          ("per_layer_config", "gives layers settings of their own, or fails")):
+            if raw.get(key):  # (an empty one changes nothing)
                 raise ValueError(f"{source}: {key} is not supported by minibert (with it, transformers {what})")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in raw.items() if k in known}

@@ -47,6 +47,8 @@ HEADS = {"bert": (head_keys("cls.predictions.transform.dense", "cls.predictions.
          "roberta": (LM_HEAD, "gelu"), "xlm-roberta": (LM_HEAD, "gelu"), "mpnet": (LM_HEAD, "gelu")}
 # The output layer's weight, which a checkpoint may also hold: tied, it is the word embeddings again.
 TIED = ("cls.predictions.decoder.weight", "lm_head.decoder.weight", "vocab_projector.weight")
+# The output layer's bias where a checkpoint may hold it twice: tied, it is the head's bias again.
+TIED_BIASES = {"cls.predictions.decoder.bias": "cls.predictions.bias", "lm_head.decoder.bias": "lm_head.bias"}
 
 
 class MaskedLMHead(nn.Module):
@@ -74,7 +76,7 @@ def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMH
     folder with none of the head: an error naming its keys, or None when it is not ``required``."""
     config = bert.config
     keys = HEADS[config.model_type][0]
-    tensors = {weights.current_name(k): t for k, (t, _) in weights.load_safetensors(folder).items()}
+    tensors = {k: t for k, (t, _) in weights.current_names(weights.load_safetensors(folder), str(folder)).items()}
     found = {k: tensors[k] for k in tensors if k in keys.values()}
     if not found:
         if not required:
@@ -86,16 +88,20 @@ def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMH
     expected = {keys[name]: tuple(t.shape) for name, t in head.state_dict().items()}
     weights.check_tensors(found, expected, f"{folder}'s masked-language-model head",
                           f"{folder / 'config.json'} ({config.model_type})")
-    # minibert's output layer is the word embeddings. transformers ties it to them only where tie_word_embeddings
-    # is true and the folder stores no other: a stored one that differs runs as stored, and with the flag false
-    # the output layer is the model's own (its weight and bias, stored or drawn at random).
+    # minibert's output layer is the word embeddings (and the head's bias). transformers ties it to them only where
+    # tie_word_embeddings is true and the folder stores no other: a stored one that differs (in the dtype the model
+    # runs in) runs as stored, and with the flag false the output layer is the model's own (stored, or random).
     if read_json(folder / "config.json").get("tie_word_embeddings", True) is False:
         raise ValueError(f"{folder / 'config.json'}: tie_word_embeddings is false, so transformers runs an output "
                          "layer of its own (stored, or drawn at random); minibert's is the word embeddings")
-    for key in TIED:
-        if key in tensors and not torch.equal(tensors[key], bert.embeddings.word.weight.cpu()):
-            raise ValueError(f"{folder}: {key} differs from the word embeddings, so transformers runs it as its "
-                             "own output layer; minibert's is the word embeddings")
+    word = bert.embeddings.word.weight.detach().cpu()
+    tied = {**dict.fromkeys(TIED, ("the word embeddings", word)),
+            **{key: (bias, tensors.get(bias)) for key, bias in TIED_BIASES.items()}}
+    for key, (what, target) in tied.items():
+        if key in tensors and target is not None \
+                and not torch.equal(tensors[key].to(word.dtype), target.to(word.dtype)):
+            raise ValueError(f"{folder}: {key} differs from {what}, so transformers runs it as the output layer's "
+                             "own; minibert ties the output layer to the word embeddings and the head's bias")
     head.load_state_dict({name: found[key] for name, key in keys.items()}, strict=True, assign=True)
     bert_param = next(bert.parameters())
     return head.to(bert_param.device, bert_param.dtype)

@@ -9,6 +9,7 @@ maps tensors; ``BertModel.from_pretrained`` (model.py) builds the model and load
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +22,23 @@ from minibert.config import declared_dtype
 # Keys in BERT checkpoints that are not part of the encoder: they are skipped and reported.
 # `position_ids` (arange(512)) and `token_type_ids` (zeros) are buffers that older transformers versions saved.
 IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
-# Names of TensorFlow-era checkpoints that transformers still reads, renamed as it renames them.
-LEGACY_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+# Names of TensorFlow-era checkpoints that transformers still reads, renamed as it renames them (a whole name part).
+LEGACY_NAMES = {r"LayerNorm\.gamma(?!\w)": "LayerNorm.weight", r"LayerNorm\.beta(?!\w)": "LayerNorm.bias"}
 
 
-def current_name(key: str) -> str:
-    """A checkpoint key under today's name: ``...LayerNorm.gamma`` is ``...LayerNorm.weight``, and so on."""
-    for old, new in LEGACY_NAMES.items():
-        key = key.replace(old, new)
-    return key
+def current_names(tensors: dict, source: str) -> dict:
+    """``tensors`` (key -> anything) under today's names: ``...LayerNorm.gamma`` is ``...LayerNorm.weight``, and
+    so on. A tensor stored under both names is refused (transformers would keep one of the two, unsaid)."""
+    out, keys = {}, {}
+    for key, value in tensors.items():
+        name = key
+        for old, new in LEGACY_NAMES.items():
+            name = re.sub(old, new, name)
+        if name in out:
+            raise ValueError(f"{source}: tensors {keys[name]!r} and {key!r} are both {name!r} (LayerNorm's gamma and "
+                             "beta are older names of its weight and bias)")
+        out[name], keys[name] = value, key
+    return out
 TASK_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.",  # BERT, RoBERTa, MPNet
                       "vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "pre_classifier.")  # DistilBERT
 
@@ -138,20 +147,16 @@ class LoadReport:
 def split_encoder_tensors(tensors: dict[str, tuple[torch.Tensor, Path]], source: str,
                           model_prefix: str = "bert.") -> tuple[dict[str, tuple[torch.Tensor, Path]], LoadReport]:
     """Strip the model prefix (``bert.`` in BertFor... checkpoints; each family has its own), give legacy names
-    their current ones (``current_name``) and set aside task heads and legacy buffers (reported, not loaded)."""
+    their current ones (``current_names``) and set aside task heads and legacy buffers (reported, not loaded)."""
     prefix = model_prefix if any(k.startswith(model_prefix + "embeddings.") for k in tensors) else ""
     report = LoadReport(source=source, prefix=prefix)
     encoder: dict[str, tuple[torch.Tensor, Path]] = {}
-    keys: dict[str, str] = {}  # encoder name -> the checkpoint's key
-    for key, value in tensors.items():
-        bare = current_name(key[len(prefix):] if key.startswith(prefix) else key)
+    for key, value in current_names(tensors, source).items():
+        bare = key[len(prefix):] if key.startswith(prefix) else key
         if bare.endswith(IGNORED_SUFFIXES) or key.startswith(TASK_HEAD_PREFIXES):
             report.skipped.append(key)
-        elif bare in encoder:
-            raise ValueError(f"{source}: tensors {keys[bare]!r} and {key!r} are both {bare!r} "
-                             f"({', '.join(LEGACY_NAMES)} are older names of {', '.join(LEGACY_NAMES.values())})")
         else:
-            encoder[bare], keys[bare] = value, key
+            encoder[bare] = value
     return encoder, report
 
 

@@ -57,7 +57,6 @@ REFUSALS = {
     "chat template in a plain folder": r"a chat template, which sentence-transformers renders",
     "a causal mask": r"is_causal=True is not supported",
     "processor_class over tokenizer_class": r"processor_class .*: sentence-transformers builds the tokenizer",
-    "RoBERTa's pad_token_id not a token id": r"RobertaConfig.pad_token_id must be|Config.pad_token_id must be int",
 }
 
 

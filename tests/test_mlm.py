@@ -140,8 +140,9 @@ def test_a_folder_without_a_head_is_refused(minilm_dir):
 def test_an_output_layer_transformers_would_not_tie_is_refused(mlm_dirs, tmp_path):
     """transformers ties the output layer to the word embeddings only where tie_word_embeddings is true and the
     folder stores no other: a stored one that differs runs as stored, and with the flag false the output layer
-    is the model's own (stored, or drawn at random). minibert's is the word embeddings: both are refused; a
-    stored one equal to the word embeddings is tied, as transformers ties it."""
+    is the model's own (stored, or drawn at random; a stored copy equal to the word embeddings trains apart from
+    them). minibert's is the word embeddings: both are refused; a stored one equal to the word embeddings (in the
+    dtype the model runs in) is tied, as transformers ties it. The same holds for the output layer's bias."""
     import json
     import shutil
 
@@ -151,9 +152,10 @@ def test_an_output_layer_transformers_would_not_tie_is_refused(mlm_dirs, tmp_pat
         folder = tmp_path / name
         shutil.copytree(mlm_dirs["bert"], folder)
         tensors = load_file(str(folder / "model.safetensors"))
-        embeddings = tensors["bert.embeddings.word_embeddings.weight"]
+        embeddings, bias = tensors["bert.embeddings.word_embeddings.weight"], tensors["cls.predictions.bias"]
         if decoder is not None:
             tensors["cls.predictions.decoder.weight"] = embeddings + 0.5 if decoder == "other" else embeddings.clone()
+            tensors["cls.predictions.decoder.bias"] = bias + 0.5 if decoder == "other bias" else bias.clone()
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": tie}))
@@ -162,14 +164,21 @@ def test_an_output_layer_transformers_would_not_tie_is_refused(mlm_dirs, tmp_pat
     inputs, mask, _ = masked_batch(MaskedLanguageModel.from_pretrained(mlm_dirs["bert"]))
     with torch.no_grad():
         tied = reference(mlm_dirs["bert"])(input_ids=inputs, attention_mask=mask).logits
-        for decoder, tie in (("other", True), ("other", False), (None, False), ("equal", False)):
+        for decoder, tie in (("other", True), ("other bias", True), ("other", False), (None, False),
+                             ("equal", False)):
             folder = folder_with(f"{decoder}-{tie}", decoder, tie)
             untied = reference(folder)(input_ids=inputs, attention_mask=mask).logits
-            assert (untied - tied).abs().max() > 0.1  # transformers runs an output layer other than the tied one
-            with pytest.raises(ValueError, match="differs from the word embeddings|tie_word_embeddings is false"):
+            if decoder != "equal":  # (an equal copy gives the same logits, but trains apart from the embeddings)
+                assert (untied - tied).abs().max() > 0.1  # transformers runs an output layer other than the tied one
+            with pytest.raises(ValueError, match="differs from (the word embeddings|cls.predictions.bias)"
+                                                 "|tie_word_embeddings is false"):
                 MaskedLanguageModel.from_pretrained(folder)
         folder = folder_with("equal-True", "equal", True)
         assert_close(MaskedLanguageModel.from_pretrained(folder)(inputs, mask).logits, tied, atol=1e-5, rtol=1e-5)
+        ours = MaskedLanguageModel.from_pretrained(folder, dtype=torch.bfloat16)  # equal in the dtype it runs in
+        theirs = transformers.AutoModelForMaskedLM.from_pretrained(str(folder), dtype=torch.bfloat16).eval()
+        assert_close(ours(inputs, mask).logits.float(), theirs(input_ids=inputs, attention_mask=mask).logits.float(),
+                     atol=0.1, rtol=0.05)
 
 
 def within(rate: torch.Tensor, p: float, n: int) -> bool:

@@ -51,7 +51,8 @@ class MPNetConfig(BertConfig):
 
     @classmethod
     def from_hf(cls, raw: dict) -> dict:
-        return {**raw, "type_vocab_size": 0}  # MPNet has no token type embeddings
+        # MPNet has no token type embeddings, and its padding id is fixed, whatever config.json says
+        return {**raw, "type_vocab_size": 0, "pad_token_id": PADDING_IDX}
 
 
 def relative_bucket(distance: torch.Tensor) -> torch.Tensor:

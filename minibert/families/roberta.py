@@ -39,9 +39,9 @@ class RobertaConfig(BertConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pad_token_id < 0:  # (an int: the field says so)
-            raise ValueError(f"RobertaConfig.pad_token_id must be a token id: positions count from it, got "
-                             f"{self.pad_token_id}")
+        if self.pad_token_id < -1:  # (an int: the field says so; -1 matches no token: positions 0, 1, ...)
+            raise ValueError(f"RobertaConfig.pad_token_id must be a token id or -1: positions count from it + 1, "
+                             f"got {self.pad_token_id}")
         if self.pad_token_id > self.max_position_embeddings - 2:  # positions start after padding_idx
             raise ValueError(f"RobertaConfig.pad_token_id {self.pad_token_id} leaves no position: positions count "
                              f"from pad_token_id + 1, and max_position_embeddings is {self.max_position_embeddings}")
@@ -78,7 +78,8 @@ class RobertaEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.max_tokens = config.max_position_embeddings - self.padding_idx - 1  # the rest are below the first
-        self.position_skip_id = self.padding_idx  # pads take no position: where they sit moves no token
+        # pads take no position: where they sit moves no token (with -1 no token is skipped: positions are columns)
+        self.position_skip_id = self.padding_idx if self.padding_idx >= 0 else None
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         if input_ids.shape[1] > self.max_tokens:
