@@ -121,9 +121,10 @@ def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> tup
         return CLASS_OF_MODEL_TYPE[model_type], CLASS_OF_MODEL_TYPE[model_type] == "BertTokenizer"
     if not isinstance(name, str):
         raise ValueError(f"{source} must be a class name, got {name!r}")
-    if canonical_class(name) is None:
+    built = canonical_class(name)
+    if built is None:
         raise ValueError(f"{source} {name!r} is not a tokenizer minibert builds (it builds {', '.join(CLASSES)})")
-    return canonical_class(name), name.removesuffix("Fast") == "BertTokenizer"
+    return built, name.removesuffix("Fast") == "BertTokenizer"
 
 
 # Unicode's White_Space characters, which the tokenizers library's trim drops (Python's rstrip() drops U+001C to

@@ -24,6 +24,8 @@ from minibert.config import declared_dtype
 IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
 # Names of TensorFlow-era checkpoints that transformers still reads, renamed as it renames them (a whole name part).
 LEGACY_NAMES = {r"LayerNorm\.gamma(?!\w)": "LayerNorm.weight", r"LayerNorm\.beta(?!\w)": "LayerNorm.bias"}
+TASK_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.",  # BERT, RoBERTa, MPNet
+                      "vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "pre_classifier.")  # DistilBERT
 
 
 def current_names(tensors: dict, source: str) -> dict:
@@ -39,8 +41,6 @@ def current_names(tensors: dict, source: str) -> dict:
                              "beta are older names of its weight and bias)")
         out[name], keys[name] = value, key
     return out
-TASK_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.",  # BERT, RoBERTa, MPNet
-                      "vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "pre_classifier.")  # DistilBERT
 
 
 def bert_key_map(num_layers: int, with_pooler: bool) -> dict[str, str]:

@@ -20,7 +20,6 @@ tests/test_differential.py runs a fixed number in the suite.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -43,6 +42,7 @@ import torch  # noqa: E402
 
 from minibert.verify import INT8_LOWEST_COSINE, INT8_MEAN_COSINE  # noqa: E402
 
+from folder_forms import edit_json  # noqa: E402
 from folders import SENTENCES, build, choices, draw  # noqa: E402
 
 # What minibert may refuse, each a setting docs/parity.md lists (matched against the error's message).
@@ -189,9 +189,7 @@ def assert_matches(c: dict, folder: Path) -> None:
 
 def edit(path: Path, **changes) -> None:
     """Set keys of a JSON file (made if missing)."""
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data.update(changes)
-    path.write_text(json.dumps(data))
+    edit_json(path, lambda data: data.update(changes))
 
 
 def run(seed: int, root: Path) -> Outcome:

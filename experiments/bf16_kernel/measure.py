@@ -11,9 +11,11 @@ kernels per shape), the later ones run the same shapes again. Embeddings are com
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,9 +32,9 @@ from timing import in_turn  # noqa: E402
 KERNELS = ("blas", "onednn")
 
 
-def one_process(kernel: str) -> None:
-    """In a child process: three timed encodes with bf16's linears on ``kernel``; prints the seconds and where the
-    embeddings are."""
+def one_process(kernel: str, out: Path) -> None:
+    """In a child process: three timed encodes with bf16's linears on ``kernel``; prints the seconds, and saves the
+    embeddings as ``out``."""
     args, folder, sentences = encode_study(__doc__.split("\n")[0])
     encoder = SentenceEncoder.from_pretrained(folder, dtype=torch.bfloat16, path="fast")
     measured = kernels.linear_kernel(torch.bfloat16)  # (what this process would choose; then the one asked for)
@@ -43,21 +45,22 @@ def one_process(kernel: str) -> None:
         start = time.perf_counter()
         embeddings = encoder.encode(sentences)
         seconds.append(time.perf_counter() - start)
-    out = Path(f"/tmp/bf16_kernel_{kernel}.npy")
     np.save(out, embeddings)
-    print(json.dumps({"seconds": seconds, "measured": measured, "embeddings": str(out)}))
+    print(json.dumps({"seconds": seconds, "measured": measured}))
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        kernel = sys.argv.pop(2)
-        sys.argv.pop(1)
-        return one_process(kernel)
+    if len(sys.argv) > 3 and sys.argv[1] == "--child":
+        kernel, out = sys.argv[2], Path(sys.argv[3])
+        del sys.argv[1:4]
+        return one_process(kernel, out)
     args, _, sentences = encode_study(__doc__.split("\n")[0])
     runs = {kernel: [] for kernel in KERNELS}
+    scratch = Path(tempfile.mkdtemp())  # each kernel's last embeddings
     for turn in range(args.rounds):
         for kernel in in_turn(KERNELS, turn):
-            command = [sys.executable, __file__, "--child", kernel, *sys.argv[1:]]
+            out = scratch / f"{kernel}.npy"
+            command = [sys.executable, __file__, "--child", kernel, str(out), *sys.argv[1:]]
             lines = subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()
             runs[kernel].append(json.loads(lines[-1]))
     print(f"{cpu_name()}; torch {torch.__version__}; {len(sentences)} sentences, batch 32, {args.threads} threads; "
@@ -73,7 +76,8 @@ def main() -> None:
     (blas_first, blas_later), (onednn_first, onednn_later) = rates["blas"], rates["onednn"]
     print(f"oneDNN over F.linear: first encode {onednn_first / blas_first:.2f}x, "
           f"later {onednn_later / blas_later:.2f}x")
-    a, b = (np.load(runs[kernel][-1]["embeddings"]) for kernel in KERNELS)
+    a, b = (np.load(scratch / f"{kernel}.npy") for kernel in KERNELS)
+    shutil.rmtree(scratch)
     print(f"max |embedding difference| between the kernels: {np.abs(a.astype(np.float64) - b).max():.2e}")
 
 

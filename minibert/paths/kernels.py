@@ -97,9 +97,10 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     once, and not tried again for that dtype in this process), F.linear computes the same; inputs that F.linear
     refuses too get F.linear's own error."""
     if ONEDNN_OP is not None and x.dtype not in ONEDNN_FAILED:
-        # a strided weight or bias is read wrong, or slowly: give the op contiguous ones (a no-op for most)
-        form = kept(weight, ("packed",), lambda: pack(weight)) if keep and not weight.is_mkldnn else None
-        weight = form if form is not None else weight if weight.is_mkldnn else weight.contiguous()
+        if not weight.is_mkldnn:  # (a packed weight runs as it is)
+            form = kept(weight, ("packed",), lambda: pack(weight)) if keep else None
+            # a strided weight or bias is read wrong, or slowly: give the op contiguous ones (a no-op for most)
+            weight = form if form is not None else weight.contiguous()
         bias = None if bias is None else bias.contiguous()
         try:
             if gelu is None:
