@@ -251,7 +251,9 @@ class BertModel(nn.Module):
         return weights.bert_key_map(config.num_hidden_layers, with_pooler)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> BertOutput:
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                pool: bool = True) -> BertOutput:
+        """``pool=False`` skips the pooler (``pooler_output`` None): SBERT's pooling reads the token states only."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)
@@ -260,7 +262,7 @@ class BertModel(nn.Module):
         for block in self.blocks:
             x = block(x, attention_mask, bias)
             states.append(x)
-        pooled = self.pooler(x) if self.pooler is not None else None
+        pooled = self.pooler(x) if self.pooler is not None and pool else None
         return BertOutput(x, pooled, tuple(states) if output_hidden_states else None)
 
     @classmethod
@@ -279,7 +281,7 @@ class BertModel(nn.Module):
             raise FileNotFoundError(f"model folder not found: {folder}")
         raw_config = read_json(folder / "config.json", "config file")
         if isinstance(raw_config, dict) and config_overrides:
-            raw_config = laid_over(raw_config, config_overrides)
+            raw_config = laid_over(raw_config, config_overrides, cls.config_class.unset_by_default)
         config = cls.config_class.from_dict(raw_config, source=str(folder / "config.json"))
         stored = weights.load_safetensors(folder)
         tensors, report = weights.split_encoder_tensors(stored, str(folder), cls.hf_prefix)

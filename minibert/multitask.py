@@ -122,7 +122,7 @@ class MultiTaskModel(nn.Module):
             raise ValueError(f"task {task!r}: the batch lacks {missing} (got {sorted(batch)}); "
                              f"make it with model.collate({task!r}, examples)")
         hidden = self.encoder.bert(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                                   output_hidden_states=bool(spec.branch))
+                                   output_hidden_states=bool(spec.branch), pool=False)
         features = self.task_features(task, hidden, batch["attention_mask"], encoder_grad)
         head = self.heads[task]
         logits = head(features, batch) if getattr(head, "reads_batch", False) else head(features)

@@ -128,7 +128,7 @@ class SentenceEncoder(nn.Module):
         Token-level heads read the first, sentence-level heads the second. ``prompt_length``: the first
         tokens of every row are a prompt ([CLS] included), left out of the pooling when the folder's
         pooling says ``include_prompt = false``, as sentence-transformers does."""
-        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, pool=False).last_hidden_state
         return self.pool_states(hidden, attention_mask, prompt_length)
 
     def pool_states(self, hidden: torch.Tensor, attention_mask: torch.Tensor,

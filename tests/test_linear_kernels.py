@@ -4,6 +4,7 @@ channels, as a BLAS sums them. Values against hand-computed sums and the referen
 from __future__ import annotations
 
 import gc
+import types
 
 import pytest
 import torch
@@ -145,16 +146,22 @@ def test_every_optimizer_step_is_seen_fused_ones_too(monkeypatch, kernel):
 
 
 @pytest.mark.parametrize("kernel", ["blocked", "onednn"])
-def test_forward_mode_gradients_are_f_linears(monkeypatch, kernel):
+@pytest.mark.parametrize("level_known", [True, False], ids=["level known", "private level missing"])
+def test_forward_mode_gradients_are_f_linears(monkeypatch, kernel, level_known):
     """The kernels have no forward-mode formula: a dual tensor's linear runs F.linear, tangent and all, rather
-    than dropping the tangent."""
+    than dropping the tangent; also where torch lacks the private global that says a dual level is open."""
     import torch.autograd.forward_ad as forward_ad
 
+    assert not kernels.forward_ad_open()
+    if not level_known:  # kernels sees a forward_ad module without it
+        monkeypatch.setattr(kernels, "forward_ad", types.SimpleNamespace(unpack_dual=forward_ad.unpack_dual))
+        assert kernels.forward_ad_open()  # unknown: every input is checked for a tangent
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, kernel)
     generator = torch.Generator().manual_seed(3)
     x, tangent = torch.randn(5, 400, generator=generator), torch.randn(5, 400, generator=generator)
     weight, bias = torch.randn(8, 400, generator=generator), torch.randn(8, generator=generator)
     with forward_ad.dual_level():
+        assert kernels.forward_ad_open()
         y = kernels.cpu_linear(forward_ad.make_dual(x, tangent), weight, bias, gelu="none")
         value, derivative = forward_ad.unpack_dual(y)
     assert derivative is not None

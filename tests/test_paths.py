@@ -217,6 +217,43 @@ def test_written_out_attention_equals_the_formula(length, masked, with_bias):
     torch.testing.assert_close(got.double(), dropped @ v.double(), atol=1e-5, rtol=1e-5)
 
 
+def test_the_attention_term_is_made_once_per_forward(monkeypatch):
+    """Every layer of a forward has the same mask (and MPNet's bias): the written-out attention makes their
+    term on the scores in the first layer, the others reuse it, and the next forward makes its own."""
+    made = []
+    real = attention_kernels.scores_term
+    monkeypatch.setattr(attention_kernels, "scores_term", lambda *args: made.append(args[2]) or real(*args))
+    monkeypatch.setitem(attention_kernels.ATTENTION_CHOSEN, torch.float32, "products")
+    torch.manual_seed(0)
+    ref = BertModel(SMALL).eval()  # two layers
+    model = convert(ref, "fast")
+    ids, mask = small_batch()
+    with torch.no_grad():
+        for rows, length in ((3, 9), (2, 5)):
+            got = model(ids[:rows, :length], mask[:rows, :length]).last_hidden_state
+            expected = ref(ids[:rows, :length], mask[:rows, :length]).last_hidden_state
+            real_rows = mask[:rows, :length].bool()
+            torch.testing.assert_close(got[real_rows], expected[real_rows], atol=1e-5, rtol=1e-4)
+    assert made == [(3, 4, 9), (2, 4, 5)]
+
+
+def test_pool_false_skips_the_pooler_on_every_path_and_encoders_never_run_it(monkeypatch, minilm_dir, sentences):
+    torch.manual_seed(1)
+    ref = BertModel(SMALL).eval()
+    ids, mask = small_batch()
+    for path in ("reference", "fast", "int8"):
+        model = convert(ref, path)
+        with torch.no_grad():
+            full, bare = model(ids, mask), model(ids, mask, pool=False)
+        assert full.pooler_output is not None and bare.pooler_output is None, path
+        assert torch.equal(bare.last_hidden_state, full.last_hidden_state), path
+    encoder = SentenceEncoder.from_pretrained(minilm_dir)
+    expected = encoder.encode(sentences)
+    assert encoder.bert.pooler is not None  # the folder has one; SBERT's pooling never reads it
+    monkeypatch.setattr(type(encoder.bert.pooler), "forward", lambda *args: pytest.fail("the pooler ran"))
+    np.testing.assert_array_equal(encoder.encode(sentences), expected)
+
+
 def test_written_out_attention_adds_a_float32_bias_in_float32_under_autocast(monkeypatch):
     """MPNet's bias is a float32 parameter: under bf16 autocast model.py adds it to the bf16 scores in float32,
     so softmax and dropout run in float32; the fast path must not round the bias to bf16 first."""

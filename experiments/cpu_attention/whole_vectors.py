@@ -2,7 +2,7 @@
 inside the scaled product, in two tables:
 
 1. softmax alone, per row length: PyTorch's CPU softmax over rows of L scores, and over the same rows padded
-   with masked scores to a multiple of 64 bytes (16 float32, 32 bf16), as ``attention_kernels.whole_vectors``
+   with masked scores to a multiple of 64 bytes (16 float32, 32 bf16), as ``attention_kernels.products_attention``
    pads them (32 sentences x 12 heads x L queries, microseconds, best of 5 rounds of 200 calls);
 2. whole encodes of STS-B test (2,758 sentences, batch 32), the attention as it ran before (below) against
    now, alternating in one process, for fast float32, fast bf16 and int8 (sentences/s, median of the rounds).

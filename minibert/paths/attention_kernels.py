@@ -18,29 +18,35 @@ ATTENTIONS = ("products", "sdpa")  # the ways the fast path's CPU attention can 
 
 
 def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
-                       bias: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+                       bias: torch.Tensor | None = None, dropout_p: float = 0.0,
+                       terms: dict | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(D) + bias, masked) v, written out: q, k, v (B, H, L, D); ``keep`` (B, 1, 1, L) bool
     (True: a real key) or None; attention dropout ``dropout_p`` on the probabilities. The same sums as
-    ``model.py``'s, in fewer operators: the mask is an additive term (0 for a real key, the dtype's lowest value
-    for a padded one, which softmax turns into a probability of exactly 0), added with the scaled scores in one
-    batched product (``baddbmm``); and without dropout the keys are padded to whole vectors (``whole_vectors``).
+    ``model.py``'s, in fewer operators: the mask and the bias are one additive term (``scores_term``), added with
+    the scaled scores in one batched product (``baddbmm``); and without dropout the keys are padded to whole
+    vectors: 64 bytes' worth of scores (16 in float32, 32 in bf16). PyTorch's CPU softmax runs vector code
+    along a row and scalar code on what is left over, so a row of 12 float32 scores is all leftover and takes
+    several times as long as a row of 16; the padded keys are masked, so the result is the same. ``terms``: a
+    dict that keeps the additive term for the next call with the same mask and bias (every layer of a forward).
     In bf16 where bf16 linears are upcast (no bf16 instructions), computed in float32 and rounded back, for
     the same reason."""
     if q.dtype == torch.bfloat16 and kernels.CHOSEN.get(torch.bfloat16) == "upcast":
         with torch.autocast("cpu", enabled=False):
-            y = products_attention(q.float(), k.float(), v.float(), keep, bias, dropout_p)
+            y = products_attention(q.float(), k.float(), v.float(), keep, bias, dropout_p, terms)
         return y.to(q.dtype)
     B, H, L, D = q.shape
-    if dropout_p == 0.0:  # (with dropout the probabilities keep the reference's shape, and so its random draws)
-        k, v, keep, bias = whole_vectors(k, v, keep, bias)
     keys = k.shape[2]
+    if dropout_p == 0.0:  # (with dropout the probabilities keep the reference's shape, and so its random draws)
+        extra = -keys % (64 // k.element_size())
+        if extra:
+            k, v = F.pad(k, (0, 0, 0, extra)), F.pad(v, (0, 0, 0, extra))
+        keys += extra
     dtype = q.dtype if bias is None else torch.promote_types(q.dtype, bias.dtype)  # (a float32 bias: float32)
-    added = torch.zeros(B if keep is not None else 1, 1, 1, keys, dtype=dtype, device=q.device)
-    if keep is not None:
-        added.masked_fill_(~keep, torch.finfo(dtype).min)
-    if bias is not None:
-        added = added + bias  # (B or 1, H, L, keys)
-    added = added.expand(B, H, added.shape[2], keys).reshape(B * H, added.shape[2], keys)
+    added = None if terms is None else terms.get((dtype, H, keys))
+    if added is None:
+        added = scores_term(keep, bias, (B, H, L), keys, dtype, q.device)
+        if terms is not None:
+            terms[dtype, H, keys] = added
     q, k = q.reshape(B * H, L, D), k.reshape(B * H, keys, D).transpose(1, 2)
     if dtype == q.dtype and not torch.is_autocast_enabled(q.device.type):
         scores = torch.baddbmm(added, q, k, alpha=D ** -0.5)
@@ -51,19 +57,26 @@ def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
     return torch.bmm(probabilities, v.reshape(B * H, keys, D)).view(B, H, L, D)
 
 
-def whole_vectors(k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, bias: torch.Tensor | None):
-    """k and v with padded keys added, up to a multiple of 64 bytes' worth of scores (16 in float32, 32 in
-    bf16), masked (``keep``) and with a zero bias. PyTorch's CPU softmax runs vector code along a row and
-    scalar code on what is left over: a row of 12 float32 scores is all leftover, and takes several times
-    as long as a row of 16. The padded keys get probability 0, so the result is the same."""
-    length = k.shape[2]
-    extra = -length % (64 // k.element_size())
-    if extra == 0:
-        return k, v, keep, bias
-    if keep is None:
-        keep = torch.ones(1, 1, 1, length, dtype=torch.bool, device=k.device)
-    k, v, keep = F.pad(k, (0, 0, 0, extra)), F.pad(v, (0, 0, 0, extra)), F.pad(keep, (0, extra))
-    return k, v, keep, None if bias is None else F.pad(bias, (0, extra))
+def scores_term(keep: torch.Tensor | None, bias: torch.Tensor | None, shape: tuple[int, int, int], keys: int,
+                dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """What is added to the scaled scores of a (B, H, L) batch of queries over ``keys`` keys (the L real and
+    padded ones, then the keys added to whole vectors): 0 for a real key, the dtype's lowest value for a padded
+    or added one (softmax turns it into a probability of exactly 0), plus the bias (B or 1, H, L, L) if any.
+    Shape (B * H, L or 1, keys), as ``baddbmm`` takes it."""
+    B, H, L = shape
+    extra = keys - L
+    if keep is None and extra:
+        keep = torch.ones(1, 1, 1, L, dtype=torch.bool, device=device)
+    if keep is not None and extra:
+        keep = F.pad(keep, (0, extra))  # (False: the added keys are masked)
+    if bias is not None and extra:
+        bias = F.pad(bias, (0, extra))
+    added = torch.zeros(B if keep is not None else 1, 1, 1, keys, dtype=dtype, device=device)
+    if keep is not None:
+        added.masked_fill_(~keep, torch.finfo(dtype).min)
+    if bias is not None:
+        added = added + bias  # (B or 1, H, L, keys)
+    return added.expand(B, H, added.shape[2], keys).reshape(B * H, added.shape[2], keys)
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:

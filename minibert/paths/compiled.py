@@ -70,7 +70,8 @@ class CompiledBertModel(BertModel):
         self.compiled_forward = torch.compile(BertModel.forward, mode=mode, dynamic=bucket is None, fullgraph=True)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> BertOutput:
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                pool: bool = True) -> BertOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -78,7 +79,7 @@ class CompiledBertModel(BertModel):
         if self.bucket is None:  # symbolic sizes: every batch as it is
             with torch._dynamo.config.patch(recompile_limits()):
                 return self.compiled_forward(self, input_ids, attention_mask, token_type_ids,
-                                             output_hidden_states=output_hidden_states)
+                                             output_hidden_states=output_hidden_states, pool=pool)
         B, L = input_ids.shape
         rows = next_power_of_two(B) - B
         cols = bucketed(L, self.bucket, self.max_tokens) - L
@@ -89,7 +90,7 @@ class CompiledBertModel(BertModel):
         inputs = [torch.cat([F.pad(t, (0, cols), value=v), F.pad(t[:1], (0, cols), value=v).expand(rows, -1)])
                   for t, v in zip((input_ids, attention_mask, token_type_ids), pad_values, strict=True)]
         with torch._dynamo.config.patch(recompile_limits()):
-            out = self.compiled_forward(self, *inputs, output_hidden_states=output_hidden_states)
+            out = self.compiled_forward(self, *inputs, output_hidden_states=output_hidden_states, pool=pool)
         pooled = out.pooler_output[:B] if out.pooler_output is not None else None
         hidden = tuple(h[:B, :L] for h in out.hidden_states) if output_hidden_states else None
         return BertOutput(out.last_hidden_state[:B, :L], pooled, hidden)

@@ -87,6 +87,7 @@ class Packing(NamedTuple):
     keep: torch.Tensor | None  # (B, 1, 1, L) bool attention mask, or None when no sentence is padded
     cu_seqlens: torch.Tensor  # (B + 1,) int32: sentence b's tokens are packed rows cu[b]:cu[b + 1]
     max_len: int
+    terms: dict  # the CPU attention's mask and bias as one term on the scores, made by the first layer for all
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor, pack_above: float = 0.0) -> Packing:
@@ -100,7 +101,7 @@ class Packing(NamedTuple):
         max_len = int(lengths.max()) if B else 0
         padded = 1 - total / max(B * L, 1)  # 0 for a batch without padding: its rows are its grid
         index = real.flatten().nonzero().squeeze(1) if padded > pack_above else None
-        return cls(index, (B, L), keep, cu_seqlens, max_len)
+        return cls(index, (B, L), keep, cu_seqlens, max_len, {})
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, ...) -> (T, ...): the rows the layers run on."""
@@ -152,7 +153,7 @@ class PackedSelfAttention(nn.Module):
         elif qkv.device.type == "cpu" and bias is None and dropout_p == 0.0 and attention_kernel(q.dtype) == "sdpa":
             y = sdpa_attention(q, k, v, packing.keep)  # the fused kernel, where it measured faster on this CPU
         else:  # written out: a bias (MPNet's) and attention dropout always run here, as in the reference
-            y = products_attention(q, k, v, packing.keep, bias, dropout_p)
+            y = products_attention(q, k, v, packing.keep, bias, dropout_p, packing.terms)
         return packing.pack(y.transpose(1, 2)).reshape(T, C)  # (B, H, L, D) -> (T, H, D) -> (T, C)
 
 
@@ -202,7 +203,8 @@ class FastBertModel(BertModel):
             block.attention.dropout_p = p
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False) -> BertOutput:
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                pool: bool = True) -> BertOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # On the CPU a batch keeps its grid when at most a tenth of it is padding (longest-first batches, as
@@ -216,6 +218,6 @@ class FastBertModel(BertModel):
             x = block(x, packing, bias)
             states.append(x)
         x = packing.unpack(x)
-        pooled = self.pooler(x) if self.pooler is not None else None
+        pooled = self.pooler(x) if self.pooler is not None and pool else None
         hidden = tuple(packing.unpack(h) for h in states) if output_hidden_states else None
         return BertOutput(x, pooled, hidden)

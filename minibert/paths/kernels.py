@@ -288,12 +288,19 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     kernel = linear_kernel(x.dtype)
     if kernel in ("onednn", "blocked"):
         tensors = (x, weight, bias)
-        if any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        if forward_ad_open() and any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
             return blas_linear(x, weight, bias, gelu)  # forward-mode AD: F.linear has its formula, these kernels none
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             return with_gelu(KernelLinear.apply(x, weight, bias, LINEARS[kernel]), gelu)
         return LINEARS[kernel](x, weight, bias, gelu, keep)  # inference, or a frozen layer: the packed form kept
     return LINEARS[kernel](x, weight, bias, gelu)
+
+
+def forward_ad_open() -> bool:
+    """Whether a forward-mode AD level is open: only inside one can a tensor carry a tangent. (A private global
+    of ``torch.autograd.forward_ad``; where this torch lacks it, True, and every input is checked.)"""
+    level = getattr(forward_ad, "_current_level", None)
+    return not isinstance(level, int) or level >= 0
 
 
 class KernelLinear(torch.autograd.Function):
