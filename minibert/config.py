@@ -34,12 +34,15 @@ def declared_dtype(raw: dict, source: str = "config") -> torch.dtype | None:
     return FLOAT_DTYPES[name]
 
 
-def laid_over(raw: dict, overrides: dict) -> dict:
+def laid_over(raw: dict, overrides: dict, unset: tuple[str, ...] = ()) -> dict:
     """config.json's settings with a module config's ``config_kwargs`` over them. transformers sets those once
     config.json is read, and a ``torch_dtype`` or ``dtype`` there is the model's dtype (a null one: none named),
-    whichever of the two config.json holds."""
+    whichever of the two config.json holds. It sets only settings its config object has: those of ``unset`` (the
+    family's ``unset_by_default``) count only where config.json holds them, and are dropped otherwise."""
     out = dict(raw)
     for key, value in overrides.items():
+        if key in unset and key not in raw:
+            continue
         if key in ("dtype", "torch_dtype"):
             out.pop("torch_dtype", None)
             out["dtype"] = value
@@ -57,6 +60,9 @@ class BertConfig:
     reads_is_causal: ClassVar[bool] = True  # where config.json sets is_causal, transformers 5's SDPA attention
     # masks causally in batches without padding (every family's model but MPNet's, which ignores the key)
     reads_decoder_keys: ClassVar[bool] = True  # is_decoder, add_cross_attention: BERT and RoBERTa read them
+    # settings minibert reads that transformers' config object lacks unless config.json sets them (a module config's
+    # config_kwargs entry for one of them is dropped then: transformers sets only the attributes its config has)
+    unset_by_default: ClassVar[tuple[str, ...]] = ("is_causal", "quantization_config")
 
     vocab_size: int = 30522
     hidden_size: int = 768

@@ -102,6 +102,22 @@ def test_is_causal_is_refused_where_transformers_masks_causally(tmp_path, family
     assert compare(c, folder).kind == "refused"
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+@pytest.mark.parametrize("key, value", [("is_causal", True), ("quantization_config", {"bits": 8})])
+def test_config_kwargs_transformers_config_lacks_count_only_where_config_json_holds_them(tmp_path, family, key,
+                                                                                          value):
+    """transformers sets a module config's config_kwargs only where its config object has the attribute: is_causal
+    and quantization_config it has only when config.json sets them, so without that they are dropped."""
+    c, folder = folder_of(tmp_path, family, sentences=[0, 1, 2, 3])
+    edit(folder / "sentence_bert_config.json", config_kwargs={key: value})
+    assert not hasattr(transformers.AutoConfig.from_pretrained(str(folder), **{key: value}), key)
+    assert_matches(c, folder)
+    edit(folder / "config.json", **{key: False if key == "is_causal" else {}})  # now the attribute exists: set
+    assert getattr(transformers.AutoConfig.from_pretrained(str(folder), **{key: value}), key) == value
+    with pytest.raises(ValueError, match=f"{key}.* is not supported by minibert"):
+        SentenceEncoder.from_pretrained(folder)
+
+
 @pytest.mark.parametrize("metadata", [{}, {"dtype": "bfloat16"}])
 def test_a_sharded_checkpoint_runs_in_its_index_s_dtype_else_its_first_shard_s(tmp_path, metadata):
     """Without a dtype in config.json, transformers takes the one a shard index's metadata names, else that of the
