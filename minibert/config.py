@@ -51,6 +51,22 @@ def laid_over(raw: dict, overrides: dict, unset: tuple[str, ...] = ()) -> dict:
     return out
 
 
+def check_hf_types(raw: dict, declared: dict[str, str], source: str = "config") -> None:
+    """Each key of ``raw`` that ``declared`` lists holds that type, checked as strictly as transformers checks
+    its config classes: "int" is an int but not a bool, "float" a float but not an int, "list[int]" a list of
+    ints; else a ValueError that names the key."""
+    def holds(value, kind: str) -> bool:
+        if kind == "None":
+            return value is None
+        if kind == "list[int]":
+            return isinstance(value, list) and all(type(v) is int for v in value)
+        return type(value) is {"int": int, "float": float, "bool": bool, "str": str}[kind]
+
+    for key, kinds in declared.items():
+        if key in raw and not any(holds(raw[key], kind) for kind in kinds.split(" | ")):
+            raise ValueError(f"{source}: {key} must be {kinds} (as transformers declares it), got {raw[key]!r}")
+
+
 @dataclass
 class BertConfig:
     model_types: ClassVar[tuple[str, ...]] = ("bert",)  # the config.json model_type values this class reads
@@ -63,6 +79,15 @@ class BertConfig:
     # settings minibert reads that transformers' config object lacks unless config.json sets them (a module config's
     # config_kwargs entry for one of them is dropped then: transformers sets only the attributes its config has)
     unset_by_default: ClassVar[tuple[str, ...]] = ("is_causal", "quantization_config")
+    # config.json's keys as transformers' config class of the family declares them: it refuses any other type
+    # (an int where it declares a float, a bool or a float where an int), whether minibert reads the key or not
+    hf_types: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                         "max_position_embeddings", "type_vocab_size"), "int"),
+        "hidden_act": "str", "hidden_dropout_prob": "float | int", "attention_probs_dropout_prob": "float | int",
+        "initializer_range": "float", "layer_norm_eps": "float", "pad_token_id": "int | None", "use_cache": "bool",
+        "classifier_dropout": "float | int | None", "is_decoder": "bool", "add_cross_attention": "bool",
+        "bos_token_id": "int | None", "eos_token_id": "int | list[int] | None", "tie_word_embeddings": "bool"}
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -96,11 +121,10 @@ class BertConfig:
                              f"num_attention_heads {self.num_attention_heads}")
         check_activation(self.hidden_act)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if not self.layer_norm_eps > 0 or not self.initializer_range >= 0:
-            raise ValueError(f"BertConfig.layer_norm_eps must be > 0 and initializer_range >= 0, got "
-                             f"{self.layer_norm_eps!r} and {self.initializer_range!r}")
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"BertConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not self.layer_norm_eps >= 0:
+            raise ValueError(f"BertConfig.layer_norm_eps must be >= 0, got {self.layer_norm_eps!r}")
         if self.pad_token_id is not None and not -self.vocab_size <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"BertConfig.pad_token_id must be a token id (0..{self.vocab_size - 1}; negative ones "
                              f"count from the end, as transformers' nn.Embedding takes them) or null, "
@@ -109,6 +133,14 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def init_std(self) -> float:
+        """``initializer_range``, to draw random weights from. Like transformers, minibert reads it only then, so
+        a checkpoint whose config.json holds a negative one loads; drawing weights from it is refused."""
+        if not self.initializer_range >= 0:
+            raise ValueError(f"BertConfig.initializer_range must be >= 0 to draw random weights, "
+                             f"got {self.initializer_range!r}")
+        return self.initializer_range
 
     @classmethod
     def from_json(cls, path: str | Path) -> BertConfig:
@@ -124,6 +156,7 @@ class BertConfig:
     def from_dict(cls, raw: dict, source: str = "config") -> BertConfig:
         if not isinstance(raw, dict):
             raise ValueError(f"{source}: expected a JSON object of settings, got {type(raw).__name__}")
+        check_hf_types(raw, cls.hf_types, source)
         raw = {"model_type": cls.model_types[0], **cls.from_hf(raw)}
         # These keys change the maths; we only implement the plain values.
         unsupported = {"model_type": cls.model_types, "position_embedding_type": ("absolute", None)}
@@ -147,8 +180,10 @@ class BertConfig:
             raise ValueError(f"{source}: {e}") from e
 
     def to_dict(self) -> dict:
-        """The Hugging Face form, so that transformers can read what we write."""
-        return {"architectures": [self.architecture], "position_embedding_type": "absolute", **asdict(self)}
+        """The Hugging Face form, so that transformers can read what we write (a whole number it declares a float
+        written as one: 1.0, not 1)."""
+        out = {"architectures": [self.architecture], "position_embedding_type": "absolute", **asdict(self)}
+        return {k: float(v) if self.hf_types.get(k) == "float" and type(v) is int else v for k, v in out.items()}
 
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")

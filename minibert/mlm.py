@@ -62,7 +62,7 @@ class MaskedLMHead(nn.Module):
         self.norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         if not self.dense.weight.is_meta:  # BERT's initialisation (meta: loaded from a checkpoint instead)
-            nn.init.normal_(self.dense.weight, std=config.initializer_range)
+            nn.init.normal_(self.dense.weight, std=config.init_std())
             nn.init.zeros_(self.dense.bias)
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:

@@ -218,7 +218,7 @@ class BertModel(nn.Module):
     def init_weights(self) -> None:
         """BERT's initialisation: N(0, initializer_range) for weights, zero biases, unit LayerNorms."""
         self.checkpoint = None  # whatever was loaded before is gone
-        std = self.config.initializer_range
+        std = self.config.init_std()
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=std)

@@ -118,6 +118,64 @@ def test_config_kwargs_transformers_config_lacks_count_only_where_config_json_ho
         SentenceEncoder.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta", "xlm-roberta", "mpnet"])
+def test_config_json_types_are_checked_as_transformers_declares_them(family):
+    """minibert's table of config.json's types is the one transformers' config class of the family declares
+    (and checks strictly), key for key."""
+    from minibert.families import FAMILIES
+
+    theirs = type(transformers.AutoConfig.for_model(family))
+    declared = {k: t.__name__ if isinstance(t, type) else str(t) for k, t in theirs.__annotations__.items()
+                if not k.startswith("_")}
+    assert FAMILIES[family].config_class.hf_types == declared
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet"])
+@pytest.mark.parametrize("setting, runs", [
+    ({"layer_norm_eps": 1}, False), ({"initializer_range": 0}, False), ({"use_cache": 1}, False),
+    ({"tie_word_embeddings": 0}, False), ({"eos_token_id": [2, 3.0]}, False), ({"eos_token_id": [2, 3]}, True),
+    ({"hidden_dropout_prob": 1.0}, True), ({"attention_probs_dropout_prob": 0}, True),
+    ({"layer_norm_eps": 0.0}, True), ({"initializer_range": -0.02}, True)])
+def test_config_values_run_and_fail_where_transformers_does(tmp_path, family, setting, runs):
+    """transformers refuses a config.json value of another type than its config class declares (an int where it
+    declares a float, ...), whether the model reads the key or not; and it loads a checkpoint whose dropout is 1,
+    whose LayerNorm eps is 0 or whose initializer_range is negative (read only to draw random weights)."""
+    if family == "distilbert":  # its own names
+        setting = {{"hidden_dropout_prob": "dropout", "attention_probs_dropout_prob": "attention_dropout",
+                    "use_cache": "sinusoidal_pos_embds"}.get(k, k): v for k, v in setting.items()}
+        if "layer_norm_eps" in setting:  # (DistilBERT's is fixed: no such key)
+            return
+    runs = runs or (family == "mpnet" and "use_cache" in setting)  # (MPNet's config declares no use_cache)
+    c, folder = folder_of(tmp_path, family, sentences=[0, 1, 2, 3])  # (within MPNet's positions)
+    edit(folder / "config.json", **setting)
+    outcome = compare(c, folder)
+    assert outcome.kind == ("match" if runs else "both"), outcome.detail
+    if not runs:
+        with pytest.raises(ValueError, match=f"{next(iter(setting))} must be .* \\(as transformers declares it"):
+            SentenceEncoder.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_a_whole_number_set_where_transformers_declares_a_float_is_written_as_a_float(tmp_path, family):
+    from minibert.families import FAMILIES
+
+    config = FAMILIES[family].config_class(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                           intermediate_size=20, layer_norm_eps=1, initializer_range=0)
+    config.save_json(tmp_path / "config.json")
+    read = transformers.AutoConfig.from_pretrained(str(tmp_path))  # (it refuses an int where it declares a float)
+    assert type(read.initializer_range) is float and read.initializer_range == 0.0
+    assert type(config).from_json(tmp_path / "config.json").initializer_range == 0.0
+
+
+def test_random_weights_are_not_drawn_from_a_negative_initializer_range():
+    from minibert import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=20, initializer_range=-0.02)
+    with pytest.raises(ValueError, match="initializer_range must be >= 0 to draw random weights, got -0.02"):
+        BertModel(config)
+
+
 @pytest.mark.parametrize("metadata", [{}, {"dtype": "bfloat16"}])
 def test_a_sharded_checkpoint_runs_in_its_index_s_dtype_else_its_first_shard_s(tmp_path, metadata):
     """Without a dtype in config.json, transformers takes the one a shard index's metadata names, else that of the

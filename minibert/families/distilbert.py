@@ -41,6 +41,11 @@ class DistilBertConfig(BertConfig):
     min_token_types: ClassVar[int] = 0
     attention_out_dropout: ClassVar[bool] = False  # the attention's output goes straight into the residual add
     reads_decoder_keys: ClassVar[bool] = False  # transformers reads neither is_decoder nor add_cross_attention here
+    hf_types: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("vocab_size", "max_position_embeddings", "n_layers", "n_heads", "dim", "hidden_dim"), "int"),
+        **dict.fromkeys(("dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout"), "float | int"),
+        "sinusoidal_pos_embds": "bool", "activation": "str", "initializer_range": "float", "pad_token_id": "int | None",
+        "eos_token_id": "int | list[int] | None", "bos_token_id": "int | None", "tie_word_embeddings": "bool"}
 
     num_hidden_layers: int = 6
     type_vocab_size: int = 0

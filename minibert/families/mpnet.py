@@ -36,6 +36,10 @@ class MPNetConfig(BertConfig):
     min_token_types: ClassVar[int] = 0
     reads_is_causal: ClassVar[bool] = False  # (transformers' MPNet runs its bidirectional mask whatever it says)
     reads_decoder_keys: ClassVar[bool] = False  # (nor does it read is_decoder or add_cross_attention)
+    hf_types: ClassVar[dict[str, str]] = {
+        **{k: t for k, t in BertConfig.hf_types.items()
+           if k not in ("type_vocab_size", "use_cache", "classifier_dropout", "is_decoder", "add_cross_attention")},
+        "relative_attention_num_buckets": "int"}
 
     vocab_size: int = 30527  # transformers' defaults (released checkpoints set 514 positions, eps 1e-5)
     type_vocab_size: int = 0
@@ -99,7 +103,7 @@ class MPNetModel(BertModel):
         self.relative_attention_bias = embedding_table(config.relative_attention_num_buckets,
                                                        config.num_attention_heads)
         if not self.relative_attention_bias.weight.is_meta:
-            nn.init.normal_(self.relative_attention_bias.weight, std=config.initializer_range)
+            nn.init.normal_(self.relative_attention_bias.weight, std=config.init_std())
 
     def attention_bias(self, length: int) -> torch.Tensor:
         """(1, H, L, L): head h's bias for query i and key j, from the bucket of j - i."""
