@@ -78,7 +78,7 @@ class BertConfig:
     reads_decoder_keys: ClassVar[bool] = True  # is_decoder, add_cross_attention: BERT and RoBERTa read them
     # settings minibert reads that transformers' config object lacks unless config.json sets them (a module config's
     # config_kwargs entry for one of them is dropped then: transformers sets only the attributes its config has)
-    unset_by_default: ClassVar[tuple[str, ...]] = ("is_causal", "quantization_config")
+    unset_by_default: ClassVar[tuple[str, ...]] = ("is_causal", "quantization_config", "position_embedding_type")
     # config.json's keys as transformers' config class of the family declares them: it refuses any other type
     # (an int where it declares a float, a bool or a float where an int), whether minibert reads the key or not
     hf_types: ClassVar[dict[str, str]] = {

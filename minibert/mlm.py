@@ -140,7 +140,7 @@ class MaskedLanguageModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> MaskedLMOutput:
-        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, pool=False).last_hidden_state
         logits = self.head(hidden, self.bert.embeddings.word.weight)
         return MaskedLMOutput(None if labels is None else mlm_loss(logits, labels), logits)
 

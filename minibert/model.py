@@ -23,7 +23,7 @@ from torch import nn
 
 from minibert import weights
 from minibert.activations import activation
-from minibert.config import BertConfig, declared_dtype, laid_over
+from minibert.config import BertConfig, check_hf_types, declared_dtype, laid_over
 from minibert.files import read_json
 
 AttnImplementation = Literal["eager", "sdpa"]
@@ -185,6 +185,7 @@ class BertModel(nn.Module):
     config_class = BertConfig  # what a family changes: its config, its embeddings, its checkpoint names
     embeddings_class = Embeddings
     hf_prefix = "bert."  # where BertFor... checkpoints nest the encoder
+    draws_missing_pooler = True  # transformers' model has a pooler, drawn at random where a checkpoint has none
 
     def __init__(self, config: BertConfig, add_pooler: bool = True,
                  attn_implementation: AttnImplementation = "sdpa") -> None:
@@ -280,11 +281,16 @@ class BertModel(nn.Module):
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         raw_config = read_json(folder / "config.json", "config file")
-        if isinstance(raw_config, dict) and config_overrides:
+        if isinstance(raw_config, dict) and config_overrides:  # each checked on its own, as transformers does
+            check_hf_types(raw_config, cls.config_class.hf_types, str(folder / "config.json"))
+            check_hf_types(config_overrides, cls.config_class.hf_types, "the module config's config_kwargs")
             raw_config = laid_over(raw_config, config_overrides, cls.config_class.unset_by_default)
         config = cls.config_class.from_dict(raw_config, source=str(folder / "config.json"))
         stored = weights.load_safetensors(folder)
         tensors, report = weights.split_encoder_tensors(stored, str(folder), cls.hf_prefix)
+        if cls.draws_missing_pooler and not weights.has_pooler(tensors) and config.initializer_range < 0:
+            raise ValueError(f"{folder / 'config.json'}: initializer_range {config.initializer_range} is negative, and "
+                             "the checkpoint has no pooler, which transformers draws from it at random (and fails)")
         with torch.device("meta"):
             model = cls(config, add_pooler=weights.has_pooler(tensors), attn_implementation=attn_implementation)
         shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}

@@ -126,8 +126,8 @@ def rewrite(c: dict, folder: Path) -> None:
     elif form == "config_args":  # (an older torch_dtype there is the dtype, over config.json's dtype)
         over = {"layer_norm_eps": 1e-3, **({"torch_dtype": "bfloat16"} if c["config_args_dtype"] else {})}
         # a setting transformers' config lacks unless config.json holds it: dropped there, else set
-        over |= {"is_causal": {"is_causal": True}, "quantization_config": {"quantization_config": {"bits": 8}},
-                 None: {}}[c["config_args_unset"]]
+        unset = {"is_causal": True, "quantization_config": {"bits": 8}, "position_embedding_type": "relative_key"}
+        over |= {c["config_args_unset"]: unset[c["config_args_unset"]]} if c["config_args_unset"] else {}
         edit_json(module_config, lambda d: d.update(config_args=over))
     if form == "old_renamed" and c["family"] in ("roberta", "distilbert", "xlm-roberta"):
         module_config.rename(folder / f"sentence_{c['family']}_config.json")

@@ -136,7 +136,7 @@ def draw(seed: int) -> dict:
          "bert_names": r.random() < 0.3, "mixed_dtype": r.random() < 0.3,
          "config_args_dtype": r.random() < 0.5, "pad": r.choice([None] * 10 + ["null", "negative"]),
          "legacy_names": r.random() < 0.1,
-         "config_args_unset": r.choice([None] * 4 + ["is_causal", "quantization_config"])}
+         "config_args_unset": r.choice([None] * 4 + ["is_causal", "quantization_config", "position_embedding_type"])}
     if family in ("roberta", "xlm-roberta") and c["files"] == "vocab":
         c["files"] = "vocab" if family == "roberta" else "json"
     return c

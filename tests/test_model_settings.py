@@ -103,7 +103,8 @@ def test_is_causal_is_refused_where_transformers_masks_causally(tmp_path, family
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
-@pytest.mark.parametrize("key, value", [("is_causal", True), ("quantization_config", {"bits": 8})])
+@pytest.mark.parametrize("key, value", [("is_causal", True), ("quantization_config", {"bits": 8}),
+                                        ("position_embedding_type", "relative_key")])
 def test_config_kwargs_transformers_config_lacks_count_only_where_config_json_holds_them(tmp_path, family, key,
                                                                                           value):
     """transformers sets a module config's config_kwargs only where its config object has the attribute: is_causal
@@ -112,7 +113,8 @@ def test_config_kwargs_transformers_config_lacks_count_only_where_config_json_ho
     edit(folder / "sentence_bert_config.json", config_kwargs={key: value})
     assert not hasattr(transformers.AutoConfig.from_pretrained(str(folder), **{key: value}), key)
     assert_matches(c, folder)
-    edit(folder / "config.json", **{key: False if key == "is_causal" else {}})  # now the attribute exists: set
+    held = {"is_causal": False, "quantization_config": {}, "position_embedding_type": "absolute"}[key]
+    edit(folder / "config.json", **{key: held})  # now config.json holds it: set
     assert getattr(transformers.AutoConfig.from_pretrained(str(folder), **{key: value}), key) == value
     with pytest.raises(ValueError, match=f"{key}.* is not supported by minibert"):
         SentenceEncoder.from_pretrained(folder)
@@ -165,6 +167,37 @@ def test_a_whole_number_set_where_transformers_declares_a_float_is_written_as_a_
     read = transformers.AutoConfig.from_pretrained(str(tmp_path))  # (it refuses an int where it declares a float)
     assert type(read.initializer_range) is float and read.initializer_range == 0.0
     assert type(config).from_json(tmp_path / "config.json").initializer_range == 0.0
+
+
+@pytest.mark.parametrize("where", ["config.json", "config_kwargs"])
+def test_config_json_and_config_kwargs_are_type_checked_each_on_its_own(tmp_path, where):
+    """transformers checks config.json's values as it builds the config and config_kwargs' as it sets them: a bad
+    one in either is refused, even where the other source overrides it."""
+    c, folder = folder_of(tmp_path, "bert", sentences=[0, 1, 2, 3])
+    bad, good = {"layer_norm_eps": 1}, {"layer_norm_eps": 1e-5}
+    edit(folder / "config.json", **(bad if where == "config.json" else good))
+    edit(folder / "sentence_bert_config.json", config_kwargs=good if where == "config.json" else bad)
+    source = "config.json" if where == "config.json" else "the module config's config_kwargs"
+    with pytest.raises(ValueError, match=f"{source}: layer_norm_eps must be float"):
+        SentenceEncoder.from_pretrained(folder)
+    assert compare(c, folder).kind == "both"
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet", "distilbert"])
+def test_a_negative_initializer_range_fails_where_transformers_draws_a_missing_pooler(tmp_path, family):
+    from safetensors.torch import load_file, save_file
+
+    c, folder = folder_of(tmp_path, family, sentences=[0, 1, 2, 3])
+    edit(folder / "config.json", initializer_range=-0.02)
+    tensors = load_file(folder / "model.safetensors")
+    save_file({k: t for k, t in tensors.items() if "pooler" not in k}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    if family == "distilbert":  # (no pooler to draw)
+        assert_matches(c, folder)
+        return
+    with pytest.raises(ValueError, match="initializer_range -0.02 is negative, and the checkpoint has no pooler"):
+        SentenceEncoder.from_pretrained(folder)
+    assert compare(c, folder).kind == "both"
 
 
 def test_random_weights_are_not_drawn_from_a_negative_initializer_range():

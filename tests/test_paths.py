@@ -241,7 +241,7 @@ def test_pool_false_skips_the_pooler_on_every_path_and_encoders_never_run_it(mon
     torch.manual_seed(1)
     ref = BertModel(SMALL).eval()
     ids, mask = small_batch()
-    for path in ("reference", "fast", "int8"):
+    for path in ("reference", "fast", "int8", *(("compiled",) if paths.has_cpp_compiler() else ())):
         model = convert(ref, path)
         with torch.no_grad():
             full, bare = model(ids, mask), model(ids, mask, pool=False)

@@ -21,8 +21,9 @@ from minibert.paths import attention_kernels, kernels
 from minibert.paths import fast as fast_module
 
 
-def bf16_products(q, k, v, keep, bias=None, dropout_p=0.0):
-    """The written-out attention as it ran before: in the inputs' dtype, bf16 products emulated here."""
+def bf16_products(q, k, v, keep, bias=None, dropout_p=0.0, terms=None):
+    """The written-out attention as it ran before: in the inputs' dtype, bf16 products emulated here (``terms``,
+    the mask kept for the next layer now, unused)."""
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
     if bias is not None:
         scores = scores + bias

@@ -26,9 +26,9 @@ from minibert.paths import attention_kernels, kernels
 from minibert.paths import fast as fast_module
 
 
-def before(q, k, v, keep, bias=None, dropout_p=0.0):
+def before(q, k, v, keep, bias=None, dropout_p=0.0, terms=None):
     """The written-out attention as it ran before: the rows as long as the batch, the mask filled in after
-    (``train_ab.bf16_products``), in float32 where bf16 linears are upcast."""
+    (``train_ab.bf16_products``), in float32 where bf16 linears are upcast (``terms`` unused)."""
     if q.dtype == torch.bfloat16 and kernels.CHOSEN.get(torch.bfloat16) == "upcast":
         return bf16_products(q.float(), k.float(), v.float(), keep, bias, dropout_p).to(q.dtype)
     return bf16_products(q, k, v, keep, bias, dropout_p)

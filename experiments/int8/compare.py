@@ -99,7 +99,7 @@ class OnnxRuntimeBert(nn.Module):
                                                     providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False, pool=True):
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask,
                  "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids}
         out = self.session.run(None, {k: v.numpy() for k, v in feeds.items() if k in self.inputs})[0]

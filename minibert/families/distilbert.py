@@ -114,6 +114,7 @@ class DistilBertModel(BertModel):
     config_class = DistilBertConfig
     embeddings_class = DistilBertEmbeddings
     hf_prefix = "distilbert."
+    draws_missing_pooler = False  # (it has none)
 
     def __init__(self, config: DistilBertConfig, add_pooler: bool = False, attn_implementation: str = "sdpa") -> None:
         if add_pooler:
