@@ -134,13 +134,24 @@ class BertConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
-    def init_std(self) -> float:
-        """``initializer_range``, to draw random weights from. Like transformers, minibert reads it only then, so
-        a checkpoint whose config.json holds a negative one loads; drawing weights from it is refused."""
+    def init_std(self, drawn: str = "random weights", source: str = "BertConfig") -> float:
+        """``initializer_range``, to draw random weights (``drawn`` says which) from. Like transformers, minibert
+        reads it only then, so a checkpoint whose config.json holds a negative one loads; drawing from it is refused."""
         if not self.initializer_range >= 0:
-            raise ValueError(f"BertConfig.initializer_range must be >= 0 to draw random weights, "
+            raise ValueError(f"{source}: initializer_range must be >= 0 to draw {drawn}, "
                              f"got {self.initializer_range!r}")
         return self.initializer_range
+
+    @classmethod
+    def from_folder(cls, folder: Path, overrides: dict | None = None) -> tuple[BertConfig, dict]:
+        """A model folder's config.json with a module config's ``config_kwargs`` (``overrides``) laid over it, and
+        the settings it was read from. Each source is type-checked on its own, as transformers checks them."""
+        raw = read_json(folder / "config.json", "config file")
+        if isinstance(raw, dict) and overrides:
+            check_hf_types(raw, cls.hf_types, str(folder / "config.json"))
+            check_hf_types(overrides, cls.hf_types, "the module config's config_kwargs")
+            raw = laid_over(raw, overrides, cls.unset_by_default)
+        return cls.from_dict(raw, source=str(folder / "config.json")), raw
 
     @classmethod
     def from_json(cls, path: str | Path) -> BertConfig:

@@ -23,8 +23,7 @@ from torch import nn
 
 from minibert import weights
 from minibert.activations import activation
-from minibert.config import BertConfig, check_hf_types, declared_dtype, laid_over
-from minibert.files import read_json
+from minibert.config import BertConfig, declared_dtype
 
 AttnImplementation = Literal["eager", "sdpa"]
 log = logging.getLogger(__name__)
@@ -280,21 +279,16 @@ class BertModel(nn.Module):
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        raw_config = read_json(folder / "config.json", "config file")
-        if isinstance(raw_config, dict) and config_overrides:  # each checked on its own, as transformers does
-            check_hf_types(raw_config, cls.config_class.hf_types, str(folder / "config.json"))
-            check_hf_types(config_overrides, cls.config_class.hf_types, "the module config's config_kwargs")
-            raw_config = laid_over(raw_config, config_overrides, cls.config_class.unset_by_default)
-        config = cls.config_class.from_dict(raw_config, source=str(folder / "config.json"))
+        config, raw_config = cls.config_class.from_folder(folder, config_overrides)
         stored = weights.load_safetensors(folder)
         tensors, report = weights.split_encoder_tensors(stored, str(folder), cls.hf_prefix)
-        if cls.draws_missing_pooler and not weights.has_pooler(tensors) and config.initializer_range < 0:
-            raise ValueError(f"{folder / 'config.json'}: initializer_range {config.initializer_range} is negative, and "
-                             "the checkpoint has no pooler, which transformers draws from it at random (and fails)")
+        pooler = weights.has_pooler(tensors)
+        if cls.draws_missing_pooler and not pooler:
+            config.init_std("the pooler the checkpoint lacks, as transformers does", str(folder / "config.json"))
         with torch.device("meta"):
-            model = cls(config, add_pooler=weights.has_pooler(tensors), attn_implementation=attn_implementation)
+            model = cls(config, add_pooler=pooler, attn_implementation=attn_implementation)
         shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-        key_map = cls.key_map(config, weights.has_pooler(tensors))
+        key_map = cls.key_map(config, pooler)
         state = weights.convert_state_dict(tensors, report, key_map, shapes, str(folder / "config.json"))
         model.load_state_dict(state, strict=True, assign=True)
         if dtype is None:  # as transformers: the dtype config.json names, else the one the weights are stored in

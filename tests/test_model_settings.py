@@ -195,7 +195,8 @@ def test_a_negative_initializer_range_fails_where_transformers_draws_a_missing_p
     if family == "distilbert":  # (no pooler to draw)
         assert_matches(c, folder)
         return
-    with pytest.raises(ValueError, match="initializer_range -0.02 is negative, and the checkpoint has no pooler"):
+    with pytest.raises(ValueError, match="config.json: initializer_range must be >= 0 to draw the pooler the "
+                                         "checkpoint lacks, as transformers does, got -0.02"):
         SentenceEncoder.from_pretrained(folder)
     assert compare(c, folder).kind == "both"
 
