@@ -1,32 +1,26 @@
-"""The CPU matrix products of the fast path: which kernel runs, chosen by measuring on the CPU
-at hand, and the private torch ops behind one function each, with a public fallback. Its attention
-is chosen the same way (``attention_kernels.py``).
+"""The CPU matrix products of the fast path: which kernel runs, chosen by measuring on the CPU at hand, and the
+private torch ops behind one function each, with a public fallback. (Its attention is chosen the same way,
+``attention_kernels.py``; the int8 path's exact kernels in ``int8_kernels.py``.)
 
 Which kernel is fastest is a property of the CPU, not of the code, so nothing here assumes it:
 
 - **float32**: the BLAS behind ``F.linear`` (MKL in the x86 wheels) or oneDNN's fused linear, whole or
-  "blocked" (below). Which one wins differs from one x86 CPU to another, AMD or Intel. In inference oneDNN
-  runs each weight in its own packed layout, made once and kept beside it (``weight_forms.py``); a training
-  step runs the plain weights, which change at every step. The kernels are timed as inference runs them.
-- **bfloat16**: native bf16 products where the CPU has bf16 instructions (AVX512-BF16, AMX). Where it has
-  none they are emulated, far slower than float32 ones; there converting to float32 for the product and
-  rounding the result back ("upcast") is the faster way to the same bf16 numbers, as OpenVINO does.
+  "blocked" (below); which wins differs from one x86 CPU to another. In inference oneDNN runs each weight in
+  its own packed layout, made once and kept (``weight_forms.py``); a training step runs the plain weights.
+- **bfloat16**: native bf16 products where the CPU has bf16 instructions (AVX512-BF16, AMX). Without them
+  they are emulated, far slower than float32 ones; there float32 products rounded back ("upcast") give the
+  same bf16 numbers faster, as OpenVINO does.
 
-So the first CPU linear layer of each dtype times every candidate, once per process, on MiniLM's two
-feed-forward products, as the layers run them; the fastest runs from then on, but a kernel must be clearly
-faster than the dtype's default to be chosen over it (``default_kernel``: ``F.linear``; in bf16 oneDNN's, which
-takes its weights packed, the bias and the GELU inside its product).
-Speed is not bought with accuracy: a kernel whose error on those products (against float64) is more than
-``ACCURACY_MARGIN`` times ``F.linear``'s is no candidate. oneDNN's float32 kernel can round further than
-BLAS's, and in a deep model that shows: it runs each output as one long sum, whose rounding grows with its
-length, where a BLAS adds up short partial sums. The "blocked" kernel does that with oneDNN's products
-(``blocked_linear``). A kernel that fails on this CPU (oneDNN in bf16 without bf16 instructions) is left
-out for that dtype alone. Kernels agree to float rounding, not bit for bit, and two processes may measure
-differently: ``MINIBERT_CPU_LINEAR`` runs the same one in every process (``blas``, ``onednn`` even where it
-is the less accurate, ``blocked``; for bf16 also ``upcast``; a list such as ``upcast,onednn`` gives each
-dtype the first it can run). ``CHOSEN`` holds the choices; setting an entry forces one, as the tests do.
-A training run's resumed run, like every rank of a DDP job, runs the kernels its first process chose
-(``choices.py``). (The int8 path's kernels, all exact, are chosen in ``int8_kernels.py``.)
+So the first CPU linear of each dtype times every candidate once per process, on MiniLM's two feed-forward
+products as the layers run them; another kernel must beat the dtype's default (``default_kernel``) by
+``MARGIN``. Speed is not bought with accuracy: a kernel whose error against float64 is over
+``ACCURACY_MARGIN`` times ``F.linear``'s is no candidate. oneDNN's float32 kernel runs each output as one
+long sum, whose rounding grows with its length, where a BLAS adds up short partial sums; the "blocked"
+kernel does that with oneDNN's products (``blocked_linear``). A kernel that fails here is left out for that
+dtype. Kernels agree to float rounding, not bit for bit: ``MINIBERT_CPU_LINEAR`` runs the same one in every
+process (``blas``, ``onednn``, ``blocked``, for bf16 also ``upcast``; a list such as ``upcast,onednn`` gives
+each dtype the first it can run). ``CHOSEN`` holds the choices; setting an entry forces one. A resumed
+training run, like every rank of a DDP job, runs the kernels its first process chose (``choices.py``).
 """
 
 from __future__ import annotations
