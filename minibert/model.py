@@ -246,6 +246,11 @@ class BertModel(nn.Module):
         return None
 
     @classmethod
+    def fixed_tensors(cls, config: BertConfig) -> dict[str, torch.Tensor]:
+        """Checkpoint key -> a tensor the config determines, computed where a checkpoint lacks it (none in BERT)."""
+        return {}
+
+    @classmethod
     def key_map(cls, config: BertConfig, with_pooler: bool) -> dict[str, str]:
         """minibert parameter name -> the Hugging Face checkpoint key (without the model prefix)."""
         return weights.bert_key_map(config.num_hidden_layers, with_pooler)
@@ -282,6 +287,7 @@ class BertModel(nn.Module):
         config, raw_config = cls.config_class.from_folder(folder, config_overrides)
         stored = weights.load_safetensors(folder)
         tensors, report = weights.split_encoder_tensors(stored, str(folder), cls.hf_prefix)
+        weights.add_fixed(tensors, cls.fixed_tensors(config), report, folder / "config.json")
         pooler = weights.has_pooler(tensors)
         if cls.draws_missing_pooler and not pooler:
             config.init_std("the pooler the checkpoint lacks, as transformers does", str(folder / "config.json"))

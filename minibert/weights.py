@@ -134,6 +134,7 @@ class LoadReport:
     loaded: int = 0
     prefix: str = ""
     skipped: list[str] = field(default_factory=list)  # task heads and legacy buffers, on purpose
+    computed: list[str] = field(default_factory=list)  # fixed tensors the checkpoint lacks, computed from the config
 
     def __str__(self) -> str:
         msg = f"loaded {self.loaded} tensors from {self.source}"
@@ -141,7 +142,20 @@ class LoadReport:
             msg += f" (prefix {self.prefix!r})"
         if self.skipped:
             msg += f"; skipped {len(self.skipped)} non-encoder tensors: {', '.join(self.skipped)}"
+        if self.computed:
+            msg += f"; computed {len(self.computed)} fixed tensors the checkpoint lacks: {', '.join(self.computed)}"
         return msg
+
+
+def add_fixed(encoder: dict[str, tuple[torch.Tensor, Path]], fixed: dict[str, torch.Tensor], report: LoadReport,
+              config_file: Path) -> None:
+    """Put in ``encoder`` each tensor of ``fixed`` (checkpoint name -> a tensor the config determines, like
+    DistilBERT's sinusoidal positions) that the checkpoint lacks, as transformers computes it, and report it. One
+    the checkpoint holds is read from it, as there."""
+    for key, tensor in fixed.items():
+        if key not in encoder:
+            encoder[key] = (tensor, config_file)
+            report.computed.append(key)
 
 
 def split_encoder_tensors(tensors: dict[str, tuple[torch.Tensor, Path]], source: str,

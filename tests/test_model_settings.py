@@ -201,6 +201,26 @@ def test_a_negative_initializer_range_fails_where_transformers_draws_a_missing_p
     assert compare(c, folder).kind == "both"
 
 
+@pytest.mark.parametrize("sinusoidal", [True, False])
+def test_a_distilbert_checkpoint_without_its_sinusoidal_table_gets_it_computed(tmp_path, sinusoidal):
+    """transformers computes DistilBERT's sinusoidal position table where the checkpoint lacks it; a learnt table
+    it would draw at random, which minibert refuses."""
+    from safetensors.torch import load_file, save_file
+
+    c, folder = folder_of(tmp_path, "distilbert", sentences=[0, 1, 2, 3])
+    edit(folder / "config.json", sinusoidal_pos_embds=sinusoidal)
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["embeddings.position_embeddings.weight"]
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    if not sinusoidal:
+        with pytest.raises(ValueError, match="missing 1 tensors: embeddings.position_embeddings.weight"):
+            SentenceEncoder.from_pretrained(folder)
+        return
+    assert_matches(c, folder)
+    report = SentenceEncoder.from_pretrained(folder).bert.load_report
+    assert report.computed == ["embeddings.position_embeddings.weight"] and "computed 1 fixed tensors" in str(report)
+
+
 def test_random_weights_are_not_drawn_from_a_negative_initializer_range():
     from minibert import BertConfig, BertModel
 

@@ -6,8 +6,9 @@ attention's output before its residual add (``attention_out_dropout``). Otherwis
 
 - **No token types.** The embeddings are word + position, then LayerNorm (eps 1e-12) and dropout.
 - **Fixed sinusoidal positions** when ``sinusoidal_pos_embds`` is set: the position table is the
-  Transformer paper's sin/cos one. It is loaded from the checkpoint like any tensor and kept as a buffer,
-  so no optimizer moves it, as the paper intends (recent transformers releases leave it trainable).
+  Transformer paper's sin/cos one. It is loaded from the checkpoint like any tensor (computed where the
+  checkpoint lacks it, as transformers does) and kept as a buffer, so no optimizer moves it, as the paper
+  intends (recent transformers releases leave it trainable).
 - **Its own names**, in ``config.json`` (``dim``, ``n_layers``, ``hidden_dim``, ``activation``, ...) and
   in the checkpoint (``q_lin``, ``out_lin``, ``sa_layer_norm``, ``ffn.lin1``, ``output_layer_norm``, ...,
   under ``transformer.layer.I`` and, in task checkpoints, ``distilbert.``).
@@ -120,6 +121,15 @@ class DistilBertModel(BertModel):
         if add_pooler:
             raise ValueError("DistilBERT has no pooler")
         super().__init__(config, add_pooler=False, attn_implementation=attn_implementation)
+
+    @classmethod
+    def fixed_tensors(cls, config: DistilBertConfig) -> dict[str, torch.Tensor]:
+        """The sinusoidal table, where config.json asks for one: transformers computes it where a checkpoint
+        lacks it (a stored one is read, whatever it holds)."""
+        if not config.sinusoidal_pos_embds:
+            return {}
+        return {"embeddings.position_embeddings.weight": sinusoidal_table(config.max_position_embeddings,
+                                                                          config.hidden_size)}
 
     @classmethod
     def key_map(cls, config: BertConfig, with_pooler: bool) -> dict[str, str]:
