@@ -137,13 +137,19 @@ def read_pipeline(folder: Path) -> Pipeline:
     modules = read_json(path)
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise ValueError(f"{path}: expected a list of modules ({{\"idx\", \"path\", \"type\"}}), got {modules!r:.80}")
+    by_name = {}
     for i, module in enumerate(modules):
         where = module.get("path", "")
         if not (isinstance(module.get("type"), str) and isinstance(where, str)):
             raise ValueError(f"{path}: module {i} needs a string type and path, got {module!r}")
         if Path(where).is_absolute() or ".." in Path(where).parts:
             raise ValueError(f"{path}: module {i}'s path {where!r} must lie inside the model folder")
-    # sentence-transformers runs the modules in the order listed (it does not read "idx")
+        if not isinstance(module.get("name"), (str, int)):
+            raise ValueError(f"{path}: module {i} needs a name (a string), got {module.get('name')!r}")
+        by_name[module["name"]] = module
+    # sentence-transformers keeps its modules by name, in the order listed (it does not read "idx"): a module
+    # whose name comes again is run in the first one's place, the first one not at all
+    modules = list(by_name.values())
     kinds = [(m["type"].rsplit(".", 1)[-1], folder / m.get("path", ""), m) for m in modules]
     for kind, _, module in kinds:  # (a class of a package of the folder's own runs the folder's own code)
         if kind not in MODULE_TYPES or not module["type"].startswith("sentence_transformers."):

@@ -57,6 +57,7 @@ REFUSALS = {
     "chat template in a plain folder": r"a chat template, which sentence-transformers renders",
     "a causal mask": r"is_causal=True is not supported",
     "processor_class over tokenizer_class": r"processor_class .*: sentence-transformers builds the tokenizer",
+    "a tokenizer setting of processor_kwargs minibert does not run": r"processor_kwargs .* is not a tokenizer setting",
 }
 
 

@@ -289,6 +289,36 @@ def test_settings_read_as_the_references_read_them(tmp_path, case):
     assert_matches(c, folder)
 
 
+def test_a_module_name_listed_twice_keeps_the_later_module_in_the_first_place(tmp_path):
+    """sentence-transformers keeps modules.json's modules by name: a Normalize named like the Dense before it
+    runs in the Dense's place, and the Dense not at all."""
+    c, folder = folder_of(tmp_path, "bert", dense=[(8, "torch.nn.modules.activation.Tanh", True, False)],
+                          normalize=True)
+    modules = json.loads((folder / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    modules[3]["name"] = modules[2]["name"]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    assert SentenceEncoder.from_pretrained(folder).embedding_dim == 32  # (the Dense would give 8)
+    assert_matches(c, folder)
+
+
+@pytest.mark.parametrize("setting", [{"add_eos_token": False}, {"tokenizer_type": "bert"}])
+def test_processor_kwargs_minibert_does_not_run_are_refused(tmp_path, setting):
+    """A module config's processor_kwargs reach transformers' tokenizer as they are: add_eos_token rebuilds a
+    plain tokenizer.json's template without its [SEP], tokenizer_type picks another class (BertTokenizer, which
+    lowercases); settings minibert does not run are refused, not dropped."""
+    c, folder = folder_of(tmp_path, "bert", files="json_lowercase", lower=False)
+    edit(folder / "tokenizer_config.json", tokenizer_class="PreTrainedTokenizerFast")
+    texts = ["HELLO world"]
+    plain = st.SentenceTransformer(str(folder), device="cpu").preprocess(texts)["input_ids"].tolist()
+    assert SentenceEncoder.from_pretrained(folder).tokenizer(texts).input_ids.tolist() == plain
+    edit(folder / "sentence_bert_config.json", processor_kwargs=setting)
+    assert st.SentenceTransformer(str(folder), device="cpu").preprocess(texts)["input_ids"].tolist() != plain
+    with pytest.raises(ValueError, match=f"processor_kwargs '{next(iter(setting))}' is not a tokenizer setting"):
+        SentenceEncoder.from_pretrained(folder)
+    assert compare(c, folder).kind == "refused"
+
+
 @pytest.mark.parametrize("case, refusal", [
     ("a module class of the folder's own", "is not supported by minibert"),
     ("no Pooling module", "minibert runs Transformer, Pooling"),
@@ -296,6 +326,8 @@ def test_settings_read_as_the_references_read_them(tmp_path, case):
     ("a special token as an untyped dict", "cls_token: expected a token"),
     ("model_input_names without attention_mask", "model_input_names"),
     ("prompts null", "prompts must map names to texts"),
+    ("a PEFT adapter", "a PEFT adapter, which sentence-transformers and transformers run on the base model"),
+    ("a module without a name", "module 1 needs a name"),
 ])
 def test_folders_the_references_cannot_run_are_refused(tmp_path, case, refusal):
     """What sentence-transformers or transformers fails on (or runs only with the folder's own code), minibert
@@ -313,6 +345,12 @@ def test_folders_the_references_cannot_run_are_refused(tmp_path, case, refusal):
         edit(folder / "tokenizer_config.json", cls_token={"content": "[CLS]"})
     elif case == "model_input_names without attention_mask":
         edit(folder / "tokenizer_config.json", model_input_names=["input_ids", "token_type_ids"])
+    elif case == "a module without a name":
+        del modules[1]["name"]
+        (folder / "modules.json").write_text(json.dumps(modules))
+    elif case == "a PEFT adapter":  # (its weights would sit in adapter_model.safetensors; peft is not installed here)
+        edit(folder / "adapter_config.json", peft_type="LORA", base_model_name_or_path=str(folder), r=4,
+             target_modules=["query", "value"])
     else:
         edit(folder / "config_sentence_transformers.json", prompts=None)
     with pytest.raises(ValueError, match=refusal):
