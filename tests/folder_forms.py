@@ -154,3 +154,20 @@ def rewrite(c: dict, folder: Path) -> None:
             **{key: mode in c["pooling"] for mode, key in names.items()}})
         if c["pooling"] != [m for m in names if m in c["pooling"]]:  # the legacy form has a fixed order
             c["pooling_order_changed"] = True
+    if c["transformer_subfolder"] and (folder / "modules.json").is_file():
+        in_subfolder(folder, "0_Transformer")
+
+
+def in_subfolder(folder: Path, name: str) -> None:
+    """The Transformer module's files moved into a subfolder of their own, as older sentence-transformers folders
+    (and hand-made ones) hold them; the other modules and the folder's own files stay where they are."""
+    modules = json.loads((folder / "modules.json").read_text())
+    kept = {"modules.json", "config_sentence_transformers.json", "README.md", *(m["path"] for m in modules)}
+    (folder / name).mkdir()
+    for entry in list(folder.iterdir()):
+        if entry.name not in kept and entry.name != name:
+            entry.rename(folder / name / entry.name)
+    for module in modules:
+        if module["type"].endswith("Transformer"):
+            module["path"] = name
+    (folder / "modules.json").write_text(json.dumps(modules))

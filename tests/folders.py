@@ -136,7 +136,8 @@ def draw(seed: int) -> dict:
          "bert_names": r.random() < 0.3, "mixed_dtype": r.random() < 0.3,
          "config_args_dtype": r.random() < 0.5, "pad": r.choice([None] * 10 + ["null", "negative"]),
          "legacy_names": r.random() < 0.1,
-         "config_args_unset": r.choice([None] * 4 + ["is_causal", "quantization_config", "position_embedding_type"])}
+         "config_args_unset": r.choice([None] * 4 + ["is_causal", "quantization_config", "position_embedding_type"]),
+         "transformer_subfolder": r.random() < 0.15}
     if family in ("roberta", "xlm-roberta") and c["files"] == "vocab":
         c["files"] = "vocab" if family == "roberta" else "json"
     return c
@@ -154,7 +155,8 @@ def choices(family: str, seed: int = 0, **overrides) -> dict:
          "similarity": None, "truncate_dim": None, "pass_truncate": None, "normalize_embeddings": False,
          "batch_size": 8, "prompt_call": None, "int8": False, "sentences": list(range(len(SENTENCES))),
          "causal": False, "is_causal": None, "chat_template": None, "bert_names": False, "mixed_dtype": False,
-         "config_args_dtype": False, "pad": None, "legacy_names": False, "config_args_unset": None}
+         "config_args_dtype": False, "pad": None, "legacy_names": False, "config_args_unset": None,
+         "transformer_subfolder": False}
     unknown = set(overrides) - set(c)
     if unknown:
         raise KeyError(f"not a choice: {sorted(unknown)}")
