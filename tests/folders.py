@@ -41,6 +41,7 @@ DENSE_ACTS = ("torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Ident
               "torch.nn.modules.activation.ReLU", "torch.nn.modules.activation.GELU",
               "torch.nn.modules.activation.Sigmoid", "torch.nn.modules.activation.SiLU",
               "torch.nn.modules.activation.Softsign", "mypackage.Swish")
+ADDED_WORDS = ("guitar", "MiXeD", "stock", "ark", "na\u00efve")  # in SENTENCES: ark inside a word, MiXeD cased
 POOLING = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 SPECIALS = {"wordpiece": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
             "mpnet": ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "[PAD]", "[CLS]", "[SEP]", "<mask>"],
@@ -138,6 +139,9 @@ def draw(seed: int) -> dict:
          "legacy_names": r.random() < 0.1,
          "config_args_unset": r.choice([None] * 4 + ["is_causal", "quantization_config", "position_embedding_type"]),
          "transformer_subfolder": r.random() < 0.15}
+    # words added to the vocabulary (add_tokens), each with its flags: normalized, single_word, lstrip, rstrip
+    c["added_words"] = [(word, *(r.random() < p for p in (0.5, 0.5, 0.3, 0.3))) for word in ADDED_WORDS] \
+        if r.random() < 0.25 else None
     if family in ("roberta", "xlm-roberta") and c["files"] == "vocab":
         c["files"] = "vocab" if family == "roberta" else "json"
     return c
@@ -156,7 +160,7 @@ def choices(family: str, seed: int = 0, **overrides) -> dict:
          "batch_size": 8, "prompt_call": None, "int8": False, "sentences": list(range(len(SENTENCES))),
          "causal": False, "is_causal": None, "chat_template": None, "bert_names": False, "mixed_dtype": False,
          "config_args_dtype": False, "pad": None, "legacy_names": False, "config_args_unset": None,
-         "transformer_subfolder": False}
+         "transformer_subfolder": False, "added_words": None}
     unknown = set(overrides) - set(c)
     if unknown:
         raise KeyError(f"not a choice: {sorted(unknown)}")
@@ -164,6 +168,15 @@ def choices(family: str, seed: int = 0, **overrides) -> dict:
 
 
 def hf_tokenizer(c: dict, transformers):
+    tokenizer = base_tokenizer(c, transformers)
+    if c["added_words"]:
+        tokenizer.add_tokens([transformers.AddedToken(word, normalized=normalized, single_word=single, lstrip=left,
+                                                      rstrip=right)
+                              for word, normalized, single, left, right in c["added_words"]])
+    return tokenizer
+
+
+def base_tokenizer(c: dict, transformers):
     family = c["family"]
     kwargs = {"truncation_side": c["truncation_side"]}
     if family in ("bert", "distilbert", "mpnet"):
