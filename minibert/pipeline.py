@@ -23,6 +23,8 @@ from torch import nn
 
 from minibert.config import declared_dtype
 from minibert.files import json_object, optional_json, read_json
+from minibert.special_tokens import SPECIAL_KEYS
+from minibert.tokenizer_files import SETTING_TYPES
 from minibert.weights import check_tensors, save_tensors
 
 MODULE_TYPES = ("Transformer", "Pooling", "Dense", "Normalize")
@@ -31,6 +33,12 @@ MODULE_CONFIG_FILES = ("sentence_bert_config.json", "sentence_roberta_config.jso
                        "sentence_camembert_config.json", "sentence_albert_config.json",
                        "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
 # sentence-transformers 6 renamed these keys of the module config; either name is read
+# what a module config's processor_kwargs (tokenizer_args) may hold: the settings minibert reads, and those that
+# change no token id (decoding, where the files come from); transformers would apply any other (add_eos_token
+# rebuilds the template, tokenizer_type picks the class, vocab or tokenizer_file the vocabulary): refused
+TOKENIZER_OVERRIDES = {*SETTING_TYPES, *SPECIAL_KEYS, "model_input_names", "additional_special_tokens",
+                       "extra_special_tokens", "clean_up_tokenization_spaces", "errors", "use_fast", "cache_dir",
+                       "revision", "token", "local_files_only"}
 RENAMED = {"model_args": "model_kwargs", "tokenizer_args": "processor_kwargs", "config_args": "config_kwargs"}
 # Keys that do not change the embeddings of encode(): the device backend, flash-attention unpadding (the same
 # function), the lengths and expansion of encode_query/encode_document, which minibert does not have.
@@ -76,6 +84,10 @@ def read_transformer_settings(folder: Path) -> TransformerSettings:
         if not isinstance(value, dict):
             raise ValueError(f"{path}: {key} must be a JSON object, got {value!r}")
         value = {k: v for k, v in value.items() if k != "trust_remote_code"}
+        unread = sorted(set(value) - TOKENIZER_OVERRIDES) if key == "processor_kwargs" else []
+        if unread:
+            raise ValueError(f"{path}: processor_kwargs {unread[0]!r} is not a tokenizer setting minibert runs "
+                             "(transformers would apply it); see docs/parity.md")
         if key == "model_kwargs":
             unknown = [k for k in value if k not in ("dtype", "torch_dtype", "attn_implementation")]
             if unknown:

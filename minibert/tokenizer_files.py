@@ -29,7 +29,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from minibert.files import json_object, optional_json
-from minibert.special_tokens import SPECIAL_KEYS, add_tokens, read_special_tokens
+from minibert.special_tokens import add_tokens, read_special_tokens
 
 ROBERTA_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                     "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
@@ -46,11 +46,6 @@ ALIASES = {"DistilBertTokenizer": "BertTokenizer", "TokenizersBackend": "PreTrai
 CLASS_OF_MODEL_TYPE = {"bert": "BertTokenizer", "distilbert": "BertTokenizer", "mpnet": "MPNetTokenizer",
                        "roberta": "RobertaTokenizer", "xlm-roberta": "XLMRobertaTokenizer"}
 # tokenizer_config.json settings and the types they must have (the others are read by nothing that changes ids)
-# what a module config's processor_kwargs (tokenizer_args) may hold: the settings minibert reads, and those that
-# change no token id (decoding, where the files come from); transformers would apply any other (add_eos_token
-# rebuilds the template, tokenizer_type the class, vocab or tokenizer_file the vocabulary), so it is refused
-NO_EFFECT_OVERRIDES = ("clean_up_tokenization_spaces", "errors", "use_fast", "cache_dir", "revision", "token",
-                       "local_files_only")
 SETTING_TYPES = {"do_lower_case": (bool,), "tokenize_chinese_chars": (bool,), "strip_accents": (bool, type(None)),
                  "add_prefix_space": (bool,), "trim_offsets": (bool,), "split_special_tokens": (bool,),
                  "tokenizer_class": (str, type(None)), "padding_side": (str,), "truncation_side": (str,),
@@ -194,12 +189,6 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     config_path = folder / "tokenizer_config.json"
     raw = checked_settings(json_object(config_path), config_path)
     overrides = checked_settings(dict(overrides or {}), overrides_source)
-    read = {*SETTING_TYPES, *SPECIAL_KEYS, *NO_EFFECT_OVERRIDES, "model_input_names", "additional_special_tokens",
-            "extra_special_tokens"}
-    unread = sorted(set(overrides) - read)
-    if unread:
-        raise ValueError(f"{overrides_source}: processor_kwargs {unread[0]!r} is not a tokenizer setting minibert "
-                         "runs (transformers would apply it); see docs/parity.md")
     settings = {**raw, **overrides}
     name, token_types = tokenizer_class(folder, raw, model_type)  # from the files alone, as transformers picks it
     check_processor_class(folder, name)
