@@ -154,6 +154,7 @@ def rewrite(c: dict, folder: Path) -> None:
             **{key: mode in c["pooling"] for mode, key in names.items()}})
         if c["pooling"] != [m for m in names if m in c["pooling"]]:  # the legacy form has a fixed order
             c["pooling_order_changed"] = True
+    rare_tokenizer_form(c["rare_tokenizer_form"], folder)
     if c["transformer_subfolder"] and (folder / "modules.json").is_file():
         in_subfolder(folder, "0_Transformer")
 
@@ -171,3 +172,23 @@ def in_subfolder(folder: Path, name: str) -> None:
         if module["type"].endswith("Transformer"):
             module["path"] = name
     (folder / "modules.json").write_text(json.dumps(modules))
+
+
+def rare_tokenizer_form(form: str | None, folder: Path) -> None:
+    """Tokenizer files as few folders hold them: the tokenizer class named in config.json only, the length limit
+    under its legacy name ``max_len``, or special_tokens_map.json without a tokenizer_config.json."""
+    tok_config = folder / "tokenizer_config.json"
+    if form is None or not tok_config.is_file():
+        return
+    settings = json.loads(tok_config.read_text(encoding="utf-8"))
+    if form == "class_in_config" and "tokenizer_class" in settings:
+        edit_json(folder / "config.json", lambda d: d.update(tokenizer_class=settings.pop("tokenizer_class")))
+    elif form == "max_len" and "model_max_length" in settings:
+        settings["max_len"] = settings.pop("model_max_length")
+    elif form == "map_only":
+        keys = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+        edit_json(folder / "special_tokens_map.json", lambda d: d.update({k: settings[k] for k in keys
+                                                                           if isinstance(settings.get(k), str)}))
+        tok_config.unlink()
+        return
+    tok_config.write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")

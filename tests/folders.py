@@ -142,6 +142,7 @@ def draw(seed: int) -> dict:
     # words added to the vocabulary (add_tokens), each with its flags: normalized, single_word, lstrip, rstrip
     c["added_words"] = [(word, *(r.random() < p for p in (0.5, 0.5, 0.3, 0.3))) for word in ADDED_WORDS] \
         if r.random() < 0.25 else None
+    c["rare_tokenizer_form"] = r.choice([None] * 9 + ["class_in_config", "max_len", "map_only"])
     if family in ("roberta", "xlm-roberta") and c["files"] == "vocab":
         c["files"] = "vocab" if family == "roberta" else "json"
     return c
@@ -160,7 +161,8 @@ def choices(family: str, seed: int = 0, **overrides) -> dict:
          "batch_size": 8, "prompt_call": None, "int8": False, "sentences": list(range(len(SENTENCES))),
          "causal": False, "is_causal": None, "chat_template": None, "bert_names": False, "mixed_dtype": False,
          "config_args_dtype": False, "pad": None, "legacy_names": False, "config_args_unset": None,
-         "transformer_subfolder": False, "added_words": None}
+         "transformer_subfolder": False, "added_words": None,
+         "rare_tokenizer_form": None}
     unknown = set(overrides) - set(c)
     if unknown:
         raise KeyError(f"not a choice: {sorted(unknown)}")
