@@ -34,11 +34,11 @@ MODULE_CONFIG_FILES = ("sentence_bert_config.json", "sentence_roberta_config.jso
                        "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
 # sentence-transformers 6 renamed these keys of the module config; either name is read
 # what a module config's processor_kwargs (tokenizer_args) may hold: the settings minibert reads, and those that
-# change no token id (decoding, where the files come from); transformers would apply any other (add_eos_token
-# rebuilds the template, tokenizer_type picks the class, vocab or tokenizer_file the vocabulary): refused
+# change no token id (decoding, where the files come from, what transformers 5 no longer reads); transformers would
+# apply any other (add_eos_token rebuilds the template, tokenizer_type picks the class, vocab the vocabulary)
 TOKENIZER_OVERRIDES = {*SETTING_TYPES, *SPECIAL_KEYS, "model_input_names", "additional_special_tokens",
                        "extra_special_tokens", "clean_up_tokenization_spaces", "errors", "use_fast", "cache_dir",
-                       "revision", "token", "local_files_only"}
+                       "revision", "token", "local_files_only", "never_split", "do_basic_tokenize"}
 RENAMED = {"model_args": "model_kwargs", "tokenizer_args": "processor_kwargs", "config_args": "config_kwargs"}
 # Keys that do not change the embeddings of encode(): the device backend, flash-attention unpadding (the same
 # function), the lengths and expansion of encode_query/encode_document, which minibert does not have.
