@@ -151,22 +151,21 @@ def read_pipeline(folder: Path) -> Pipeline:
         raise ValueError(f"{path}: expected a list of modules ({{\"idx\", \"path\", \"type\"}}), got {modules!r:.80}")
     by_name = {}
     for i, module in enumerate(modules):
-        where = module.get("path", "")
-        if not (isinstance(module.get("type"), str) and isinstance(where, str)):
+        where, name, kind = module.get("path", ""), module.get("name"), module.get("type")
+        if not (isinstance(kind, str) and isinstance(where, str)):
             raise ValueError(f"{path}: module {i} needs a string type and path, got {module!r}")
         if Path(where).is_absolute() or ".." in Path(where).parts:
             raise ValueError(f"{path}: module {i}'s path {where!r} must lie inside the model folder")
-        if not isinstance(module.get("name"), (str, int)):
-            raise ValueError(f"{path}: module {i} needs a name (a string), got {module.get('name')!r}")
-        by_name[module["name"]] = module
-    # sentence-transformers keeps its modules by name, in the order listed (it does not read "idx"): a module
-    # whose name comes again is run in the first one's place, the first one not at all
-    modules = list(by_name.values())
-    kinds = [(m["type"].rsplit(".", 1)[-1], folder / m.get("path", ""), m) for m in modules]
-    for kind, _, module in kinds:  # (a class of a package of the folder's own runs the folder's own code)
-        if kind not in MODULE_TYPES or not module["type"].startswith("sentence_transformers."):
-            raise ValueError(f"{path}: module {module['type']!r} (path {module.get('path')!r}) is not supported by "
-                             f"minibert (supported: sentence-transformers' {', '.join(MODULE_TYPES)})")
+        if not (isinstance(name, str) and name and "." not in name):  # (a torch module's name)
+            raise ValueError(f"{path}: module {i} needs a name (a string without dots), got {name!r}")
+        # (a class of a package of the folder's own runs the folder's own code)
+        if kind.rsplit(".", 1)[-1] not in MODULE_TYPES or not kind.startswith("sentence_transformers."):
+            raise ValueError(f"{path}: module {kind!r} (path {where!r}) is not supported by minibert (supported: "
+                             f"sentence-transformers' {', '.join(MODULE_TYPES)})")
+        by_name[name] = module
+    # sentence-transformers loads every module listed, then keeps them by name, in the order listed (it does not
+    # read "idx"): a module whose name comes again runs in the first one's place, the first one not at all
+    kinds = [(m["type"].rsplit(".", 1)[-1], folder / m.get("path", ""), m) for m in by_name.values()]
     order = [kind for kind, _, _ in kinds]
     # The one order minibert runs: Transformer, Pooling, any Dense, [Normalize] (without a Pooling there is no
     # sentence embedding, and sentence-transformers fails)

@@ -100,7 +100,7 @@ def read_special_tokens(folder: Path, raw: dict, overrides: dict, defaults: dict
     named = {}
     for key in [*SPECIAL_KEYS, *own]:
         value = own[key] if key in own else settings[key] if key in settings else defaults.get(key)
-        token = as_token(value, f"{config_path}: {key}", typed=key in raw and key not in overrides)
+        token = as_token(value, f"{config_path}: {key}", typed=key in raw or key in overrides)
         named[key] = by_content.get(str(token), token) if token is not None else None
     return named, extra, added
 

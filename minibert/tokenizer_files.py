@@ -103,17 +103,21 @@ def check_processor_class(folder: Path, built: str) -> None:
         return
 
 
-def tokenizer_class(folder: Path, settings: dict, model_type: str | None) -> tuple[str, bool]:
-    """tokenizer_config.json's tokenizer_class, else config.json's, else the one of the model_type; and whether
-    transformers' class of that name gives the model token_type_ids when model_input_names is not set (only
-    BertTokenizer does, which the bert and distilbert model types get: DistilBertTokenizer, MPNet's, RoBERTa's,
-    XLM-R's and the verbatim class list input_ids and attention_mask only)."""
+def tokenizer_class(folder: Path, settings: dict, model_type: str | None, overrides: dict | None = None,
+                    overrides_source: Path | str = "the module config") -> tuple[str, bool]:
+    """tokenizer_config.json's tokenizer_class, else config.json's (over which a module config's processor_kwargs
+    sets one, where config.json has the key: transformers passes them to its config too), else the one of the
+    model_type; and whether transformers' class of that name gives the model token_type_ids when
+    model_input_names is not set (only BertTokenizer does, which the bert and distilbert model types get:
+    DistilBertTokenizer, MPNet's, RoBERTa's, XLM-R's and the verbatim class list input_ids and attention_mask only)."""
     name = settings.get("tokenizer_class")
     source = f"{folder / 'tokenizer_config.json'}: tokenizer_class"
     if name is None:
         config = optional_json(folder / "config.json")
-        name, source = (config.get("tokenizer_class") if isinstance(config, dict) else None), \
-            f"{folder / 'config.json'}: tokenizer_class"
+        config = config if isinstance(config, dict) else {}
+        name, source = config.get("tokenizer_class"), f"{folder / 'config.json'}: tokenizer_class"
+        if "tokenizer_class" in config and "tokenizer_class" in (overrides or {}):
+            name, source = overrides["tokenizer_class"], f"{overrides_source}: processor_kwargs tokenizer_class"
     if name is None:
         if model_type not in CLASS_OF_MODEL_TYPE:
             raise ValueError(f"{folder}: neither tokenizer_config.json nor config.json names a tokenizer class, and "
@@ -190,7 +194,7 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     raw = checked_settings(json_object(config_path), config_path)
     overrides = checked_settings(dict(overrides or {}), overrides_source)
     settings = {**raw, **overrides}
-    name, token_types = tokenizer_class(folder, raw, model_type)  # from the files alone, as transformers picks it
+    name, token_types = tokenizer_class(folder, raw, model_type, overrides, overrides_source)  # as transformers
     check_processor_class(folder, name)
     model, defaults = CLASSES[name]
     json_path = folder / "tokenizer.json"

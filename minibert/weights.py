@@ -73,7 +73,12 @@ def bert_key_map(num_layers: int, with_pooler: bool) -> dict[str, str]:
 
 
 def safetensors_files(folder: Path) -> list[Path]:
-    """The checkpoint's files: model.safetensors, or the shards an index lists."""
+    """The checkpoint's files: model.safetensors, or the shards an index lists. Not where a PEFT adapter sits beside
+    them (adapter_config.json), which sentence-transformers and transformers apply to the model they load."""
+    if (folder / "adapter_config.json").is_file():
+        raise ValueError(f"{folder / 'adapter_config.json'}: a PEFT adapter, which sentence-transformers and "
+                         "transformers apply to the model they load (with the peft package); minibert runs whole "
+                         "models: merge the adapter into its model (peft's merge_and_unload) and save that")
     single = folder / "model.safetensors"
     index = folder / "model.safetensors.index.json"
     if single.is_file():

@@ -247,7 +247,8 @@ def test_minibert_search_and_mine_use_the_folders_similarity(tmp_path, capsys):
 
 @pytest.mark.parametrize("case", [
     "model's own special token", "processor_kwargs over special_tokens_map",
-    "tokenizer_class of processor_kwargs not read", "tokenizer_args over processor_kwargs",
+    "tokenizer_class of processor_kwargs not read", "tokenizer_class of processor_kwargs over config.json's",
+    "tokenizer_args over processor_kwargs",
     "additional tokens of special_tokens_map", "pad token from tokenizer.json",
     "torch_dtype auto", "do_lower_case null", "truncate_dim past the dimensions"])
 def test_settings_read_as_the_references_read_them(tmp_path, case):
@@ -261,6 +262,10 @@ def test_settings_read_as_the_references_read_them(tmp_path, case):
         edit(folder / "special_tokens_map.json", cls_token="[MASK]")
         edit(module_config, processor_kwargs={"cls_token": "[CLS]"})
     elif case == "tokenizer_class of processor_kwargs not read":
+        edit(module_config, processor_kwargs={"tokenizer_class": "PreTrainedTokenizerFast"})
+    elif case == "tokenizer_class of processor_kwargs over config.json's":  # where tokenizer_config.json has none
+        from folder_forms import rare_tokenizer_form
+        rare_tokenizer_form("class_in_config", folder)
         edit(module_config, processor_kwargs={"tokenizer_class": "PreTrainedTokenizerFast"})
     elif case == "tokenizer_args over processor_kwargs":
         edit(module_config, tokenizer_args={"do_lower_case": False}, processor_kwargs={"do_lower_case": True})
@@ -326,8 +331,11 @@ def test_processor_kwargs_minibert_does_not_run_are_refused(tmp_path, setting):
     ("a special token as an untyped dict", "cls_token: expected a token"),
     ("model_input_names without attention_mask", "model_input_names"),
     ("prompts null", "prompts must map names to texts"),
-    ("a PEFT adapter", "a PEFT adapter, which sentence-transformers and transformers run on the base model"),
+    ("a PEFT adapter", "a PEFT adapter, which sentence-transformers and transformers apply to the model"),
     ("a module without a name", "module 1 needs a name"),
+    ("a module named by a number", "module 1 needs a name"),
+    ("a module of the folder's own, replaced by name", "'custom_st.Pooling' .* is not supported by minibert"),
+    ("a special token of processor_kwargs as an untyped dict", "cls_token: expected a token"),
 ])
 def test_folders_the_references_cannot_run_are_refused(tmp_path, case, refusal):
     """What sentence-transformers or transformers fails on (or runs only with the folder's own code), minibert
@@ -348,6 +356,14 @@ def test_folders_the_references_cannot_run_are_refused(tmp_path, case, refusal):
     elif case == "a module without a name":
         del modules[1]["name"]
         (folder / "modules.json").write_text(json.dumps(modules))
+    elif case == "a module named by a number":
+        modules[1]["name"] = 1
+        (folder / "modules.json").write_text(json.dumps(modules))
+    elif case == "a module of the folder's own, replaced by name":  # (sentence-transformers loads it all the same)
+        modules.insert(1, {**modules[1], "type": "custom_st.Pooling"})
+        (folder / "modules.json").write_text(json.dumps(modules))
+    elif case == "a special token of processor_kwargs as an untyped dict":
+        edit(folder / "sentence_bert_config.json", processor_kwargs={"cls_token": {"content": "[CLS]"}})
     elif case == "a PEFT adapter":  # (its weights would sit in adapter_model.safetensors; peft is not installed here)
         edit(folder / "adapter_config.json", peft_type="LORA", base_model_name_or_path=str(folder), r=4,
              target_modules=["query", "value"])

@@ -46,10 +46,6 @@ def load_model(folder: str | Path, dtype: torch.dtype | None = None, device: str
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder not found: {folder}")
-    if (folder / "adapter_config.json").is_file():
-        raise ValueError(f"{folder / 'adapter_config.json'}: a PEFT adapter, which sentence-transformers and "
-                         "transformers run on the base model it names; minibert runs whole models: merge the adapter "
-                         "into its base (peft's merge_and_unload) and save that")
     return family_class(folder).from_pretrained(folder, dtype=dtype, device=device,
                                                 attn_implementation=attn_implementation,
                                                 config_overrides=config_overrides)
