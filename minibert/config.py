@@ -149,7 +149,7 @@ class BertConfig:
         raw = read_json(folder / "config.json", "config file")
         if isinstance(raw, dict) and overrides:
             check_hf_types(raw, cls.hf_types, str(folder / "config.json"))
-            check_hf_types(overrides, cls.hf_types, "the module config's config_kwargs")
+            check_hf_types(overrides, cls.hf_types, f"{folder}: its module config's config_kwargs")
             raw = laid_over(raw, overrides, cls.unset_by_default)
         return cls.from_dict(raw, source=str(folder / "config.json")), raw
 

@@ -38,7 +38,8 @@ MODULE_CONFIG_FILES = ("sentence_bert_config.json", "sentence_roberta_config.jso
 # apply any other (add_eos_token rebuilds the template, tokenizer_type picks the class, vocab the vocabulary)
 TOKENIZER_OVERRIDES = {*SETTING_TYPES, *SPECIAL_KEYS, "model_input_names", "additional_special_tokens",
                        "extra_special_tokens", "clean_up_tokenization_spaces", "errors", "use_fast", "cache_dir",
-                       "revision", "token", "local_files_only", "never_split", "do_basic_tokenize"}
+                       "revision", "token", "local_files_only", "force_download", "proxies", "never_split",
+                       "do_basic_tokenize", "from_slow", "legacy"}
 RENAMED = {"model_args": "model_kwargs", "tokenizer_args": "processor_kwargs", "config_args": "config_kwargs"}
 # Keys that do not change the embeddings of encode(): the device backend, flash-attention unpadding (the same
 # function), the lengths and expansion of encode_query/encode_document, which minibert does not have.

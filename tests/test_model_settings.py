@@ -177,7 +177,7 @@ def test_config_json_and_config_kwargs_are_type_checked_each_on_its_own(tmp_path
     bad, good = {"layer_norm_eps": 1}, {"layer_norm_eps": 1e-5}
     edit(folder / "config.json", **(bad if where == "config.json" else good))
     edit(folder / "sentence_bert_config.json", config_kwargs=good if where == "config.json" else bad)
-    source = "config.json" if where == "config.json" else "the module config's config_kwargs"
+    source = "config.json" if where == "config.json" else "folder/st: its module config's config_kwargs"
     with pytest.raises(ValueError, match=f"{source}: layer_norm_eps must be float"):
         SentenceEncoder.from_pretrained(folder)
     assert compare(c, folder).kind == "both"
