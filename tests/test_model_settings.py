@@ -107,8 +107,9 @@ def test_is_causal_is_refused_where_transformers_masks_causally(tmp_path, family
                                         ("position_embedding_type", "relative_key")])
 def test_config_kwargs_transformers_config_lacks_count_only_where_config_json_holds_them(tmp_path, family, key,
                                                                                           value):
-    """transformers sets a module config's config_kwargs only where its config object has the attribute: is_causal
-    and quantization_config it has only when config.json sets them, so without that they are dropped."""
+    """transformers sets a module config's config_kwargs only where its config object has the attribute: is_causal,
+    quantization_config and position_embedding_type it has only when config.json sets them, so without that they
+    are dropped."""
     c, folder = folder_of(tmp_path, family, sentences=[0, 1, 2, 3])
     edit(folder / "sentence_bert_config.json", config_kwargs={key: value})
     assert not hasattr(transformers.AutoConfig.from_pretrained(str(folder), **{key: value}), key)
