@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert import similarity
+from minibert.embedding_precision import PRECISIONS, quantize_embeddings
 from minibert.encode_settings import EncodeSettings
 from minibert.families import load_model
 from minibert.hub import DEFAULT_MODEL, resolve_model
@@ -158,7 +159,7 @@ class SentenceEncoder(nn.Module):
                convert_to: Literal["numpy", "torch"] = "numpy", show_progress_bar: bool = False,
                device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                path: str | None = None, prompt_name: str | None = None, prompt: str | None = None,
-               truncate_dim: int | None = None) -> np.ndarray | torch.Tensor:
+               truncate_dim: int | None = None, precision: str = "float32") -> np.ndarray | torch.Tensor:
         """Embed sentences; row i of the result belongs to ``sentences[i]``, as sentence-transformers'
         ``encode`` computes it.
 
@@ -171,7 +172,9 @@ class SentenceEncoder(nn.Module):
         only: ``dtype`` computes with copies of the weights in that dtype, ``path`` converts to another
         execution path (``minibert.paths``: "reference", "fast", "int8", "compiled"; ``to_path`` keeps one).
         ``prompt`` (or one of the folder's ``prompts`` by ``prompt_name``; by default its
-        ``default_prompt_name``) goes before every sentence.
+        ``default_prompt_name``) goes before every sentence. ``precision`` ("int8", "uint8", "binary", "ubinary")
+        quantizes the embeddings last, int8 and uint8 on ranges taken from these embeddings
+        (``minibert.embedding_precision``; for a corpus, quantize with ranges of your own).
         """
         single = isinstance(sentences, str)
         sentences = [sentences] if single else list(sentences)
@@ -182,6 +185,8 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if truncate_dim is not None and not (type(truncate_dim) is int and 1 <= truncate_dim <= self.embedding_dim):
             raise ValueError(f"truncate_dim must be in 1..{self.embedding_dim}, got {truncate_dim!r}")
         truncate_dim = truncate_dim or self.settings.truncate_dim  # (the folder's may exceed the dimensions: all kept)
@@ -208,7 +213,10 @@ class SentenceEncoder(nn.Module):
                 if normalize_embeddings:
                     emb = F.normalize(emb, p=2, dim=-1)
                 out[idx] = emb.to("cpu", out.dtype)
-        if convert_to == "numpy":  # numpy has no bfloat16
+        if precision != "float32":
+            out = quantize_embeddings(out, precision)
+            out = torch.from_numpy(out) if convert_to == "torch" else out
+        elif convert_to == "numpy":  # numpy has no bfloat16
             out = out.float() if out.dtype == torch.bfloat16 else out
             out = out.numpy()
         return out[0] if single else out
