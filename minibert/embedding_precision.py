@@ -8,8 +8,8 @@ of vectors takes a quarter of the memory in int8 and a thirty-second in binary, 
 - **binary / ubinary**: one bit per dimension, set where the value is above 0, eight packed into a byte
   (ubinary; the first dimension in the highest bit), or that byte minus 128 as int8 (binary).
 
-The arithmetic is NumPy's in float32, in sentence-transformers' order, so the same float embeddings give the
-same integers.
+The arithmetic is NumPy's, in the embeddings' own float precision (bfloat16 widened to float32) and in
+sentence-transformers' order, so the same float embeddings give the same integers.
 """
 
 from __future__ import annotations
@@ -20,32 +20,36 @@ import torch
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
 
-def quantize_embeddings(embeddings: np.ndarray | torch.Tensor, precision: str, ranges: np.ndarray | None = None,
-                        calibration: np.ndarray | None = None) -> np.ndarray:
-    """(N, D) float embeddings in ``precision`` (one of ``PRECISIONS``): float32 as they are, int8 or uint8
-    (N, D), binary or ubinary (N, ceil(D / 8)). ``ranges`` (2, D) or ``calibration`` (M, D) set the int8 and
-    uint8 buckets; by default they come from ``embeddings`` themselves."""
+def quantize_embeddings(embeddings: np.ndarray | torch.Tensor, precision: str | None,
+                        ranges: np.ndarray | None = None,
+                        calibration_embeddings: np.ndarray | None = None) -> np.ndarray:
+    """(N, D) float embeddings in ``precision`` (one of ``PRECISIONS``; None is float32): float32 as they are,
+    int8 or uint8 (N, D), binary or ubinary (N, ceil(D / 8)). ``ranges`` (2, D) or ``calibration_embeddings``
+    (M, D) set the int8 and uint8 buckets; by default they come from ``embeddings`` themselves, which must then
+    be more than one. (The arguments are sentence-transformers'.)"""
+    precision = precision or "float32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if isinstance(embeddings, torch.Tensor):
-        embeddings = embeddings.detach().float().cpu().numpy()
+        embeddings = embeddings.detach().cpu()
+        embeddings = (embeddings.float() if embeddings.dtype == torch.bfloat16 else embeddings).numpy()
     embeddings = np.asarray(embeddings)
-    if not np.issubdtype(embeddings.dtype, np.floating):
-        raise ValueError(f"embeddings to quantize must be floats, got {embeddings.dtype}")
+    if embeddings.dtype in (np.int8, np.uint8):
+        raise ValueError(f"embeddings to quantize must not be quantized already, got {embeddings.dtype}")
     if precision == "float32":
         return embeddings.astype(np.float32)
     if precision.endswith("binary"):
         packed = np.packbits(embeddings > 0, axis=-1)
         return (packed - 128).astype(np.int8) if precision == "binary" else packed
-    if len(embeddings) == 0:
+    if embeddings.ndim == 2 and len(embeddings) == 0:
         return np.zeros(embeddings.shape, dtype=np.int8 if precision == "int8" else np.uint8)
     if ranges is None:  # each dimension's minimum and maximum
-        if calibration is None and embeddings.shape[0] < 2:
+        if calibration_embeddings is None and (embeddings.ndim == 1 or embeddings.shape[0] == 1):
             raise ValueError(f"{precision} ranges cannot be computed from a single embedding: pass ranges or "
-                             "calibration embeddings")
-        sample = embeddings if calibration is None else np.asarray(calibration)
+                             "calibration_embeddings")
+        sample = embeddings if calibration_embeddings is None else np.asarray(calibration_embeddings)
         ranges = np.vstack((sample.min(axis=0), sample.max(axis=0)))
-    ranges = np.asarray(ranges, dtype=np.float32)
+    ranges = np.asarray(ranges).astype(np.float32, copy=False)
     starts = ranges[0]
     steps = (ranges[1] - starts) / 255
     steps = np.where(steps == 0, 1, steps)  # (a dimension that never varies: bucket 0)

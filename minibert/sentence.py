@@ -159,7 +159,7 @@ class SentenceEncoder(nn.Module):
                convert_to: Literal["numpy", "torch"] = "numpy", show_progress_bar: bool = False,
                device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                path: str | None = None, prompt_name: str | None = None, prompt: str | None = None,
-               truncate_dim: int | None = None, precision: str = "float32") -> np.ndarray | torch.Tensor:
+               truncate_dim: int | None = None, precision: str | None = "float32") -> np.ndarray | torch.Tensor:
         """Embed sentences; row i of the result belongs to ``sentences[i]``, as sentence-transformers'
         ``encode`` computes it.
 
@@ -185,7 +185,7 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
-        if precision not in PRECISIONS:
+        if precision is not None and precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if truncate_dim is not None and not (type(truncate_dim) is int and 1 <= truncate_dim <= self.embedding_dim):
             raise ValueError(f"truncate_dim must be in 1..{self.embedding_dim}, got {truncate_dim!r}")
@@ -213,7 +213,7 @@ class SentenceEncoder(nn.Module):
                 if normalize_embeddings:
                     emb = F.normalize(emb, p=2, dim=-1)
                 out[idx] = emb.to("cpu", out.dtype)
-        if precision != "float32":
+        if precision not in (None, "float32"):
             out = quantize_embeddings(out, precision)
             out = torch.from_numpy(out) if convert_to == "torch" else out
         elif convert_to == "numpy":  # numpy has no bfloat16
