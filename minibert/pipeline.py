@@ -33,12 +33,14 @@ MODULE_CONFIG_FILES = ("sentence_bert_config.json", "sentence_roberta_config.jso
                        "sentence_camembert_config.json", "sentence_albert_config.json",
                        "sentence_xlm-roberta_config.json", "sentence_xlnet_config.json")
 # what a module config's processor_kwargs (tokenizer_args) may hold: the settings minibert reads, and those that
-# change no token id (decoding, where the files come from, what transformers 5 does not read for these tokenizers);
+# change no token id (decoding, where the files come from, what transformers 5 does not read for these tokenizers,
+# what sentence-transformers' call of the tokenizer sets anew: max_length, padding, truncation);
 # transformers would apply any other (add_eos_token rebuilds the template, tokenizer_type picks the class, ...)
 TOKENIZER_OVERRIDES = {*SETTING_TYPES, *SPECIAL_KEYS, "model_input_names", "additional_special_tokens",
                        "extra_special_tokens", "clean_up_tokenization_spaces", "errors", "use_fast", "cache_dir",
-                       "revision", "token", "local_files_only", "force_download", "proxies", "never_split",
-                       "do_basic_tokenize", "from_slow", "legacy"}
+                       "revision", "token", "local_files_only", "force_download", "proxies", "subfolder",
+                       "never_split", "do_basic_tokenize", "from_slow", "legacy", "max_length", "padding",
+                       "truncation"}
 # sentence-transformers 6 renamed these keys of the module config; either name is read
 RENAMED = {"model_args": "model_kwargs", "tokenizer_args": "processor_kwargs", "config_args": "config_kwargs"}
 # Keys that do not change the embeddings of encode(): the device backend, flash-attention unpadding (the same

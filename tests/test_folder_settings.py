@@ -307,6 +307,14 @@ def test_a_module_name_listed_twice_keeps_the_later_module_in_the_first_place(tm
     assert_matches(c, folder)
 
 
+def test_processor_kwargs_that_change_no_token_id_pass(tmp_path):
+    c, folder = folder_of(tmp_path, "bert")
+    edit(folder / "sentence_bert_config.json", processor_kwargs={
+        "max_length": 5, "padding": "max_length", "truncation": False, "subfolder": "x", "never_split": ["hello"],
+        "do_basic_tokenize": False, "clean_up_tokenization_spaces": True, "use_fast": False, "from_slow": True})
+    assert_matches(c, folder)
+
+
 @pytest.mark.parametrize("setting", [{"add_eos_token": False}, {"tokenizer_type": "bert"}])
 def test_processor_kwargs_minibert_does_not_run_are_refused(tmp_path, setting):
     """A module config's processor_kwargs reach transformers' tokenizer as they are: add_eos_token rebuilds a
