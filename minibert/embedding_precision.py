@@ -20,6 +20,13 @@ import torch
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 
 
+def checked_precision(precision: str | None) -> str:
+    """``precision`` if it is one of ``PRECISIONS`` (None: float32), else a ValueError that names it."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision or "float32"
+
+
 def quantize_embeddings(embeddings: np.ndarray | torch.Tensor, precision: str | None,
                         ranges: np.ndarray | None = None,
                         calibration_embeddings: np.ndarray | None = None) -> np.ndarray:
@@ -27,9 +34,7 @@ def quantize_embeddings(embeddings: np.ndarray | torch.Tensor, precision: str | 
     int8 or uint8 (N, D), binary or ubinary (N, ceil(D / 8)). ``ranges`` (2, D) or ``calibration_embeddings``
     (M, D) set the int8 and uint8 buckets; by default they come from ``embeddings`` themselves, which must then
     be more than one. (The arguments are sentence-transformers'.)"""
-    precision = precision or "float32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    precision = checked_precision(precision)
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().cpu()
         embeddings = (embeddings.float() if embeddings.dtype == torch.bfloat16 else embeddings).numpy()

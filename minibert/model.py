@@ -12,7 +12,7 @@ change only what differs: the embeddings (``embeddings_class``), a bias on the a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -246,8 +246,9 @@ class BertModel(nn.Module):
         return None
 
     @classmethod
-    def fixed_tensors(cls, config: BertConfig) -> dict[str, torch.Tensor]:
-        """Checkpoint key -> a tensor the config determines, computed where a checkpoint lacks it (none in BERT)."""
+    def fixed_tensors(cls, config: BertConfig) -> dict[str, Callable[[], torch.Tensor]]:
+        """Checkpoint key -> how to compute a tensor the config determines, where a checkpoint lacks it (none in
+        BERT)."""
         return {}
 
     @classmethod

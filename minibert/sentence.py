@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert import similarity
-from minibert.embedding_precision import PRECISIONS, quantize_embeddings
+from minibert.embedding_precision import checked_precision, quantize_embeddings
 from minibert.encode_settings import EncodeSettings
 from minibert.families import load_model
 from minibert.hub import DEFAULT_MODEL, resolve_model
@@ -185,8 +185,7 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
-        if precision is not None and precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        precision = checked_precision(precision)  # (before any work)
         if truncate_dim is not None and not (type(truncate_dim) is int and 1 <= truncate_dim <= self.embedding_dim):
             raise ValueError(f"truncate_dim must be in 1..{self.embedding_dim}, got {truncate_dim!r}")
         truncate_dim = truncate_dim or self.settings.truncate_dim  # (the folder's may exceed the dimensions: all kept)
@@ -213,7 +212,7 @@ class SentenceEncoder(nn.Module):
                 if normalize_embeddings:
                     emb = F.normalize(emb, p=2, dim=-1)
                 out[idx] = emb.to("cpu", out.dtype)
-        if precision not in (None, "float32"):
+        if precision != "float32":
             out = quantize_embeddings(out, precision)
             out = torch.from_numpy(out) if convert_to == "torch" else out
         elif convert_to == "numpy":  # numpy has no bfloat16

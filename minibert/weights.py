@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,14 +153,14 @@ class LoadReport:
         return msg
 
 
-def add_fixed(encoder: dict[str, tuple[torch.Tensor, Path]], fixed: dict[str, torch.Tensor], report: LoadReport,
-              config_file: Path) -> None:
-    """Put in ``encoder`` each tensor of ``fixed`` (checkpoint name -> a tensor the config determines, like
-    DistilBERT's sinusoidal positions) that the checkpoint lacks, as transformers computes it, and report it. One
-    the checkpoint holds is read from it, as there."""
-    for key, tensor in fixed.items():
+def add_fixed(encoder: dict[str, tuple[torch.Tensor, Path]], fixed: dict[str, Callable[[], torch.Tensor]],
+              report: LoadReport, config_file: Path) -> None:
+    """Put in ``encoder`` each tensor of ``fixed`` (checkpoint name -> how to compute a tensor the config
+    determines, like DistilBERT's sinusoidal positions) that the checkpoint lacks, computed as transformers
+    computes it, and report it. One the checkpoint holds is read from it, as there."""
+    for key, compute in fixed.items():
         if key not in encoder:
-            encoder[key] = (tensor, config_file)
+            encoder[key] = (compute(), config_file)
             report.computed.append(key)
 
 

@@ -15,26 +15,29 @@ def edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def edit_tensors(path: Path, change) -> None:
+    """A safetensors file rewritten with ``change(tensors)``'s tensors (name -> tensor), as transformers saves one."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(change(load_file(path)), path, metadata={"format": "pt"})
+
+
 def mixed_dtypes(path: Path) -> None:
     """The checkpoint's first tensor in name order stored in bfloat16, the others in float32, or the reverse."""
     import torch
-    from safetensors.torch import load_file, save_file
 
-    tensors = load_file(path)
-    first = min(tensors)
-    flip = tensors[first].dtype == torch.float32
-    save_file({name: t.to(torch.bfloat16 if (name == first) == flip else torch.float32) for name, t in tensors.items()},
-              path, metadata={"format": "pt"})
+    def mix(tensors: dict) -> dict:
+        first = min(tensors)
+        flip = tensors[first].dtype == torch.float32
+        return {name: t.to(torch.bfloat16 if (name == first) == flip else torch.float32) for name, t in tensors.items()}
+
+    edit_tensors(path, mix)
 
 
 def legacy_names(path: Path) -> None:
     """LayerNorm's tensors under their TensorFlow-era names, gamma and beta, which transformers renames."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(path)
-    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): t
-               for k, t in tensors.items()}
-    save_file(renamed, path, metadata={"format": "pt"})
+    edit_tensors(path, lambda tensors: {k.replace("LayerNorm.weight", "LayerNorm.gamma")
+                                        .replace("LayerNorm.bias", "LayerNorm.beta"): t for k, t in tensors.items()})
 
 
 def rewrite(c: dict, folder: Path) -> None:

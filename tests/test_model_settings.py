@@ -14,6 +14,7 @@ import torch
 from minibert import SentenceEncoder
 
 from differential import assert_matches, compare, edit, folder_of
+from folder_forms import edit_tensors
 
 st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is the reference")
 transformers = pytest.importorskip("transformers", reason="transformers builds the folders")
@@ -72,14 +73,10 @@ def test_distilbert_reads_bert_s_names_only_where_transformers_does(tmp_path, na
 def test_weights_stored_in_mixed_dtypes_run_in_the_first_one(tmp_path, first):
     """With no dtype in config.json, transformers runs the model in the dtype of the checkpoint's first floating
     tensor (in name order), whatever the others are stored in."""
-    from safetensors.torch import load_file, save_file
-
     c, folder = folder_of(tmp_path, "bert", dtype="drop")
-    tensors = load_file(folder / "model.safetensors")
-    names = sorted(tensors)
     other = torch.float32 if first == "bfloat16" else torch.bfloat16
-    tensors = {name: t.to(getattr(torch, first) if name == names[0] else other) for name, t in tensors.items()}
-    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    edit_tensors(folder / "model.safetensors", lambda tensors: {
+        name: t.to(getattr(torch, first) if name == min(tensors) else other) for name, t in tensors.items()})
     assert next(SentenceEncoder.from_pretrained(folder).parameters()).dtype == getattr(torch, first)
     assert_matches(c, folder)
 
@@ -133,22 +130,24 @@ def test_config_json_types_are_checked_as_transformers_declares_them(family):
     assert FAMILIES[family].config_class.hf_types == declared
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet"])
-@pytest.mark.parametrize("setting, runs", [
+CONFIG_VALUES = [  # (setting, whether transformers runs it)
     ({"layer_norm_eps": 1}, False), ({"initializer_range": 0}, False), ({"use_cache": 1}, False),
     ({"tie_word_embeddings": 0}, False), ({"eos_token_id": [2, 3.0]}, False), ({"eos_token_id": [2, 3]}, True),
     ({"hidden_dropout_prob": 1.0}, True), ({"attention_probs_dropout_prob": 0}, True),
-    ({"layer_norm_eps": 0.0}, True), ({"initializer_range": -0.02}, True)])
+    ({"layer_norm_eps": 0.0}, True), ({"initializer_range": -0.02}, True)]
+DISTILBERT_NAMES = {"hidden_dropout_prob": "dropout", "attention_probs_dropout_prob": "attention_dropout",
+                    "use_cache": "sinusoidal_pos_embds"}  # (and no layer_norm_eps: DistilBERT's is fixed)
+
+
+@pytest.mark.parametrize("family, setting, runs", [
+    *(("bert", setting, runs) for setting, runs in CONFIG_VALUES),
+    *(("mpnet", setting, runs or "use_cache" in setting) for setting, runs in CONFIG_VALUES),  # (it has no use_cache)
+    *(("distilbert", {DISTILBERT_NAMES.get(k, k): v for k, v in setting.items()}, runs)
+      for setting, runs in CONFIG_VALUES if "layer_norm_eps" not in setting)])
 def test_config_values_run_and_fail_where_transformers_does(tmp_path, family, setting, runs):
     """transformers refuses a config.json value of another type than its config class declares (an int where it
     declares a float, ...), whether the model reads the key or not; and it loads a checkpoint whose dropout is 1,
     whose LayerNorm eps is 0 or whose initializer_range is negative (read only to draw random weights)."""
-    if family == "distilbert":  # its own names
-        setting = {{"hidden_dropout_prob": "dropout", "attention_probs_dropout_prob": "attention_dropout",
-                    "use_cache": "sinusoidal_pos_embds"}.get(k, k): v for k, v in setting.items()}
-        if "layer_norm_eps" in setting:  # (DistilBERT's is fixed: no such key)
-            return
-    runs = runs or (family == "mpnet" and "use_cache" in setting)  # (MPNet's config declares no use_cache)
     c, folder = folder_of(tmp_path, family, sentences=[0, 1, 2, 3])  # (within MPNet's positions)
     edit(folder / "config.json", **setting)
     outcome = compare(c, folder)
@@ -186,13 +185,9 @@ def test_config_json_and_config_kwargs_are_type_checked_each_on_its_own(tmp_path
 
 @pytest.mark.parametrize("family", ["bert", "mpnet", "distilbert"])
 def test_a_negative_initializer_range_fails_where_transformers_draws_a_missing_pooler(tmp_path, family):
-    from safetensors.torch import load_file, save_file
-
     c, folder = folder_of(tmp_path, family, sentences=[0, 1, 2, 3])
     edit(folder / "config.json", initializer_range=-0.02)
-    tensors = load_file(folder / "model.safetensors")
-    save_file({k: t for k, t in tensors.items() if "pooler" not in k}, folder / "model.safetensors",
-              metadata={"format": "pt"})
+    edit_tensors(folder / "model.safetensors", lambda tensors: {k: t for k, t in tensors.items() if "pooler" not in k})
     if family == "distilbert":  # (no pooler to draw)
         assert_matches(c, folder)
         return
@@ -206,13 +201,10 @@ def test_a_negative_initializer_range_fails_where_transformers_draws_a_missing_p
 def test_a_distilbert_checkpoint_without_its_sinusoidal_table_gets_it_computed(tmp_path, sinusoidal):
     """transformers computes DistilBERT's sinusoidal position table where the checkpoint lacks it; a learnt table
     it would draw at random, which minibert refuses."""
-    from safetensors.torch import load_file, save_file
-
     c, folder = folder_of(tmp_path, "distilbert", sentences=[0, 1, 2, 3])
     edit(folder / "config.json", sinusoidal_pos_embds=sinusoidal)
-    tensors = load_file(folder / "model.safetensors")
-    del tensors["embeddings.position_embeddings.weight"]
-    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    edit_tensors(folder / "model.safetensors", lambda tensors: {k: t for k, t in tensors.items()
+                                                               if k != "embeddings.position_embeddings.weight"})
     if not sinusoidal:
         with pytest.raises(ValueError, match="missing 1 tensors: embeddings.position_embeddings.weight"):
             SentenceEncoder.from_pretrained(folder)
@@ -327,21 +319,21 @@ def test_settings_that_change_how_transformers_builds_the_model_are_refused(tmp_
 def test_legacy_tensor_names_and_buffers_load_as_transformers_loads_them(tmp_path):
     """TensorFlow-era checkpoints name LayerNorm's tensors gamma and beta, and older transformers saved the
     embeddings' token_type_ids buffer: transformers renames the one and ignores the other."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from folder_forms import legacy_names
 
     c, folder = folder_of(tmp_path, "roberta")  # (its tokenizer gives no token types: a stored buffer would be read)
-    tensors = load_file(folder / "model.safetensors")
-    legacy_names(folder / "model.safetensors")
-    renamed = load_file(folder / "model.safetensors")
+    weights = folder / "model.safetensors"
+    norm = load_file(weights)["embeddings.LayerNorm.weight"]
+    legacy_names(weights)
+    renamed = load_file(weights)
     assert any(k.endswith("LayerNorm.gamma") for k in renamed) and not any(k.endswith("LayerNorm.weight")
                                                                            for k in renamed)
-    renamed["embeddings.token_type_ids"] = torch.ones(1, 64, dtype=torch.long)  # (type 1: not the types it runs)
-    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    # (type 1: not the types it runs)
+    edit_tensors(weights, lambda tensors: {**tensors, "embeddings.token_type_ids": torch.ones(1, 64, dtype=torch.long)})
     assert_matches(c, folder)
-    save_file({**renamed, "embeddings.LayerNorm.weight": tensors["embeddings.LayerNorm.weight"].clone()},
-              folder / "model.safetensors", metadata={"format": "pt"})
+    edit_tensors(weights, lambda tensors: {**tensors, "embeddings.LayerNorm.weight": norm.clone()})
     with pytest.raises(ValueError, match="tensors 'embeddings.LayerNorm.gamma' and 'embeddings.LayerNorm.weight' "
                                          "are both 'embeddings.LayerNorm.weight'"):
         SentenceEncoder.from_pretrained(folder)

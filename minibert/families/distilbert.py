@@ -16,6 +16,7 @@ attention's output before its residual add (``attention_out_dropout``). Otherwis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -123,13 +124,13 @@ class DistilBertModel(BertModel):
         super().__init__(config, add_pooler=False, attn_implementation=attn_implementation)
 
     @classmethod
-    def fixed_tensors(cls, config: DistilBertConfig) -> dict[str, torch.Tensor]:
+    def fixed_tensors(cls, config: DistilBertConfig) -> dict[str, Callable[[], torch.Tensor]]:
         """The sinusoidal table, where config.json asks for one: transformers computes it where a checkpoint
         lacks it (a stored one is read, whatever it holds)."""
         if not config.sinusoidal_pos_embds:
             return {}
-        return {"embeddings.position_embeddings.weight": sinusoidal_table(config.max_position_embeddings,
-                                                                          config.hidden_size)}
+        return {"embeddings.position_embeddings.weight":
+                lambda: sinusoidal_table(config.max_position_embeddings, config.hidden_size)}
 
     @classmethod
     def key_map(cls, config: BertConfig, with_pooler: bool) -> dict[str, str]:
