@@ -44,8 +44,9 @@ TOKENIZER_OVERRIDES = {*SETTING_TYPES, *SPECIAL_KEYS, "model_input_names", "addi
 # sentence-transformers 6 renamed these keys of the module config; either name is read
 RENAMED = {"model_args": "model_kwargs", "tokenizer_args": "processor_kwargs", "config_args": "config_kwargs"}
 # Keys that do not change the embeddings of encode(): the device backend, flash-attention unpadding (the same
-# function), the lengths and expansion of encode_query/encode_document, which minibert does not have.
-NO_EFFECT = ("backend", "cache_dir", "unpad_inputs", "query_length", "document_length")
+# function), where the files are cached
+NO_EFFECT = ("backend", "cache_dir", "unpad_inputs")
+TASKS = ("query", "document")  # encode(task=...), encode_query and encode_document: each may have a token limit
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TransformerSettings:
     tokenizer: dict = field(default_factory=dict)  # over tokenizer_config.json's settings
     config: dict = field(default_factory=dict)  # over config.json's settings
     dtype: torch.dtype | None = None  # model_kwargs' dtype, over config.json's
+    task_lengths: dict[str, int] = field(default_factory=dict)  # query_length, document_length: "query" -> limit
 
 
 def read_transformer_settings(folder: Path) -> TransformerSettings:
@@ -82,6 +84,12 @@ def read_transformer_settings(folder: Path) -> TransformerSettings:
         raise ValueError(f"{path}: max_seq_length must be an integer >= 2, got {settings.max_seq_length!r}")
     if not isinstance(lower, (bool, type(None))):
         raise ValueError(f"{path}: do_lower_case must be true or false, got {lower!r}")
+    for task in TASKS:  # the token limit of encode_query's and encode_document's texts, in place of the model's
+        length = raw.pop(f"{task}_length", None)
+        if length is not None and not (type(length) is int and length >= 2):
+            raise ValueError(f"{path}: {task}_length must be an integer >= 2 or null, got {length!r}")
+        if length is not None:
+            settings.task_lengths[task] = length
     for key in ("model_kwargs", "processor_kwargs", "config_kwargs"):
         value = raw.pop(key, None) or {}
         if not isinstance(value, dict):

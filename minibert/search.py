@@ -1,12 +1,15 @@
 """Search with embeddings: the corpus entries closest to each query, and the closest pairs within one set.
 
 Both scan the corpus in chunks and keep only each query's best ``top_k`` so far, so memory is bounded by
-(queries x chunk), not by the corpus; a chunk may come from a memory-mapped ``.npy`` on disk. Ties are
-broken by the lower corpus index, so the result does not depend on the chunk size.
+(queries x chunk), not by the corpus; a chunk may come from a memory-mapped ``.npy`` on disk. Equal scores
+go to the lower corpus index, whatever the chunk size. Scores are float32 (of float64 embeddings too), and
+a product's last bit can depend on the shape of the chunk it is computed in, as a BLAS sums it: two copies
+of one entry can score one rounding step apart, as in sentence-transformers.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import numpy as np
@@ -18,12 +21,17 @@ from minibert.similarity import SIMILARITIES, check_name
 Score = Literal["cosine", "dot", "euclidean", "manhattan", "cos"]  # "cos": cosine, its older name here
 
 
-def score_name(score: str) -> str:
-    return check_name("cosine" if score == "cos" else score)
+def at_least_one(**values: int) -> None:
+    """Each value a whole number >= 1, or an error that names it."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
     """Float32 rows (n, dim), finite; ``offset``: the index of the first row, for the errors."""
+    if isinstance(embeddings, torch.Tensor) and not embeddings.is_floating_point():
+        raise ValueError(f"{what}: expected float embeddings, got {embeddings.dtype}")
     if not isinstance(embeddings, torch.Tensor):
         if not np.issubdtype(np.asarray(embeddings[:0]).dtype, np.floating):
             raise ValueError(f"{what}: expected float embeddings, got {np.asarray(embeddings[:0]).dtype}")
@@ -75,12 +83,14 @@ def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddin
 
     ``score``: one of ``minibert.similarity``'s (cosine, dot, euclidean, manhattan; larger is closer), the one
     the model was trained for (``SentenceEncoder.settings.similarity_fn_name``). The corpus may be a
-    ``np.memmap``: only ``chunk_size`` rows of it are in memory at a time.
+    ``np.memmap``: only ``chunk_size`` rows of it are in memory at a time. (sentence-transformers gives empty
+    lists for no queries, an empty corpus or ``top_k`` 0; here each is an error.)
     """
-    score = score_name(score)
-    if top_k < 1 or chunk_size < 1:
-        raise ValueError(f"top_k and chunk_size must be >= 1, got {top_k} and {chunk_size}")
+    score = check_name(score)
+    at_least_one(top_k=top_k, chunk_size=chunk_size)
     queries = prepare(as_matrix(query_embeddings, "query embeddings"), score)
+    if getattr(corpus_embeddings, "ndim", 2) == 1:  # one vector: a corpus of one entry
+        corpus_embeddings = corpus_embeddings[None]
     n = len(corpus_embeddings)
     if n == 0:
         raise ValueError("corpus embeddings: the corpus is empty")
@@ -103,7 +113,8 @@ def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, m
     """The best-scoring distinct pairs (score, i, j), i < j, within one set: each entry is paired with its
     ``top_k`` nearest other entries, a pair found from both ends counts once, best first (ties: lower
     i, then lower j), at most ``max_pairs``."""
-    score = score_name(score)
+    score = check_name(score)
+    at_least_one(top_k=top_k, max_pairs=max_pairs, chunk_size=chunk_size)
     x = prepare(as_matrix(embeddings, "embeddings"), score)
     pairs: dict[tuple[int, int], float] = {}
     for start in range(0, len(x), chunk_size):
@@ -125,15 +136,26 @@ def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, m
     return ranked[:max_pairs]
 
 
-def retrieval_metrics(results: list[list[dict]], relevant: list[set[int]], ks: tuple[int, ...] = (1, 10, 100)) -> dict:
-    """MRR@10, nDCG@10 (binary relevance) and recall@k of search results (``semantic_search``'s, with at
-    least max(ks) hits each) against each query's set of relevant corpus ids."""
+def retrieval_metrics(results: list[list[dict]], relevant: list[set[int]], ks: tuple[int, ...] = (1, 10, 100),
+                      corpus_size: int | None = None) -> dict:
+    """MRR@10, nDCG@10 (binary relevance) and recall@k of search results (``semantic_search``'s) against each
+    query's relevant corpus ids. Each query needs max(10, *ks) hits, or the whole corpus where ``corpus_size``
+    says it is smaller: a metric read from fewer hits would miss what lies below them."""
     if len(results) != len(relevant):
         raise ValueError(f"{len(results)} result lists but {len(relevant)} relevance sets")
+    at_least_one(**{f"ks[{i}]": k for i, k in enumerate(ks)})
+    needed = max(10, *ks) if corpus_size is None else min(max(10, *ks), corpus_size)
     mrr, ndcg, recall = [], [], {k: [] for k in ks}
-    for hits, gold in zip(results, relevant, strict=True):
+    for q, (hits, gold) in enumerate(zip(results, relevant, strict=True)):
+        gold = set(gold)
         if not gold:
-            raise ValueError("every query needs at least one relevant corpus id")
+            raise ValueError(f"query {q}: every query needs at least one relevant corpus id")
+        bad = next((i for i in gold if isinstance(i, bool) or not isinstance(i, numbers.Integral)), None)
+        if bad is not None:
+            raise ValueError(f"query {q}: relevant ids must be corpus indices (integers), got {bad!r}")
+        if len(hits) < needed:
+            raise ValueError(f"query {q}: {len(hits)} hits, but these metrics read {needed}: search with top_k >= "
+                             f"{needed} (or give corpus_size, where the corpus has fewer entries)")
         ids = [h["corpus_id"] for h in hits]
         first = next((rank for rank, i in enumerate(ids[:10], start=1) if i in gold), None)
         mrr.append(1.0 / first if first else 0.0)

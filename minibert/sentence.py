@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minibert import similarity
+from minibert import encode_inputs, similarity
 from minibert.embedding_precision import checked_precision, quantize_embeddings
 from minibert.encode_settings import EncodeSettings
 from minibert.families import load_model
@@ -155,18 +155,23 @@ class SentenceEncoder(nn.Module):
         return len(ids) - (ids[-1] in self.tokenizer.special_ids)
 
     @torch.inference_mode()
-    def encode(self, sentences: str | list[str], batch_size: int = 32, normalize_embeddings: bool = False,
+    def encode(self, sentences: str | Sequence[str], *, batch_size: int = 32, normalize_embeddings: bool = False,
                convert_to: Literal["numpy", "torch"] = "numpy", show_progress_bar: bool = False,
                device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                path: str | None = None, prompt_name: str | None = None, prompt: str | None = None,
-               truncate_dim: int | None = None, precision: str | None = "float32") -> np.ndarray | torch.Tensor:
+               truncate_dim: int | None = None, precision: str | None = "float32",
+               output_value: Literal["sentence_embedding", "token_embeddings"] = "sentence_embedding",
+               convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               task: Literal["query", "document"] | None = None) -> np.ndarray | torch.Tensor | list:
         """Embed sentences; row i of the result belongs to ``sentences[i]``, as sentence-transformers'
-        ``encode`` computes it.
+        ``encode`` computes it. Every argument but the texts is named, as their order differs from there.
 
         Sentences are tokenized once, then batched longest-first, so each batch pads to a similar
         length and little compute is spent on padding. The folder's modules all run (its Normalize too);
         then ``truncate_dim`` (by default the folder's) keeps the first dimensions (Matryoshka models), and
         ``normalize_embeddings=True`` L2-normalises what is left. A single string gives a 1-D vector.
+        ``output_value="token_embeddings"`` gives, for each text, its tokens' last hidden states instead (a
+        list of (tokens, C) tensors, prompt tokens included; no truncation or normalisation).
 
         ``device`` moves the model, as sentence-transformers does. ``dtype`` and ``path`` hold for this call
         only: ``dtype`` computes with copies of the weights in that dtype, ``path`` converts to another
@@ -174,51 +179,82 @@ class SentenceEncoder(nn.Module):
         ``prompt`` (or one of the folder's ``prompts`` by ``prompt_name``; by default its
         ``default_prompt_name``) goes before every sentence. ``precision`` ("int8", "uint8", "binary", "ubinary")
         quantizes the embeddings last, int8 and uint8 on ranges taken from these embeddings
-        (``minibert.embedding_precision``; for a corpus, quantize with ranges of your own).
+        (``minibert.embedding_precision``; for a corpus, quantize with ranges of your own). The result is
+        ``convert_to``'s form, or as sentence-transformers' flags ask (``minibert.encode_inputs``). ``task``
+        ("query", "document") cuts the texts at the folder's ``query_length`` or ``document_length``, where it
+        sets one (``encode_query`` and ``encode_document`` set it).
         """
-        single = isinstance(sentences, str)
-        sentences = [sentences] if single else list(sentences)
-        for i, s in enumerate(sentences):
-            if not isinstance(s, str):
-                raise TypeError(f"sentences[{i}] is {type(s).__name__}, expected str")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if convert_to not in ("numpy", "torch"):
-            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+        sentences, single = encode_inputs.texts(sentences)
+        tokenizer = self.tokenizer.for_task(task)
+        batch_size = encode_inputs.whole_number("batch_size", batch_size)
+        form = encode_inputs.output_form(convert_to, convert_to_numpy, convert_to_tensor)
+        tokens = encode_inputs.checked_output_value(output_value) == "token_embeddings"
         precision = checked_precision(precision)  # (before any work)
-        if truncate_dim is not None and not (type(truncate_dim) is int and 1 <= truncate_dim <= self.embedding_dim):
-            raise ValueError(f"truncate_dim must be in 1..{self.embedding_dim}, got {truncate_dim!r}")
+        if tokens and (precision != "float32" or form == "torch"):
+            raise ValueError("token embeddings come as a list of tensors, one per text: not with "
+                             f"precision={precision!r} or convert_to_tensor")
+        if truncate_dim is not None:
+            truncate_dim = encode_inputs.whole_number("truncate_dim", truncate_dim, 1, self.embedding_dim)
         truncate_dim = truncate_dim or self.settings.truncate_dim  # (the folder's may exceed the dimensions: all kept)
         truncate_dim = truncate_dim if truncate_dim and truncate_dim < self.embedding_dim else None
         prefix = self.settings.prompt(prompt_name, prompt)
         sentences, prompt_length = [prefix + s for s in sentences], self.prompt_length(prefix)
+        if isinstance(device, (list, tuple)):
+            raise ValueError(f"device must be one device, got {device!r} (sentence-transformers' list of devices, "
+                             "for several processes, is not run here: see minibert.corpus)")
         if device is not None:
             check_path(path or self.path, device, dtype or next(self.parameters()).dtype)
             self.to(device=device)
         model = self if path is None else self.to_path(path)
         model = model if dtype is None else model.in_dtype(dtype)
         with eval_mode(model):
-            encodings = self.tokenizer.encode(sentences)
+            encodings = tokenizer.encode(sentences)
             order = sorted(range(len(sentences)), key=lambda i: -len(encodings[i].ids))
-            out = torch.empty(len(sentences), truncate_dim or self.embedding_dim, dtype=next(model.parameters()).dtype)
+            on = self.device if form != "numpy" and precision == "float32" else "cpu"  # (numpy: on the CPU)
+            out = torch.empty(len(sentences), truncate_dim or self.embedding_dim,
+                              dtype=next(model.parameters()).dtype, device=on)
+            token_states = [None] * len(sentences)
             starts = range(0, len(sentences), batch_size)
             if show_progress_bar:
                 from tqdm.auto import tqdm
                 starts = tqdm(starts, desc="Batches", unit="batch")
             for start in starts:
                 idx = order[start:start + batch_size]
-                batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
+                batch = tokenizer.pad([encodings[i] for i in idx]).to(self.device)
+                if tokens:  # each text's real tokens: its row of the states, where the mask says
+                    states = model.features(batch.input_ids, batch.attention_mask, batch.token_type_ids).token_states
+                    for i, row, mask in zip(idx, states, batch.attention_mask.bool(), strict=True):
+                        token_states[i] = row[mask]
+                    continue
                 emb = model(batch, prompt_length=prompt_length)[:, :truncate_dim]
                 if normalize_embeddings:
                     emb = F.normalize(emb, p=2, dim=-1)
-                out[idx] = emb.to("cpu", out.dtype)
+                out[idx] = emb.to(out.device, out.dtype)
+        if tokens:
+            return token_states[0] if single else token_states
         if precision != "float32":
             out = quantize_embeddings(out, precision)
-            out = torch.from_numpy(out) if convert_to == "torch" else out
-        elif convert_to == "numpy":  # numpy has no bfloat16
+            out = out if form == "numpy" else torch.from_numpy(out)
+        elif form == "numpy":  # numpy has no bfloat16
             out = out.float() if out.dtype == torch.bfloat16 else out
             out = out.numpy()
+        out = list(out) if form == "list" else out
         return out[0] if single else out
+
+    def encode_query(self, sentences: str | Sequence[str], **options) -> np.ndarray | torch.Tensor | list:
+        """``encode`` with the folder's "query" prompt (empty unless it sets one) where no prompt is given, not its
+        ``default_prompt_name``, and its ``query_length``, as sentence-transformers' ``encode_query``."""
+        if options.get("prompt_name") is None and options.get("prompt") is None:
+            options["prompt_name"] = "query"
+        return self.encode(sentences, task="query", **options)
+
+    def encode_document(self, sentences: str | Sequence[str], **options) -> np.ndarray | torch.Tensor | list:
+        """``encode`` with the folder's "document" prompt where no prompt is given, as sentence-transformers'
+        ``encode_document`` (it would take "passage" or "corpus" where "document" is missing, but "document"
+        is never missing: empty unless the folder sets it), and its ``document_length``."""
+        if options.get("prompt_name") is None and options.get("prompt") is None:
+            options["prompt_name"] = "document"
+        return self.encode(sentences, task="document", **options)
 
     def similarity(self, a, b, name: str | None = None) -> torch.Tensor:
         """(len(a), len(b)) scores between embeddings, by the folder's ``similarity_fn_name`` (cosine unless it
@@ -231,12 +267,10 @@ class SentenceEncoder(nn.Module):
 
 
 def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
-    """Cosine similarity matrix between the rows of ``a`` and ``b`` (default: ``a`` with itself)."""
-    as_numpy = isinstance(a, np.ndarray)
-    a_t = torch.as_tensor(a, dtype=torch.float32).reshape(-1, np.shape(a)[-1])
-    b_t = a_t if b is None else torch.as_tensor(b, dtype=torch.float32).reshape(-1, np.shape(b)[-1])
-    sim = F.normalize(a_t, dim=-1) @ F.normalize(b_t, dim=-1).T
-    return sim.numpy() if as_numpy else sim
+    """Cosine similarity matrix between the rows of ``a`` and ``b`` (default: ``a`` with itself), as
+    sentence-transformers' ``util.cos_sim``, but a NumPy array where ``a`` is one (as ``encode`` gives it)."""
+    sim = similarity.similarity(a, a if b is None else b, "cosine")
+    return sim.numpy() if isinstance(a, np.ndarray) else sim
 
 
 def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Path) -> None:
@@ -251,7 +285,8 @@ def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Pa
     pooling = encoder.pooling.config
     pooling_json = PoolingConfig(pooling.modes, encoder.bert.config.hidden_size, pooling.include_prompt).to_json_dict()
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_json, indent=2) + "\n")
-    module_config = {"max_seq_length": encoder.tokenizer.max_length, "do_lower_case": encoder.tokenizer.do_lower_case}
+    module_config = {"max_seq_length": encoder.tokenizer.max_length, "do_lower_case": encoder.tokenizer.do_lower_case,
+                     **{f"{task}_length": length for task, length in encoder.tokenizer.task_lengths.items()}}
     overrides = {k: v for k, v in encoder.tokenizer.overrides.items() if k != "model_max_length"}
     if "padding_side" in overrides:  # minibert pads on the right (Tokenizer.save): its folders say so
         overrides["padding_side"] = "right"

@@ -11,19 +11,36 @@ row i. Both compute in float32 (at least), as sentence-transformers does.
 
 from __future__ import annotations
 
+import enum
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-def matrix(x: np.ndarray | torch.Tensor | list) -> torch.Tensor:
-    """Rows as a float tensor of at least float32 precision; a single vector is one row."""
-    if isinstance(x, list) and x and isinstance(x[0], torch.Tensor):
-        x = torch.stack(x)
-    t = torch.as_tensor(np.asarray(x) if isinstance(x, list) else x)
-    if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
+def matrix(x: np.ndarray | torch.Tensor | list, what: str = "embeddings") -> torch.Tensor:
+    """Rows as a float tensor of at least float32 precision; a single vector is one row. A list becomes a
+    tensor as ``torch.tensor`` makes it, which sentence-transformers calls (Python floats: float32). Integer
+    embeddings (``encode(precision=...)``'s int8 or packed bits) are refused: their cosine or dot product
+    here would be that of the codes, not of the embeddings."""
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], (torch.Tensor, np.ndarray)):
+        x = torch.stack([torch.as_tensor(row) for row in x])
+    t = torch.as_tensor(x)
+    if not t.is_floating_point():
+        raise ValueError(f"{what}: expected float embeddings, got {t.dtype}")
+    if t.ndim not in (1, 2):
+        raise ValueError(f"{what}: expected a vector or an (n, dim) matrix of embeddings, got shape {tuple(t.shape)}")
+    t = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
     return t[None] if t.ndim == 1 else t
+
+
+def matrices(a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as ``matrix`` makes them, in one dtype (float64 where either is), with as many dimensions."""
+    a, b = matrix(a, "a"), matrix(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a has {a.shape[1]} dimensions but b {b.shape[1]}")
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dtype), b.to(dtype)
 
 
 def ndim(x) -> int:
@@ -56,19 +73,24 @@ PAIRWISE = {
 
 
 def check_name(name: str) -> str:
-    if name not in SIMILARITIES:
+    """A similarity's name: one of ``SIMILARITIES``, "cos" (cosine's older name here), or a member of
+    sentence-transformers' ``SimilarityFunction`` (its value is the name)."""
+    name = name.value if isinstance(name, enum.Enum) else name
+    name = "cosine" if name == "cos" else name
+    if not isinstance(name, str) or name not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {list(SIMILARITIES)}, got {name!r}")
     return name
 
 
 def similarity(a, b, name: str = "cosine") -> torch.Tensor:
     """(len(a), len(b)) scores."""
-    return SIMILARITIES[check_name(name)](matrix(a), matrix(b))
+    return SIMILARITIES[check_name(name)](*matrices(a, b))
 
 
 def pairwise(a, b, name: str = "cosine") -> torch.Tensor:
     """(n,) scores of row i of ``a`` with row i of ``b`` (one score, a 0-d tensor, for two vectors)."""
-    a, b, vectors = matrix(a), matrix(b), ndim(a) == ndim(b) == 1
+    vectors = ndim(a) == ndim(b) == 1
+    a, b = matrices(a, b)
     if a.shape != b.shape:
         raise ValueError(f"pairwise scores need two matrices of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     scores = PAIRWISE[check_name(name)](a, b)

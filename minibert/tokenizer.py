@@ -8,6 +8,7 @@ as sentence-transformers lays them. We pad ourselves, on the right, after sortin
 
 from __future__ import annotations
 
+import copy
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from tokenizers import Tokenizer as BackendTokenizer
 
 from minibert import tokenizer_files
 from minibert.files import optional_json
-from minibert.pipeline import TransformerSettings, read_pipeline
+from minibert.pipeline import TASKS, TransformerSettings, read_pipeline
 
 UNLIMITED = 1e20  # transformers treats a model_max_length above this as "no limit" (its default is 1e30)
 
@@ -40,11 +41,7 @@ def token_limit(folder: Path, settings: TransformerSettings, spec: tokenizer_fil
     RoBERTa and MPNet) is cut there, with a warning for 1. and 2.: sentence-transformers would fail on such
     inputs instead of cutting them.
     """
-    config = optional_json(folder / "config.json")
-    positions = config.get("max_position_embeddings", 512) if isinstance(config, dict) else 512
-    if not isinstance(positions, int) or isinstance(positions, bool):  # the model's own load rejects it
-        positions = 512
-    capacity = min(positions, max_positions or positions)
+    capacity = position_capacity(folder, max_positions)
     if "model_max_length" in settings.tokenizer:  # (then sentence-transformers does not read max_seq_length)
         value = settings.tokenizer["model_max_length"]
         value = int(UNLIMITED) if value is None else value  # null: transformers' default, no limit
@@ -55,6 +52,15 @@ def token_limit(folder: Path, settings: TransformerSettings, spec: tokenizer_fil
     if value is None or value > UNLIMITED or value > capacity:
         return checked_length(capacity, folder / "config.json", "max_position_embeddings", capacity)
     return checked_length(value, folder / "tokenizer_config.json", "model_max_length", capacity)
+
+
+def position_capacity(folder: Path, max_positions: int | None = None) -> int:
+    """The most tokens the model takes: config.json's max_position_embeddings, or fewer (``max_positions``)."""
+    config = optional_json(folder / "config.json")
+    positions = config.get("max_position_embeddings", 512) if isinstance(config, dict) else 512
+    if not isinstance(positions, int) or isinstance(positions, bool):  # the model's own load rejects it
+        positions = 512
+    return min(positions, max_positions or positions)
 
 
 def checked_length(value, source: Path | None, key: str, capacity: int) -> int:
@@ -132,7 +138,8 @@ class Tokenizer:
     def __init__(self, backend: BackendTokenizer, max_length: int, pad_token: str = "[PAD]",
                  source: Path | None = None, do_lower_case: bool = False, special_tokens: tuple[str, ...] = (),
                  truncation_side: str = "right", overrides: dict | None = None, mask_token: str | None = None,
-                 padding_side: str = "right", padding_source: str = "", token_types: bool = True) -> None:
+                 padding_side: str = "right", padding_source: str = "", token_types: bool = True,
+                 task_lengths: dict[str, int] | None = None) -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
@@ -157,6 +164,8 @@ class Tokenizer:
         # whether the model is given the token types (a pair's second segment 1) or, as transformers does where
         # model_input_names leaves them out, zeros
         self.token_types = token_types
+        self.task_lengths = dict(task_lengths or {})  # "query" -> the limit of encode_query's texts (module config)
+        self.task_tokenizers: dict[str, Tokenizer] = {}  # the same tokenizer with each task's limit, made once
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
@@ -193,10 +202,28 @@ class Tokenizer:
                              "cannot pad a batch")
         if max_length is None:
             max_length = token_limit(where, settings, spec, max_positions)
+        capacity = position_capacity(where, max_positions)
+        task_lengths = {task: checked_length(length, settings.path, f"{task}_length", capacity)
+                        for task, length in settings.task_lengths.items()}
         return cls(backend, max_length, spec.pad_token, source=where, do_lower_case=settings.do_lower_case,
                    special_tokens=tuple(spec.special_tokens), truncation_side=spec.truncation_side,
                    overrides=settings.tokenizer, mask_token=spec.mask_token, padding_side=spec.padding_side,
-                   padding_source=spec.padding_source, token_types=spec.token_types)
+                   padding_source=spec.padding_source, token_types=spec.token_types, task_lengths=task_lengths)
+
+    def for_task(self, task: str | None) -> Tokenizer:
+        """The tokenizer for texts of a task ("query", "document"; None: none): itself, or, where the folder gives
+        the task a token limit of its own (``query_length``), a copy that truncates there, as sentence-transformers
+        truncates them (its ``max_length``, over the model's limit)."""
+        if task is not None and task not in TASKS:
+            raise ValueError(f"task must be one of {list(TASKS)} or None, got {task!r}")
+        if task not in self.task_lengths:
+            return self
+        if task not in self.task_tokenizers:
+            twin = copy.copy(self)
+            twin.backend, twin.task_tokenizers = copy.deepcopy(self.backend), {}
+            twin.max_length = self.task_lengths[task]
+            self.task_tokenizers[task] = twin
+        return self.task_tokenizers[task]
 
     @property
     def vocab_size(self) -> int:

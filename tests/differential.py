@@ -103,7 +103,7 @@ def reference_run(c: dict, folder: Path, texts: list[str], limit: int | None = N
         for model in models if limit else ():
             model.max_seq_length = limit
         options = call_options(c, models[0].get_embedding_dimension() or 10 ** 6)
-        theirs, theirs_fp32 = (model.encode(texts, **options) for model in models)
+        theirs, theirs_fp32 = (getattr(model, c["encode_call"])(texts, **options) for model in models)
         return theirs, theirs_fp32, models[0].similarity(theirs_fp32, theirs_fp32), options, \
             models[0][0].auto_model.dtype
 
@@ -118,7 +118,7 @@ def compare(c: dict, folder: Path) -> Outcome:
         reason = f"{type(e).__name__}: {str(e)[:200]}"
         try:
             ours = SentenceEncoder.from_pretrained(folder)
-            ours.encode(texts, **call_options(c, 10 ** 6))
+            getattr(ours, c["encode_call"])(texts, **call_options(c, 10 ** 6))
         except (ValueError, OSError) as mine:
             return Outcome("both", f"reference: {reason}; minibert: {str(mine)[:200]}")
         except Exception:
@@ -134,10 +134,11 @@ def compare(c: dict, folder: Path) -> Outcome:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ours = SentenceEncoder.from_pretrained(folder, path="reference")
-            runs = {"reference": ours.encode(texts, **options), "fast": ours.encode(texts, path="fast", **options)}
+            encode = getattr(ours, c["encode_call"])  # encode, encode_query or encode_document
+            runs = {"reference": encode(texts, **options), "fast": encode(texts, path="fast", **options)}
             dtype = next(ours.parameters()).dtype
             if c["int8"] and dtype == torch.float32:
-                runs["int8"] = ours.encode(texts, path="int8", **options)
+                runs["int8"] = encode(texts, path="int8", **options)
             ours_sim = ours.similarity(theirs_fp32, theirs_fp32)
     except (ValueError, OSError) as e:
         names = [name for name, pattern in REFUSALS.items() if re.search(pattern, str(e))]

@@ -143,6 +143,9 @@ def draw(seed: int) -> dict:
     c["added_words"] = [(word, *(r.random() < p for p in (0.5, 0.5, 0.3, 0.3))) for word in ADDED_WORDS] \
         if r.random() < 0.25 else None
     c["rare_tokenizer_form"] = r.choice([None] * 9 + ["class_in_config", "max_len", "map_only"])
+    # the module config's token limits of queries and documents (query_length, document_length), and the call
+    c["task_lengths"] = r.choice([None] * 4 + [(6, None), (None, 10), (12, 40)])
+    c["encode_call"] = r.choice(["encode"] * 4 + ["encode_query", "encode_document"])
     if family in ("roberta", "xlm-roberta") and c["files"] == "vocab":
         c["files"] = "vocab" if family == "roberta" else "json"
     return c
@@ -162,7 +165,7 @@ def choices(family: str, seed: int = 0, **overrides) -> dict:
          "causal": False, "is_causal": None, "chat_template": None, "bert_names": False, "mixed_dtype": False,
          "config_args_dtype": False, "pad": None, "legacy_names": False, "config_args_unset": None,
          "transformer_subfolder": False, "added_words": None,
-         "rare_tokenizer_form": None}
+         "rare_tokenizer_form": None, "task_lengths": None, "encode_call": "encode"}
     unknown = set(overrides) - set(c)
     if unknown:
         raise KeyError(f"not a choice: {sorted(unknown)}")
@@ -227,7 +230,8 @@ def build(c: dict, root: Path) -> Path:
             p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(str(hf))
     tokenizer.save_pretrained(str(hf))
-    transformer = st_models.Transformer(str(hf), max_seq_length=c["st_max"], do_lower_case=c["st_lower"])
+    lengths = dict(zip(("query_length", "document_length"), c["task_lengths"] or (None, None), strict=True))
+    transformer = st_models.Transformer(str(hf), max_seq_length=c["st_max"], do_lower_case=c["st_lower"], **lengths)
     modules = [transformer, st_models.Pooling(c["hidden"], c["pooling"], include_prompt=c["include_prompt"])]
     dim = len(c["pooling"]) * c["hidden"]
     for out, act, bias, residual in c["dense"]:

@@ -46,8 +46,29 @@ def test_non_string_is_a_type_error_naming_its_index(minilm, bad):
 def test_bad_arguments(minilm):
     with pytest.raises(ValueError, match="batch_size"):
         minilm.encode(["a"], batch_size=0)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer in 1\.\., got 'query'"):
+        minilm.encode(["a"], batch_size="query")
     with pytest.raises(ValueError, match="convert_to"):
         minilm.encode(["a"], convert_to="list")
+    with pytest.raises(TypeError, match="positional"):  # sentence-transformers' second argument is prompt_name
+        minilm.encode(["a"], "query")
+    with pytest.raises(ValueError, match=r"device must be one device, got \['cpu', 'cpu'\]"):
+        minilm.encode(["a"], device=["cpu", "cpu"])
+    with pytest.raises(ValueError, match=r"output_value must be one of .* got None"):
+        minilm.encode(["a"], output_value=None)
+    with pytest.raises(ValueError, match="token embeddings come as a list of tensors"):
+        minilm.encode(["a"], output_value="token_embeddings", convert_to_tensor=True)
+    with pytest.raises(ValueError, match=r"truncate_dim must be an integer in 1\.\.384, got 0"):
+        minilm.encode(["a"], truncate_dim=0)
+
+
+@pytest.mark.parametrize("bad", [{"text": "a dict"}, {"a", "set"}, None, 5, b"bytes", (s for s in ["gen"])],
+                         ids=["dict", "set", "None", "int", "bytes", "generator"])
+def test_texts_that_are_neither_a_string_nor_a_list_are_refused_by_type(minilm, bad):
+    """sentence-transformers reads a dict as an input of another modality and refuses the others; a dict's keys or a
+    set's items in their arbitrary order must not be embedded."""
+    with pytest.raises(TypeError, match=f"sentences must be a str or a list of str, got {type(bad).__name__}"):
+        minilm.encode(bad)
 
 
 def test_missing_folder_and_files_name_the_path(tmp_path, model_copy):

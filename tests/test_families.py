@@ -214,6 +214,17 @@ def test_sentence_transformers_pipeline_with_dense_normalize_and_prompts(family_
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=f"{path}, {kwargs}")
     with pytest.raises(ValueError, match=r"prompt_name 'doc' is not one of the model's prompts \[.*'passage'"):
         ours.encode(["a"], prompt_name="doc")
+    # encode_query takes the "query" prompt, encode_document the "document" one (empty here), not the default
+    calls = ("encode_query", {}), ("encode_document", {}), ("encode_document", {"prompt_name": "query"})
+    for method, kwargs in calls:
+        expected = getattr(theirs, method)(SENTENCES, batch_size=3, convert_to_tensor=True, **kwargs).cpu()
+        got = getattr(ours, method)(SENTENCES, batch_size=3, convert_to_tensor=True, **kwargs)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=f"{method}, {kwargs}")
+    expected = theirs.encode(SENTENCES, batch_size=3, output_value="token_embeddings")  # the default prompt's too
+    for path in ("reference", "fast"):
+        got = ours.encode(SENTENCES, batch_size=3, output_value="token_embeddings", path=path)
+        for i, (row, ref) in enumerate(zip(got, expected, strict=True)):
+            torch.testing.assert_close(row, ref.cpu(), atol=1e-5, rtol=0, msg=f"{path}, token states of text {i}")
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)

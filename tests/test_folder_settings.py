@@ -8,6 +8,7 @@ the text, mixed case, Greek, CJK, emoji, past the limit) with both, on minibert'
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import torch
 
 from minibert import SentenceEncoder
 from minibert.sentence import save_sentence_transformers_folder
+from minibert.tokenizer import TruncationWarning
 
 from differential import assert_matches, compare, edit, folder_of
 from folders import SENTENCES
@@ -393,3 +395,34 @@ def test_small_api_agreements(minilm):
     assert minilm.similarity_pairwise(u, v).shape == ()
     bf16 = [torch.tensor(u, dtype=torch.bfloat16), torch.tensor(v, dtype=torch.bfloat16)]
     assert minilm.similarity(bf16, bf16).shape == (2, 2)
+
+
+@pytest.mark.parametrize("lengths", [{"query_length": 6}, {"document_length": 7, "query_length": 40}],
+                         ids=["query", "both"])
+def test_query_and_document_lengths_cut_the_texts_of_their_task(tmp_path, lengths):
+    """sentence-transformers truncates encode_query's texts (task "query") at the module config's query_length
+    and encode_document's at document_length, in place of the model's limit; encode's own are not cut there."""
+    _, folder = folder_of(tmp_path, "bert", prompts=True)
+    edit(folder / "sentence_bert_config.json", **lengths)
+    theirs = st.SentenceTransformer(str(folder), device="cpu")
+    ours = SentenceEncoder.from_pretrained(folder)
+    calls = [("encode", {}), ("encode", {"task": "query"}), ("encode_query", {}), ("encode_document", {})]
+    for method, kwargs in calls:
+        expected = getattr(theirs, method)(SENTENCES, convert_to_tensor=True, **kwargs)
+        for path in ("reference", "fast"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncationWarning)
+                got = getattr(ours, method)(SENTENCES, convert_to_tensor=True, path=path, **kwargs)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=0, msg=f"{method} {kwargs} on {path}")
+    # the limit changes the embeddings here (the test could fail), and a folder saved back keeps it
+    assert not torch.allclose(ours.encode_query(SENTENCES, convert_to="torch"),
+                              ours.encode(SENTENCES, prompt_name="query", convert_to="torch"), atol=1e-3)
+    save_sentence_transformers_folder(ours, tmp_path / "saved")
+    assert SentenceEncoder.from_pretrained(tmp_path / "saved").tokenizer.task_lengths == lengths_by_task(lengths)
+    edit(folder / "sentence_bert_config.json", query_length=1)
+    with pytest.raises(ValueError, match="sentence_bert_config.json: query_length must be an integer >= 2"):
+        SentenceEncoder.from_pretrained(folder)
+
+
+def lengths_by_task(lengths: dict) -> dict:
+    return {key.removesuffix("_length"): value for key, value in lengths.items()}

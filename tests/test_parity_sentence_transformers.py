@@ -99,3 +99,31 @@ def test_the_token_limit_is_read_as_sentence_transformers_reads_it(model_copy, t
     assert sum(n == 128 for n in lengths) > len(texts) / 2  # most were cut
     ref = reference.encode(texts, batch_size=8, convert_to_tensor=True)
     assert_close(ours.encode(texts, batch_size=8, convert_to="torch"), ref.cpu(), atol=1e-5, rtol=0)
+
+
+def test_encode_s_input_and_output_forms_match_sentence_transformers(minilm_dir, minilm, sentences):
+    """A tuple or a NumPy array of texts, sentence-transformers' convert_to_tensor and convert_to_numpy flags, a NumPy
+    integer truncate_dim, and token embeddings: each as sentence-transformers gives it."""
+    st = pytest.importorskip("sentence_transformers")
+    theirs = st.SentenceTransformer(str(minilm_dir), device="cpu")
+    expected = theirs.encode(sentences, convert_to_tensor=True)
+    for texts in (tuple(sentences), np.array(sentences)):
+        assert_close(torch.from_numpy(minilm.encode(texts)), expected, atol=1e-5, rtol=0)
+    got = minilm.encode(sentences, convert_to_tensor=True)
+    assert isinstance(got, torch.Tensor)
+    assert_close(got, expected, atol=1e-5, rtol=0)
+    as_list = minilm.encode(sentences, convert_to_numpy=False)
+    their_list = theirs.encode(sentences, convert_to_numpy=False)
+    assert isinstance(as_list, list) and len(as_list) == len(their_list) and isinstance(as_list[0], torch.Tensor)
+    assert_close(torch.stack(as_list), torch.stack(their_list), atol=1e-5, rtol=0)
+    assert_close(minilm.encode(sentences, truncate_dim=np.int64(64), convert_to_tensor=True),
+                 theirs.encode(sentences, truncate_dim=np.int64(64), convert_to_tensor=True), atol=1e-5, rtol=0)
+    texts = [*sentences, "a much longer sentence, so that the batch has padding in it for the shorter ones"]
+    their_tokens = theirs.encode(texts, output_value="token_embeddings", batch_size=4)
+    for path in ("reference", "fast"):
+        tokens = minilm.encode(texts, output_value="token_embeddings", batch_size=4, path=path)
+        assert len(tokens) == len(their_tokens)
+        for i, (ours, ref) in enumerate(zip(tokens, their_tokens, strict=True)):
+            assert_close(ours, ref, atol=1e-5, rtol=0, msg=f"{path}: text {i}")
+    assert_close(minilm.encode("one text", output_value="token_embeddings"),
+                 theirs.encode("one text", output_value="token_embeddings"), atol=1e-5, rtol=0)

@@ -61,17 +61,64 @@ def test_bad_input_is_a_clear_error():
         semantic_search(corpus, np.arange(8).reshape(4, 2))
     with pytest.raises(ValueError, match=r"expected a non-empty \(n, dim\) matrix .* shape \(2, 2, 4\)"):
         semantic_search(corpus[:1], np.zeros((2, 2, 4), np.float32))
-    with pytest.raises(ValueError, match="top_k and chunk_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1, got 0"):
         semantic_search(corpus, corpus, top_k=0)
+    with pytest.raises(ValueError, match="corpus embeddings: expected float embeddings, got torch.uint8"):
+        semantic_search(corpus, torch.from_numpy(np.packbits(corpus > 0, axis=-1)))  # encode(precision="ubinary")
+    for name, value in (("top_k", -1), ("max_pairs", -1), ("chunk_size", 0)):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1, got {value}"):
+            paraphrase_mining(corpus, **{name: value})
+
+
+def test_a_one_vector_corpus_is_one_entry():
+    queries, corpus = random_embeddings(3, seed=5), random_embeddings(1, seed=6)[0]
+    expected = util.semantic_search(queries, corpus, top_k=5)
+    for chunk_size in (1, 4):
+        ours = semantic_search(queries, corpus, top_k=5, chunk_size=chunk_size)
+        assert [[h["corpus_id"] for h in row] for row in ours] == [[h["corpus_id"] for h in row] for row in expected]
+        np.testing.assert_allclose([row[0]["score"] for row in ours], [row[0]["score"] for row in expected], atol=1e-6)
+
+
+def test_similarity_reads_its_inputs_as_sentence_transformers_does():
+    from minibert.sentence import cos_sim
+    from minibert.similarity import pairwise, similarity
+
+    a, b = random_embeddings(3, seed=7), random_embeddings(4, seed=8)
+    # Python floats are float32 there (torch.tensor); float64 stays float64; the enum names a function
+    for x, y in ((a.tolist(), b.tolist()), (a.double(), b.double()), (list(a), list(b))):
+        expected = util.cos_sim(x, y)
+        got = similarity(x, y)
+        assert got.dtype == expected.dtype
+        torch.testing.assert_close(got, expected)
+    expected = util.cos_sim(a.double(), b.double()).numpy()
+    torch.testing.assert_close(cos_sim(a.double().numpy(), b.double().numpy()), expected)
+    function = util.SimilarityFunction.DOT_PRODUCT
+    torch.testing.assert_close(similarity(a, b, function), util.dot_score(a, b))
+    torch.testing.assert_close(pairwise(a, a, function), util.pairwise_dot_score(a, a))
+    torch.testing.assert_close(similarity(a.double(), b), util.cos_sim(a.double(), b.double()))  # (refused there)
+    with pytest.raises(ValueError, match=r"a: expected a vector or an \(n, dim\) matrix .* shape \(1, 3, 16\)"):
+        similarity(a[None], b)
+    with pytest.raises(ValueError, match="b: expected float embeddings, got torch.uint8"):
+        similarity(a, torch.from_numpy(np.packbits(b.numpy() > 0, axis=-1)))
+    with pytest.raises(ValueError, match="a has 16 dimensions but b 8"):
+        similarity(a, b[:, :8])
 
 
 def test_retrieval_metrics_on_a_hand_computed_example():
     from minibert.search import retrieval_metrics
 
-    results = [[{"corpus_id": i, "score": 0.0} for i in ranking] for ranking in ([3, 1, 2], [0, 2, 1], [2, 0, 1])]
-    relevant = [{1}, {0, 1}, {5}]
+    rankings = [3, 1, 2, 0], [0, 2, 1, 3], [2, 0, 1, 3]
+    results = [[{"corpus_id": i, "score": 0.0} for i in ranking] for ranking in rankings]
+    relevant = [{1}, [0, 1], {5}]  # (any collection of ids)
     # query 0: its one relevant id at rank 2; query 1: relevant at ranks 1 and 3; query 2: none retrieved
-    metrics = retrieval_metrics(results, relevant, ks=(1, 3))
+    metrics = retrieval_metrics(results, relevant, ks=(1, 3), corpus_size=4)
     ndcg_1 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
     assert metrics == pytest.approx({"mrr@10": (1 / 2 + 1 + 0) / 3, "ndcg@10": (1 / np.log2(3) + ndcg_1 + 0) / 3,
                                      "recall@1": (0 + 1 / 2 + 0) / 3, "recall@3": (1 + 1 + 0) / 3})
+    # a metric read from fewer hits than it needs would miss what lies below them: an error, not a lower number
+    with pytest.raises(ValueError, match="query 0: 4 hits, but these metrics read 10: search with top_k >= 10"):
+        retrieval_metrics(results, relevant, ks=(1, 3))
+    with pytest.raises(ValueError, match="query 0: 4 hits, but these metrics read 5"):
+        retrieval_metrics(results, relevant, ks=(1, 100), corpus_size=5)
+    with pytest.raises(ValueError, match=r"query 1: relevant ids must be corpus indices \(integers\), got 'a'"):
+        retrieval_metrics(results, [{1}, {"a"}, {5}], ks=(1,), corpus_size=4)
