@@ -142,7 +142,8 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
     model = MultiTaskModel.load(folder, device=args.device, dtype=dtype).masked_lm() \
         if (folder / "tasks.json").is_file() else \
         MaskedLanguageModel.from_pretrained(folder, dtype=dtype, device=args.device)
-    print_fills(sentences, model.to_path(args.path or "fast").fill_mask(sentences, top_k=args.top_k))
+    print_fills(sentences, model.to_path(args.path or "fast").fill_mask(sentences, top_k=args.top_k,
+                                                                         targets=args.targets))
     return 0
 
 
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p, model_required=True, model_help="a masked-language model's folder (transformers' *ForMaskedLM "
                    "layout), or a saved multi-task model with a masked_lm task")
     p.add_argument("--top-k", type=int, default=5, help="tokens shown at each mask")
+    p.add_argument("--targets", nargs="+", metavar="TOKEN", help="choose among these tokens only")
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("search", help="the closest corpus entries to each query (text files or .npy embeddings)")

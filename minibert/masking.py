@@ -14,7 +14,10 @@ ordinary tokens untrained (fine-tuning never shows it a [MASK]). Every other pos
 which the loss skips.
 
 Whole-word masking (BERT's later checkpoints) chooses words instead of pieces: all the pieces of a chosen word
-are predicted, so the model cannot fill ``##ing`` from the word's other, visible, pieces.
+are predicted, so the model cannot fill ``##ing`` from the word's other, visible, pieces. As in Google's
+create_pretraining_data.py, each piece of a chosen word then meets the 80/10/10 rule on its own, and words are
+the pre-tokenizer's ("guitar." is two). transformers' collator (``whole_word_mask=True``) differs on both: it
+puts [MASK] at every chosen piece and takes a word as a run of touching pieces.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ with that head, loaded and saved strictly in their layout.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,12 +26,13 @@ from torch import nn
 from minibert import weights
 from minibert.activations import activation
 from minibert.config import BertConfig
+from minibert.encode_inputs import whole_number
 from minibert.families import load_model
 from minibert.files import read_json
 from minibert.masking import IGNORE_INDEX
 from minibert.model import BertModel
 from minibert.paths import convert
-from minibert.tokenizer import Tokenizer, check_padding_side
+from minibert.tokenizer import Tokenizer, check_padding_side, position_capacity
 
 
 def head_keys(dense: str, norm: str, bias: str) -> dict[str, str]:
@@ -77,6 +79,9 @@ def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMH
     config = bert.config
     keys = HEADS[config.model_type][0]
     tensors = {k: t for k, (t, _) in weights.current_names(weights.load_safetensors(folder), str(folder)).items()}
+    for tied_copy, bias in TIED_BIASES.items():  # the head's bias stored only as the output layer's: the same tensor
+        if bias == keys["bias"] and bias not in tensors and tied_copy in tensors:
+            tensors[bias] = tensors[tied_copy]
     found = {k: tensors[k] for k in tensors if k in keys.values()}
     if not found:
         if not required:
@@ -107,6 +112,14 @@ def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMH
     return head.to(bert_param.device, bert_param.dtype)
 
 
+def filled(tokenizer: Tokenizer, ids: torch.Tensor, position: int, token: int, one_mask: bool) -> str:
+    """The text of ``ids`` with ``token`` at ``position``, without padding, as the fill-mask pipeline writes it:
+    special tokens dropped where the text has one mask, kept where it has more (its other masks stay)."""
+    ids = ids.clone()
+    ids[position] = token
+    return tokenizer.decode(ids[ids != tokenizer.pad_id].tolist(), skip_special_tokens=one_mask)
+
+
 class MaskedLMOutput(NamedTuple):
     loss: torch.Tensor | None  # the mean cross-entropy over the labelled positions, when labels are given
     logits: torch.Tensor  # (B, L, V)
@@ -119,7 +132,9 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class MaskedLanguageModel(nn.Module):
-    """An encoder and its masked-language-model head (transformers' ``AutoModelForMaskedLM``)."""
+    """An encoder and its masked-language-model head (transformers' ``AutoModelForMaskedLM``). On the fast path
+    the logits at padded positions are the head's output for a zero state, where transformers computes them from
+    the padding's states: nobody reads them (``fill_mask`` reads the masks, the loss the labelled positions)."""
 
     def __init__(self, bert: BertModel, head: MaskedLMHead, tokenizer: Tokenizer | None = None) -> None:
         super().__init__()
@@ -129,11 +144,14 @@ class MaskedLanguageModel(nn.Module):
     def from_pretrained(cls, folder: str | Path, path: str = "reference", dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None) -> MaskedLanguageModel:
         """A ``*ForMaskedLM`` folder, strictly: the encoder as ``load_model`` loads it, the head as ``load_head``
-        (a folder without a head is an error naming the keys it lacks)."""
+        (a folder without a head is an error naming the keys it lacks), the tokenizer as transformers'
+        AutoTokenizer reads its files (no sentence-transformers settings), cutting texts only where the model's
+        positions end (transformers' fill-mask pipeline does not cut them, and fails past them)."""
         folder = Path(folder)
         bert = load_model(folder, dtype=dtype, device=device)
         head = load_head(folder, bert)
-        tokenizer = Tokenizer.from_pretrained(folder, max_positions=bert.max_tokens)
+        tokenizer = Tokenizer.from_pretrained(folder, max_length=position_capacity(folder, bert.max_tokens),
+                                              max_positions=bert.max_tokens, module_settings=False)
         check_padding_side(tokenizer, bert.position_skip_id)
         model = cls(convert(bert, path), head, tokenizer)
         return model.eval()
@@ -149,17 +167,27 @@ class MaskedLanguageModel(nn.Module):
         return MaskedLanguageModel(convert(self.bert, path), self.head, self.tokenizer).train(self.training)
 
     @torch.inference_mode()
-    def fill_mask(self, texts: list[str], top_k: int = 5) -> list[list[list[dict]]]:
+    def fill_mask(self, texts: str | list[str], top_k: int = 5,
+                  targets: str | list[str] | None = None) -> list[list[list[dict]]] | list[list[dict]]:
         """For each text, for each of its mask tokens, the ``top_k`` tokens the model puts there, most probable
-        first: ``{"token": id, "token_str": text, "score": probability}`` (special tokens spelt out, as transformers'
-        fill-mask pipeline does). Dropout is off for the call, whatever the model's mode."""
+        first, as transformers' fill-mask pipeline gives them: ``{"score", "token", "token_str", "sequence"}``
+        (the text with the token in, decoded without special tokens where the text has one mask). ``targets``:
+        the tokens to choose from (a word outside the vocabulary counts as its first token, with a warning).
+        One string gives its masks' lists alone. Dropout is off for the call, whatever the model's mode."""
         tokenizer = self.tokenizer
         if tokenizer is None:
             raise ValueError("fill_mask needs the model's tokenizer: MaskedLanguageModel(bert, head, tokenizer)")
         mask_id = tokenizer.backend.token_to_id(tokenizer.mask_token) if tokenizer.mask_token else None
         if mask_id is None:
             raise ValueError("this model's tokenizer has no mask token")
-        batch = tokenizer(texts).to(next(self.parameters()).device)
+        single = isinstance(texts, str)
+        texts = [texts] if single else texts
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"texts must be a str or a list of str, got {texts!r:.80}")
+        target_ids = None if targets is None else self.target_ids(targets)
+        top_k = whole_number("top_k", top_k, 1, None if target_ids is not None else tokenizer.vocab_size)
+        top_k = top_k if target_ids is None else min(top_k, len(target_ids))  # (the pipeline caps it so)
+        batch = tokenizer(list(texts)).to(next(self.parameters()).device)
         for i, text in enumerate(texts):
             if not (batch.input_ids[i] == mask_id).any():
                 raise ValueError(f"text {i} ({text!r:.60}) holds no {tokenizer.mask_token} within the "
@@ -168,15 +196,36 @@ class MaskedLanguageModel(nn.Module):
         probs = self.eval()(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().softmax(-1)
         self.train(was_training)
         out = []
-        for i in range(len(texts)):
-            positions = (batch.input_ids[i] == mask_id).nonzero().flatten().tolist()
+        for i, ids in enumerate(batch.input_ids.cpu()):
+            positions = (ids == mask_id).nonzero().flatten().tolist()
             out.append([])
             for p in positions:
-                top = probs[i, p].topk(top_k)
-                out[-1].append([{"token": int(t), "score": float(s),
-                                 "token_str": tokenizer.backend.decode([int(t)], skip_special_tokens=False)}
-                                for s, t in zip(top.values, top.indices, strict=True)])
-        return out
+                scores = probs[i, p] if target_ids is None else probs[i, p, target_ids]
+                top = scores.topk(top_k)
+                tokens = top.indices if target_ids is None else torch.tensor(target_ids)[top.indices.cpu()]
+                out[-1].append([{"score": float(s), "token": int(t), "token_str": tokenizer.decode([int(t)]),
+                                 "sequence": filled(tokenizer, ids, p, int(t), len(positions) == 1)}
+                                for s, t in zip(top.values, tokens, strict=True)])
+        return out[0] if single else out
+
+    def target_ids(self, targets: str | list[str]) -> list[int]:
+        """The ids of the tokens ``fill_mask`` may choose, found as transformers' pipeline finds them: a token of
+        the vocabulary, else the first token of the target's own tokens; in its order (that of a set of ids)."""
+        tokenizer, ids = self.tokenizer, []
+        for target in [targets] if isinstance(targets, str) else targets:
+            token_id = tokenizer.backend.token_to_id(target)
+            if token_id is None:
+                pieces = tokenizer.backend.encode(target, add_special_tokens=False).ids
+                if not pieces:
+                    warnings.warn(f"target {target!r} has no token in the vocabulary: left out", stacklevel=3)
+                    continue
+                token_id = pieces[0] if tokenizer.truncation_side == "right" else pieces[-1]
+                warnings.warn(f"target {target!r} is not a token of the vocabulary: its token "
+                              f"{tokenizer.backend.id_to_token(token_id)!r} is scored in its place", stacklevel=3)
+            ids.append(token_id)
+        if not ids:
+            raise ValueError(f"targets {targets!r}: none is left to choose from")
+        return list(set(ids))
 
     def save_pretrained(self, folder: str | Path) -> None:
         """The folder transformers' ``AutoModelForMaskedLM`` loads: the encoder under its family's prefix, the

@@ -23,6 +23,9 @@ from minibert import tokenizer_files
 from minibert.files import optional_json
 from minibert.pipeline import TASKS, TransformerSettings, read_pipeline
 
+# transformers' clean-up of decoded text (clean_up_tokenization_spaces), in its order
+CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+            (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 UNLIMITED = 1e20  # transformers treats a model_max_length above this as "no limit" (its default is 1e30)
 
 
@@ -139,7 +142,7 @@ class Tokenizer:
                  source: Path | None = None, do_lower_case: bool = False, special_tokens: tuple[str, ...] = (),
                  truncation_side: str = "right", overrides: dict | None = None, mask_token: str | None = None,
                  padding_side: str = "right", padding_source: str = "", token_types: bool = True,
-                 task_lengths: dict[str, int] | None = None) -> None:
+                 task_lengths: dict[str, int] | None = None, clean_up_spaces: bool = False) -> None:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
@@ -164,6 +167,7 @@ class Tokenizer:
         # whether the model is given the token types (a pair's second segment 1) or, as transformers does where
         # model_input_names leaves them out, zeros
         self.token_types = token_types
+        self.clean_up_spaces = clean_up_spaces  # decode: " ." -> "." and the like (clean_up_tokenization_spaces)
         self.task_lengths = dict(task_lengths or {})  # "query" -> the limit of encode_query's texts (module config)
         self.task_tokenizers: dict[str, Tokenizer] = {}  # the same tokenizer with each task's limit, made once
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
@@ -185,15 +189,16 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, max_length: int | None = None,
-                        max_positions: int | None = None) -> Tokenizer:
+                        max_positions: int | None = None, module_settings: bool = True) -> Tokenizer:
         """The tokenizer of a model folder (a sentence-transformers folder's Transformer module, with its
-        settings). ``max_length``: the limit (default: read as sentence-transformers reads it);
+        settings, unless ``module_settings`` is off: then the tokenizer files alone, as transformers'
+        AutoTokenizer reads them). ``max_length``: the limit (default: read as sentence-transformers reads it);
         ``max_positions``: the most the model holds, which the limit read from the folder never exceeds."""
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"tokenizer folder not found: {folder}")
-        pipeline = read_pipeline(folder)
-        where, settings = pipeline.transformer, pipeline.settings
+        pipeline = read_pipeline(folder) if module_settings else None
+        where, settings = (pipeline.transformer, pipeline.settings) if pipeline else (folder, TransformerSettings())
         config = optional_json(where / "config.json")
         model_type = config.get("model_type") if isinstance(config, dict) else None
         backend, spec = tokenizer_files.build(where, model_type, settings.tokenizer, settings.path)
@@ -208,7 +213,8 @@ class Tokenizer:
         return cls(backend, max_length, spec.pad_token, source=where, do_lower_case=settings.do_lower_case,
                    special_tokens=tuple(spec.special_tokens), truncation_side=spec.truncation_side,
                    overrides=settings.tokenizer, mask_token=spec.mask_token, padding_side=spec.padding_side,
-                   padding_source=spec.padding_source, token_types=spec.token_types, task_lengths=task_lengths)
+                   padding_source=spec.padding_source, token_types=spec.token_types, task_lengths=task_lengths,
+                   clean_up_spaces=spec.clean_up_spaces)
 
     def for_task(self, task: str | None) -> Tokenizer:
         """The tokenizer for texts of a task ("query", "document"; None: none): itself, or, where the folder gives
@@ -246,6 +252,15 @@ class Tokenizer:
             warnings.warn(f"{len(truncated)} input(s) longer than {self.max_length} tokens were truncated "
                           f"(first at index {truncated[0]})", TruncationWarning, stacklevel=2)
         return encodings
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        """Token ids back to text, as transformers' tokenizer decodes them (its clean-up of spaces included)."""
+        text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+        if not self.clean_up_spaces:
+            return text
+        for spaced, joined in CLEAN_UP:
+            text = text.replace(spaced, joined)
+        return text
 
     def split_words(self, text: str) -> list[str]:
         """Words as BERT's pre-tokenizer sees them (split at whitespace and punctuation)."""

@@ -64,6 +64,7 @@ class TokenizerSpec:
     padding_side: str = "right"  # where transformers pads; minibert pads on the right (tokenizer.check_padding_side)
     padding_source: str = ""  # the file that says so
     token_types: bool = True  # whether the model is given token_type_ids (model_input_names), else it reads zeros
+    clean_up_spaces: bool = False  # decoded text loses the space before punctuation (not for BPE), as transformers
 
 def checked_settings(raw: dict, path: Path | str) -> dict:
     for key, types in SETTING_TYPES.items():
@@ -239,11 +240,13 @@ def build(folder: Path, model_type: str | None, overrides: dict | None = None,
     if settings.get("split_special_tokens"):
         backend.encode_special_tokens = True
     specials = [t for t in [*text.values(), *map(str, extra)] if t is not None]
+    clean_up = settings.get("clean_up_tokenization_spaces") is True and (type(backend.model).__name__ != "BPE" or (
+        settings.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output") is True))
     return backend, TokenizerSpec(text["pad_token"], list(dict.fromkeys(specials)),
                                   settings.get("model_max_length", settings.get("max_len")),
                                   settings.get("truncation_side", "right"), text["mask_token"],
                                   settings.get("padding_side", "right"), str(padding_from),
-                                  "token_type_ids" in names)
+                                  "token_type_ids" in names, clean_up)
 
 
 def pipeline(name: str, model: str, settings: dict, text: dict, files: tuple) -> Backend:

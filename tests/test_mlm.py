@@ -9,6 +9,7 @@ saves must load in transformers with the same logits; fill-mask must equal trans
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -99,21 +100,70 @@ def test_what_minibert_saves_transformers_loads(mlm_dirs, family, tmp_path):
                      ours(batch.input_ids, batch.attention_mask).logits, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "mpnet"])
+def assert_same_fills(mine: list[list[dict]], theirs: list, what: str) -> None:
+    """One text's fills against the pipeline's (a flat list where the text has one mask): every field."""
+    theirs = [theirs] if isinstance(theirs[0], dict) else theirs
+    assert len(mine) == len(theirs), what
+    for got, expected in zip(mine, theirs, strict=True):
+        for key in ("token", "token_str", "sequence"):
+            assert [g[key] for g in got] == [e[key] for e in expected], f"{what}: {key}"
+        assert_close(torch.tensor([g["score"] for g in got]), torch.tensor([e["score"] for e in expected]),
+                     atol=1e-5, rtol=1e-4, msg=what)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_fill_mask_equals_transformers_pipeline(mlm_dirs, family):
+    """Every field of every fill (the text with the token in, too), with and without targets (a word outside the
+    vocabulary counts as its first token), one text or several, one mask or two."""
     ours = MaskedLanguageModel.from_pretrained(mlm_dirs[family])
     mask = ours.tokenizer.mask_token
-    texts = [f"A man is playing a {mask}.", f"{mask} WORLD, this Is {mask} case!"]
-    pipe = transformers.pipeline("fill-mask", model=str(mlm_dirs[family]), device="cpu", top_k=4)
-    for text, mine in zip(texts, ours.fill_mask(texts, top_k=4), strict=True):
-        theirs = pipe(text)
-        theirs = [theirs] if isinstance(theirs[0], dict) else theirs  # one mask: a flat list
-        assert len(mine) == len(theirs) == text.count(mask)
-        for got, expected in zip(mine, theirs, strict=True):
-            assert [g["token"] for g in got] == [e["token"] for e in expected]
-            assert [g["token_str"] for g in got] == [e["token_str"] for e in expected]
-            assert_close(torch.tensor([g["score"] for g in got]), torch.tensor([e["score"] for e in expected]),
-                         atol=1e-5, rtol=1e-4)
+    texts = [f"A man is playing a {mask}.", f"{mask} WORLD, this Is {mask} case!", f"It's {mask} , isn't it ?"]
+    pipe = transformers.pipeline("fill-mask", model=str(mlm_dirs[family]), device="cpu")
+    targets = ["man", "the", "guitarist", ",", "zzzq"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the targets outside the vocabulary are said to be so)
+        for options in ({"top_k": 4}, {"top_k": 3, "targets": targets}, {"top_k": 9, "targets": targets}):
+            for text, mine in zip(texts, ours.fill_mask(texts, **options), strict=True):
+                assert_same_fills(mine, pipe(text, **options), f"{text!r}, {options}")
+        assert_same_fills(ours.fill_mask(texts[0]), pipe(texts[0]), "one string")
+
+
+def test_fill_mask_reads_the_tokenizer_files_as_transformers_does(mlm_dirs, tmp_path):
+    """A sentence-transformers module config (lowercasing, a token limit) is not the masked-language model's:
+    transformers' pipeline reads the tokenizer files alone, and cuts no text where the positions reach."""
+    import json
+    import shutil
+
+    folder = tmp_path / "roberta"
+    shutil.copytree(mlm_dirs["roberta"], folder)
+    (folder / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "",
+                                                      "type": "sentence_transformers.models.Transformer"}]))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 6, "do_lower_case": True}))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 8}))
+    ours = MaskedLanguageModel.from_pretrained(folder)
+    text = "Hello WORLD <mask> STOCK, and a much longer tail that goes on past eight tokens. <mask>"
+    pipe = transformers.pipeline("fill-mask", model=str(folder), device="cpu", top_k=3)
+    assert_same_fills(ours.fill_mask([text], top_k=3)[0], pipe(text), "module config and model_max_length")
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta"])
+def test_the_filled_text_is_cleaned_up_where_the_tokenizer_says(mlm_dirs, tmp_path, family):
+    """clean_up_tokenization_spaces joins " ," and " 's" in decoded text, except in BPE's (transformers skips it
+    there)."""
+    import json
+    import shutil
+
+    folder = tmp_path / family
+    shutil.copytree(mlm_dirs[family], folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "clean_up_tokenization_spaces": True}))
+    ours = MaskedLanguageModel.from_pretrained(folder)
+    text = f"It 's {ours.tokenizer.mask_token} , is n't it ? Yes !"
+    pipe = transformers.pipeline("fill-mask", model=str(folder), device="cpu", top_k=3)
+    mine = ours.fill_mask(text, top_k=3)
+    assert_same_fills(mine, pipe(text), "cleaned up")
+    assert (" ," in mine[0][0]["sequence"]) == (family == "roberta")
 
 
 def test_fill_mask_spells_special_tokens_as_the_pipeline_does(mlm_dirs, tmp_path):
@@ -179,6 +229,24 @@ def test_an_output_layer_transformers_would_not_tie_is_refused(mlm_dirs, tmp_pat
         theirs = transformers.AutoModelForMaskedLM.from_pretrained(str(folder), dtype=torch.bfloat16).eval()
         assert_close(ours(inputs, mask).logits.float(), theirs(input_ids=inputs, attention_mask=mask).logits.float(),
                      atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("family, bias", [("bert", "cls.predictions.bias"), ("roberta", "lm_head.bias")])
+def test_the_heads_bias_stored_only_as_the_output_layers_loads(mlm_dirs, tmp_path, family, bias):
+    """transformers ties the output layer's bias to the head's: stored under the first name only, it is both."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / family
+    shutil.copytree(mlm_dirs[family], folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors[bias.replace(".bias", ".decoder.bias")] = tensors.pop(bias)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    inputs, mask, _ = masked_batch(MaskedLanguageModel.from_pretrained(mlm_dirs[family]))
+    with torch.no_grad():
+        expected = reference(folder)(input_ids=inputs, attention_mask=mask).logits
+        assert_close(MaskedLanguageModel.from_pretrained(folder)(inputs, mask).logits, expected, atol=1e-5, rtol=1e-5)
 
 
 def within(rate: torch.Tensor, p: float, n: int) -> bool:
