@@ -4,7 +4,8 @@ from minibert.config import BertConfig
 from minibert.hub import DEFAULT_MODEL, download, resolve_model
 from minibert.model import BertModel, BertOutput, EncoderBlock, SelfAttention
 from minibert.pooling import Pooling, PoolingConfig
-from minibert.sentence import SentenceEncoder, cos_sim
+from minibert.sentence import SentenceEncoder
+from minibert.similarity import cos_sim
 from minibert.tokenizer import Batch, Tokenizer
 from minibert.weights import load_safetensors
 

@@ -91,7 +91,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
-    from minibert.sentence import cos_sim
+    from minibert.similarity import cos_sim
 
     sentences = gather_sentences(args, at_least=2)
     encoder = load_encoder(args)
@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p, model_required=True, model_help="a masked-language model's folder (transformers' *ForMaskedLM "
                    "layout), or a saved multi-task model with a masked_lm task")
     p.add_argument("--top-k", type=int, default=5, help="tokens shown at each mask")
-    p.add_argument("--targets", nargs="+", metavar="TOKEN", help="choose among these tokens only")
+    p.add_argument("--target", action="append", dest="targets", metavar="TOKEN",
+                   help="choose among these tokens only (once for each)")
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("search", help="the closest corpus entries to each query (text files or .npy embeddings)")

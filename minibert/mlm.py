@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minibert import weights
+from minibert import inputs, weights
 from minibert.activations import activation
 from minibert.config import BertConfig
-from minibert.encode_inputs import whole_number
 from minibert.families import load_model
 from minibert.files import read_json
 from minibert.masking import IGNORE_INDEX
@@ -120,6 +119,15 @@ def filled(tokenizer: Tokenizer, ids: torch.Tensor, position: int, token: int, o
     return tokenizer.decode(ids[ids != tokenizer.pad_id].tolist(), skip_special_tokens=one_mask)
 
 
+def masked_lm_tokenizer(folder: Path, bert: BertModel) -> Tokenizer:
+    """The folder's tokenizer as transformers' AutoTokenizer reads it (its files alone, no sentence-transformers
+    settings), cutting texts only where ``bert``'s positions end."""
+    tokenizer = Tokenizer.from_pretrained(folder, max_length=position_capacity(folder, bert.max_tokens),
+                                          max_positions=bert.max_tokens, module_settings=False)
+    check_padding_side(tokenizer, bert.position_skip_id)
+    return tokenizer
+
+
 class MaskedLMOutput(NamedTuple):
     loss: torch.Tensor | None  # the mean cross-entropy over the labelled positions, when labels are given
     logits: torch.Tensor  # (B, L, V)
@@ -150,9 +158,7 @@ class MaskedLanguageModel(nn.Module):
         folder = Path(folder)
         bert = load_model(folder, dtype=dtype, device=device)
         head = load_head(folder, bert)
-        tokenizer = Tokenizer.from_pretrained(folder, max_length=position_capacity(folder, bert.max_tokens),
-                                              max_positions=bert.max_tokens, module_settings=False)
-        check_padding_side(tokenizer, bert.position_skip_id)
+        tokenizer = masked_lm_tokenizer(folder, bert)
         model = cls(convert(bert, path), head, tokenizer)
         return model.eval()
 
@@ -180,20 +186,18 @@ class MaskedLanguageModel(nn.Module):
         mask_id = tokenizer.backend.token_to_id(tokenizer.mask_token) if tokenizer.mask_token else None
         if mask_id is None:
             raise ValueError("this model's tokenizer has no mask token")
-        single = isinstance(texts, str)
-        texts = [texts] if single else texts
-        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-            raise TypeError(f"texts must be a str or a list of str, got {texts!r:.80}")
+        texts, single = inputs.texts(texts, "texts")
         target_ids = None if targets is None else self.target_ids(targets)
-        top_k = whole_number("top_k", top_k, 1, None if target_ids is not None else tokenizer.vocab_size)
+        top_k = inputs.whole_number("top_k", top_k, 1, None if target_ids is not None else self.head.bias.numel())
         top_k = top_k if target_ids is None else min(top_k, len(target_ids))  # (the pipeline caps it so)
-        batch = tokenizer(list(texts)).to(next(self.parameters()).device)
+        batch = tokenizer(texts).to(next(self.parameters()).device)
         for i, text in enumerate(texts):
             if not (batch.input_ids[i] == mask_id).any():
                 raise ValueError(f"text {i} ({text!r:.60}) holds no {tokenizer.mask_token} within the "
                                  f"{tokenizer.max_length} tokens the model reads")
         was_training = self.training
-        probs = self.eval()(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().softmax(-1)
+        # the probabilities in the model's dtype, as the pipeline computes them (so that ties fall alike)
+        probs = self.eval()(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.softmax(-1)
         self.train(was_training)
         out = []
         for i, ids in enumerate(batch.input_ids.cpu()):

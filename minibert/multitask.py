@@ -200,14 +200,16 @@ class MultiTaskModel(nn.Module):
     def masked_lm(self, task: str | None = None):
         """The encoder with a masked_lm task's head (the only one when ``task`` is None), weights shared: a
         ``minibert.mlm.MaskedLanguageModel`` that fills in masks and saves in transformers' layout."""
-        from minibert.mlm import MaskedLanguageModel
+        from minibert.mlm import MaskedLanguageModel, masked_lm_tokenizer
 
         mlm = [n for n, t in self.tasks.items() if t.type == "masked_lm"]
         names = mlm if task is None else [task]
         if len(names) != 1 or names[0] not in mlm:
             raise ValueError(f"name one masked_lm task of this model, one of {mlm}" if mlm else
                              "this model has no masked_lm task")
-        return MaskedLanguageModel(self.encoder.bert, self.heads[names[0]].mlm_head, self.encoder.tokenizer).eval()
+        tokenizer = self.encoder.tokenizer  # read from its files as transformers reads them, where it has files
+        tokenizer = tokenizer if tokenizer.source is None else masked_lm_tokenizer(tokenizer.source, self.encoder.bert)
+        return MaskedLanguageModel(self.encoder.bert, self.heads[names[0]].mlm_head, tokenizer).eval()
 
     def head_shapes(self, names) -> dict[str, tuple[int, ...]]:
         """heads.safetensors key -> shape, for the heads of the tasks ``names``."""

@@ -16,31 +16,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minibert.similarity import SIMILARITIES, check_name
+from minibert.inputs import whole_number
+from minibert.similarity import SIMILARITIES, check_name, matrix
 
 Score = Literal["cosine", "dot", "euclidean", "manhattan", "cos"]  # "cos": cosine, its older name here
 
 
-def at_least_one(**values: int) -> None:
-    """Each value a whole number >= 1, or an error that names it."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
     """Float32 rows (n, dim), finite; ``offset``: the index of the first row, for the errors."""
-    if isinstance(embeddings, torch.Tensor) and not embeddings.is_floating_point():
-        raise ValueError(f"{what}: expected float embeddings, got {embeddings.dtype}")
-    if not isinstance(embeddings, torch.Tensor):
-        if not np.issubdtype(np.asarray(embeddings[:0]).dtype, np.floating):
-            raise ValueError(f"{what}: expected float embeddings, got {np.asarray(embeddings[:0]).dtype}")
-        # a numpy chunk (of a read-only memmap, perhaps) is copied into memory: it is only a chunk
-        embeddings = torch.from_numpy(np.array(embeddings, np.float32))
-    x = embeddings[None] if embeddings.ndim == 1 else embeddings
-    if x.ndim != 2 or len(x) == 0 or x.shape[1] == 0:
+    if not isinstance(embeddings, torch.Tensor):  # a NumPy chunk (of a read-only memmap, perhaps) is read into
+        embeddings = np.array(embeddings)  # memory: it is only a chunk
+    x = matrix(embeddings, what).float()
+    if len(x) == 0 or x.shape[1] == 0:
         raise ValueError(f"{what}: expected a non-empty (n, dim) matrix of embeddings, got shape {tuple(x.shape)}")
-    x = x.float()
     bad = (~torch.isfinite(x)).any(dim=1).nonzero()
     if len(bad):  # a NaN would rank anywhere: an error, not a silently wrong result
         raise ValueError(f"{what}: row {offset + int(bad[0])} holds NaN or infinite values")
@@ -87,7 +75,7 @@ def semantic_search(query_embeddings: np.ndarray | torch.Tensor, corpus_embeddin
     lists for no queries, an empty corpus or ``top_k`` 0; here each is an error.)
     """
     score = check_name(score)
-    at_least_one(top_k=top_k, chunk_size=chunk_size)
+    top_k, chunk_size = whole_number("top_k", top_k), whole_number("chunk_size", chunk_size)
     queries = prepare(as_matrix(query_embeddings, "query embeddings"), score)
     if getattr(corpus_embeddings, "ndim", 2) == 1:  # one vector: a corpus of one entry
         corpus_embeddings = corpus_embeddings[None]
@@ -114,7 +102,8 @@ def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, m
     ``top_k`` nearest other entries, a pair found from both ends counts once, best first (ties: lower
     i, then lower j), at most ``max_pairs``."""
     score = check_name(score)
-    at_least_one(top_k=top_k, max_pairs=max_pairs, chunk_size=chunk_size)
+    top_k, max_pairs = whole_number("top_k", top_k), whole_number("max_pairs", max_pairs)
+    chunk_size = whole_number("chunk_size", chunk_size)
     x = prepare(as_matrix(embeddings, "embeddings"), score)
     pairs: dict[tuple[int, int], float] = {}
     for start in range(0, len(x), chunk_size):
@@ -143,8 +132,10 @@ def retrieval_metrics(results: list[list[dict]], relevant: list[set[int]], ks: t
     says it is smaller: a metric read from fewer hits would miss what lies below them."""
     if len(results) != len(relevant):
         raise ValueError(f"{len(results)} result lists but {len(relevant)} relevance sets")
-    at_least_one(**{f"ks[{i}]": k for i, k in enumerate(ks)})
-    needed = max(10, *ks) if corpus_size is None else min(max(10, *ks), corpus_size)
+    if not ks:
+        raise ValueError("ks: give at least one k for recall@k")
+    ks = tuple(whole_number(f"ks[{i}]", k) for i, k in enumerate(ks))
+    needed = max(10, *ks) if corpus_size is None else min(max(10, *ks), whole_number("corpus_size", corpus_size))
     mrr, ndcg, recall = [], [], {k: [] for k in ks}
     for q, (hits, gold) in enumerate(zip(results, relevant, strict=True)):
         gold = set(gold)

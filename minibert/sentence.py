@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minibert import encode_inputs, similarity
+from minibert import inputs, similarity
 from minibert.embedding_precision import checked_precision, quantize_embeddings
 from minibert.encode_settings import EncodeSettings
 from minibert.families import load_model
@@ -164,10 +165,9 @@ class SentenceEncoder(nn.Module):
                convert_to_numpy: bool = True, convert_to_tensor: bool = False,
                task: Literal["query", "document"] | None = None) -> np.ndarray | torch.Tensor | list:
         """Embed sentences; row i of the result belongs to ``sentences[i]``, as sentence-transformers'
-        ``encode`` computes it. Every argument but the texts is named, as their order differs from there.
-
-        Sentences are tokenized once, then batched longest-first, so each batch pads to a similar
-        length and little compute is spent on padding. The folder's modules all run (its Normalize too);
+        ``encode`` computes it (every argument but the texts by name: their order differs there). Sentences
+        are tokenized once, then batched longest-first, so each batch pads to a similar length and little
+        compute is spent on padding. The folder's modules all run (its Normalize too);
         then ``truncate_dim`` (by default the folder's) keeps the first dimensions (Matryoshka models), and
         ``normalize_embeddings=True`` L2-normalises what is left. A single string gives a 1-D vector.
         ``output_value="token_embeddings"`` gives, for each text, its tokens' last hidden states instead (a
@@ -180,25 +180,25 @@ class SentenceEncoder(nn.Module):
         ``default_prompt_name``) goes before every sentence. ``precision`` ("int8", "uint8", "binary", "ubinary")
         quantizes the embeddings last, int8 and uint8 on ranges taken from these embeddings
         (``minibert.embedding_precision``; for a corpus, quantize with ranges of your own). The result is
-        ``convert_to``'s form, or as sentence-transformers' flags ask (``minibert.encode_inputs``). ``task``
+        ``convert_to``'s form, or as sentence-transformers' flags ask (``minibert.inputs``). ``task``
         ("query", "document") cuts the texts at the folder's ``query_length`` or ``document_length``, where it
         sets one (``encode_query`` and ``encode_document`` set it).
         """
-        sentences, single = encode_inputs.texts(sentences)
+        sentences, single = inputs.texts(sentences)
         tokenizer = self.tokenizer.for_task(task)
-        batch_size = encode_inputs.whole_number("batch_size", batch_size)
-        form = encode_inputs.output_form(convert_to, convert_to_numpy, convert_to_tensor)
-        tokens = encode_inputs.checked_output_value(output_value) == "token_embeddings"
+        batch_size = inputs.whole_number("batch_size", batch_size)
         precision = checked_precision(precision)  # (before any work)
-        if tokens and (precision != "float32" or form == "torch"):
-            raise ValueError("token embeddings come as a list of tensors, one per text: not with "
-                             f"precision={precision!r} or convert_to_tensor")
+        form = inputs.output_form(convert_to, convert_to_numpy, convert_to_tensor, output_value, precision)
+        tokens = output_value == "token_embeddings"
         if truncate_dim is not None:
-            truncate_dim = encode_inputs.whole_number("truncate_dim", truncate_dim, 1, self.embedding_dim)
+            truncate_dim = inputs.whole_number("truncate_dim", truncate_dim, 1, self.embedding_dim)
         truncate_dim = truncate_dim or self.settings.truncate_dim  # (the folder's may exceed the dimensions: all kept)
         truncate_dim = truncate_dim if truncate_dim and truncate_dim < self.embedding_dim else None
         prefix = self.settings.prompt(prompt_name, prompt)
         sentences, prompt_length = [prefix + s for s in sentences], self.prompt_length(prefix)
+        if prompt_length and prompt_length >= tokenizer.max_length - 1:  # (as in sentence-transformers: warned here)
+            warnings.warn(f"the prompt takes {prompt_length} of the {tokenizer.max_length} tokens texts are cut at: "
+                          "no token of the texts is left", stacklevel=3)  # (the caller, past inference_mode's)
         if isinstance(device, (list, tuple)):
             raise ValueError(f"device must be one device, got {device!r} (sentence-transformers' list of devices, "
                              "for several processes, is not run here: see minibert.corpus)")
@@ -264,13 +264,6 @@ class SentenceEncoder(nn.Module):
     def similarity_pairwise(self, a, b, name: str | None = None) -> torch.Tensor:
         """(n,) scores of row i of ``a`` with row i of ``b``, by the folder's similarity function or ``name``."""
         return similarity.pairwise(a, b, name or self.settings.similarity_fn_name)
-
-
-def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
-    """Cosine similarity matrix between the rows of ``a`` and ``b`` (default: ``a`` with itself), as
-    sentence-transformers' ``util.cos_sim``, but a NumPy array where ``a`` is one (as ``encode`` gives it)."""
-    sim = similarity.similarity(a, a if b is None else b, "cosine")
-    return sim.numpy() if isinstance(a, np.ndarray) else sim
 
 
 def save_sentence_transformers_folder(encoder: SentenceEncoder, folder: str | Path) -> None:

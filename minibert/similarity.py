@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 
-def matrix(x: np.ndarray | torch.Tensor | list, what: str = "embeddings") -> torch.Tensor:
-    """Rows as a float tensor of at least float32 precision; a single vector is one row. A list becomes a
-    tensor as ``torch.tensor`` makes it, which sentence-transformers calls (Python floats: float32). Integer
-    embeddings (``encode(precision=...)``'s int8 or packed bits) are refused: their cosine or dot product
-    here would be that of the codes, not of the embeddings."""
+def embeddings(x: np.ndarray | torch.Tensor | list, what: str = "embeddings") -> torch.Tensor:
+    """A vector or rows as a float tensor of at least float32 precision. A list becomes a tensor as
+    ``torch.tensor`` makes it, which sentence-transformers calls (Python floats: float32). Integer embeddings
+    (``encode(precision=...)``'s int8 or packed bits) are refused: their cosine or dot product here would be
+    that of the codes, not of the embeddings."""
     if isinstance(x, (list, tuple)) and x and isinstance(x[0], (torch.Tensor, np.ndarray)):
         x = torch.stack([torch.as_tensor(row) for row in x])
     t = torch.as_tensor(x)
@@ -30,21 +30,25 @@ def matrix(x: np.ndarray | torch.Tensor | list, what: str = "embeddings") -> tor
         raise ValueError(f"{what}: expected float embeddings, got {t.dtype}")
     if t.ndim not in (1, 2):
         raise ValueError(f"{what}: expected a vector or an (n, dim) matrix of embeddings, got shape {tuple(t.shape)}")
-    t = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def matrix(x: np.ndarray | torch.Tensor | list, what: str = "embeddings") -> torch.Tensor:
+    """``embeddings``, a single vector as one row."""
+    t = embeddings(x, what)
     return t[None] if t.ndim == 1 else t
 
 
-def matrices(a, b) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both as ``matrix`` makes them, in one dtype (float64 where either is), with as many dimensions."""
-    a, b = matrix(a, "a"), matrix(b, "b")
+def matrices(a, b) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Both as ``matrix`` makes them, in one dtype (float64 where either is), with as many dimensions; and
+    whether both were vectors."""
+    a, b = embeddings(a, "a"), embeddings(b, "b")
+    vectors = a.ndim == b.ndim == 1
+    a, b = (t[None] if t.ndim == 1 else t for t in (a, b))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"a has {a.shape[1]} dimensions but b {b.shape[1]}")
     dtype = torch.promote_types(a.dtype, b.dtype)
-    return a.to(dtype), b.to(dtype)
-
-
-def ndim(x) -> int:
-    return x.ndim if hasattr(x, "ndim") else 2 if x and isinstance(x[0], (list, torch.Tensor, np.ndarray)) else 1
+    return a.to(dtype), b.to(dtype), vectors
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -84,14 +88,21 @@ def check_name(name: str) -> str:
 
 def similarity(a, b, name: str = "cosine") -> torch.Tensor:
     """(len(a), len(b)) scores."""
-    return SIMILARITIES[check_name(name)](*matrices(a, b))
+    a, b, _ = matrices(a, b)
+    return SIMILARITIES[check_name(name)](a, b)
 
 
 def pairwise(a, b, name: str = "cosine") -> torch.Tensor:
     """(n,) scores of row i of ``a`` with row i of ``b`` (one score, a 0-d tensor, for two vectors)."""
-    vectors = ndim(a) == ndim(b) == 1
-    a, b = matrices(a, b)
+    a, b, vectors = matrices(a, b)
     if a.shape != b.shape:
         raise ValueError(f"pairwise scores need two matrices of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     scores = PAIRWISE[check_name(name)](a, b)
     return scores[0] if vectors else scores
+
+
+def cos_sim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
+    """Cosine similarity matrix between the rows of ``a`` and ``b`` (default: ``a`` with itself), as
+    sentence-transformers' ``util.cos_sim``, but a NumPy array where ``a`` is one (as ``encode`` gives it)."""
+    sim = similarity(a, a if b is None else b, "cosine")
+    return sim.numpy() if isinstance(a, np.ndarray) else sim

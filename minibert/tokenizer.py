@@ -169,7 +169,9 @@ class Tokenizer:
         self.token_types = token_types
         self.clean_up_spaces = clean_up_spaces  # decode: " ." -> "." and the like (clean_up_tokenization_spaces)
         self.task_lengths = dict(task_lengths or {})  # "query" -> the limit of encode_query's texts (module config)
-        self.task_tokenizers: dict[str, Tokenizer] = {}  # the same tokenizer with each task's limit, made once
+        # the same tokenizer with a task's limit, by (task, limit): made at its first use, from this tokenizer as it
+        # is then (a change to its backend later does not reach it; setting a task's limit anew makes another)
+        self.task_tokenizers: dict[tuple[str, int], Tokenizer] = {}
         # We pad ourselves (after sorting by length) and truncate to our own limit, whatever the
         # tokenizer.json was saved with.
         backend.no_padding()
@@ -224,12 +226,13 @@ class Tokenizer:
             raise ValueError(f"task must be one of {list(TASKS)} or None, got {task!r}")
         if task not in self.task_lengths:
             return self
-        if task not in self.task_tokenizers:
+        key = task, self.task_lengths[task]
+        if key not in self.task_tokenizers:  # (two threads may both make it: the same tokenizer either way)
             twin = copy.copy(self)
             twin.backend, twin.task_tokenizers = copy.deepcopy(self.backend), {}
-            twin.max_length = self.task_lengths[task]
-            self.task_tokenizers[task] = twin
-        return self.task_tokenizers[task]
+            twin.max_length = key[1]
+            self.task_tokenizers[key] = twin
+        return self.task_tokenizers[key]
 
     @property
     def vocab_size(self) -> int:

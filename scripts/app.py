@@ -22,9 +22,9 @@ from minibert.multitask import MultiTaskModel
 from minibert.paths import PATHS
 from minibert.predict import predict, predict_pairs
 from minibert.search import semantic_search
-from minibert.sentence import SentenceEncoder, cos_sim
+from minibert.sentence import SentenceEncoder
 from minibert.show import format_prediction, short
-from minibert.similarity import SIMILARITIES
+from minibert.similarity import SIMILARITIES, cos_sim
 
 SENTENCES = """A man is playing a guitar.
 Someone is playing an instrument.

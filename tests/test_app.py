@@ -22,8 +22,8 @@ from minibert.hub import DEFAULT_MODEL
 from minibert.multitask import MultiTaskModel
 from minibert.predict import predict, predict_pairs
 from minibert.search import semantic_search
-from minibert.sentence import cos_sim
 from minibert.show import format_prediction
+from minibert.similarity import cos_sim
 
 pytest.importorskip("streamlit", reason="the app needs streamlit (pip install -e '.[test]')")
 playwright = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (the test extra)")

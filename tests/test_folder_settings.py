@@ -419,6 +419,14 @@ def test_query_and_document_lengths_cut_the_texts_of_their_task(tmp_path, length
                               ours.encode(SENTENCES, prompt_name="query", convert_to="torch"), atol=1e-3)
     save_sentence_transformers_folder(ours, tmp_path / "saved")
     assert SentenceEncoder.from_pretrained(tmp_path / "saved").tokenizer.task_lengths == lengths_by_task(lengths)
+    # a limit set anew holds from the next call, as in sentence-transformers
+    ours.tokenizer.task_lengths["query"], theirs[0].query_length = 9, 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        torch.testing.assert_close(ours.encode_query(SENTENCES, convert_to="torch"),
+                                   theirs.encode_query(SENTENCES, convert_to_tensor=True), atol=1e-5, rtol=0)
+    with pytest.warns(UserWarning, match=r"the prompt takes \d+ of the 9 tokens texts are cut at"):
+        ours.encode_query(["a"], prompt="a prompt of more words than the limit holds")
     edit(folder / "sentence_bert_config.json", query_length=1)
     with pytest.raises(ValueError, match="sentence_bert_config.json: query_length must be an integer >= 2"):
         SentenceEncoder.from_pretrained(folder)

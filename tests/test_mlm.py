@@ -327,6 +327,10 @@ def test_masked_lm_beside_other_tasks_trains_fills_and_prints(tiny_model_dir, ti
     model = MultiTaskModel.load(tmp_path / "run" / "final")
     assert main(["fill-mask", "--model", str(tmp_path / "run" / "final"), "the cat sat on the [MASK] ."]) == 0
     assert "mask 1:" in capsys.readouterr().out
+    assert main(["fill-mask", "--model", str(tmp_path / "run" / "final"), "--target", "rug", "the cat sat on the "
+                 "[MASK] .", "--target", "mat"]) == 0
+    shown = capsys.readouterr().out.split("mask 1:")[1].split()
+    assert sorted(shown[::2]) == ["'mat'", "'rug'"], shown
     assert main(["predict", "--model", str(tmp_path / "run" / "final"), "the [MASK] sat on the mat ."]) == 0
     assert "mlm" in capsys.readouterr().out
     model.masked_lm().save_pretrained(tmp_path / "hf")
@@ -335,3 +339,6 @@ def test_masked_lm_beside_other_tasks_trains_fills_and_prints(tiny_model_dir, ti
         assert_close(reference(tmp_path / "hf")(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
                      model.masked_lm().to_path("reference")(batch.input_ids, batch.attention_mask).logits,
                      atol=1e-5, rtol=1e-5)
+    pipe = transformers.pipeline("fill-mask", model=str(tmp_path / "hf"), device="cpu")
+    text = "The CAT sat on the [MASK], and a much longer tail follows it here."  # (case, and past max_seq_length)
+    assert_same_fills(model.masked_lm().fill_mask(text), pipe(text), "the saved multi-task model's masked LM")

@@ -57,9 +57,9 @@ def test_bad_input_is_a_clear_error():
         semantic_search(corpus[:1], corpus[:0])
     with pytest.raises(ValueError, match="query embeddings: expected a non-empty"):
         semantic_search(corpus[:0], corpus)
-    with pytest.raises(ValueError, match="corpus embeddings: expected float embeddings, got int64"):
+    with pytest.raises(ValueError, match="corpus embeddings: expected float embeddings, got torch.int64"):
         semantic_search(corpus, np.arange(8).reshape(4, 2))
-    with pytest.raises(ValueError, match=r"expected a non-empty \(n, dim\) matrix .* shape \(2, 2, 4\)"):
+    with pytest.raises(ValueError, match=r"expected a vector or an \(n, dim\) matrix .* shape \(2, 2, 4\)"):
         semantic_search(corpus[:1], np.zeros((2, 2, 4), np.float32))
     with pytest.raises(ValueError, match="top_k must be an integer >= 1, got 0"):
         semantic_search(corpus, corpus, top_k=0)
@@ -80,8 +80,7 @@ def test_a_one_vector_corpus_is_one_entry():
 
 
 def test_similarity_reads_its_inputs_as_sentence_transformers_does():
-    from minibert.sentence import cos_sim
-    from minibert.similarity import pairwise, similarity
+    from minibert.similarity import cos_sim, pairwise, similarity
 
     a, b = random_embeddings(3, seed=7), random_embeddings(4, seed=8)
     # Python floats are float32 there (torch.tensor); float64 stays float64; the enum names a function
@@ -92,6 +91,8 @@ def test_similarity_reads_its_inputs_as_sentence_transformers_does():
         torch.testing.assert_close(got, expected)
     expected = util.cos_sim(a.double(), b.double()).numpy()
     torch.testing.assert_close(cos_sim(a.double().numpy(), b.double().numpy()), expected)
+    rows = [(1.0, 2.0), (3.0, 1.0)], [(1.0, 2.0), (-3.0, -1.0)]  # rows as tuples (from zip, say)
+    torch.testing.assert_close(pairwise(*rows), util.pairwise_cos_sim(*map(torch.tensor, rows)))
     function = util.SimilarityFunction.DOT_PRODUCT
     torch.testing.assert_close(similarity(a, b, function), util.dot_score(a, b))
     torch.testing.assert_close(pairwise(a, a, function), util.pairwise_dot_score(a, a))
@@ -120,5 +121,7 @@ def test_retrieval_metrics_on_a_hand_computed_example():
         retrieval_metrics(results, relevant, ks=(1, 3))
     with pytest.raises(ValueError, match="query 0: 4 hits, but these metrics read 5"):
         retrieval_metrics(results, relevant, ks=(1, 100), corpus_size=5)
+    with pytest.raises(ValueError, match="ks: give at least one k"):
+        retrieval_metrics(results, relevant, ks=(), corpus_size=4)
     with pytest.raises(ValueError, match=r"query 1: relevant ids must be corpus indices \(integers\), got 'a'"):
         retrieval_metrics(results, [{1}, {"a"}, {5}], ks=(1,), corpus_size=4)
