@@ -1,5 +1,5 @@
-"""Command line: ``minibert encode | similarity | search | mine | predict | fill-mask | verify | download``
-(also ``python -m minibert``); search and mine are in ``cli_retrieval.py``."""
+"""Command line: ``minibert encode | similarity | search | mine | communities | predict | fill-mask | verify |
+download`` (also ``python -m minibert``); search, mine and communities are in ``cli_retrieval.py``."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_req
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minibert.cli_retrieval import cmd_mine, cmd_search  # they use this module's helpers
+    from minibert.cli_retrieval import cmd_communities, cmd_mine, cmd_search  # they use this module's helpers
 
     parser = argparse.ArgumentParser(prog="minibert", description="BERT/SBERT sentence embeddings, from scratch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
     p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
     p.set_defaults(func=cmd_mine)
+
+    p = sub.add_parser("communities", help="groups of near-duplicates among sentences (community detection)")
+    add_model_args(p)  # --input may also be a .npy of embeddings
+    p.add_argument("--threshold", type=float, default=0.75, help="the least cosine of a member to its centre")
+    p.add_argument("--min-size", type=int, default=10, help="the fewest entries of a community, its centre included")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    p.set_defaults(func=cmd_communities)
 
     p = sub.add_parser("verify", help="weight parity: token ids, hidden states and embeddings against transformers "
                                       "and sentence-transformers, path by path")

@@ -1,6 +1,6 @@
 """The retrieval commands: ``minibert search`` (the closest corpus entries to each query) and ``minibert mine``
 (the most similar pairs among sentences), scored by the model folder's similarity function unless --score
-names one."""
+names one, and ``minibert communities`` (groups of near-duplicates, by cosine)."""
 
 from __future__ import annotations
 
@@ -58,19 +58,38 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def sentences_or_embeddings(args: argparse.Namespace) -> tuple[list[str] | None, np.ndarray, object]:
+    """(the texts, or None for a .npy given as --input; their embeddings; the encoder, or None)."""
+    if args.input and args.input.endswith(".npy"):
+        return None, read_embeddings(args.input), None
+    texts = gather_sentences(args, at_least=2)
+    encoder = load_encoder(args)
+    emb = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress, **options(args))
+    return texts, emb, encoder
+
+
 def cmd_mine(args: argparse.Namespace) -> int:
     from minibert.search import paraphrase_mining
 
-    if args.input and args.input.endswith(".npy"):
-        texts, emb, score = None, read_embeddings(args.input), model_score(args)
-    else:
-        texts = gather_sentences(args, at_least=2)
-        encoder = load_encoder(args)
-        emb = encoder.encode(texts, batch_size=args.batch_size, show_progress_bar=args.progress, **options(args))
-        score = model_score(args, encoder)
+    texts, emb, encoder = sentences_or_embeddings(args)
+    score = model_score(args, encoder)
     pairs = paraphrase_mining(emb, top_k=args.top_k, max_pairs=args.max_pairs, score=score)
     print(f"the {min(len(pairs), args.max_pairs)} closest pairs by {score}")
     for score, i, j in pairs:
         a, b = (texts[i], texts[j]) if texts else ("", "")
         print(f"{score:.4f}  [{i}] {short(a)!r}  <->  [{j}] {short(b)!r}")
+    return 0
+
+
+def cmd_communities(args: argparse.Namespace) -> int:
+    from minibert.search import community_detection
+
+    texts, emb, _ = sentences_or_embeddings(args)
+    communities = community_detection(emb, threshold=args.threshold, min_community_size=args.min_size)
+    print(f"{len(communities)} communities of at least {args.min_size} entries at a cosine of at least "
+          f"{args.threshold} to their centre, largest first")
+    for k, community in enumerate(communities):
+        print(f"[{k}] {len(community)} entries")
+        for i in community:
+            print(f"    [{i}] {short(texts[i]) if texts else ''}")
     return 0

@@ -1,7 +1,9 @@
-"""Search with embeddings: the corpus entries closest to each query, and the closest pairs within one set.
+"""Search with embeddings: the corpus entries closest to each query, the closest pairs within one set, and groups
+of near-duplicates (communities).
 
-Both scan the corpus in chunks and keep only each query's best ``top_k`` so far, so memory is bounded by
-(queries x chunk), not by the corpus; a chunk may come from a memory-mapped ``.npy`` on disk. Equal scores
+Search and mining scan the corpus in chunks and keep only each query's best ``top_k`` so far, so memory is bounded
+by (queries x chunk), not by the corpus; a chunk may come from a memory-mapped ``.npy`` on disk (communities hold
+the embeddings, and score a chunk of them against all at a time). Equal scores
 go to the lower corpus index, whatever the chunk size. Scores are float32 (of float64 embeddings too), and
 a product's last bit can depend on the shape of the chunk it is computed in, as a BLAS sums it: two copies
 of one entry can score one rounding step apart, as in sentence-transformers.
@@ -123,6 +125,38 @@ def paraphrase_mining(embeddings: np.ndarray | torch.Tensor, top_k: int = 100, m
                     pairs[(min(i, j), max(i, j))] = s
     ranked = sorted(((s, i, j) for (i, j), s in pairs.items()), key=lambda p: (-p[0], p[1], p[2]))
     return ranked[:max_pairs]
+
+
+@torch.inference_mode()
+def community_detection(embeddings: np.ndarray | torch.Tensor, threshold: float = 0.75, min_community_size: int = 10,
+                        chunk_size: int = 1024) -> list[list[int]]:
+    """Groups of near-duplicates, as sentence-transformers' ``util.community_detection`` finds them, largest
+    first: an entry with at least ``min_community_size`` entries (itself among them) at a cosine of at least
+    ``threshold`` is a candidate centre; candidates, the larger first (equal sizes: the lower index), each keep
+    the members no community before them took, and stay if they still have ``min_community_size``. Each
+    community lists its centre, then its members closest first (ties: the lower index)."""
+    min_community_size, chunk_size = whole_number("min_community_size", min_community_size), whole_number(
+        "chunk_size", chunk_size)
+    x = prepare(as_matrix(embeddings, "embeddings"), "cosine")
+    candidates = []
+    for start in range(0, len(x), chunk_size):
+        chunk_scores = x[start:start + chunk_size] @ x.T
+        close = chunk_scores >= threshold  # (compared in float32, as there)
+        for row in (close.sum(1) >= min_community_size).nonzero().flatten().tolist():
+            members = close[row].nonzero().flatten()
+            order = torch.sort(chunk_scores[row, members], descending=True, stable=True).indices
+            candidates.append((start + row, members[order].numpy()))
+    candidates.sort(key=lambda c: -len(c[1]))  # (stable: equal sizes stay in the order of their centres)
+    taken, communities = np.zeros(len(x), dtype=bool), []
+    for centre, members in candidates:
+        if taken[centre]:
+            continue
+        free = members[~taken[members]]
+        if len(free) >= min_community_size:
+            community = [centre, *(int(m) for m in free if m != centre)]
+            communities.append(community)
+            taken[community] = True
+    return sorted(communities, key=len, reverse=True)
 
 
 def retrieval_metrics(results: list[list[dict]], relevant: list[set[int]], ks: tuple[int, ...] = (1, 10, 100),

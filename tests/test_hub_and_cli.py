@@ -177,7 +177,7 @@ def test_cli_search_and_mine(minilm, tmp_path, capsys):
     """Text files or .npy embeddings in; the hits are semantic_search's on minibert's embeddings."""
     import json
 
-    from minibert.search import paraphrase_mining, semantic_search
+    from minibert.search import community_detection, paraphrase_mining, semantic_search
 
     corpus = ["A man is playing a guitar.", "The stock market fell sharply.", "A chef is cooking pasta.", ""]
     queries = ["Someone plays an instrument.", "Shares dropped today."]
@@ -200,6 +200,12 @@ def test_cli_search_and_mine(minilm, tmp_path, capsys):
     assert main(["mine", *corpus[:3], "Someone is playing a guitar.", "--top-k", "1", "--max-pairs", "1"]) == 0
     score, i, j = paraphrase_mining(minilm.encode([*corpus[:3], "Someone is playing a guitar."]), top_k=1)[0]
     assert (i, j) == (0, 3) and f"{score:.4f}  [0]" in capsys.readouterr().out
+    texts = [*corpus[:3], "Someone is playing a guitar.", "A man plays the guitar.", "Stocks fell hard today."]
+    expected = community_detection(minilm.encode(texts), threshold=0.5, min_community_size=2)
+    assert main(["communities", *texts, "--threshold", "0.5", "--min-size", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(expected)} communities" in printed and len(expected) == 2, printed
+    assert all(f"    [{i}] {texts[i]}" in printed for community in expected for i in community)
 
 
 def test_predict_help_shows_model_as_required(capsys):

@@ -125,3 +125,24 @@ def test_retrieval_metrics_on_a_hand_computed_example():
         retrieval_metrics(results, relevant, ks=(), corpus_size=4)
     with pytest.raises(ValueError, match=r"query 1: relevant ids must be corpus indices \(integers\), got 'a'"):
         retrieval_metrics(results, [{1}, {"a"}, {5}], ks=(1,), corpus_size=4)
+
+
+@pytest.mark.parametrize("chunk_size", [1024, 7])
+def test_community_detection_matches_sentence_transformers(chunk_size):
+    """Clusters of near-copies around random centres, of sizes on both sides of min_community_size, some of them
+    close enough to each other to compete for members."""
+    from minibert.search import community_detection
+
+    generator = torch.Generator().manual_seed(9)
+    centres = torch.randn(12, 16, generator=generator)
+    centres[1] = centres[0] + 0.3 * torch.randn(16, generator=generator)  # two clusters that overlap
+    sizes = [9, 7, 2, 3, 6, 4, 1, 8, 5, 3, 2, 6]
+    x = torch.cat([c + 0.25 * torch.randn(n, 16, generator=generator) for c, n in zip(centres, sizes, strict=True)])
+    x = x[torch.randperm(len(x), generator=generator)]
+    for threshold, min_size in ((0.9, 3), (0.8, 5), (0.95, 2), (0.99, 40)):
+        expected = util.community_detection(x, threshold=threshold, min_community_size=min_size)
+        got = community_detection(x, threshold=threshold, min_community_size=min_size, chunk_size=chunk_size)
+        assert got == [list(c) for c in expected], (threshold, min_size)
+    assert len(community_detection(x, threshold=0.9, min_community_size=3)) > 3  # (the cases find communities)
+    with pytest.raises(ValueError, match="min_community_size must be an integer >= 1, got 0"):
+        community_detection(x, min_community_size=0)
