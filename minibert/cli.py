@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ def gather_sentences(args: argparse.Namespace, at_least: int = 1) -> list[str]:
     says where they were looked for."""
     sentences = list(args.sentences)
     if args.input:
-        lines = read_lines(args.input)
+        lines = read_lines(args.input, getattr(args, "errors", "strict"))
         if not lines:
             raise ValueError(f"--input {args.input} holds no lines")
         sentences += lines
@@ -47,7 +48,9 @@ def load_encoder(args: argparse.Namespace):
                                               path=args.path)
     if encoder.device.type == "cpu":
         keep_freed_memory()  # batch after batch reuses the same memory, not fresh pages (paths/allocator.py)
-    encoder.settings.prompt(args.prompt_name, args.prompt)  # a prompt name the model lacks fails before any work
+    with warnings.catch_warnings():  # (encode warns of a prompt given with a name)
+        warnings.simplefilter("ignore")
+        encoder.settings.prompt(args.prompt_name, args.prompt)  # a prompt name the model lacks fails before any work
     return encoder
 
 
@@ -72,6 +75,10 @@ def encode_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    if args.preview < 0:
+        raise ValueError(f"--preview must be 0 or more, got {args.preview}")
+    if args.output and not Path(args.output).parent.is_dir():  # (before any work)
+        raise ValueError(f"--output {args.output}: its folder does not exist")
     if args.input and Path(args.input).is_file() and args.output and not args.sentences:
         return encode_corpus(args)  # streamed: a regular file can be read twice and resumed
     sentences = gather_sentences(args)
@@ -85,7 +92,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if len(sentences) > args.preview:
         print(f"  ... {len(sentences) - args.preview} more")
     if args.output:
-        np.save(args.output, emb)
+        with open(args.output, "wb") as f:  # (np.save given a name would add .npy to it)
+            np.save(f, emb)
         print(f"saved to {args.output}")
     return 0
 
@@ -98,7 +106,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     sim = cos_sim(encoder.encode(sentences, batch_size=args.batch_size, **options(args)))
     print("cosine similarity")
     for i, s in enumerate(sentences):
-        print(f"  [{i}] {s}")
+        print(f"  [{i}] {short(s)!r}")
     print("      " + "".join(f"{f'[{j}]':>8}" for j in range(len(sentences))))
     for i, row in enumerate(sim):
         print(f"  [{i}] " + "".join(f"{v:8.4f}" for v in row))
@@ -118,9 +126,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if len(sentences) % 2:
             print("error: --pairs takes an even number of sentences: A1 B1 A2 B2 ...", file=sys.stderr)
             return 2
-        print_pair_predictions(model, sentences[0::2], sentences[1::2])
+        print_pair_predictions(model, sentences[0::2], sentences[1::2], args.batch_size)
     else:
-        print_predictions(model, sentences)
+        print_predictions(model, sentences, args.batch_size)
     return 0
 
 
@@ -143,14 +151,16 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
         if (folder / "tasks.json").is_file() else \
         MaskedLanguageModel.from_pretrained(folder, dtype=dtype, device=args.device)
     print_fills(sentences, model.to_path(args.path or "fast").fill_mask(sentences, top_k=args.top_k,
-                                                                         targets=args.targets))
+                                                                         targets=args.targets,
+                                                                         batch_size=args.batch_size))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from minibert.verify import verify
 
-    return verify(args.model, args.batch_size, tuple(p.strip() for p in args.paths.split(",") if p.strip()))
+    return verify(args.model, args.batch_size, tuple(dict.fromkeys(p.strip() for p in args.paths.split(",")
+                                                                   if p.strip())))
 
 
 def cmd_download(args: argparse.Namespace) -> int:

@@ -27,10 +27,22 @@ def model_score(args: argparse.Namespace, encoder=None) -> str:
     return EncodeSettings.from_folder(folder).similarity_fn_name if (folder / "modules.json").is_file() else "cosine"
 
 
+def nothing_to_encode(args: argparse.Namespace) -> None:
+    """Options for encoding texts, where none is encoded (every input a .npy of embeddings): an error naming them."""
+    given = [f"--{name.replace('_', '-')}" for name in ("prompt_name", "prompt", "truncate_dim")
+             if getattr(args, name) is not None]
+    if given or getattr(args, "sentences", None):
+        raise ValueError(f"{' '.join(given) or 'sentences'} given, but nothing is encoded: the input is a .npy of "
+                         "embeddings made already")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from minibert.search import semantic_search
 
-    texts = {path: None if path.endswith(".npy") else read_lines(path) for path in (args.corpus, args.queries)}
+    texts = {path: None if path.endswith(".npy") else read_lines(path, option=option)
+             for path, option in ((args.corpus, "--corpus"), (args.queries, "--queries"))}
+    if all(t is None for t in texts.values()):
+        nothing_to_encode(args)
     encoder = load_encoder(args) if any(t is not None for t in texts.values()) else None
     score = model_score(args, encoder)
 
@@ -61,6 +73,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def sentences_or_embeddings(args: argparse.Namespace) -> tuple[list[str] | None, np.ndarray, object]:
     """(the texts, or None for a .npy given as --input; their embeddings; the encoder, or None)."""
     if args.input and args.input.endswith(".npy"):
+        nothing_to_encode(args)
         return None, read_embeddings(args.input), None
     texts = gather_sentences(args, at_least=2)
     encoder = load_encoder(args)

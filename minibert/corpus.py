@@ -3,20 +3,27 @@ memory-mapped ``.npy`` (row i = line i, blank lines included).
 
 Memory holds one chunk of lines and its embeddings, whatever the corpus size. After each chunk the
 rows are flushed to disk and the chunk is recorded as done in ``OUT.npy.done-RANK``, so a killed run,
-started again, skips the finished chunks. Under ``torchrun`` (or with RANK and WORLD_SIZE set) process
-r of w encodes chunks r, r + w, ... into its own rows of the same file: each chunk is batched the same
-way whoever encodes it, so the result is bit-identical to one process (once the CPU kernels, which each
-process otherwise measures for itself, are named: ``MINIBERT_CPU_LINEAR``, ``MINIBERT_CPU_ATTENTION``).
+started again, skips the finished chunks. ``OUT.npy.job`` says what the run does (the input file as it was,
+the model, the settings, the chunking): a run started again with anything else is refused, since its rows
+would mix with the first run's. Records and job go when every chunk is done.
+
+Under ``torchrun`` (or with RANK and WORLD_SIZE set) process r of w encodes chunks r, r + w, ... into its own
+rows of the same file: each chunk is batched the same way whoever encodes it, so the result is bit-identical to
+one process (once the CPU kernels, which each process otherwise measures for itself, are named:
+``MINIBERT_CPU_LINEAR``, ``MINIBERT_CPU_ATTENTION``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch.distributed as dist
+
+from minibert.inputs import whole_number
 
 
 def count_lines(path: Path) -> int:
@@ -49,8 +56,45 @@ def chunks_of_lines(path: Path, chunk_lines: int, errors: str = "strict") -> Ite
 def done_chunks(out: Path) -> set[int]:
     done = set()
     for record in out.parent.glob(out.name + ".done-*"):
-        done |= {int(line) for line in record.read_text().split()}
+        try:
+            done |= {int(line) for line in record.read_text().split()}
+        except ValueError as e:
+            raise ValueError(f"{record}: not a record of done chunks ({e}); remove {out} and its records to "
+                             "start again") from e
     return done
+
+
+def environment_count(name: str, default: int) -> int:
+    """An integer environment variable (torchrun's RANK, WORLD_SIZE), at least ``default``."""
+    value = os.environ.get(name, str(default))
+    try:
+        return whole_number(name, int(value), default)
+    except ValueError as e:
+        raise ValueError(f"{name}={value!r}: expected an integer >= {default}") from e
+
+
+def job_of(encoder, path: Path, lines: int, chunk_lines: int, errors: str, normalize_embeddings: bool,
+           options: dict) -> dict:
+    """What a run writes: the same for a run started again, or its rows would not be one run's."""
+    stat = path.stat()
+    return {"input": str(path.resolve()), "input_bytes": stat.st_size, "input_modified_ns": stat.st_mtime_ns,
+            "lines": lines, "chunk_lines": chunk_lines, "errors": errors,
+            "model": str(encoder.tokenizer.source), "path": encoder.path,
+            "dtype": str(next(encoder.parameters()).dtype), "normalize_embeddings": normalize_embeddings,
+            **{k: v for k, v in sorted(options.items())}}
+
+
+def check_job(out: Path, job: dict) -> None:
+    """A run started again must be the run that made ``out``: the job it recorded, key by key."""
+    record = Path(f"{out}.job")
+    before = json.loads(record.read_text()) if record.is_file() else None
+    if before == job:
+        return
+    changed = "no record of its job" if before is None else next(
+        f"{key} was {before.get(key)!r}, now {job.get(key)!r}" for key in {**before, **job} if before.get(key) !=
+        job.get(key))
+    raise ValueError(f"{out}: started by another run ({changed}); its rows would mix with this one's: rerun as it "
+                     f"ran, or remove {out.name}, {out.name}.job and {out.name}.done-* to start again")
 
 
 def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32, chunk_lines: int = 10_000,
@@ -61,15 +105,26 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     path, out = Path(path), Path(out)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if out.exists() and out.samefile(path):
+        raise ValueError(f"the output {out} is the input file: it would be overwritten")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output's folder {out.parent} does not exist")
+    batch_size, chunk_lines = whole_number("batch_size", batch_size), whole_number("chunk_lines", chunk_lines)
+    rank, world = environment_count("RANK", 0), environment_count("WORLD_SIZE", 1)
+    if rank >= world:
+        raise ValueError(f"RANK {rank} is not below WORLD_SIZE {world}")
     own_group = world > 1 and not dist.is_initialized()
     if own_group:  # only to wait for each other: the rows themselves go through the file
         dist.init_process_group(backend="gloo")
     n, dim = count_lines(path), options.get("truncate_dim") or encoder.embedding_dim
     if n == 0:
         raise ValueError(f"{path} is empty: there is nothing to encode")
+    job = job_of(encoder, path, n, chunk_lines, errors, normalize_embeddings, options)
     if rank == 0 and not done_chunks(out):  # a new job: make the file (a resumed one keeps its rows)
         np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
+        Path(f"{out}.job").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+    elif done_chunks(out):
+        check_job(out, job)
     if world > 1:
         dist.barrier()
     rows = np.load(out, mmap_mode="r")
@@ -104,8 +159,8 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     if world > 1:
         dist.barrier()
     if rank == 0:  # every chunk is done: the records have served their purpose
-        for record_path in out.parent.glob(out.name + ".done-*"):
-            record_path.unlink()
+        for record_path in [*out.parent.glob(out.name + ".done-*"), Path(f"{out}.job")]:
+            record_path.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
     if own_group:

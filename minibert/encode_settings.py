@@ -68,7 +68,7 @@ class EncodeSettings:
         if prompt is not None:
             if prompt_name is not None:
                 warnings.warn(f"both prompt and prompt_name ({prompt_name!r}) given: the prompt is used, as "
-                              "sentence-transformers uses it", stacklevel=3)
+                              "sentence-transformers uses it", stacklevel=4)  # (encode's caller)
             return prompt
         name = prompt_name if prompt_name is not None else self.default_prompt_name
         if name is None:

@@ -38,11 +38,11 @@ def json_object(path: Path) -> dict:
     return raw
 
 
-def split_lines(data: bytes, name: str) -> list[str]:
+def split_lines(data: bytes, name: str, errors: str = "strict") -> list[str]:
     """UTF-8 bytes as lines, one entry a line; blank lines are kept (row i of the output is line i).
-    Bytes that are not UTF-8 are an error naming ``name`` and the line."""
+    Bytes that are not UTF-8 are an error naming ``name`` and the line (``errors="replace"``: replaced)."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise ValueError(f"{name}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from e
@@ -52,30 +52,35 @@ def split_lines(data: bytes, name: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def read_lines(path: str) -> list[str]:
+def read_lines(path: str, errors: str = "strict", option: str = "--input") -> list[str]:
     """The lines of a text file, as ``split_lines`` reads them. ``-`` is standard input; a pipe or a
-    device (``<(cmd)``, /dev/stdin) is read as a stream like it; a folder is an error of its own."""
+    device (``<(cmd)``, /dev/stdin) is read as a stream like it; a folder is an error of its own. ``option``:
+    the command-line option that names the file, for the errors."""
     if path == "-":
         try:
-            return split_lines(sys.stdin.buffer.read(), "<stdin>")
+            return split_lines(sys.stdin.buffer.read(), "<stdin>", errors)
         except (OSError, AttributeError) as e:  # no readable standard input
-            raise ValueError(f"--input -: standard input cannot be read ({e})") from e
+            raise ValueError(f"{option} -: standard input cannot be read ({e})") from e
     file = Path(path)
     if not file.exists():
-        raise FileNotFoundError(f"input file not found: {path}")
+        raise FileNotFoundError(f"{option} {path}: file not found")
     if file.is_dir():
-        raise ValueError(f"--input {path} is a folder, not a text file")
+        raise ValueError(f"{option} {path} is a folder, not a text file")
     try:
         with open(file, "rb") as f:  # a regular file, or a stream
-            return split_lines(f.read(), path)
+            return split_lines(f.read(), path, errors)
     except OSError as e:  # unreadable: permissions, a broken pipe
-        raise ValueError(f"--input {path}: cannot be read ({e.strerror or e})") from e
+        raise ValueError(f"{option} {path}: cannot be read ({e.strerror or e})") from e
 
 
 def read_embeddings(path: str) -> np.ndarray:
     """A .npy of embeddings saved by `minibert encode`, memory-mapped (it may be larger than memory)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"embeddings file not found: {path}")
+    unfinished = [p for p in (Path(f"{path}.job"), *Path(path).parent.glob(Path(path).name + ".done-*")) if p.exists()]
+    if unfinished:  # rows of chunks not yet encoded are zeros
+        raise ValueError(f"{path}: a `minibert encode` run that has not finished writes it ({unfinished[0].name} is "
+                         "beside it): run it again to finish it")
     try:
         emb = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as e:  # not a .npy, truncated, or pickled objects

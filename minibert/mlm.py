@@ -111,6 +111,22 @@ def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMH
     return head.to(bert_param.device, bert_param.dtype)
 
 
+def fills(tokenizer: Tokenizer, ids: torch.Tensor, probs: torch.Tensor, mask_id: int, top_k: int,
+          target_ids: list[int] | None) -> list[list[dict]]:
+    """One text's fills (its ids (L,), its probabilities (L, V)): each mask's ``top_k`` tokens, as the pipeline
+    writes them."""
+    positions = (ids == mask_id).nonzero().flatten().tolist()
+    out = []
+    for p in positions:
+        scores = probs[p] if target_ids is None else probs[p, target_ids]
+        top = scores.topk(top_k)
+        tokens = top.indices.cpu() if target_ids is None else torch.tensor(target_ids)[top.indices.cpu()]
+        out.append([{"score": float(s), "token": int(t), "token_str": tokenizer.decode([int(t)]),
+                     "sequence": filled(tokenizer, ids, p, int(t), len(positions) == 1)}
+                    for s, t in zip(top.values, tokens, strict=True)])
+    return out
+
+
 def filled(tokenizer: Tokenizer, ids: torch.Tensor, position: int, token: int, one_mask: bool) -> str:
     """The text of ``ids`` with ``token`` at ``position``, without padding, as the fill-mask pipeline writes it:
     special tokens dropped where the text has one mask, kept where it has more (its other masks stay)."""
@@ -173,8 +189,8 @@ class MaskedLanguageModel(nn.Module):
         return MaskedLanguageModel(convert(self.bert, path), self.head, self.tokenizer).train(self.training)
 
     @torch.inference_mode()
-    def fill_mask(self, texts: str | list[str], top_k: int = 5,
-                  targets: str | list[str] | None = None) -> list[list[list[dict]]] | list[list[dict]]:
+    def fill_mask(self, texts: str | list[str], top_k: int = 5, targets: str | list[str] | None = None,
+                  batch_size: int = 32) -> list[list[list[dict]]] | list[list[dict]]:
         """For each text, for each of its mask tokens, the ``top_k`` tokens the model puts there, most probable
         first, as transformers' fill-mask pipeline gives them: ``{"score", "token", "token_str", "sequence"}``
         (the text with the token in, decoded without special tokens where the text has one mask). ``targets``:
@@ -190,26 +206,23 @@ class MaskedLanguageModel(nn.Module):
         target_ids = None if targets is None else self.target_ids(targets)
         top_k = inputs.whole_number("top_k", top_k, 1, None if target_ids is not None else self.head.bias.numel())
         top_k = top_k if target_ids is None else min(top_k, len(target_ids))  # (the pipeline caps it so)
-        batch = tokenizer(texts).to(next(self.parameters()).device)
-        for i, text in enumerate(texts):
-            if not (batch.input_ids[i] == mask_id).any():
+        batch_size = inputs.whole_number("batch_size", batch_size)
+        encodings = tokenizer.encode(texts)
+        for i, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
+            if mask_id not in encoding.ids:
                 raise ValueError(f"text {i} ({text!r:.60}) holds no {tokenizer.mask_token} within the "
                                  f"{tokenizer.max_length} tokens the model reads")
-        was_training = self.training
-        # the probabilities in the model's dtype, as the pipeline computes them (so that ties fall alike)
-        probs = self.eval()(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.softmax(-1)
-        self.train(was_training)
-        out = []
-        for i, ids in enumerate(batch.input_ids.cpu()):
-            positions = (ids == mask_id).nonzero().flatten().tolist()
-            out.append([])
-            for p in positions:
-                scores = probs[i, p] if target_ids is None else probs[i, p, target_ids]
-                top = scores.topk(top_k)
-                tokens = top.indices if target_ids is None else torch.tensor(target_ids)[top.indices.cpu()]
-                out[-1].append([{"score": float(s), "token": int(t), "token_str": tokenizer.decode([int(t)]),
-                                 "sequence": filled(tokenizer, ids, p, int(t), len(positions) == 1)}
-                                for s, t in zip(top.values, tokens, strict=True)])
+        was_training, out = self.training, []
+        self.eval()
+        try:
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer.pad(encodings[start:start + batch_size]).to(next(self.parameters()).device)
+                # the probabilities in the model's dtype, as the pipeline computes them (so that ties fall alike)
+                probs = self(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.softmax(-1)
+                out += [fills(tokenizer, ids, row, mask_id, top_k, target_ids)
+                        for ids, row in zip(batch.input_ids.cpu(), probs, strict=True)]
+        finally:
+            self.train(was_training)
         return out[0] if single else out
 
     def target_ids(self, targets: str | list[str]) -> list[int]:
@@ -221,11 +234,11 @@ class MaskedLanguageModel(nn.Module):
             if token_id is None:
                 pieces = tokenizer.backend.encode(target, add_special_tokens=False).ids
                 if not pieces:
-                    warnings.warn(f"target {target!r} has no token in the vocabulary: left out", stacklevel=3)
+                    warnings.warn(f"target {target!r} has no token in the vocabulary: left out", stacklevel=4)
                     continue
                 token_id = pieces[0] if tokenizer.truncation_side == "right" else pieces[-1]
                 warnings.warn(f"target {target!r} is not a token of the vocabulary: its token "
-                              f"{tokenizer.backend.id_to_token(token_id)!r} is scored in its place", stacklevel=3)
+                              f"{tokenizer.backend.id_to_token(token_id)!r} is scored in its place", stacklevel=4)
             ids.append(token_id)
         if not ids:
             raise ValueError(f"targets {targets!r}: none is left to choose from")

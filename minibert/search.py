@@ -137,6 +137,8 @@ def community_detection(embeddings: np.ndarray | torch.Tensor, threshold: float 
     community lists its centre, then its members closest first (ties: the lower index)."""
     min_community_size, chunk_size = whole_number("min_community_size", min_community_size), whole_number(
         "chunk_size", chunk_size)
+    if not isinstance(threshold, numbers.Real) or not -1 <= threshold <= 1:  # (NaN too: nothing would be close)
+        raise ValueError(f"threshold must be a cosine, in -1..1, got {threshold!r}")
     x = prepare(as_matrix(embeddings, "embeddings"), "cosine")
     candidates = []
     for start in range(0, len(x), chunk_size):

@@ -31,10 +31,10 @@ def format_prediction(task, result: dict, tokenizer=None) -> str:
     return str(result)
 
 
-def print_predictions(model, sentences: list[str]) -> None:
+def print_predictions(model, sentences: list[str], batch_size: int = 32) -> None:
     from minibert.predict import predict
 
-    for row in predict(model, sentences):
+    for row in predict(model, sentences, batch_size):
         print(f"{row['text']}")
         for name, task in model.tasks.items():
             if name in row:
@@ -43,10 +43,10 @@ def print_predictions(model, sentences: list[str]) -> None:
         print(f"  {'embedding':12} {len(row['embedding'])} dims [{preview}, ...]")
 
 
-def print_pair_predictions(model, a: list[str], b: list[str]) -> None:
+def print_pair_predictions(model, a: list[str], b: list[str], batch_size: int = 32) -> None:
     from minibert.predict import predict_pairs
 
-    for row in predict_pairs(model, a, b):
+    for row in predict_pairs(model, a, b, batch_size):
         print(f"{row['a']!r}  vs  {row['b']!r}")
         for name, task in model.tasks.items():
             if name in row:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from minibert.corpus import count_lines, encode_file
+from minibert.files import read_embeddings
 
 LINES = ["A man is playing a guitar.", "", "Stocks fell sharply on Wednesday.", "A dog runs through the snow.",
          "The cat sat on the mat.", "   ", "Researchers published a long study on memory and sleep in adults.",
@@ -23,6 +24,9 @@ class StopAfter:
     def __init__(self, encoder, n: int | None = None) -> None:
         self.encoder, self.n, self.calls = encoder, n, 0
         self.embedding_dim = encoder.embedding_dim
+
+    def __getattr__(self, name: str):  # the model's own attributes (what the run's job records)
+        return getattr(self.encoder, name)
 
     def encode(self, lines, **kwargs):
         if self.n is not None and self.calls == self.n:
@@ -52,10 +56,18 @@ def test_a_killed_run_resumes_without_redoing_chunks(minilm, corpus, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         encode_file(StopAfter(minilm, n=2), corpus, tmp_path / "emb.npy", chunk_lines=3)
     assert (tmp_path / "emb.npy.done-0").read_text().split() == ["0", "1"]
+    with pytest.raises(ValueError, match="emb.npy: a `minibert encode` run that has not finished writes it"):
+        read_embeddings(str(tmp_path / "emb.npy"))  # (its last rows are zeros yet)
+    # started again with other settings, its rows would mix with the first run's: refused, naming what changed
+    for changed, wanted in (({"chunk_lines": 2}, "chunk_lines was 3, now 2"),
+                            ({"chunk_lines": 3, "prompt": "query: "}, "prompt was None, now 'query: '")):
+        with pytest.raises(ValueError, match=f"emb.npy: started by another run \\({wanted}\\)"):
+            encode_file(minilm, corpus, tmp_path / "emb.npy", **changed)
     again = StopAfter(minilm)
     out = encode_file(again, corpus, tmp_path / "emb.npy", chunk_lines=3)
     assert again.calls == 2  # chunks 2 and 3 only
     np.testing.assert_array_equal(np.load(out), whole)
+    assert not list(tmp_path.glob("emb.npy.*"))  # no records, no job left
 
 
 def test_two_processes_write_the_same_file_as_one(corpus, tmp_path):
@@ -84,3 +96,16 @@ def test_a_line_that_is_not_utf8(minilm, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="empty.txt is empty"):
         encode_file(minilm, tmp_path / "empty.txt", tmp_path / "emb3.npy")
+
+
+def test_bad_settings_are_refused_before_any_file_is_written(minilm, corpus, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="the output .*corpus.txt is the input file"):
+        encode_file(minilm, corpus, corpus)
+    with pytest.raises(ValueError, match="chunk_lines must be an integer >= 1, got 0"):
+        encode_file(minilm, corpus, tmp_path / "emb.npy", chunk_lines=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got -1"):
+        encode_file(minilm, corpus, tmp_path / "emb.npy", batch_size=-1)
+    monkeypatch.setenv("RANK", "abc")
+    with pytest.raises(ValueError, match="RANK='abc': expected an integer >= 0"):
+        encode_file(minilm, corpus, tmp_path / "emb.npy")
+    assert corpus.read_text().startswith(LINES[0]) and not list(tmp_path.glob("emb.npy*"))

@@ -304,7 +304,8 @@ def test_search_npy_inputs(tmp_path_factory, corpus, queries, broken):
         assert err.startswith("minibert: error: ") and ("c.npy" in err or "q.npy" in err or "embeddings" in err), err
 
 
-CLI_WORDS = st.sampled_from(["encode", "similarity", "search", "mine", "predict", "--input", "--output", "--model",
+CLI_WORDS = st.sampled_from(["encode", "similarity", "search", "mine", "communities", "predict", "--input", "--output",
+                             "--model", "--threshold", "--min-size", "nan",
                              "--path", "fast", "int8", "reference", "--dtype", "bfloat16", "--device", "cpu",
                              "cuda:7", "--batch-size", "0", "-3", "2", "--top-k", "--preview", "--max-pairs", "--pairs",
                              "a sentence", "", "-", "--corpus", "--queries", "--chunk-lines", "--errors", "replace",
@@ -317,7 +318,8 @@ def test_command_line_arguments(tiny_model_dir, tmp_path_factory, argv):
     """Any arguments: an exit code and a one-line message, never a traceback."""
     folder = tmp_path_factory.mktemp("cli")
     argv = [w for a in argv for w in (["--output", str(folder / "out.npy")] if a == "--output" else [a])]  # in tmp
-    argv = [*argv, "--model", str(tiny_model_dir)] if argv and argv[0] in ("encode", "similarity", "mine") else argv
+    argv = [*argv, "--model", str(tiny_model_dir)] if argv and argv[0] in ("encode", "similarity", "mine",
+                                                                            "communities") else argv
     code, err = run_cli(argv)
     assert code in (0, 1, 2)  # argparse: usage errors (2) and --help (0)
     if code == 1:

@@ -160,8 +160,10 @@ def test_cli_non_utf8_input_names_file_and_line(tmp_path, capsys):
     assert main(["encode", "--input", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:3: not UTF-8 text (byte 0xe9" in err and err.count("\n") == 1
+    assert main(["encode", "--input", str(path), "--errors", "replace", "--preview", "3"]) == 0  # (not streamed)
+    assert "caf\ufffd au lait" in capsys.readouterr().out
     assert main(["encode", "--input", str(tmp_path / "nope.txt")]) == 1
-    assert f"input file not found: {tmp_path / 'nope.txt'}" in capsys.readouterr().err
+    assert f"--input {tmp_path / 'nope.txt'}: file not found" in capsys.readouterr().err
 
 
 def test_model_not_found_lists_each_place_once(monkeypatch):
@@ -244,3 +246,20 @@ def test_cli_input_from_a_pipe_stdin_or_a_device(minilm, tmp_path, capsys, monke
     assert capsys.readouterr().err == "minibert: error: --input /dev/null holds no lines\n"
     assert main(["similarity", "--input", str(tmp_path)]) == 1
     assert f"--input {tmp_path} is a folder, not a text file" in capsys.readouterr().err
+
+
+def test_cli_writes_where_it_says_and_refuses_what_it_would_not_use(minilm, tmp_path, capsys):
+    """--output is the exact file named (np.save alone adds .npy), its folder checked before any work; model options
+    where every input is a .npy already made are an error, not ignored."""
+    assert main(["encode", "a sentence", "--output", str(tmp_path / "emb"), "--preview", "0"]) == 0
+    assert f"saved to {tmp_path / 'emb'}" in capsys.readouterr().out and not (tmp_path / "emb.npy").exists()
+    np.testing.assert_allclose(np.load(tmp_path / "emb"), minilm.encode(["a sentence"]), atol=1e-6)
+    assert main(["encode", "a sentence", "--output", str(tmp_path / "missing" / "emb.npy")]) == 1
+    assert "--output" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    np.save(tmp_path / "e.npy", minilm.encode(["one", "two", "three"]))
+    for argv, named in ((["mine", "--input", str(tmp_path / "e.npy"), "extra"], "sentences"),
+                        (["search", "--corpus", str(tmp_path / "e.npy"), "--queries", str(tmp_path / "e.npy"),
+                          "--truncate-dim", "64"], "--truncate-dim"),
+                        (["communities", "--input", str(tmp_path / "e.npy"), "--prompt", "q: "], "--prompt")):
+        assert main(argv) == 1
+        assert f"{named} given, but nothing is encoded" in capsys.readouterr().err

@@ -146,3 +146,6 @@ def test_community_detection_matches_sentence_transformers(chunk_size):
     assert len(community_detection(x, threshold=0.9, min_community_size=3)) > 3  # (the cases find communities)
     with pytest.raises(ValueError, match="min_community_size must be an integer >= 1, got 0"):
         community_detection(x, min_community_size=0)
+    for threshold in (float("nan"), 1.5):
+        with pytest.raises(ValueError, match=f"threshold must be a cosine, in -1..1, got {threshold}"):
+            community_detection(x, threshold=threshold)
