@@ -16,4 +16,11 @@ def check_device(name: str | torch.device, setting: str = "--device") -> torch.d
             raise ValueError(f"{setting} {name}: this torch ({torch.__version__}) sees no CUDA GPU")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"{setting} {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "meta":
+        raise ValueError(f"{setting} {name}: the meta device holds no numbers to compute with")
+    try:  # another kind of device (mps, xla, ...): this torch must be able to hold a tensor there
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise ValueError(f"{setting} {name}: this torch ({torch.__version__}) cannot put tensors there "
+                         f"({str(e).split('. ')[0]})") from e
     return device

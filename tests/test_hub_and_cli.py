@@ -152,6 +152,10 @@ def test_cli_device_without_cuda_is_one_line(capsys):
     assert err.startswith("minibert: error: --device cuda:99: ") and err.count("\n") == 1
     assert main(["encode", "--device", "tpu", "hello"]) == 1
     assert "--device tpu:" in capsys.readouterr().err
+    for device in ("meta", "xla"):  # (a kind of device torch knows, but this torch cannot compute on)
+        assert main(["encode", "--device", device, "hello"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"minibert: error: --device {device}: ") and err.count("\n") == 1, err
 
 
 def test_cli_non_utf8_input_names_file_and_line(tmp_path, capsys):
