@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose among these tokens only (once for each)")
     p.set_defaults(func=cmd_fill_mask)
 
-    p = sub.add_parser("search", help="the closest corpus entries to each query (text files or .npy embeddings)")
+    p = sub.add_parser("search", help="the closest corpus entries to each query (text files or .npy embeddings); "
+                       "texts are embedded as encode_query and encode_document embed them")
     add_model_args(p, sentences=False)
     p.add_argument("--corpus", required=True, help="one entry a line, or a .npy saved by `minibert encode`")
     p.add_argument("--queries", required=True, help="one query a line, or a .npy")

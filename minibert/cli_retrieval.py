@@ -39,21 +39,24 @@ def nothing_to_encode(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from minibert.search import semantic_search
 
-    texts = {path: None if path.endswith(".npy") else read_lines(path, option=option)
-             for path, option in ((args.corpus, "--corpus"), (args.queries, "--queries"))}
+    paths = {"corpus": args.corpus, "queries": args.queries}
+    texts = {role: None if path.endswith(".npy") else read_lines(path, option=f"--{role}")
+             for role, path in paths.items()}
     if all(t is None for t in texts.values()):
         nothing_to_encode(args)
     encoder = load_encoder(args) if any(t is not None for t in texts.values()) else None
     score = model_score(args, encoder)
 
-    def embed(path: str) -> np.ndarray:  # a text file is embedded now, a .npy was embedded before
-        if texts[path] is None:
-            return read_embeddings(path)
-        return encoder.encode(texts[path], batch_size=args.batch_size, show_progress_bar=args.progress,
-                              **options(args))
+    def embed(role: str) -> np.ndarray:  # a text file is embedded now, a .npy was embedded before
+        if texts[role] is None:
+            return read_embeddings(paths[role])
+        # as sentence-transformers' retrieval runs: the folder's query or document prompt (unless one is given)
+        # and its query or document token limit
+        method = encoder.encode_query if role == "queries" else encoder.encode_document
+        return method(texts[role], batch_size=args.batch_size, show_progress_bar=args.progress, **options(args))
 
-    corpus, queries = embed(args.corpus), embed(args.queries)
-    corpus_texts, query_texts = texts[args.corpus], texts[args.queries]
+    corpus, queries = embed("corpus"), embed("queries")
+    corpus_texts, query_texts = texts["corpus"], texts["queries"]
     results = semantic_search(queries, corpus, top_k=args.top_k, score=score)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

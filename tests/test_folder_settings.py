@@ -247,6 +247,33 @@ def test_minibert_search_and_mine_use_the_folders_similarity(tmp_path, capsys):
     assert "closest pairs by dot" in capsys.readouterr().out
 
 
+def test_minibert_search_embeds_queries_and_corpus_as_sentence_transformers_retrieval_does(tmp_path):
+    """Queries by encode_query (the "query" prompt and query_length), the corpus by encode_document (the "document"
+    prompt, empty here, not the default "query" one), as sentence-transformers recommends for retrieval."""
+    from sentence_transformers import util
+
+    from minibert.cli import main
+
+    _, folder = folder_of(tmp_path, "bert", prompts=True, default_prompt=True)
+    edit(folder / "sentence_bert_config.json", query_length=12)
+    lines = [s for s in SENTENCES if s and "\n" not in s]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines[5:]) + "\n")
+    (tmp_path / "queries.txt").write_text("\n".join(lines[:5]) + "\n")
+    theirs = st.SentenceTransformer(str(folder), device="cpu")
+    expected = util.semantic_search(theirs.encode_query(lines[:5], convert_to_tensor=True),
+                                    theirs.encode_document(lines[5:], convert_to_tensor=True), top_k=4)
+    plain = util.semantic_search(theirs.encode(lines[:5], convert_to_tensor=True),
+                                 theirs.encode(lines[5:], convert_to_tensor=True), top_k=4)
+    assert [[h["score"] for h in q] for q in expected] != [[h["score"] for h in q] for q in plain]  # (it matters)
+    out = tmp_path / "hits.jsonl"
+    assert main(["search", "--model", str(folder), "--corpus", str(tmp_path / "corpus.txt"), "--queries",
+                 str(tmp_path / "queries.txt"), "--top-k", "4", "--output", str(out)]) == 0
+    hits = [json.loads(line)["hits"] for line in out.read_text().splitlines()]
+    assert [[h["corpus_id"] for h in q] for q in hits] == [[h["corpus_id"] for h in q] for q in expected]
+    np.testing.assert_allclose([[h["score"] for h in q] for q in hits], [[h["score"] for h in q] for q in expected],
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize("case", [
     "model's own special token", "processor_kwargs over special_tokens_map",
     "tokenizer_class of processor_kwargs not read", "tokenizer_class of processor_kwargs over config.json's",
