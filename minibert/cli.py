@@ -55,8 +55,12 @@ def load_encoder(args: argparse.Namespace):
 
 
 def options(args: argparse.Namespace) -> dict:
-    """The command's --prompt-name, --prompt and --truncate-dim, as ``encode`` takes them."""
-    return {"prompt_name": args.prompt_name, "prompt": args.prompt, "truncate_dim": args.truncate_dim}
+    """The command's --prompt-name, --prompt and --truncate-dim, as ``encode`` takes them; encode's --task as
+    ``encode_query`` or ``encode_document`` runs (the task's prompt, where none is given, and its token limit)."""
+    task = getattr(args, "task", None)
+    prompt_name = args.prompt_name if args.prompt_name or args.prompt is not None else task
+    return {"prompt_name": prompt_name, "prompt": args.prompt, "truncate_dim": args.truncate_dim,
+            **({"task": task} if task else {})}
 
 
 def encode_corpus(args: argparse.Namespace) -> int:
@@ -79,6 +83,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise ValueError(f"--preview must be 0 or more, got {args.preview}")
     if args.output and not Path(args.output).parent.is_dir():  # (before any work)
         raise ValueError(f"--output {args.output}: its folder does not exist")
+    if args.output and Path(f"{args.output}.job").exists() and not (args.input and not args.sentences):
+        raise ValueError(f"--output {args.output}: an unfinished `--input` run writes it ({args.output}.job): finish "
+                         "it, or remove the file, its .job and .done-* records")
     if args.input and Path(args.input).is_file() and args.output and not args.sentences:
         return encode_corpus(args)  # streamed: a regular file can be read twice and resumed
     sentences = gather_sentences(args)
@@ -89,7 +96,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     for i in range(min(len(sentences), args.preview)):
         values = ", ".join(f"{v:+.4f}" for v in emb[i, :6])
         print(f"  [{i}] {short(sentences[i])!r:44} [{values}, ...]")
-    if len(sentences) > args.preview:
+    if 0 < args.preview < len(sentences):
         print(f"  ... {len(sentences) - args.preview} more")
     if args.output:
         with open(args.output, "wb") as f:  # (np.save given a name would add .npy to it)
@@ -210,7 +217,7 @@ def add_model_args(p: argparse.ArgumentParser, sentences: bool = True, model_req
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from minibert.cli_retrieval import cmd_communities, cmd_mine, cmd_search  # they use this module's helpers
+    from minibert.cli_retrieval import add_retrieval_commands  # (it uses this module's helpers)
 
     parser = argparse.ArgumentParser(prog="minibert", description="BERT/SBERT sentence embeddings, from scratch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --input and --output: lines held in memory at a time (the file is streamed)")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict",
                    help="a line that is not UTF-8: an error naming it (strict), or its bad bytes replaced")
+    p.add_argument("--task", choices=["query", "document"],
+                   help="embed as encode_query or encode_document do (the folder's prompt and length for it); "
+                        "what `minibert search` does to its queries and its corpus")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("similarity", help="print the cosine similarity matrix of sentences")
@@ -248,33 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose among these tokens only (once for each)")
     p.set_defaults(func=cmd_fill_mask)
 
-    p = sub.add_parser("search", help="the closest corpus entries to each query (text files or .npy embeddings); "
-                       "texts are embedded as encode_query and encode_document embed them")
-    add_model_args(p, sentences=False)
-    p.add_argument("--corpus", required=True, help="one entry a line, or a .npy saved by `minibert encode`")
-    p.add_argument("--queries", required=True, help="one query a line, or a .npy")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--score", choices=SCORES, default=None,
-                   help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
-    p.add_argument("--output", help="write one JSON line per query here instead of printing")
-    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
-    p.set_defaults(func=cmd_search)
-
-    p = sub.add_parser("mine", help="the most similar pairs among sentences (duplicate candidates)")
-    add_model_args(p)  # --input may also be a .npy of embeddings
-    p.add_argument("--top-k", type=int, default=5, help="neighbours considered for each entry")
-    p.add_argument("--max-pairs", type=int, default=20, help="how many pairs to print")
-    p.add_argument("--score", choices=SCORES, default=None,
-                   help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
-    p.set_defaults(func=cmd_mine)
-
-    p = sub.add_parser("communities", help="groups of near-duplicates among sentences (community detection)")
-    add_model_args(p)  # --input may also be a .npy of embeddings
-    p.add_argument("--threshold", type=float, default=0.75, help="the least cosine of a member to its centre")
-    p.add_argument("--min-size", type=int, default=10, help="the fewest entries of a community, its centre included")
-    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
-    p.set_defaults(func=cmd_communities)
+    add_retrieval_commands(sub)
 
     p = sub.add_parser("verify", help="weight parity: token ids, hidden states and embeddings against transformers "
                                       "and sentence-transformers, path by path")

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from minibert.cli import gather_sentences, load_encoder, options
+from minibert.cli import SCORES, add_model_args, gather_sentences, load_encoder, options
 from minibert.files import read_embeddings, read_lines
 from minibert.show import short
 
@@ -100,6 +100,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
 def cmd_communities(args: argparse.Namespace) -> int:
     from minibert.search import community_detection
 
+    if not -1 <= args.threshold <= 1:  # (before any work)
+        raise ValueError(f"--threshold must be a cosine, in -1..1, got {args.threshold}")
+    if args.min_size < 1:
+        raise ValueError(f"--min-size must be 1 or more, got {args.min_size}")
     texts, emb, _ = sentences_or_embeddings(args)
     communities = community_detection(emb, threshold=args.threshold, min_community_size=args.min_size)
     print(f"{len(communities)} communities of at least {args.min_size} entries at a cosine of at least "
@@ -109,3 +113,34 @@ def cmd_communities(args: argparse.Namespace) -> int:
         for i in community:
             print(f"    [{i}] {short(texts[i]) if texts else ''}")
     return 0
+
+
+def add_retrieval_commands(sub) -> None:
+    """The search, mine and communities commands, on the command line's subparsers."""
+    p = sub.add_parser("search", help="the closest corpus entries to each query (text files or .npy embeddings); "
+                       "texts are embedded as encode_query and encode_document embed them")
+    add_model_args(p, sentences=False)
+    p.add_argument("--corpus", required=True, help="one entry a line, or a .npy saved by `minibert encode`")
+    p.add_argument("--queries", required=True, help="one query a line, or a .npy")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--score", choices=SCORES, default=None,
+                   help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
+    p.add_argument("--output", help="write one JSON line per query here instead of printing")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("mine", help="the most similar pairs among sentences (duplicate candidates)")
+    add_model_args(p)  # --input may also be a .npy of embeddings
+    p.add_argument("--top-k", type=int, default=5, help="neighbours considered for each entry")
+    p.add_argument("--max-pairs", type=int, default=20, help="how many pairs to print")
+    p.add_argument("--score", choices=SCORES, default=None,
+                   help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    p.set_defaults(func=cmd_mine)
+
+    p = sub.add_parser("communities", help="groups of near-duplicates among sentences (community detection)")
+    add_model_args(p)  # --input may also be a .npy of embeddings
+    p.add_argument("--threshold", type=float, default=0.75, help="the least cosine of a member to its centre")
+    p.add_argument("--min-size", type=int, default=10, help="the fewest entries of a community, its centre included")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    p.set_defaults(func=cmd_communities)

@@ -15,12 +15,15 @@ one process (once the CPU kernels, which each process otherwise measures for its
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from minibert.inputs import whole_number
@@ -28,11 +31,22 @@ from minibert.inputs import whole_number
 
 def count_lines(path: Path) -> int:
     """Lines as ``read_lines`` counts them: a final newline does not start a new, empty line."""
-    count, last = 0, b"\n"
+    return lines_and_digest(path)[0]
+
+
+def lines_and_digest(path: Path) -> tuple[int, str]:
+    """(``count_lines``, a digest of the file's bytes), in one pass."""
+    count, last, digest = 0, b"\n", hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             count, last = count + block.count(b"\n"), block[-1:]
-    return count + (last != b"\n")
+            digest.update(block)
+    return count + (last != b"\n"), digest.hexdigest()
+
+
+def records(out: Path) -> list[Path]:
+    """The done-chunk records of ``out`` (its name may hold characters glob reads as patterns)."""
+    return list(out.parent.glob(glob.escape(out.name) + ".done-*"))
 
 
 def chunks_of_lines(path: Path, chunk_lines: int, errors: str = "strict") -> Iterator[tuple[int, list[str]]]:
@@ -55,7 +69,7 @@ def chunks_of_lines(path: Path, chunk_lines: int, errors: str = "strict") -> Ite
 
 def done_chunks(out: Path) -> set[int]:
     done = set()
-    for record in out.parent.glob(out.name + ".done-*"):
+    for record in records(out):
         try:
             done |= {int(line) for line in record.read_text().split()}
         except ValueError as e:
@@ -73,28 +87,37 @@ def environment_count(name: str, default: int) -> int:
         raise ValueError(f"{name}={value!r}: expected an integer >= {default}") from e
 
 
-def job_of(encoder, path: Path, lines: int, chunk_lines: int, errors: str, normalize_embeddings: bool,
-           options: dict) -> dict:
-    """What a run writes: the same for a run started again, or its rows would not be one run's."""
-    stat = path.stat()
-    return {"input": str(path.resolve()), "input_bytes": stat.st_size, "input_modified_ns": stat.st_mtime_ns,
-            "lines": lines, "chunk_lines": chunk_lines, "errors": errors,
-            "model": str(encoder.tokenizer.source), "path": encoder.path,
-            "dtype": str(next(encoder.parameters()).dtype), "normalize_embeddings": normalize_embeddings,
-            **{k: v for k, v in sorted(options.items())}}
+def job_of(encoder, path: Path, lines: int, content: str, chunk_lines: int, errors: str,
+           normalize_embeddings: bool, options: dict) -> dict:
+    """What a run writes: the same for a run started again, or its rows would not be one run's. The model is its
+    folder, and a sample of its weights (a model built in memory has no folder)."""
+    source = encoder.tokenizer.source
+    sample = [round(float(p.detach().float().flatten()[:16].sum()), 6) for p in list(encoder.parameters())[:4]]
+    return {"input": str(path.resolve()), "input_content": content, "lines": lines, "chunk_lines": chunk_lines,
+            "errors": errors, "model": None if source is None else str(Path(source).resolve()),
+            "weights_sample": sample, "path": encoder.path, "dtype": str(next(encoder.parameters()).dtype),
+            "normalize_embeddings": normalize_embeddings, **{k: v for k, v in sorted(options.items())}}
 
 
-def check_job(out: Path, job: dict) -> None:
-    """A run started again must be the run that made ``out``: the job it recorded, key by key."""
+def check_job(out: Path, job: dict, world: int = 1) -> None:
+    """This process's run must be the run that made ``out``: the job it recorded, key by key. Under several
+    processes, all fail where one does (the others would wait for it at the next barrier)."""
     record = Path(f"{out}.job")
     before = json.loads(record.read_text()) if record.is_file() else None
-    if before == job:
-        return
-    changed = "no record of its job" if before is None else next(
-        f"{key} was {before.get(key)!r}, now {job.get(key)!r}" for key in {**before, **job} if before.get(key) !=
-        job.get(key))
-    raise ValueError(f"{out}: started by another run ({changed}); its rows would mix with this one's: rerun as it "
-                     f"ran, or remove {out.name}, {out.name}.job and {out.name}.done-* to start again")
+    problem = None
+    if before != job:
+        changed = "no record of its job" if before is None else next(
+            f"{key} was {before.get(key)!r}, now {job.get(key)!r}" for key in {**before, **job}
+            if before.get(key) != job.get(key))
+        problem = ValueError(f"{out}: started by another run ({changed}); its rows would mix with this one's: rerun "
+                             f"as it ran, or remove {out.name}, {out.name}.job and {out.name}.done-* to start again")
+    if world > 1:
+        failed = torch.tensor([int(problem is not None)])
+        dist.all_reduce(failed)
+        if failed.item() and problem is None:
+            problem = ValueError(f"{out}: another process of this run was started otherwise (see its error)")
+    if problem is not None:
+        raise problem
 
 
 def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32, chunk_lines: int = 10_000,
@@ -116,21 +139,20 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     own_group = world > 1 and not dist.is_initialized()
     if own_group:  # only to wait for each other: the rows themselves go through the file
         dist.init_process_group(backend="gloo")
-    n, dim = count_lines(path), options.get("truncate_dim") or encoder.embedding_dim
+    (n, content), dim = lines_and_digest(path), options.get("truncate_dim") or encoder.embedding_dim
     if n == 0:
         raise ValueError(f"{path} is empty: there is nothing to encode")
-    job = job_of(encoder, path, n, chunk_lines, errors, normalize_embeddings, options)
+    job = job_of(encoder, path, n, content, chunk_lines, errors, normalize_embeddings, options)
     if rank == 0 and not done_chunks(out):  # a new job: make the file (a resumed one keeps its rows)
         np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
         Path(f"{out}.job").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
-    elif done_chunks(out):
-        check_job(out, job)
     if world > 1:
         dist.barrier()
+    check_job(out, job, world)  # every process, a fresh run too: processes started by hand may differ
     rows = np.load(out, mmap_mode="r")
     if rows.shape != (n, dim) or rows.dtype != np.float32:
         raise ValueError(f"{out}: holds {rows.dtype} rows of shape {rows.shape}, but {path} needs float32 "
-                         f"({n}, {dim}); remove it (and {out.name}.done-*) to start again")
+                         f"({n}, {dim}); remove it (and {out.name}.job, {out.name}.done-*) to start again")
     del rows
     done, total = done_chunks(out), -(-n // chunk_lines)
     mine = [c for c in range(rank, total, world) if c not in done]
@@ -159,7 +181,7 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     if world > 1:
         dist.barrier()
     if rank == 0:  # every chunk is done: the records have served their purpose
-        for record_path in [*out.parent.glob(out.name + ".done-*"), Path(f"{out}.job")]:
+        for record_path in [*records(out), Path(f"{out}.job")]:
             record_path.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()

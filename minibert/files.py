@@ -3,6 +3,7 @@ every error names the file (and the line)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import sys
 from pathlib import Path
@@ -77,7 +78,8 @@ def read_embeddings(path: str) -> np.ndarray:
     """A .npy of embeddings saved by `minibert encode`, memory-mapped (it may be larger than memory)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"embeddings file not found: {path}")
-    unfinished = [p for p in (Path(f"{path}.job"), *Path(path).parent.glob(Path(path).name + ".done-*")) if p.exists()]
+    unfinished = [p for p in (Path(f"{path}.job"), *Path(path).parent.glob(glob.escape(Path(path).name) + ".done-*"))
+                  if p.exists()]
     if unfinished:  # rows of chunks not yet encoded are zeros
         raise ValueError(f"{path}: a `minibert encode` run that has not finished writes it ({unfinished[0].name} is "
                          "beside it): run it again to finish it")

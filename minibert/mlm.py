@@ -195,7 +195,8 @@ class MaskedLanguageModel(nn.Module):
         first, as transformers' fill-mask pipeline gives them: ``{"score", "token", "token_str", "sequence"}``
         (the text with the token in, decoded without special tokens where the text has one mask). ``targets``:
         the tokens to choose from (a word outside the vocabulary counts as its first token, with a warning).
-        One string gives its masks' lists alone. Dropout is off for the call, whatever the model's mode."""
+        One string gives its masks' lists alone. ``batch_size`` texts run at a time. Dropout is off for the call,
+        whatever the model's mode."""
         tokenizer = self.tokenizer
         if tokenizer is None:
             raise ValueError("fill_mask needs the model's tokenizer: MaskedLanguageModel(bert, head, tokenizer)")

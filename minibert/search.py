@@ -24,11 +24,14 @@ from minibert.similarity import SIMILARITIES, check_name, matrix
 Score = Literal["cosine", "dot", "euclidean", "manhattan", "cos"]  # "cos": cosine, its older name here
 
 
-def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str, offset: int = 0) -> torch.Tensor:
-    """Float32 rows (n, dim), finite; ``offset``: the index of the first row, for the errors."""
+def as_matrix(embeddings: np.ndarray | torch.Tensor, what: str, offset: int = 0,
+              keep_float64: bool = False) -> torch.Tensor:
+    """Float32 rows (n, dim) (float64 ones kept where ``keep_float64``), finite; ``offset``: the index of the first
+    row, for the errors."""
     if not isinstance(embeddings, torch.Tensor):  # a NumPy chunk (of a read-only memmap, perhaps) is read into
         embeddings = np.array(embeddings)  # memory: it is only a chunk
-    x = matrix(embeddings, what).float()
+    x = matrix(embeddings, what)
+    x = x if keep_float64 and x.dtype == torch.float64 else x.float()
     if len(x) == 0 or x.shape[1] == 0:
         raise ValueError(f"{what}: expected a non-empty (n, dim) matrix of embeddings, got shape {tuple(x.shape)}")
     bad = (~torch.isfinite(x)).any(dim=1).nonzero()
@@ -137,13 +140,15 @@ def community_detection(embeddings: np.ndarray | torch.Tensor, threshold: float 
     community lists its centre, then its members closest first (ties: the lower index)."""
     min_community_size, chunk_size = whole_number("min_community_size", min_community_size), whole_number(
         "chunk_size", chunk_size)
+    threshold = threshold.item() if isinstance(threshold, torch.Tensor) and threshold.numel() == 1 else threshold
     if not isinstance(threshold, numbers.Real) or not -1 <= threshold <= 1:  # (NaN too: nothing would be close)
         raise ValueError(f"threshold must be a cosine, in -1..1, got {threshold!r}")
-    x = prepare(as_matrix(embeddings, "embeddings"), "cosine")
+    x = prepare(as_matrix(embeddings, "embeddings", keep_float64=True), "cosine")  # (float64 scored in float64)
+    threshold = float(np.float32(threshold))  # as there: a float32 tensor, whatever the scores' dtype
     candidates = []
     for start in range(0, len(x), chunk_size):
         chunk_scores = x[start:start + chunk_size] @ x.T
-        close = chunk_scores >= threshold  # (compared in float32, as there)
+        close = chunk_scores >= threshold
         for row in (close.sum(1) >= min_community_size).nonzero().flatten().tolist():
             members = close[row].nonzero().flatten()
             order = torch.sort(chunk_scores[row, members], descending=True, stable=True).indices

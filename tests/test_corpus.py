@@ -63,11 +63,30 @@ def test_a_killed_run_resumes_without_redoing_chunks(minilm, corpus, tmp_path):
                             ({"chunk_lines": 3, "prompt": "query: "}, "prompt was None, now 'query: '")):
         with pytest.raises(ValueError, match=f"emb.npy: started by another run \\({wanted}\\)"):
             encode_file(minilm, corpus, tmp_path / "emb.npy", **changed)
+    os.utime(corpus)  # touched, not changed (a checkout, a copy): the run is still the same run
     again = StopAfter(minilm)
     out = encode_file(again, corpus, tmp_path / "emb.npy", chunk_lines=3)
     assert again.calls == 2  # chunks 2 and 3 only
     np.testing.assert_array_equal(np.load(out), whole)
     assert not list(tmp_path.glob("emb.npy.*"))  # no records, no job left
+
+
+def test_a_run_resumes_whatever_its_name_holds_and_refuses_another_input(minilm, corpus, tmp_path):
+    """An output name with glob's pattern characters finds its own records (and no other run's); an input changed
+    between the two runs, with as many lines, is refused."""
+    out = tmp_path / "o[1].npy"
+    (tmp_path / "o1.npy.done-0").write_text("0\n1\n")  # another run's record, which a pattern would match
+    with pytest.raises(KeyboardInterrupt):
+        encode_file(StopAfter(minilm, n=1), corpus, out, chunk_lines=3)
+    again = StopAfter(minilm)
+    np.testing.assert_allclose(np.load(encode_file(again, corpus, out, chunk_lines=3)), minilm.encode(LINES),
+                               atol=1e-6)
+    assert again.calls == 3 and (tmp_path / "o1.npy.done-0").exists()
+    with pytest.raises(KeyboardInterrupt):
+        encode_file(StopAfter(minilm, n=1), corpus, tmp_path / "p.npy", chunk_lines=3)
+    corpus.write_text("\n".join(LINES[::-1]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="p.npy: started by another run \\(input_content was"):
+        encode_file(minilm, corpus, tmp_path / "p.npy", chunk_lines=3)
 
 
 def test_two_processes_write_the_same_file_as_one(corpus, tmp_path):

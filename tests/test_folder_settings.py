@@ -272,6 +272,14 @@ def test_minibert_search_embeds_queries_and_corpus_as_sentence_transformers_retr
     assert [[h["corpus_id"] for h in q] for q in hits] == [[h["corpus_id"] for h in q] for q in expected]
     np.testing.assert_allclose([[h["score"] for h in q] for q in hits], [[h["score"] for h in q] for q in expected],
                                atol=1e-5)
+    # a corpus embedded before, as its documents: `minibert encode --task document`
+    assert main(["encode", "--model", str(folder), "--input", str(tmp_path / "corpus.txt"), "--task", "document",
+                 "--output", str(tmp_path / "corpus.npy"), "--preview", "0"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "corpus.npy"), theirs.encode_document(lines[5:]), atol=1e-5)
+    assert main(["search", "--model", str(folder), "--corpus", str(tmp_path / "corpus.npy"), "--queries",
+                 str(tmp_path / "queries.txt"), "--top-k", "4", "--output", str(out)]) == 0
+    hits = [json.loads(line)["hits"] for line in out.read_text().splitlines()]
+    assert [[h["corpus_id"] for h in q] for q in hits] == [[h["corpus_id"] for h in q] for q in expected]
 
 
 @pytest.mark.parametrize("case", [

@@ -260,6 +260,9 @@ def test_cli_writes_where_it_says_and_refuses_what_it_would_not_use(minilm, tmp_
     np.testing.assert_allclose(np.load(tmp_path / "emb"), minilm.encode(["a sentence"]), atol=1e-6)
     assert main(["encode", "a sentence", "--output", str(tmp_path / "missing" / "emb.npy")]) == 1
     assert "--output" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    (tmp_path / "emb.job").write_text("{}")  # an unfinished streamed run writes emb: not overwritten by another
+    assert main(["encode", "a sentence", "--output", str(tmp_path / "emb")]) == 1
+    assert "an unfinished `--input` run writes it" in capsys.readouterr().err
     np.save(tmp_path / "e.npy", minilm.encode(["one", "two", "three"]))
     for argv, named in ((["mine", "--input", str(tmp_path / "e.npy"), "extra"], "sentences"),
                         (["search", "--corpus", str(tmp_path / "e.npy"), "--queries", str(tmp_path / "e.npy"),

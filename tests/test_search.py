@@ -144,6 +144,14 @@ def test_community_detection_matches_sentence_transformers(chunk_size):
         got = community_detection(x, threshold=threshold, min_community_size=min_size, chunk_size=chunk_size)
         assert got == [list(c) for c in expected], (threshold, min_size)
     assert len(community_detection(x, threshold=0.9, min_community_size=3)) > 3  # (the cases find communities)
+    # float64 embeddings are scored in float64, and the threshold rounded to float32, as there: thresholds a hair
+    # (1e-12) off pairs' cosines and off those rounded to float32 fall on the same side
+    x64 = x.double()
+    cosines = torch.nn.functional.normalize(x64, dim=-1) @ torch.nn.functional.normalize(x64, dim=-1).T
+    for threshold in [f(c) + d for c in cosines[0, 1:6].tolist() for d in (-1e-12, 1e-12)
+                      for f in (float, lambda c: float(np.float32(c)))]:
+        assert community_detection(x64, threshold=threshold, min_community_size=2) == \
+            [list(c) for c in util.community_detection(x64, threshold=threshold, min_community_size=2)]
     with pytest.raises(ValueError, match="min_community_size must be an integer >= 1, got 0"):
         community_detection(x, min_community_size=0)
     for threshold in (float("nan"), 1.5):
