@@ -123,24 +123,27 @@ def add_retrieval_commands(sub) -> None:
     p.add_argument("--corpus", required=True, help="one entry a line, or a .npy saved by `minibert encode`")
     p.add_argument("--queries", required=True, help="one query a line, or a .npy")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--score", choices=SCORES, default=None,
-                   help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
     p.add_argument("--output", help="write one JSON line per query here instead of printing")
-    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    add_score_and_progress(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("mine", help="the most similar pairs among sentences (duplicate candidates)")
     add_model_args(p)  # --input may also be a .npy of embeddings
     p.add_argument("--top-k", type=int, default=5, help="neighbours considered for each entry")
     p.add_argument("--max-pairs", type=int, default=20, help="how many pairs to print")
-    p.add_argument("--score", choices=SCORES, default=None,
-                   help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    add_score_and_progress(p)
     p.set_defaults(func=cmd_mine)
 
     p = sub.add_parser("communities", help="groups of near-duplicates among sentences (community detection)")
     add_model_args(p)  # --input may also be a .npy of embeddings
     p.add_argument("--threshold", type=float, default=0.75, help="the least cosine of a member to its centre")
     p.add_argument("--min-size", type=int, default=10, help="the fewest entries of a community, its centre included")
-    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
+    add_score_and_progress(p, score=False)  # (communities are by cosine, as in sentence-transformers)
     p.set_defaults(func=cmd_communities)
+
+
+def add_score_and_progress(p, score: bool = True) -> None:
+    if score:
+        p.add_argument("--score", choices=SCORES, default=None,
+                       help="how to compare embeddings (default: the model folder's similarity_fn_name, else cosine)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while embedding")
