@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from minibert.device import check_device
-from minibert.files import read_lines
+from minibert.files import read_lines, unfinished
 from minibert.hub import DEFAULT_MODEL, REPO_WEIGHTS
 from minibert.show import print_fills, print_pair_predictions, print_predictions, short
 
@@ -83,10 +83,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise ValueError(f"--preview must be 0 or more, got {args.preview}")
     if args.output and not Path(args.output).parent.is_dir():  # (before any work)
         raise ValueError(f"--output {args.output}: its folder does not exist")
-    if args.output and Path(f"{args.output}.job").exists() and not (args.input and not args.sentences):
-        raise ValueError(f"--output {args.output}: an unfinished `--input` run writes it ({args.output}.job): finish "
-                         "it, or remove the file, its .job and .done-* records")
-    if args.input and Path(args.input).is_file() and args.output and not args.sentences:
+    streamed = args.input and Path(args.input).is_file() and args.output and not args.sentences
+    if args.output and not streamed and unfinished(Path(args.output)):
+        raise ValueError(f"--output {args.output}: an unfinished `--input` run writes it: finish it, or remove the "
+                         "file, its .job and .done-* records")
+    if streamed:
         return encode_corpus(args)  # streamed: a regular file can be read twice and resumed
     sentences = gather_sentences(args)
     encoder = load_encoder(args)

@@ -15,7 +15,6 @@ one process (once the CPU kernels, which each process otherwise measures for its
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from minibert.files import done_records
 from minibert.inputs import whole_number
 
 
@@ -42,11 +42,6 @@ def lines_and_digest(path: Path) -> tuple[int, str]:
             count, last = count + block.count(b"\n"), block[-1:]
             digest.update(block)
     return count + (last != b"\n"), digest.hexdigest()
-
-
-def records(out: Path) -> list[Path]:
-    """The done-chunk records of ``out`` (its name may hold characters glob reads as patterns)."""
-    return list(out.parent.glob(glob.escape(out.name) + ".done-*"))
 
 
 def chunks_of_lines(path: Path, chunk_lines: int, errors: str = "strict") -> Iterator[tuple[int, list[str]]]:
@@ -69,7 +64,7 @@ def chunks_of_lines(path: Path, chunk_lines: int, errors: str = "strict") -> Ite
 
 def done_chunks(out: Path) -> set[int]:
     done = set()
-    for record in records(out):
+    for record in done_records(out):
         try:
             done |= {int(line) for line in record.read_text().split()}
         except ValueError as e:
@@ -90,34 +85,41 @@ def environment_count(name: str, default: int) -> int:
 def job_of(encoder, path: Path, lines: int, content: str, chunk_lines: int, errors: str,
            normalize_embeddings: bool, options: dict) -> dict:
     """What a run writes: the same for a run started again, or its rows would not be one run's. The model is its
-    folder, and a sample of its weights (a model built in memory has no folder)."""
+    folder, and a digest of a sample of every weight tensor (a model built in memory has no folder; a model trained
+    again in the same folder has other weights)."""
     source = encoder.tokenizer.source
-    sample = [round(float(p.detach().float().flatten()[:16].sum()), 6) for p in list(encoder.parameters())[:4]]
+    sample = torch.cat([p.detach().flatten()[:16].float().cpu() for p in encoder.parameters()])  # (every tensor's)
+    weights = hashlib.blake2b(sample.numpy().tobytes(), digest_size=16).hexdigest()
     return {"input": str(path.resolve()), "input_content": content, "lines": lines, "chunk_lines": chunk_lines,
             "errors": errors, "model": None if source is None else str(Path(source).resolve()),
-            "weights_sample": sample, "path": encoder.path, "dtype": str(next(encoder.parameters()).dtype),
+            "weights_sample": weights, "path": encoder.path, "dtype": str(next(encoder.parameters()).dtype),
             "normalize_embeddings": normalize_embeddings, **{k: v for k, v in sorted(options.items())}}
 
 
-def check_job(out: Path, job: dict, world: int = 1) -> None:
-    """This process's run must be the run that made ``out``: the job it recorded, key by key. Under several
-    processes, all fail where one does (the others would wait for it at the next barrier)."""
+def job_problem(out: Path, job: dict) -> ValueError | None:
+    """Why this process's run is not the run that made ``out`` (the job it recorded, key by key), or None."""
     record = Path(f"{out}.job")
     before = json.loads(record.read_text()) if record.is_file() else None
-    problem = None
-    if before != job:
-        changed = "no record of its job" if before is None else next(
-            f"{key} was {before.get(key)!r}, now {job.get(key)!r}" for key in {**before, **job}
-            if before.get(key) != job.get(key))
-        problem = ValueError(f"{out}: started by another run ({changed}); its rows would mix with this one's: rerun "
-                             f"as it ran, or remove {out.name}, {out.name}.job and {out.name}.done-* to start again")
+    if before == job:
+        return None
+    changed = "no record of its job" if before is None else next(
+        f"{key} was {before.get(key)!r}, now {job.get(key)!r}" for key in {**before, **job}
+        if before.get(key) != job.get(key))
+    return ValueError(f"{out}: started by another run ({changed}); its rows would mix with this one's: rerun as it "
+                      f"ran, or remove {out.name}, {out.name}.job and {out.name}.done-* to start again")
+
+
+def agree(problem: Exception | None, world: int, out: Path) -> None:
+    """Every process fails where one does (the others would wait for it at the next barrier); the exchange is a
+    barrier itself. (Objects, not tensors, are gathered: the group may be NCCL's, which holds no CPU tensor.)"""
+    messages = [None] * world
     if world > 1:
-        failed = torch.tensor([int(problem is not None)])
-        dist.all_reduce(failed)
-        if failed.item() and problem is None:
-            problem = ValueError(f"{out}: another process of this run was started otherwise (see its error)")
+        dist.all_gather_object(messages, None if problem is None else str(problem))
     if problem is not None:
         raise problem
+    failed = next((m for m in messages if m is not None), None)
+    if failed is not None:
+        raise ValueError(f"{out}: another process of this run failed: {failed}")
 
 
 def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32, chunk_lines: int = 10_000,
@@ -142,13 +144,15 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     (n, content), dim = lines_and_digest(path), options.get("truncate_dim") or encoder.embedding_dim
     if n == 0:
         raise ValueError(f"{path} is empty: there is nothing to encode")
-    job = job_of(encoder, path, n, content, chunk_lines, errors, normalize_embeddings, options)
+    job, problem = job_of(encoder, path, n, content, chunk_lines, errors, normalize_embeddings, options), None
     if rank == 0 and not done_chunks(out):  # a new job: make the file (a resumed one keeps its rows)
-        np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
-        Path(f"{out}.job").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
-    if world > 1:
-        dist.barrier()
-    check_job(out, job, world)  # every process, a fresh run too: processes started by hand may differ
+        try:
+            np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
+            Path(f"{out}.job").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            problem = OSError(f"{out}: cannot be written ({e.strerror or e})")
+    agree(problem, world, out)
+    agree(job_problem(out, job), world, out)  # every process, a fresh run too: processes started by hand may differ
     rows = np.load(out, mmap_mode="r")
     if rows.shape != (n, dim) or rows.dtype != np.float32:
         raise ValueError(f"{out}: holds {rows.dtype} rows of shape {rows.shape}, but {path} needs float32 "
@@ -181,7 +185,7 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     if world > 1:
         dist.barrier()
     if rank == 0:  # every chunk is done: the records have served their purpose
-        for record_path in [*records(out), Path(f"{out}.job")]:
+        for record_path in [*done_records(out), Path(f"{out}.job")]:
             record_path.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()

@@ -74,14 +74,24 @@ def read_lines(path: str, errors: str = "strict", option: str = "--input") -> li
         raise ValueError(f"{option} {path}: cannot be read ({e.strerror or e})") from e
 
 
+def done_records(out: Path) -> list[Path]:
+    """The done-chunk records of a ``minibert encode --input --output`` run writing ``out`` (its name escaped: it may
+    hold characters glob reads as patterns)."""
+    return list(out.parent.glob(glob.escape(out.name) + ".done-*"))
+
+
+def unfinished(out: Path) -> list[Path]:
+    """The records of an unfinished ``minibert encode --input --output`` run beside ``out``: its job, its chunks."""
+    return [p for p in (Path(f"{out}.job"), *done_records(out)) if p.exists()]
+
+
 def read_embeddings(path: str) -> np.ndarray:
     """A .npy of embeddings saved by `minibert encode`, memory-mapped (it may be larger than memory)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"embeddings file not found: {path}")
-    unfinished = [p for p in (Path(f"{path}.job"), *Path(path).parent.glob(glob.escape(Path(path).name) + ".done-*"))
-                  if p.exists()]
-    if unfinished:  # rows of chunks not yet encoded are zeros
-        raise ValueError(f"{path}: a `minibert encode` run that has not finished writes it ({unfinished[0].name} is "
+    left = unfinished(Path(path))
+    if left:  # rows of chunks not yet encoded are zeros
+        raise ValueError(f"{path}: a `minibert encode` run that has not finished writes it ({left[0].name} is "
                          "beside it): run it again to finish it")
     try:
         emb = np.load(path, mmap_mode="r")

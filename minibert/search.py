@@ -140,11 +140,14 @@ def community_detection(embeddings: np.ndarray | torch.Tensor, threshold: float 
     community lists its centre, then its members closest first (ties: the lower index)."""
     min_community_size, chunk_size = whole_number("min_community_size", min_community_size), whole_number(
         "chunk_size", chunk_size)
-    threshold = threshold.item() if isinstance(threshold, torch.Tensor) and threshold.numel() == 1 else threshold
-    if not isinstance(threshold, numbers.Real) or not -1 <= threshold <= 1:  # (NaN too: nothing would be close)
-        raise ValueError(f"threshold must be a cosine, in -1..1, got {threshold!r}")
+    try:  # as there, a tensor of the threshold: a Python float becomes float32 (torch's default dtype)
+        value = torch.as_tensor(threshold)
+    except (TypeError, ValueError, RuntimeError):
+        value = None
+    if value is None or value.numel() != 1 or value.dtype == torch.bool or not -1 <= value.item() <= 1:
+        raise ValueError(f"threshold must be a cosine, in -1..1, got {threshold!r}")  # (NaN too: nothing is close)
+    threshold = value.item()
     x = prepare(as_matrix(embeddings, "embeddings", keep_float64=True), "cosine")  # (float64 scored in float64)
-    threshold = float(np.float32(threshold))  # as there: a float32 tensor, whatever the scores' dtype
     candidates = []
     for start in range(0, len(x), chunk_size):
         chunk_scores = x[start:start + chunk_size] @ x.T

@@ -252,7 +252,7 @@ def test_cli_input_from_a_pipe_stdin_or_a_device(minilm, tmp_path, capsys, monke
     assert f"--input {tmp_path} is a folder, not a text file" in capsys.readouterr().err
 
 
-def test_cli_writes_where_it_says_and_refuses_what_it_would_not_use(minilm, tmp_path, capsys):
+def test_cli_writes_where_it_says_and_refuses_what_it_would_not_use(minilm, tmp_path, capsys, monkeypatch):
     """--output is the exact file named (np.save alone adds .npy), its folder checked before any work; model options
     where every input is a .npy already made are an error, not ignored."""
     assert main(["encode", "a sentence", "--output", str(tmp_path / "emb"), "--preview", "0"]) == 0
@@ -263,6 +263,12 @@ def test_cli_writes_where_it_says_and_refuses_what_it_would_not_use(minilm, tmp_
     (tmp_path / "emb.job").write_text("{}")  # an unfinished streamed run writes emb: not overwritten by another
     assert main(["encode", "a sentence", "--output", str(tmp_path / "emb")]) == 1
     assert "an unfinished `--input` run writes it" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"x\ny\n")))  # (read whole: not streamed either)
+    assert main(["encode", "--input", "-", "--output", str(tmp_path / "emb")]) == 1
+    assert "an unfinished `--input` run writes it" in capsys.readouterr().err
+    for option, value in (("--threshold", "1.5"), ("--min-size", "0")):  # checked before the model loads
+        assert main(["communities", "a", "b", "--model", str(tmp_path / "no-model"), option, value]) == 1
+        assert f"{option} must be" in capsys.readouterr().err
     np.save(tmp_path / "e.npy", minilm.encode(["one", "two", "three"]))
     for argv, named in ((["mine", "--input", str(tmp_path / "e.npy"), "extra"], "sentences"),
                         (["search", "--corpus", str(tmp_path / "e.npy"), "--queries", str(tmp_path / "e.npy"),

@@ -157,3 +157,7 @@ def test_community_detection_matches_sentence_transformers(chunk_size):
     for threshold in (float("nan"), 1.5):
         with pytest.raises(ValueError, match=f"threshold must be a cosine, in -1..1, got {threshold}"):
             community_detection(x, threshold=threshold)
+    # a NumPy float64 threshold stays float64 there (torch.tensor keeps its dtype): at a pair's cosine exactly
+    for threshold in [kind(c) for c in cosines[0, 1:6].tolist() for kind in (np.float64, float, torch.tensor)]:
+        assert community_detection(x64, threshold=threshold, min_community_size=2) == \
+            [list(c) for c in util.community_detection(x64, threshold=threshold, min_community_size=2)], threshold
