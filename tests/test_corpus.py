@@ -103,6 +103,16 @@ def test_two_processes_write_the_same_file_as_one(corpus, tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "sharded.npy"), np.load(single))
+    # a run started again otherwise (here: its chunking) is refused by both processes, neither left waiting
+    killed = tmp_path / "killed.npy"
+    np.lib.format.open_memmap(killed, mode="w+", dtype=np.float32, shape=(len(LINES), 384)).flush()
+    (tmp_path / "killed.npy.done-0").write_text("0\n")
+    (tmp_path / "killed.npy.job").write_text('{"chunk_lines": 5}')
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(int(port) + 1), "-m", "minibert",
+                             *args, "--output", str(killed)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and result.stderr.count("killed.npy: started by another run") == 2, \
+        result.stderr[-2000:]
 
 
 def test_a_line_that_is_not_utf8(minilm, tmp_path):
