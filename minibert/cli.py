@@ -57,10 +57,11 @@ def load_encoder(args: argparse.Namespace):
 def options(args: argparse.Namespace) -> dict:
     """The command's --prompt-name, --prompt and --truncate-dim, as ``encode`` takes them; encode's --task as
     ``encode_query`` or ``encode_document`` runs (the task's prompt, where none is given, and its token limit)."""
+    from minibert.inputs import task_prompt_name
+
     task = getattr(args, "task", None)
-    prompt_name = args.prompt_name if args.prompt_name or args.prompt is not None else task
-    return {"prompt_name": prompt_name, "prompt": args.prompt, "truncate_dim": args.truncate_dim,
-            **({"task": task} if task else {})}
+    return {"prompt_name": task_prompt_name(task, args.prompt_name, args.prompt), "prompt": args.prompt,
+            "truncate_dim": args.truncate_dim, **({"task": task} if task else {})}
 
 
 def encode_corpus(args: argparse.Namespace) -> int:

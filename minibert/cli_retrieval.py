@@ -42,9 +42,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     paths = {"corpus": args.corpus, "queries": args.queries}
     texts = {role: None if path.endswith(".npy") else read_lines(path, option=f"--{role}")
              for role, path in paths.items()}
-    if all(t is None for t in texts.values()):
+    encodes = any(t is not None for t in texts.values())
+    if not encodes:
         nothing_to_encode(args)
-    encoder = load_encoder(args) if any(t is not None for t in texts.values()) else None
+    encoder = load_encoder(args) if encodes else None
     score = model_score(args, encoder)
 
     def embed(role: str) -> np.ndarray:  # a text file is embedded now, a .npy was embedded before
@@ -98,12 +99,11 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def cmd_communities(args: argparse.Namespace) -> int:
-    from minibert.search import community_detection
+    from minibert.inputs import whole_number
+    from minibert.search import community_detection, cosine_threshold
 
-    if not -1 <= args.threshold <= 1:  # (before any work)
-        raise ValueError(f"--threshold must be a cosine, in -1..1, got {args.threshold}")
-    if args.min_size < 1:
-        raise ValueError(f"--min-size must be 1 or more, got {args.min_size}")
+    cosine_threshold(args.threshold, "--threshold")  # (checked before any work)
+    whole_number("--min-size", args.min_size)
     texts, emb, _ = sentences_or_embeddings(args)
     communities = community_detection(emb, threshold=args.threshold, min_community_size=args.min_size)
     print(f"{len(communities)} communities of at least {args.min_size} entries at a cosine of at least "

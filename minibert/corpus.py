@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from minibert.files import done_records
+from minibert.files import done_records, job_record
 from minibert.inputs import whole_number
 
 
@@ -98,7 +98,7 @@ def job_of(encoder, path: Path, lines: int, content: str, chunk_lines: int, erro
 
 def job_problem(out: Path, job: dict) -> ValueError | None:
     """Why this process's run is not the run that made ``out`` (the job it recorded, key by key), or None."""
-    record = Path(f"{out}.job")
+    record = job_record(out)
     before = json.loads(record.read_text()) if record.is_file() else None
     if before == job:
         return None
@@ -148,7 +148,7 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     if rank == 0 and not done_chunks(out):  # a new job: make the file (a resumed one keeps its rows)
         try:
             np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(n, dim)).flush()
-            Path(f"{out}.job").write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
+            job_record(out).write_text(json.dumps(job, indent=2) + "\n", encoding="utf-8")
         except OSError as e:
             problem = OSError(f"{out}: cannot be written ({e.strerror or e})")
     agree(problem, world, out)
@@ -185,7 +185,7 @@ def encode_file(encoder, path: str | Path, out: str | Path, batch_size: int = 32
     if world > 1:
         dist.barrier()
     if rank == 0:  # every chunk is done: the records have served their purpose
-        for record_path in [*done_records(out), Path(f"{out}.job")]:
+        for record_path in [*done_records(out), job_record(out)]:
             record_path.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()

@@ -80,9 +80,14 @@ def done_records(out: Path) -> list[Path]:
     return list(out.parent.glob(glob.escape(out.name) + ".done-*"))
 
 
+def job_record(out: Path) -> Path:
+    """Where a ``minibert encode --input --output`` run writing ``out`` records its job (``minibert.corpus``)."""
+    return out.with_name(out.name + ".job")
+
+
 def unfinished(out: Path) -> list[Path]:
     """The records of an unfinished ``minibert encode --input --output`` run beside ``out``: its job, its chunks."""
-    return [p for p in (Path(f"{out}.job"), *done_records(out)) if p.exists()]
+    return [p for p in (job_record(out), *done_records(out)) if p.exists()]
 
 
 def read_embeddings(path: str) -> np.ndarray:

@@ -41,6 +41,12 @@ def whole_number(name: str, value, low: int = 1, high: int | None = None) -> int
     return int(value)
 
 
+def task_prompt_name(task: str | None, prompt_name: str | None, prompt: str | None) -> str | None:
+    """The prompt name ``encode_query`` / ``encode_document`` run with: the one given, none where a prompt is given,
+    else the task's own ("query", "document"), not the folder's default prompt, as in sentence-transformers."""
+    return prompt_name if prompt_name is not None or prompt is not None else task
+
+
 def output_form(convert_to: str, convert_to_numpy: bool, convert_to_tensor: bool,
                 output_value: str = "sentence_embedding", precision: str = "float32") -> str:
     """"numpy", "torch" or "list" (of tensors, one per text), as the arguments ask. Token embeddings come as a

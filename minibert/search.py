@@ -3,10 +3,10 @@ of near-duplicates (communities).
 
 Search and mining scan the corpus in chunks and keep only each query's best ``top_k`` so far, so memory is bounded
 by (queries x chunk), not by the corpus; a chunk may come from a memory-mapped ``.npy`` on disk (communities hold
-the embeddings, and score a chunk of them against all at a time). Equal scores
-go to the lower corpus index, whatever the chunk size. Scores are float32 (of float64 embeddings too), and
-a product's last bit can depend on the shape of the chunk it is computed in, as a BLAS sums it: two copies
-of one entry can score one rounding step apart, as in sentence-transformers.
+the embeddings, and score a chunk of them against all at a time). Equal scores go to the lower corpus index,
+whatever the chunk size. Scores are float32 (of float64 embeddings too, but for communities, as there), and a
+product's last bit can depend on the shape of the chunk it is computed in, as a BLAS sums it: two copies of one
+entry can score one rounding step apart, as in sentence-transformers.
 """
 
 from __future__ import annotations
@@ -140,13 +140,7 @@ def community_detection(embeddings: np.ndarray | torch.Tensor, threshold: float 
     community lists its centre, then its members closest first (ties: the lower index)."""
     min_community_size, chunk_size = whole_number("min_community_size", min_community_size), whole_number(
         "chunk_size", chunk_size)
-    try:  # as there, a tensor of the threshold: a Python float becomes float32 (torch's default dtype)
-        value = torch.as_tensor(threshold)
-    except (TypeError, ValueError, RuntimeError):
-        value = None
-    if value is None or value.numel() != 1 or value.dtype == torch.bool or not -1 <= value.item() <= 1:
-        raise ValueError(f"threshold must be a cosine, in -1..1, got {threshold!r}")  # (NaN too: nothing is close)
-    threshold = value.item()
+    threshold = cosine_threshold(threshold)
     x = prepare(as_matrix(embeddings, "embeddings", keep_float64=True), "cosine")  # (float64 scored in float64)
     candidates = []
     for start in range(0, len(x), chunk_size):
@@ -167,6 +161,18 @@ def community_detection(embeddings: np.ndarray | torch.Tensor, threshold: float 
             communities.append(community)
             taken[community] = True
     return sorted(communities, key=len, reverse=True)
+
+
+def cosine_threshold(threshold, name: str = "threshold") -> float:
+    """``threshold`` as sentence-transformers compares with it, a tensor of it (a Python float becomes float32,
+    torch's default dtype), if it is a cosine (-1..1), else an error naming ``name`` (NaN too: nothing is close)."""
+    try:
+        value = torch.as_tensor(threshold)
+    except (TypeError, ValueError, RuntimeError):
+        value = None
+    if value is None or value.numel() != 1 or value.dtype == torch.bool or not -1 <= value.item() <= 1:
+        raise ValueError(f"{name} must be a cosine, in -1..1, got {threshold!r}")
+    return value.item()
 
 
 def retrieval_metrics(results: list[list[dict]], relevant: list[set[int]], ks: tuple[int, ...] = (1, 10, 100),

@@ -244,16 +244,14 @@ class SentenceEncoder(nn.Module):
     def encode_query(self, sentences: str | Sequence[str], **options) -> np.ndarray | torch.Tensor | list:
         """``encode`` with the folder's "query" prompt (empty unless it sets one) where no prompt is given, not its
         ``default_prompt_name``, and its ``query_length``, as sentence-transformers' ``encode_query``."""
-        if options.get("prompt_name") is None and options.get("prompt") is None:
-            options["prompt_name"] = "query"
+        options["prompt_name"] = inputs.task_prompt_name("query", options.get("prompt_name"), options.get("prompt"))
         return self.encode(sentences, task="query", **options)
 
     def encode_document(self, sentences: str | Sequence[str], **options) -> np.ndarray | torch.Tensor | list:
         """``encode`` with the folder's "document" prompt where no prompt is given, as sentence-transformers'
         ``encode_document`` (it would take "passage" or "corpus" where "document" is missing, but "document"
         is never missing: empty unless the folder sets it), and its ``document_length``."""
-        if options.get("prompt_name") is None and options.get("prompt") is None:
-            options["prompt_name"] = "document"
+        options["prompt_name"] = inputs.task_prompt_name("document", options.get("prompt_name"), options.get("prompt"))
         return self.encode(sentences, task="document", **options)
 
     def similarity(self, a, b, name: str | None = None) -> torch.Tensor:
