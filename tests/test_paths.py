@@ -269,8 +269,31 @@ def test_written_out_attention_adds_a_float32_bias_in_float32_under_autocast(mon
     got.float().sum().backward()
     assert softmax_dtypes == [torch.float32] and bias.grad is not None
     softmax_dtypes.clear()
-    attention_kernels.products_attention(q, k, v, None, None)  # no bias, no autocast: bf16 throughout
-    assert softmax_dtypes == [torch.bfloat16]
+    monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, "blas")  # (not "upcast": that runs all in float32)
+    attention_kernels.products_attention(q, k, v, None, bias.detach().bfloat16())  # a bf16 MPNet: as transformers
+    attention_kernels.products_attention(q, k, v, None, None)  # no bias: float32 scores, as SDPA keeps them
+    assert softmax_dtypes == [torch.bfloat16, torch.float32]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_bf16_written_out_attention_is_as_accurate_as_sdpa(monkeypatch, masked):
+    """Without a bias the reference's attention is SDPA, whose fused kernel keeps the scores in float32. The
+    written-out products must be as close to exact attention: scores rounded to bf16 (up to 1/32 at 10, so a
+    probability off by 3%) were 2.6x as far on average and 4.9x at most, and put a fast bf16 encode outside its
+    tolerance (tests/differential.py, draw 52000905)."""
+    monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, "blas")  # (not "upcast": that runs all in float32)
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 6, 21, 32, generator=generator).mul(2).bfloat16() for _ in range(3))
+    keep = None
+    if masked:
+        keep = torch.ones(4, 1, 1, 21, dtype=torch.bool)
+        keep[1, ..., 15:] = keep[3, ..., 4:] = False
+    exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=keep)
+    sdpa_error = (attention_kernels.sdpa_attention(q, k, v, keep).double() - exact).abs()
+    got = attention_kernels.products_attention(q, k, v, keep, terms={})
+    assert got.dtype == torch.bfloat16
+    error = (got.double() - exact).abs()  # (both end rounded to bf16; here the probabilities are rounded too)
+    assert error.mean() <= 1.6 * sdpa_error.mean() and error.max() <= 2.5 * sdpa_error.max()
 
 
 def test_a_bias_or_attention_dropout_runs_the_written_out_products(monkeypatch):

@@ -15,6 +15,7 @@ from minibert.paths import kernels
 
 ATTENTION_CHOSEN: dict[torch.dtype, str] = {}  # dtype -> how the fast path's CPU attention runs: "products" or "sdpa"
 ATTENTIONS = ("products", "sdpa")  # the ways the fast path's CPU attention can run
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
@@ -28,33 +29,44 @@ def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
     along a row and scalar code on what is left over, so a row of 12 float32 scores is all leftover and takes
     several times as long as a row of 16; the padded keys are masked, so the result is the same. ``terms``: a
     dict that keeps the additive term for the next call with the same mask and bias (every layer of a forward).
-    In bf16 where bf16 linears are upcast (no bf16 instructions), computed in float32 and rounded back, for
-    the same reason."""
+
+    In a half dtype without a bias, outside autocast, the scores and softmax are float32, as SDPA's fused kernel
+    (the reference's attention there) keeps them; only the probabilities are rounded, for the product with v.
+    Rounded to bf16, a score of 10 would move by up to 1/32 and its probability by 3%. With a bias (MPNet) or
+    under autocast the products run in q's dtype, as the reference's written-out products do. In bf16 where
+    bf16 linears are upcast (no bf16 instructions), everything runs in float32 and is rounded back."""
     if q.dtype == torch.bfloat16 and kernels.CHOSEN.get(torch.bfloat16) == "upcast":
         with torch.autocast("cpu", enabled=False):
             y = products_attention(q.float(), k.float(), v.float(), keep, bias, dropout_p, terms)
         return y.to(q.dtype)
     B, H, L, D = q.shape
     keys = k.shape[2]
+    autocast = torch.is_autocast_enabled(q.device.type)
+    float32_scores = bias is None and q.dtype in HALF_DTYPES and not autocast
+    if float32_scores:
+        dtype = torch.float32
+    else:
+        dtype = q.dtype if bias is None else torch.promote_types(q.dtype, bias.dtype)  # (a float32 bias: float32)
     if dropout_p == 0.0:  # (with dropout the probabilities keep the reference's shape, and so its random draws)
-        extra = -keys % (64 // k.element_size())
+        extra = -keys % (64 // dtype.itemsize)
         if extra:
             k, v = F.pad(k, (0, 0, 0, extra)), F.pad(v, (0, 0, 0, extra))
         keys += extra
-    dtype = q.dtype if bias is None else torch.promote_types(q.dtype, bias.dtype)  # (a float32 bias: float32)
     added = None if terms is None else terms.get((dtype, H, keys))
     if added is None:
         added = scores_term(keep, bias, (B, H, L), keys, dtype, q.device)
         if terms is not None:
             terms[dtype, H, keys] = added
+    if float32_scores:  # (upcast before the reshape: one copy of q's strided view, not two)
+        q, k = q.float(), k.float()
     q, k = q.reshape(B * H, L, D), k.reshape(B * H, keys, D).transpose(1, 2)
-    if dtype == q.dtype and not torch.is_autocast_enabled(q.device.type):
+    if dtype == q.dtype and not autocast:
         scores = torch.baddbmm(added, q, k, alpha=D ** -0.5)
     else:  # as model.py adds them: the product in autocast's dtype, then the bias and mask in theirs (a float32
         # bias under bf16 autocast: softmax and dropout in float32, and the mask's lowest value stays finite)
         scores = torch.bmm(q, k) * D ** -0.5 + added
     probabilities = F.dropout(F.softmax(scores, dim=-1), p=dropout_p, training=dropout_p > 0)
-    return torch.bmm(probabilities, v.reshape(B * H, keys, D)).view(B, H, L, D)
+    return torch.bmm(probabilities.to(v.dtype), v.reshape(B * H, keys, D)).view(B, H, L, D)
 
 
 def scores_term(keep: torch.Tensor | None, bias: torch.Tensor | None, shape: tuple[int, int, int], keys: int,
