@@ -258,3 +258,58 @@ def test_without_packing_or_its_op_the_plain_weight_runs(monkeypatch):
         monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
         with pytest.warns(kernels.KernelFallback, match="no packing here"):
             torch.testing.assert_close(kernels.onednn_linear(x, weight, bias), F.linear(x, weight, bias))
+
+
+@pytest.mark.parametrize("kernel", ["blas", "onednn", "blocked", "upcast"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_residual_is_added_inside_onednns_product_and_after_the_others(monkeypatch, kernel, dtype):
+    """residual + linear(x), a post-LN block's sum: oneDNN adds it inside its product in inference (rounded once,
+    so at least as close to the exact sum as the linear rounded and then added), every other kernel after its
+    product, bit for bit as the block added it before; under autograd every kernel adds it after, and the
+    residual gets its gradient."""
+    if kernel in ("blocked", "upcast") and kernel not in kernels.candidates(dtype):
+        pytest.skip(f"{kernel} is no {dtype} kernel")
+    if dtype in kernels.ONEDNN_FAILED and kernel == "onednn":
+        pytest.skip(f"oneDNN's {dtype} linear failed on this CPU")
+    monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(37, 400, generator=generator).to(dtype)
+    weight, bias = torch.randn(384, 400, generator=generator).to(dtype) / 20, torch.randn(384, generator=generator).to(dtype)
+    residual = torch.randn(37, 384, generator=generator).to(dtype)
+    added_ops = []
+    if kernels.ONEDNN_ADD_OP is not None:
+        real = kernels.ONEDNN_ADD_OP
+        monkeypatch.setattr(kernels, "ONEDNN_ADD_OP", lambda *args: added_ops.append(1) or real(*args))
+    with torch.no_grad():
+        got = kernels.cpu_linear(x, weight, bias, residual=residual)
+        after = residual + kernels.cpu_linear(x, weight, bias)
+    assert got.dtype == dtype
+    if kernel == "onednn" and kernels.ONEDNN_ADD_OP is not None:
+        assert added_ops == [1]
+        exact = residual.double() + F.linear(x.double(), weight.double(), bias.double())
+        assert (got.double() - exact).abs().mean() <= (after.double() - exact).abs().mean()
+        unit = torch.finfo(dtype).eps * float(after.abs().max())  # one unit in the last place at the largest value
+        torch.testing.assert_close(got, after, rtol=0, atol=unit)
+    else:
+        assert added_ops == [] and torch.equal(got, after)
+    leaves = [t.detach().requires_grad_() for t in (x, weight, bias, residual)]
+    kernels.cpu_linear(*leaves[:3], residual=leaves[3]).float().square().sum().backward()
+    expected = [t.detach().requires_grad_() for t in (x, weight, bias, residual)]
+    (expected[3] + F.linear(*expected[:3])).float().square().sum().backward()
+    for leaf, reference in zip(leaves, expected, strict=True):
+        torch.testing.assert_close(leaf.grad, reference.grad, rtol=2e-2, atol=2e-2 * float(reference.grad.abs().max()))
+
+
+def test_where_the_add_inside_the_product_fails_the_linear_and_the_add_run(monkeypatch):
+    generator = torch.Generator().manual_seed(7)
+    x, weight = torch.randn(9, 200, generator=generator), torch.randn(30, 200, generator=generator)
+    bias, residual = torch.randn(30, generator=generator), torch.randn(9, 30, generator=generator)
+
+    def fails(*args):
+        raise RuntimeError("no binary post-op here")
+
+    monkeypatch.setattr(kernels, "ONEDNN_ADD_OP", fails)
+    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    with torch.no_grad(), pytest.warns(kernels.KernelFallback, match="no binary post-op here"):
+        got = kernels.onednn_linear(x, weight, bias, residual=residual)
+    torch.testing.assert_close(got, residual + F.linear(x, weight, bias))

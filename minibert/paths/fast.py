@@ -38,7 +38,7 @@ from minibert.activations import activation
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput
 from minibert.paths.attention_kernels import attention_kernel, products_attention, sdpa_attention
-from minibert.paths.kernels import LINEAR_DTYPES, blas_linear, cpu_linear
+from minibert.paths.kernels import LINEAR_DTYPES, added, blas_linear, cpu_linear
 from minibert.weights import fuse_qkv
 
 PACK_ABOVE = 0.1  # on the CPU, rows are packed when more than this share of a batch's grid is padding
@@ -65,16 +65,18 @@ class FastLinear(nn.Linear):
         super().__init__(in_features, out_features)
         self.gelu = gelu  # None, or nn.GELU's `approximate`: "none" (erf) or "tanh"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's output, plus ``residual`` when given (residual + y: a post-LN block's sum, added inside
+        the product where the kernel can)."""
         weight, bias = self.weight, self.bias
         cast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")  # autocast does not see custom kernels
         if cast:
             dtype = torch.get_autocast_dtype("cpu")
             x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
         if x.device.type == "cpu" and x.dim() == 2 and x.dtype in LINEAR_DTYPES \
-                and weight.dtype == x.dtype:
-            return cpu_linear(x, weight, bias, self.gelu, keep=not cast)  # (a cast weight is new at every call)
-        return blas_linear(x, weight, bias, self.gelu)
+                and weight.dtype == x.dtype:  # (a cast weight is new at every call: not kept)
+            return cpu_linear(x, weight, bias, self.gelu, keep=not cast, residual=residual)
+        return added(residual, blas_linear(x, weight, bias, self.gelu))
 
 
 class Packing(NamedTuple):
@@ -177,9 +179,12 @@ class FastEncoderBlock(nn.Module):
         self.attention_dropout = self.dropout if config.attention_out_dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor, packing: Packing, bias: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attention_norm(x + self.attention_dropout(self.attention_out(self.attention(x, packing, bias))))
-        x = self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
-        return x
+        if self.training:  # dropout comes between each sublayer's output and the residual sum
+            x = self.attention_norm(x + self.attention_dropout(self.attention_out(self.attention(x, packing, bias))))
+            return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+        # in eval it is the identity: the sums x + sublayer(x) are added inside the output products
+        x = self.attention_norm(self.attention_out(self.attention(x, packing, bias), residual=x))
+        return self.ffn_norm(self.ffn_out(self.act(self.ffn_in(x)), residual=x))
 
 
 class FastBertModel(BertModel):

@@ -76,7 +76,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("inverse_smooth", None if smooth is None else smooth.reciprocal())
         self.gelu = gelu  # a FastLinear's fused GELU, applied after the product
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's output, plus ``residual`` when given (residual + y, added in place)."""
         shape = x.shape
         x = x.reshape(-1, self.in_features)
         if self.inverse_smooth is not None:
@@ -90,8 +91,8 @@ class Int8Linear(nn.Module):
         acc = int8_product(q, self.weight_t, self.packed, self.weight_scale).mul_(scale)
         if self.offset:
             acc.addcmul_(scale.mul(128).add_(low), self.weight_sum)  # + (128 scale_x + low_x) * scale_w sum_k q_W
-        y = acc.add_(self.bias).view(*shape[:-1], self.out_features)
-        return with_gelu(y, self.gelu)
+        y = with_gelu(acc.add_(self.bias).view(*shape[:-1], self.out_features), self.gelu)
+        return y if residual is None else y.add_(residual)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, gelu={self.gelu}, " \

@@ -66,6 +66,8 @@ def find_op(namespace: str, name: str):
 
 
 ONEDNN_OP = find_op("mkldnn", "_linear_pointwise")  # oneDNN's fused linear
+# the same with a tensor added inside the product (a binary post-op): None where this build lacks it
+ONEDNN_ADD_OP = getattr(ONEDNN_OP, "binary", None) if ONEDNN_OP is not None else None
 PACK_OP = find_op("mkldnn", "_reorder_linear_weight")  # a linear weight in oneDNN's layout (torch.compile's freezing)
 
 
@@ -82,8 +84,10 @@ def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
-                  keep: bool = True):
-    """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN.
+                  keep: bool = True, residual: torch.Tensor | None = None):
+    """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN; plus
+    ``residual`` (a tensor of the output's shape and dtype, not with ``gelu``) added inside the product where
+    this build has the op for it: rounded once, and no pass over the output of its own.
 
     The only caller of the private op. ``keep``: the weight's packed form (``pack``; the same numbers,
     faster) is made once and kept for the next call, where the weight allows it; a weight that comes packed
@@ -97,15 +101,22 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
             weight = form if form is not None else weight.contiguous()
         bias = None if bias is None else bias.contiguous()
         try:
+            if residual is not None and gelu is None and residual.dtype == x.dtype and ONEDNN_ADD_OP is not None:
+                return ONEDNN_ADD_OP(x, residual.contiguous(), weight, bias, "add")
             if gelu is None:
-                return ONEDNN_OP(x, weight, bias, "none", [], "")
-            return ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu])
+                return added(residual, ONEDNN_OP(x, weight, bias, "none", [], ""))
+            return added(residual, ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu]))
         except (RuntimeError, TypeError) as e:
-            y = blas_linear(x, plain(weight), bias, gelu)  # raises here if the inputs themselves are wrong
+            y = added(residual, blas_linear(x, plain(weight), bias, gelu))  # raises here if the inputs are wrong
             fall_back(f"oneDNN's linear in {x.dtype}", e)
             ONEDNN_FAILED.add(x.dtype)
             return y
-    return blas_linear(x, plain(weight), bias, gelu)
+    return added(residual, blas_linear(x, plain(weight), bias, gelu))
+
+
+def added(residual: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+    """residual + y, as a post-LN block adds its sublayer's output to its input (y when there is none)."""
+    return y if residual is None else residual + y
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor | None:
@@ -273,21 +284,25 @@ def linear_kernel(dtype: torch.dtype) -> str:
 
 
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
-               keep: bool = True):
-    """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype. Autograd goes
-    through ``F.linear`` and the dtype casts natively, and through ``KernelLinear`` for oneDNN and the blocked
-    kernel (``keep``: the weight's packed form or blocks are worth keeping)."""
+               keep: bool = True, residual: torch.Tensor | None = None):
+    """A CPU linear layer (float32 or bfloat16, 2-D input) by the kernel chosen for its dtype, plus ``residual``
+    if given (residual + y, a post-LN block's sum: inside oneDNN's product in inference, ``onednn_linear``).
+    Autograd goes through ``F.linear`` and the dtype casts natively, and through ``KernelLinear`` for oneDNN and
+    the blocked kernel (``keep``: the weight's packed form or blocks are worth keeping)."""
     if torch.compiler.is_compiling():  # inductor runs its own linear (it takes oneDNN's op on frozen weights only)
-        return blas_linear(x, weight, bias, gelu)
+        return added(residual, blas_linear(x, weight, bias, gelu))
     kernel = linear_kernel(x.dtype)
     if kernel in ("onednn", "blocked"):
-        tensors = (x, weight, bias)
+        tensors = (x, weight, bias, residual)
         if forward_ad_open() and any(t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors):
-            return blas_linear(x, weight, bias, gelu)  # forward-mode AD: F.linear has its formula, these kernels none
+            # forward-mode AD: F.linear has its formula, these kernels none
+            return added(residual, blas_linear(x, weight, bias, gelu))
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-            return with_gelu(KernelLinear.apply(x, weight, bias, LINEARS[kernel]), gelu)
-        return LINEARS[kernel](x, weight, bias, gelu, keep)  # inference, or a frozen layer: the packed form kept
-    return LINEARS[kernel](x, weight, bias, gelu)
+            return added(residual, with_gelu(KernelLinear.apply(x, weight, bias, LINEARS[kernel]), gelu))
+        if kernel == "onednn":  # inference, or a frozen layer: the packed form kept
+            return onednn_linear(x, weight, bias, gelu, keep, residual)
+        return added(residual, blocked_linear(x, weight, bias, gelu, keep))
+    return added(residual, LINEARS[kernel](x, weight, bias, gelu))
 
 
 def forward_ad_open() -> bool:
