@@ -273,7 +273,8 @@ def test_a_residual_is_added_inside_onednns_product_and_after_the_others(monkeyp
     monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
     generator = torch.Generator().manual_seed(6)
     x = torch.randn(37, 400, generator=generator).to(dtype)
-    weight, bias = torch.randn(384, 400, generator=generator).to(dtype) / 20, torch.randn(384, generator=generator).to(dtype)
+    weight = torch.randn(384, 400, generator=generator).to(dtype) / 20
+    bias = torch.randn(384, generator=generator).to(dtype)
     residual = torch.randn(37, 384, generator=generator).to(dtype)
     added_ops = []
     if kernels.ONEDNN_ADD_OP is not None:
