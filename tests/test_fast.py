@@ -125,6 +125,18 @@ def test_autocast_reaches_the_fast_linear_layers():
         y = layer(x)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=0.05, rtol=0.02)
+    residual = torch.randn(5, 4)  # a LayerNorm's float32 output under autocast: the sum is float32, as x + y is
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        summed = layer(x, residual=residual)
+    assert summed.dtype == torch.float32 and torch.equal(summed, residual + y)
+
+
+def test_int8_linear_adds_a_residual_in_place_as_the_sum():
+    torch.manual_seed(0)
+    layer = Int8Linear(torch.nn.Linear(64, 48))
+    x, residual = torch.randn(10, 64), torch.randn(10, 48)
+    kept = residual.clone()
+    assert torch.equal(layer(x, residual=residual), residual + layer(x)) and torch.equal(residual, kept)
 
 
 def test_int8_keeps_the_embeddings_close(minilm_dir, sentences):

@@ -300,16 +300,31 @@ def test_a_residual_is_added_inside_onednns_product_and_after_the_others(monkeyp
         torch.testing.assert_close(leaf.grad, reference.grad, rtol=2e-2, atol=2e-2 * float(reference.grad.abs().max()))
 
 
-def test_where_the_add_inside_the_product_fails_the_linear_and_the_add_run(monkeypatch):
+def test_where_the_add_inside_the_product_fails_or_cannot_run_the_linear_and_the_add_run(monkeypatch):
+    """A residual that broadcasts (not of the output's shape) is added after the product; where the op that adds
+    inside fails (said once), oneDNN's product still runs, then the add, and the op is not tried again."""
     generator = torch.Generator().manual_seed(7)
     x, weight = torch.randn(9, 200, generator=generator), torch.randn(30, 200, generator=generator)
     bias, residual = torch.randn(30, generator=generator), torch.randn(9, 30, generator=generator)
+    calls = []
+    plain_op = kernels.ONEDNN_OP
 
     def fails(*args):
+        calls.append("add")
         raise RuntimeError("no binary post-op here")
 
     monkeypatch.setattr(kernels, "ONEDNN_ADD_OP", fails)
+    monkeypatch.setattr(kernels, "ONEDNN_OP", lambda *args: calls.append("plain") or plain_op(*args))
     monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
-    with torch.no_grad(), pytest.warns(kernels.KernelFallback, match="no binary post-op here"):
-        got = kernels.onednn_linear(x, weight, bias, residual=residual)
-    torch.testing.assert_close(got, residual + F.linear(x, weight, bias))
+    monkeypatch.setattr(kernels, "ADD_FAILED", set())
+    with torch.no_grad():
+        for broadcast in (residual[0], residual[:, :1]):
+            torch.testing.assert_close(kernels.onednn_linear(x, weight, bias, residual=broadcast),
+                                       broadcast + F.linear(x, weight, bias))
+        assert calls == ["plain", "plain"]
+        with pytest.warns(kernels.KernelFallback, match="with an add inside in torch.float32 failed"):
+            got = kernels.onednn_linear(x, weight, bias, residual=residual)
+        torch.testing.assert_close(got, residual + F.linear(x, weight, bias))
+        torch.testing.assert_close(kernels.onednn_linear(x, weight, bias, residual=residual), got)
+    assert calls == ["plain", "plain", "add", "plain", "plain"]
+    assert kernels.ADD_FAILED == {torch.float32} and not kernels.ONEDNN_FAILED

@@ -275,15 +275,16 @@ def test_written_out_attention_adds_a_float32_bias_in_float32_under_autocast(mon
     assert softmax_dtypes == [torch.bfloat16, torch.float32]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("masked", [False, True])
-def test_bf16_written_out_attention_is_as_accurate_as_sdpa(monkeypatch, masked):
+def test_bf16_written_out_attention_is_as_accurate_as_sdpa(monkeypatch, masked, dtype):
     """Without a bias the reference's attention is SDPA, whose fused kernel keeps the scores in float32. The
     written-out products must be as close to exact attention: scores rounded to bf16 (up to 1/32 at 10, so a
     probability off by 3%) were 2.6x as far on average and 4.9x at most, and put a fast bf16 encode outside its
     tolerance (tests/differential.py, draw 52000905)."""
     monkeypatch.setitem(kernels.CHOSEN, torch.bfloat16, "blas")  # (not "upcast": that runs all in float32)
     generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(4, 6, 21, 32, generator=generator).mul(2).bfloat16() for _ in range(3))
+    q, k, v = (torch.randn(4, 6, 21, 32, generator=generator).mul(2).to(dtype) for _ in range(3))
     keep = None
     if masked:
         keep = torch.ones(4, 1, 1, 21, dtype=torch.bool)
@@ -291,7 +292,7 @@ def test_bf16_written_out_attention_is_as_accurate_as_sdpa(monkeypatch, masked):
     exact = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=keep)
     sdpa_error = (attention_kernels.sdpa_attention(q, k, v, keep).double() - exact).abs()
     got = attention_kernels.products_attention(q, k, v, keep, terms={})
-    assert got.dtype == torch.bfloat16
+    assert got.dtype == dtype
     error = (got.double() - exact).abs()  # (both end rounded to bf16; here the probabilities are rounded too)
     assert error.mean() <= 1.6 * sdpa_error.mean() and error.max() <= 2.5 * sdpa_error.max()
 
@@ -368,3 +369,35 @@ def test_loading_and_encoding_leave_torch_dynamo_unimported(minilm_dir):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_block_adds_its_residuals_inside_the_products_in_eval_only_where_nothing_is_dropped(monkeypatch):
+    """In eval the fast block hands x to its output layers (FastLinear, Int8Linear) to add inside their products;
+    with dropout on it adds after, as the reference; a sublayer that takes no residual (swapped in by hand)
+    gets none, and the block adds after it."""
+    torch.manual_seed(0)
+    reference = BertModel(SMALL).eval()  # hidden dropout 0.1
+    ids, mask = small_batch()
+    real = mask.bool()
+    with torch.no_grad():
+        expected = reference(ids, mask).last_hidden_state[real]
+        for path, tolerance in (("fast", {"atol": 2e-5, "rtol": 1e-4}), ("int8", {"atol": 0.1, "rtol": 0.1})):
+            model = convert(reference, path)
+            handed = []
+            for block in model.blocks:
+                for layer in (block.attention_out, block.ffn_out):
+                    layer.register_forward_pre_hook(lambda module, args, kwargs, handed=handed:
+                                                    handed.append("residual" in kwargs), with_kwargs=True)
+            torch.testing.assert_close(model(ids, mask).last_hidden_state[real], expected, **tolerance)
+            assert handed == [True] * 2 * SMALL.num_hidden_layers
+            handed.clear()
+            if path == "fast":
+                model.train()(ids, mask)  # dropout between each output layer and the sum: added after
+                assert handed == [False] * 2 * SMALL.num_hidden_layers
+        model = convert(reference, "fast").eval()
+        for block in model.blocks:  # plain nn.Linear layers swapped in, with the same weights
+            plain = torch.nn.Linear(block.ffn_out.in_features, block.ffn_out.out_features)
+            plain.load_state_dict(block.ffn_out.state_dict())
+            block.ffn_out = plain
+        torch.testing.assert_close(model(ids, mask).last_hidden_state[real], expected, atol=2e-5, rtol=1e-4)
+

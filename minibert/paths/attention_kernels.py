@@ -32,9 +32,10 @@ def products_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: 
 
     In a half dtype without a bias, outside autocast, the scores and softmax are float32, as SDPA's fused kernel
     (the reference's attention there) keeps them; only the probabilities are rounded, for the product with v.
-    Rounded to bf16, a score of 10 would move by up to 1/32 and its probability by 3%. With a bias (MPNet) or
-    under autocast the products run in q's dtype, as the reference's written-out products do. In bf16 where
-    bf16 linears are upcast (no bf16 instructions), everything runs in float32 and is rounded back."""
+    Rounded to bf16, a score of 10 would move by up to 1/32 and its probability by 3%. With a bias (MPNet) the
+    products run in q's dtype, as the reference's written-out products do (and transformers'); under autocast
+    (training) in autocast's dtype, as ``model.py``'s written-out products run there. In bf16 where bf16
+    linears are upcast (no bf16 instructions), everything runs in float32 and is rounded back."""
     if q.dtype == torch.bfloat16 and kernels.CHOSEN.get(torch.bfloat16) == "upcast":
         with torch.autocast("cpu", enabled=False):
             y = products_attention(q.float(), k.float(), v.float(), keep, bias, dropout_p, terms)

@@ -61,6 +61,8 @@ class FastLinear(nn.Linear):
     fastest for their dtype on this CPU (``kernels.cpu_linear``), with an optional GELU after it (fused
     into oneDNN's matmul when that kernel runs)."""
 
+    takes_residual = True  # forward(x, residual=...): a block's residual sum can be added inside the product
+
     def __init__(self, in_features: int, out_features: int, gelu: str | None = None) -> None:
         super().__init__(in_features, out_features)
         self.gelu = gelu  # None, or nn.GELU's `approximate`: "none" (erf) or "tanh"
@@ -154,7 +156,8 @@ class PackedSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         elif qkv.device.type == "cpu" and bias is None and dropout_p == 0.0 and attention_kernel(q.dtype) == "sdpa":
             y = sdpa_attention(q, k, v, packing.keep)  # the fused kernel, where it measured faster on this CPU
-        else:  # written out: a bias (MPNet's) and attention dropout always run here, as in the reference
+        else:  # written out: a bias (MPNet's) always runs here, as in the reference; attention dropout too, its
+            # mask drawn as model.py's written-out attention draws it (SDPA's kernel draws its own)
             y = products_attention(q, k, v, packing.keep, bias, dropout_p, packing.terms)
         return packing.pack(y.transpose(1, 2)).reshape(T, C)  # (B, H, L, D) -> (T, H, D) -> (T, C)
 
@@ -179,12 +182,17 @@ class FastEncoderBlock(nn.Module):
         self.attention_dropout = self.dropout if config.attention_out_dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor, packing: Packing, bias: torch.Tensor | None = None) -> torch.Tensor:
-        if self.training:  # dropout comes between each sublayer's output and the residual sum
-            x = self.attention_norm(x + self.attention_dropout(self.attention_out(self.attention(x, packing, bias))))
-            return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
-        # in eval it is the identity: the sums x + sublayer(x) are added inside the output products
-        x = self.attention_norm(self.attention_out(self.attention(x, packing, bias), residual=x))
-        return self.ffn_norm(self.ffn_out(self.act(self.ffn_in(x)), residual=x))
+        x = self.attention_norm(self.residual_sum(self.attention_out, self.attention(x, packing, bias), x,
+                                                 self.attention_dropout))
+        return self.ffn_norm(self.residual_sum(self.ffn_out, self.act(self.ffn_in(x)), x, self.dropout))
+
+    @staticmethod
+    def residual_sum(layer: nn.Module, h: torch.Tensor, x: torch.Tensor, dropout: nn.Module) -> torch.Tensor:
+        """x + dropout(layer(h)). Where the dropout drops nothing (eval) and the layer takes it, x is added inside
+        the layer's product (``FastLinear``, ``Int8Linear``): its forward hooks then see the sum."""
+        if getattr(layer, "takes_residual", False) and not (dropout.training and getattr(dropout, "p", 0) > 0):
+            return layer(h, residual=x)
+        return x + dropout(layer(h))
 
 
 class FastBertModel(BertModel):

@@ -57,6 +57,8 @@ class Int8Linear(nn.Module):
     """A linear layer with int8 weights (a scale per output row) and int8 inputs (a scale per token, and an
     offset per token when ``offset``), its input channels divided by ``smooth`` first when given."""
 
+    takes_residual = True  # forward(x, residual=...), as FastLinear's
+
     def __init__(self, linear: nn.Linear, gelu: str | None = None, smooth: torch.Tensor | None = None,
                  offset: bool = False) -> None:
         super().__init__()

@@ -46,6 +46,7 @@ ACCURACY_MARGIN = 1.1  # and its mean error against float64 may be at most this 
 # are fixed, so this part of the choice is the same in every process on a CPU)
 LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears are chosen (cpu_linear)
 ONEDNN_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's op failed for in this process
+ADD_FAILED: set[torch.dtype] = set()  # the dtypes its add inside the product failed for (the plain op still runs)
 PACK_FAILED: set[torch.dtype] = set()  # the dtypes oneDNN's weight packing failed for in this process
 BLOCK = 192  # the most input channels in one partial sum of the "blocked" kernel
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
@@ -86,8 +87,9 @@ def blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
                   keep: bool = True, residual: torch.Tensor | None = None):
     """x @ weight.T + bias (then GELU, fused into the matmul, when ``gelu`` names one), by oneDNN; plus
-    ``residual`` (a tensor of the output's shape and dtype, not with ``gelu``) added inside the product where
-    this build has the op for it: rounded once, and no pass over the output of its own.
+    ``residual`` if given: added inside the product (rounded once, and no pass over the output of its own) where
+    it has the output's shape and dtype, no GELU comes between and this build has the op for it, else after.
+    Where that op fails (said once; not tried again for the dtype), the product runs, then the add.
 
     The only caller of the private op. ``keep``: the weight's packed form (``pack``; the same numbers,
     faster) is made once and kept for the next call, where the weight allows it; a weight that comes packed
@@ -100,9 +102,14 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
             # a strided weight or bias is read wrong, or slowly: give the op contiguous ones (a no-op for most)
             weight = form if form is not None else weight.contiguous()
         bias = None if bias is None else bias.contiguous()
-        try:
-            if residual is not None and gelu is None and residual.dtype == x.dtype and ONEDNN_ADD_OP is not None:
+        if residual is not None and gelu is None and ONEDNN_ADD_OP is not None and x.dtype not in ADD_FAILED \
+                and residual.dtype == x.dtype and residual.shape == (x.shape[0], weight.shape[0]):
+            try:
                 return ONEDNN_ADD_OP(x, residual.contiguous(), weight, bias, "add")
+            except (RuntimeError, TypeError) as e:
+                fall_back(f"oneDNN's linear with an add inside in {x.dtype}", e, "the linear, then the add")
+                ADD_FAILED.add(x.dtype)
+        try:
             if gelu is None:
                 return added(residual, ONEDNN_OP(x, weight, bias, "none", [], ""))
             return added(residual, ONEDNN_OP(x, weight, bias, "gelu", [], GELU_ALGORITHMS[gelu]))
