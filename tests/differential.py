@@ -171,7 +171,10 @@ def compare(c: dict, folder: Path) -> Outcome:
         diff = float(gap.max()) if gap.size else 0.0
         if not diff <= held_to:
             return Outcome("differ", f"{name}: max |difference| {diff:.2e} > {held_to:.1e}")
-    if not torch.allclose(ours_sim, theirs_sim, atol=1e-5 * max(1.0, float(theirs_sim.abs().max())), rtol=0):
+    # (NaN where the reference's similarity has NaN, as for the embeddings: NaN embeddings give NaN scores)
+    finite = theirs_sim[theirs_sim.isfinite()]
+    largest = float(finite.abs().max()) if finite.numel() else 0.0
+    if not torch.allclose(ours_sim, theirs_sim, atol=1e-5 * max(1.0, largest), rtol=0, equal_nan=True):
         return Outcome("differ", f"similarity {ours.settings.similarity_fn_name}: "
                                  f"{float((ours_sim - theirs_sim).abs().max()):.2e}")
     return Outcome("match", note)
