@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from minibert import SentenceEncoder
-from minibert.paths import int8_kernels, kernels
+from minibert.paths import int8_kernels, kernels, onednn
 
 
 def test_int8_products_fall_back_to_exact_float64_and_say_so_once(monkeypatch):
@@ -33,7 +33,7 @@ def test_int8_products_fall_back_to_exact_float64_and_say_so_once(monkeypatch):
         warnings.simplefilter("always")
         first, second = int8_kernels.int8_matmul(a, b), int8_kernels.int8_matmul(a, b)
     assert len(calls) == 1 and int8_kernels.INT_MM is None
-    assert [str(w.message) for w in caught if issubclass(w.category, kernels.KernelFallback)] == [
+    assert [str(w.message) for w in caught if issubclass(w.category, onednn.KernelFallback)] == [
         "torch._int_mm failed (_int_mm: not supported on this CPU); the fast path falls back to the public torch "
         "functions"]
     assert first.dtype == torch.int32 and torch.equal(first.long(), exact) and torch.equal(second, first)
@@ -166,7 +166,7 @@ def test_a_failing_onednn_int8_product_falls_back_once(monkeypatch):
 
     monkeypatch.setattr(int8_kernels, "QLINEAR_OPS", (broken, broken))
     scale = torch.rand(16)
-    with pytest.warns(kernels.KernelFallback, match="oneDNN's int8 linear failed"):
+    with pytest.warns(onednn.KernelFallback, match="oneDNN's int8 linear failed"):
         scaled = int8_kernels.int8_product(q, w, ("packed", None, None), scale)  # the fallback scales as well
     got = int8_kernels.int8_product(q, w, packed=("packed", None, None))
     assert int8_kernels.QLINEAR_OPS is None

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert.paths import attention_kernels, choices, kernels
+from minibert.paths import attention_kernels, choices, kernels, onednn
 
 
 def test_the_kernel_is_measured_once_and_the_default_wins_ties(monkeypatch):
@@ -20,8 +20,8 @@ def test_the_kernel_is_measured_once_and_the_default_wins_ties(monkeypatch):
     for name, fake in fakes.items():
         monkeypatch.setitem(kernels.LINEARS, name, fake)
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timings[kernel])
-    monkeypatch.setattr(kernels, "ONEDNN_OP", object())  # a oneDNN op exists, and works in every dtype
-    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(onednn, "ONEDNN_OP", object())  # a oneDNN op exists, and works in every dtype
+    monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "CHOSEN", {})
     monkeypatch.delenv("MINIBERT_CPU_LINEAR", raising=False)
     torch.manual_seed(5)
@@ -32,7 +32,7 @@ def test_the_kernel_is_measured_once_and_the_default_wins_ties(monkeypatch):
     assert kernels.linear_kernel(torch.float32) == "blas"  # measured once: the first answer stays
     assert kernels.measure([(torch.randn(4, 8), torch.randn(3, 8), None, None)]) == "onednn"
     assert kernels.linear_kernel(torch.bfloat16) == "onednn"  # bf16's default, as fast as the fastest (upcast)
-    monkeypatch.setattr(kernels, "ONEDNN_OP", None)
+    monkeypatch.setattr(onednn, "ONEDNN_OP", None)
     assert kernels.candidates(torch.float32) == ["blas"] and kernels.candidates(torch.bfloat16) == ["blas", "upcast"]
 
 
@@ -45,8 +45,8 @@ def test_in_bfloat16_onednn_is_the_default_and_kernels_are_timed_as_the_layers_c
     for name, fake in fakes.items():
         monkeypatch.setitem(kernels.LINEARS, name, fake)
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: timed.append(args) or timings[kernel])
-    monkeypatch.setattr(kernels, "ONEDNN_OP", object())
-    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(onednn, "ONEDNN_OP", object())
+    monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "CHOSEN", {})
     monkeypatch.delenv("MINIBERT_CPU_LINEAR", raising=False)
     assert kernels.linear_kernel(torch.float32) == "blas"  # blocked 1.125x faster: within the noise
@@ -60,7 +60,7 @@ def test_in_bfloat16_onednn_is_the_default_and_kernels_are_timed_as_the_layers_c
     monkeypatch.setitem(kernels.LINEARS, "onednn", coarse)  # so not a candidate: F.linear is the default
     timings[coarse], timings[fakes["blas"]] = 0.1, 1.0
     assert kernels.measure([(torch.randn(4, 8).bfloat16(), torch.randn(3, 8).bfloat16(), None, None)]) == "blas"
-    monkeypatch.setattr(kernels, "ONEDNN_OP", None)  # without oneDNN's op: F.linear is the default again
+    monkeypatch.setattr(onednn, "ONEDNN_OP", None)  # without oneDNN's op: F.linear is the default again
     timings[fakes["blas"]], timings[fakes["upcast"]] = 1.0, 0.85
     assert kernels.measure([(torch.randn(4, 8).bfloat16(), torch.randn(3, 8).bfloat16(), None, None)]) == "blas"
 
@@ -73,8 +73,8 @@ def test_a_faster_kernel_that_rounds_further_from_the_exact_product_is_not_chose
 
     for name in ("onednn", "blocked"):
         monkeypatch.setitem(kernels.LINEARS, name, coarse)
-    monkeypatch.setattr(kernels, "ONEDNN_OP", object())
-    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(onednn, "ONEDNN_OP", object())
+    monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "seconds", lambda kernel, args: 0.5 if kernel is coarse else 1.0)
     x, w = torch.randn(64, 96), torch.randn(32, 96)
     assert kernels.measure([(x, w, None, None)]) == "blas"
@@ -98,19 +98,19 @@ def test_a_kernel_that_fails_while_measured_is_left_out_for_that_dtype_only(monk
             raise RuntimeError("could not create a primitive descriptor")
         return F.linear(x, w, b)
 
-    monkeypatch.setattr(kernels, "ONEDNN_OP", bf16_refused)
-    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(onednn, "ONEDNN_OP", bf16_refused)
+    monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "CHOSEN", {torch.float32: "onednn"})
     monkeypatch.delenv("MINIBERT_CPU_LINEAR", raising=False)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", kernels.KernelFallback)
+        warnings.simplefilter("error", onednn.KernelFallback)
         assert kernels.linear_kernel(torch.bfloat16) in ("blas", "upcast")
-    assert kernels.ONEDNN_FAILED == {torch.bfloat16}
+    assert onednn.ONEDNN_FAILED == {torch.bfloat16}
     assert kernels.candidates(torch.float32) == ["blas", "onednn", "blocked"]
     x, w = torch.randn(8, 16), torch.randn(4, 16)
     calls = []
-    monkeypatch.setattr(kernels, "ONEDNN_OP", lambda *args: calls.append(1) or F.linear(*args[:3]))
-    monkeypatch.setattr(kernels, "PACK_OP", None)  # (the stand-in takes plain weights)
+    monkeypatch.setattr(onednn, "ONEDNN_OP", lambda *args: calls.append(1) or F.linear(*args[:3]))
+    monkeypatch.setattr(onednn, "PACK_OP", None)  # (the stand-in takes plain weights)
     kernels.cpu_linear(x, w, None)
     assert calls == [1]  # float32 still runs oneDNN
 
@@ -132,8 +132,8 @@ def test_the_kernel_can_be_named_in_the_environment(monkeypatch):
 def test_kernel_choices_travel_as_strings_and_refuse_what_this_process_cannot_run(monkeypatch):
     """What a checkpoint carries (minibert.train.trainer.pin_kernels): taken over whatever the environment
     forces, and refused as a whole, naming the key, when one names no choice or a kernel not runnable here."""
-    monkeypatch.setattr(kernels, "ONEDNN_OP", object())
-    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(onednn, "ONEDNN_OP", object())
+    monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
     monkeypatch.setattr(kernels, "CHOSEN", {torch.float32: "blas"})
     monkeypatch.setattr(attention_kernels, "ATTENTION_CHOSEN", {torch.float32: "products", torch.float16: "sdpa"})
     assert choices.kernel_choices([torch.float32, torch.float16]) == {  # float16 linears are not chosen
@@ -146,7 +146,7 @@ def test_kernel_choices_travel_as_strings_and_refuse_what_this_process_cannot_ru
         with pytest.raises(ValueError, match=f"kernel choice '{key}': not a kernel this version chooses"):
             choices.use_kernel_choices({"linear:float32": "blas", key: "sdpa"})
         assert kernels.CHOSEN[torch.float32] == "onednn"  # nothing taken from a refused set
-    monkeypatch.setattr(kernels, "ONEDNN_OP", None)  # a torch build without oneDNN's op
+    monkeypatch.setattr(onednn, "ONEDNN_OP", None)  # a torch build without oneDNN's op
     for key, kernel in (("linear:float32", "mkl"), ("linear:float32", "upcast"), ("attention:float32", "flash"),
                         ("linear:bfloat16", "onednn")):
         with pytest.raises(ValueError, match=f"kernel choice '{key}': '{kernel}' is not one this process can run"):
@@ -172,7 +172,7 @@ def test_upcast_stays_float32_under_autocast(monkeypatch):
 
     def recording(x, weight, bias, gelu=None):
         seen.append((x.dtype, weight.dtype, torch.is_autocast_enabled("cpu")))
-        return kernels.blas_linear(x, weight, bias, gelu)
+        return onednn.blas_linear(x, weight, bias, gelu)
 
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, "blas")
     monkeypatch.setitem(kernels.LINEARS, "blas", recording)

@@ -10,25 +10,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert.paths import kernels, weight_forms
+from minibert.paths import kernels, onednn, weight_forms
 
-pytestmark = pytest.mark.skipif(kernels.ONEDNN_OP is None, reason="this torch build has no oneDNN linear")
+pytestmark = pytest.mark.skipif(onednn.ONEDNN_OP is None, reason="this torch build has no oneDNN linear")
 
 def test_the_blocks_keep_what_one_long_float32_sum_rounds_away():
     """Eight blocks of 192 products: the first block's products are 2^16 (a sum of 192 * 2^16 = 1.5 * 2^23,
     where float32's spacing is 1), the rest a quarter each. One running sum would round every quarter
     away; a block's 192 quarters make 48, which the total keeps, block after block: exactly 1.5 * 2^23 +
     7 * 48 (+ the bias)."""
-    channels = 8 * kernels.BLOCK
+    channels = 8 * onednn.BLOCK
     x = torch.ones(3, channels)
     weight = torch.full((2, channels), 0.25)
-    weight[:, :kernels.BLOCK] = 2.0 ** 16
+    weight[:, :onednn.BLOCK] = 2.0 ** 16
     bias = torch.tensor([1.0, -2.0])
     expected = torch.tensor([1.5 * 2 ** 23 + 7 * 48 + 1, 1.5 * 2 ** 23 + 7 * 48 - 2]).expand(3, 2)
     with torch.no_grad():
-        assert torch.equal(kernels.blocked_linear(x, weight, bias), expected)
+        assert torch.equal(onednn.blocked_linear(x, weight, bias), expected)
         # GELU comes after the whole sum (here it is the identity: every sum is large and positive)
-        assert torch.equal(kernels.blocked_linear(x, weight, bias, gelu="none"), expected)
+        assert torch.equal(onednn.blocked_linear(x, weight, bias, gelu="none"), expected)
 
 
 @pytest.mark.parametrize("shape", [(5, 100, 7), (37, 384, 1536), (64, 1536, 384), (9, 200, 33)])
@@ -43,7 +43,7 @@ def test_the_blocked_kernel_computes_the_linear_layer(shape):
     with torch.no_grad():
         for gelu in (None, "none", "tanh"):
             expected = exact if gelu is None else F.gelu(exact, approximate=gelu)
-            got = kernels.blocked_linear(x, weight, bias, gelu)
+            got = onednn.blocked_linear(x, weight, bias, gelu)
             assert got.dtype == torch.float32
             torch.testing.assert_close(got.double(), expected, atol=2e-4, rtol=1e-5)
 
@@ -56,7 +56,7 @@ def test_the_blocks_are_of_equal_widths_of_at_most_one_block():
         weight = torch.randn(3, fan_in, generator=generator)
         weight_forms.KEPT.clear()
         with torch.no_grad():
-            kernels.blocked_linear(torch.randn(2, fan_in, generator=generator), weight, None)
+            onednn.blocked_linear(torch.randn(2, fan_in, generator=generator), weight, None)
             seen = [block.shape[1] for block in weight_forms.KEPT[id(weight.untyped_storage())][1]]
         assert seen == widths
 
@@ -71,7 +71,7 @@ def test_the_weight_blocks_follow_the_weight():
     weight = torch.nn.Parameter(torch.randn(6, 500, generator=generator))
 
     def check(w: torch.Tensor) -> None:
-        torch.testing.assert_close(kernels.blocked_linear(x, w, None), x @ w.t(), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(onednn.blocked_linear(x, w, None), x @ w.t(), atol=1e-4, rtol=1e-5)
 
     def kept(w: torch.Tensor) -> list[torch.Tensor]:
         return weight_forms.KEPT[id(w.untyped_storage())][1]
@@ -101,7 +101,7 @@ def test_the_weight_blocks_follow_the_weight():
     for rows in (6, 1):
         freed = torch.randn(rows, 500, generator=generator)
         with torch.no_grad():
-            kernels.blocked_linear(x, freed, None)
+            onednn.blocked_linear(x, freed, None)
         key = id(freed.untyped_storage())
         assert key in weight_forms.KEPT
         del freed
@@ -177,7 +177,7 @@ def test_a_strided_bias_or_weight_is_read_as_it_is():
     weight = weight[:, ::2]  # (16, 300), every other column
     bias = torch.randn(32, generator=generator)[::2]
     with torch.no_grad():
-        for kernel in (kernels.onednn_linear, kernels.blocked_linear):
+        for kernel in (onednn.onednn_linear, onednn.blocked_linear):
             torch.testing.assert_close(kernel(x, weight, bias), F.linear(x, weight, bias), atol=1e-4, rtol=1e-5)
 
 
@@ -204,7 +204,7 @@ def test_torch_compile_runs_a_fast_linear_layer_on_the_blocked_kernel(monkeypatc
 def test_onednn_runs_a_kept_weight_packed_with_the_same_numbers(dtype):
     """In inference a weight's packed form is made once and kept (oneDNN's own layout), and gives the plain
     weight's numbers bit for bit, GELU fused or not; it is packed again after the weight changes in place."""
-    if dtype == torch.bfloat16 and dtype in kernels.ONEDNN_FAILED:
+    if dtype == torch.bfloat16 and dtype in onednn.ONEDNN_FAILED:
         pytest.skip("oneDNN's bf16 linear failed on this CPU")
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(37, 384, generator=generator).to(dtype)
@@ -213,15 +213,15 @@ def test_onednn_runs_a_kept_weight_packed_with_the_same_numbers(dtype):
     weight_forms.KEPT.clear()
     with torch.no_grad():
         for gelu in (None, "none", "tanh"):
-            assert torch.equal(kernels.onednn_linear(x, weight, bias, gelu),
-                               kernels.onednn_linear(x, weight, bias, gelu, keep=False))
+            assert torch.equal(onednn.onednn_linear(x, weight, bias, gelu),
+                               onednn.onednn_linear(x, weight, bias, gelu, keep=False))
         form = weight_forms.KEPT[id(weight.untyped_storage())][1]
-        assert form.is_mkldnn == (kernels.PACK_OP is not None)
-        assert torch.equal(kernels.onednn_linear(x, weight, bias), kernels.onednn_linear(x, weight, bias, keep=False))
+        assert form.is_mkldnn == (onednn.PACK_OP is not None)
+        assert torch.equal(onednn.onednn_linear(x, weight, bias), onednn.onednn_linear(x, weight, bias, keep=False))
         assert weight_forms.KEPT[id(weight.untyped_storage())][1] is form  # kept, not packed again
-        before = kernels.onednn_linear(x, weight, None)
+        before = onednn.onednn_linear(x, weight, None)
         weight.mul_(-1)
-        assert torch.equal(kernels.onednn_linear(x, weight, None), -before)
+        assert torch.equal(onednn.onednn_linear(x, weight, None), -before)
         assert weight_forms.KEPT[id(weight.untyped_storage())][1] is not form
 
 
@@ -232,32 +232,32 @@ def test_without_packing_or_its_op_the_plain_weight_runs(monkeypatch):
     generator = torch.Generator().manual_seed(4)
     x = torch.randn(9, 200, generator=generator)
     weight, bias = torch.randn(30, 200, generator=generator), torch.randn(30, generator=generator)
-    expected = kernels.onednn_linear(x, weight, bias, keep=False)
-    real_pack = kernels.PACK_OP
+    expected = onednn.onednn_linear(x, weight, bias, keep=False)
+    real_pack = onednn.PACK_OP
 
     def fails(*args):
         raise RuntimeError("no packing here")
 
-    monkeypatch.setattr(kernels, "PACK_FAILED", set())
+    monkeypatch.setattr(onednn, "PACK_FAILED", set())
     with torch.no_grad():
-        monkeypatch.setattr(kernels, "PACK_OP", fails)
+        monkeypatch.setattr(onednn, "PACK_OP", fails)
         weight_forms.KEPT.clear()
-        with pytest.warns(kernels.KernelFallback, match="oneDNN's weight packing in torch.float32 failed"):
-            got = kernels.onednn_linear(x, weight, bias)
-        assert torch.equal(got, expected) and kernels.PACK_FAILED == {torch.float32}
+        with pytest.warns(onednn.KernelFallback, match="oneDNN's weight packing in torch.float32 failed"):
+            got = onednn.onednn_linear(x, weight, bias)
+        assert torch.equal(got, expected) and onednn.PACK_FAILED == {torch.float32}
         key = id(weight.untyped_storage())
         assert weight_forms.KEPT[key][1] is None  # nothing of the weight's kept: it is freed with its storage
         del weight
         gc.collect()
         assert key not in weight_forms.KEPT
-        monkeypatch.setattr(kernels, "PACK_OP", real_pack)
-        monkeypatch.setattr(kernels, "PACK_FAILED", set())
+        monkeypatch.setattr(onednn, "PACK_OP", real_pack)
+        monkeypatch.setattr(onednn, "PACK_FAILED", set())
         weight = torch.randn(30, 200, generator=torch.Generator().manual_seed(5))
-        kernels.onednn_linear(x, weight, bias)  # packed and kept
-        monkeypatch.setattr(kernels, "ONEDNN_OP", fails)
-        monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
-        with pytest.warns(kernels.KernelFallback, match="no packing here"):
-            torch.testing.assert_close(kernels.onednn_linear(x, weight, bias), F.linear(x, weight, bias))
+        onednn.onednn_linear(x, weight, bias)  # packed and kept
+        monkeypatch.setattr(onednn, "ONEDNN_OP", fails)
+        monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
+        with pytest.warns(onednn.KernelFallback, match="no packing here"):
+            torch.testing.assert_close(onednn.onednn_linear(x, weight, bias), F.linear(x, weight, bias))
 
 
 @pytest.mark.parametrize(("dtype", "kernel"), [(torch.float32, "blas"), (torch.float32, "onednn"),
@@ -268,7 +268,7 @@ def test_a_residual_is_added_inside_onednns_product_and_after_the_others(monkeyp
     so at least as close to the exact sum as the linear rounded and then added), every other kernel after its
     product, bit for bit as the block added it before; under autograd every kernel adds it after, and the
     residual gets its gradient."""
-    if kernel == "onednn" and dtype in kernels.ONEDNN_FAILED:
+    if kernel == "onednn" and dtype in onednn.ONEDNN_FAILED:
         pytest.skip(f"oneDNN's {dtype} linear failed on this CPU")
     monkeypatch.setitem(kernels.CHOSEN, dtype, kernel)
     generator = torch.Generator().manual_seed(6)
@@ -277,14 +277,14 @@ def test_a_residual_is_added_inside_onednns_product_and_after_the_others(monkeyp
     bias = torch.randn(384, generator=generator).to(dtype)
     residual = torch.randn(37, 384, generator=generator).to(dtype)
     added_ops = []
-    if kernels.ONEDNN_ADD_OP is not None:
-        real = kernels.ONEDNN_ADD_OP
-        monkeypatch.setattr(kernels, "ONEDNN_ADD_OP", lambda *args: added_ops.append(1) or real(*args))
+    if onednn.ONEDNN_ADD_OP is not None:
+        real = onednn.ONEDNN_ADD_OP
+        monkeypatch.setattr(onednn, "ONEDNN_ADD_OP", lambda *args: added_ops.append(1) or real(*args))
     with torch.no_grad():
         got = kernels.cpu_linear(x, weight, bias, residual=residual)
         after = residual + kernels.cpu_linear(x, weight, bias)
     assert got.dtype == dtype
-    if kernel == "onednn" and kernels.ONEDNN_ADD_OP is not None:
+    if kernel == "onednn" and onednn.ONEDNN_ADD_OP is not None:
         assert added_ops == [1]
         exact = residual.double() + F.linear(x.double(), weight.double(), bias.double())
         assert (got.double() - exact).abs().mean() <= (after.double() - exact).abs().mean()
@@ -307,24 +307,24 @@ def test_where_the_add_inside_the_product_fails_or_cannot_run_the_linear_and_the
     x, weight = torch.randn(9, 200, generator=generator), torch.randn(30, 200, generator=generator)
     bias, residual = torch.randn(30, generator=generator), torch.randn(9, 30, generator=generator)
     calls = []
-    plain_op = kernels.ONEDNN_OP
+    plain_op = onednn.ONEDNN_OP
 
     def fails(*args):
         calls.append("add")
         raise RuntimeError("no binary post-op here")
 
-    monkeypatch.setattr(kernels, "ONEDNN_ADD_OP", fails)
-    monkeypatch.setattr(kernels, "ONEDNN_OP", lambda *args: calls.append("plain") or plain_op(*args))
-    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
-    monkeypatch.setattr(kernels, "ADD_FAILED", set())
+    monkeypatch.setattr(onednn, "ONEDNN_ADD_OP", fails)
+    monkeypatch.setattr(onednn, "ONEDNN_OP", lambda *args: calls.append("plain") or plain_op(*args))
+    monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(onednn, "ADD_FAILED", set())
     with torch.no_grad():
         for broadcast in (residual[0], residual[:, :1]):
-            torch.testing.assert_close(kernels.onednn_linear(x, weight, bias, residual=broadcast),
+            torch.testing.assert_close(onednn.onednn_linear(x, weight, bias, residual=broadcast),
                                        broadcast + F.linear(x, weight, bias))
         assert calls == ["plain", "plain"]
-        with pytest.warns(kernels.KernelFallback, match="with an add inside in torch.float32 failed"):
-            got = kernels.onednn_linear(x, weight, bias, residual=residual)
+        with pytest.warns(onednn.KernelFallback, match="with an add inside in torch.float32 failed"):
+            got = onednn.onednn_linear(x, weight, bias, residual=residual)
         torch.testing.assert_close(got, residual + F.linear(x, weight, bias))
-        torch.testing.assert_close(kernels.onednn_linear(x, weight, bias, residual=residual), got)
+        torch.testing.assert_close(onednn.onednn_linear(x, weight, bias, residual=residual), got)
     assert calls == ["plain", "plain", "add", "plain", "plain"]
-    assert kernels.ADD_FAILED == {torch.float32} and not kernels.ONEDNN_FAILED
+    assert onednn.ADD_FAILED == {torch.float32} and not onednn.ONEDNN_FAILED

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from minibert import BertConfig, BertModel, SentenceEncoder, paths
-from minibert.paths import attention_kernels, check_path, convert, default_path, kernels
+from minibert.paths import attention_kernels, check_path, convert, default_path, kernels, onednn
 from minibert.paths import fast as fast_module
 from minibert.paths.compiled import CompiledBertModel
 from minibert.paths.fast import FastBertModel, Packing
@@ -19,7 +19,7 @@ SMALL = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_atten
                    max_position_embeddings=40)
 
 
-# wider than the blocked kernel's block (kernels.BLOCK), and not a multiple of it
+# wider than the blocked kernel's block (onednn.BLOCK), and not a multiple of it
 WIDE = BertConfig(vocab_size=60, hidden_size=200, num_hidden_layers=2, num_attention_heads=4, intermediate_size=400,
                   max_position_embeddings=40)
 
@@ -95,16 +95,16 @@ def test_onednn_falls_back_to_f_linear_and_says_so_once(monkeypatch):
         calls.append(1)
         raise RuntimeError("mkldnn: this CPU is not supported")
 
-    monkeypatch.setattr(kernels, "ONEDNN_OP", broken)
-    monkeypatch.setattr(kernels, "ONEDNN_FAILED", set())
+    monkeypatch.setattr(onednn, "ONEDNN_OP", broken)
+    monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
     monkeypatch.setitem(kernels.CHOSEN, torch.float32, "onednn")
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         expected = ref(ids, mask).last_hidden_state
         out = fast(ids, mask).last_hidden_state
         again = fast(ids, mask).last_hidden_state
-    assert len(calls) == 1 and kernels.ONEDNN_FAILED == {torch.float32}  # tried once, then not again
-    assert [str(w.message) for w in caught if issubclass(w.category, kernels.KernelFallback)] == [
+    assert len(calls) == 1 and onednn.ONEDNN_FAILED == {torch.float32}  # tried once, then not again
+    assert [str(w.message) for w in caught if issubclass(w.category, onednn.KernelFallback)] == [
         "oneDNN's linear in torch.float32 failed (mkldnn: this CPU is not supported); the fast path falls back "
         "to the public torch functions"]
     torch.testing.assert_close(out[real], expected[real], atol=1e-5, rtol=1e-4)

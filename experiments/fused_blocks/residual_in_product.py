@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from minibert import DEFAULT_MODEL, SentenceEncoder
 from minibert.data import default_data_dir, read_sts_tsv
-from minibert.paths import kernels
+from minibert.paths import kernels, onednn
 from minibert.paths.fast import FastEncoderBlock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
@@ -66,7 +66,7 @@ def main(rounds: int = 6, runs: int = 2) -> None:
                   + ", ".join(f"{variant} {rate:.1f} ({rate / first:.3f}x)" for variant, rate in rates.items()))
     FastEncoderBlock.forward = NOW
     print("linear kernels:", {str(dtype).removeprefix("torch."): kernel for dtype, kernel in kernels.CHOSEN.items()},
-          "add op:", kernels.ONEDNN_ADD_OP is not None)
+          "add op:", onednn.ONEDNN_ADD_OP is not None)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,18 @@ import numpy as np
 import torch
 
 from minibert import SentenceEncoder
-from minibert.paths import kernels, weight_forms
+from minibert.paths import kernels, onednn, weight_forms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from bench_encode import cpu_name, encode_study  # noqa: E402  (scripts/, put on the path above)
 from timing import in_turn, timed  # noqa: E402
 
-PACK_OP = kernels.PACK_OP
+PACK_OP = onednn.PACK_OP
 
 
 def packing(on: bool) -> None:
     """Weights packed (the library's way) or plain; the kept forms made again either way."""
-    kernels.PACK_OP = PACK_OP if on else None
+    onednn.PACK_OP = PACK_OP if on else None
     weight_forms.KEPT.clear()
 
 

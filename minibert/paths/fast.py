@@ -38,7 +38,8 @@ from minibert.activations import activation
 from minibert.config import BertConfig
 from minibert.model import BertModel, BertOutput
 from minibert.paths.attention_kernels import attention_kernel, products_attention, sdpa_attention
-from minibert.paths.kernels import LINEAR_DTYPES, added, blas_linear, cpu_linear
+from minibert.paths.kernels import LINEAR_DTYPES, cpu_linear
+from minibert.paths.onednn import added, blas_linear
 from minibert.weights import fuse_qkv
 
 PACK_ABOVE = 0.1  # on the CPU, rows are packed when more than this share of a batch's grid is padding

@@ -33,7 +33,7 @@ from torch import nn
 
 from minibert.paths.fast import FastBertModel
 from minibert.paths.int8_kernels import int8_product, pack_int8_weight
-from minibert.paths.kernels import with_gelu
+from minibert.paths.onednn import with_gelu
 
 TINY = torch.finfo(torch.float32).tiny
 SMOOTHING = 0.5  # SmoothQuant's alpha: s_j = max|x_j|^alpha / max|W[:, j]|^(1 - alpha)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 
 from minibert.paths import kernels
-from minibert.paths.kernels import MARGIN, MEASURING, fall_back, find_op
+from minibert.paths.kernels import MARGIN, MEASURING
+from minibert.paths.onednn import fall_back, find_op
 
 INT_MM = getattr(torch, "_int_mm", None)  # int8 x int8 -> int32 products, a private function
 
