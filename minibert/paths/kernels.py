@@ -176,8 +176,8 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             return added(residual, with_gelu(KernelLinear.apply(x, weight, bias, LINEARS[kernel]), gelu))
         if kernel == "onednn":  # inference, or a frozen layer: the packed form kept
-            return onednn_linear(x, weight, bias, gelu, keep, residual)
-        return added(residual, blocked_linear(x, weight, bias, gelu, keep))
+            return LINEARS[kernel](x, weight, bias, gelu, keep, residual=residual)
+        return added(residual, LINEARS[kernel](x, weight, bias, gelu, keep))
     return added(residual, LINEARS[kernel](x, weight, bias, gelu))
 
 
