@@ -29,13 +29,9 @@ from minibert.files import done_records, job_record
 from minibert.inputs import whole_number
 
 
-def count_lines(path: Path) -> int:
-    """Lines as ``read_lines`` counts them: a final newline does not start a new, empty line."""
-    return lines_and_digest(path)[0]
-
-
 def lines_and_digest(path: Path) -> tuple[int, str]:
-    """(``count_lines``, a digest of the file's bytes), in one pass."""
+    """(the lines as ``read_lines`` counts them: a final newline does not start a new, empty line; a digest of the
+    file's bytes), in one pass."""
     count, last, digest = 0, b"\n", hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -138,8 +138,8 @@ def community_detection(embeddings: np.ndarray | torch.Tensor, threshold: float 
     ``threshold`` is a candidate centre; candidates, the larger first (equal sizes: the lower index), each keep
     the members no community before them took, and stay if they still have ``min_community_size``. Each
     community lists its centre, then its members closest first (ties: the lower index)."""
-    min_community_size, chunk_size = whole_number("min_community_size", min_community_size), whole_number(
-        "chunk_size", chunk_size)
+    min_community_size = whole_number("min_community_size", min_community_size)
+    chunk_size = whole_number("chunk_size", chunk_size)
     threshold = cosine_threshold(threshold)
     x = prepare(as_matrix(embeddings, "embeddings", keep_float64=True), "cosine")  # (float64 scored in float64)
     candidates = []

@@ -30,7 +30,7 @@ UNLIMITED = 1e20  # transformers treats a model_max_length above this as "no lim
 
 
 def token_limit(folder: Path, settings: TransformerSettings, spec: tokenizer_files.TokenizerSpec,
-                max_positions: int | None = None) -> int:
+                capacity: int) -> int:
     """The length (in tokens, specials included) at which sentence-transformers truncates this folder's
     inputs, read as it reads it, from every form of the folder:
 
@@ -40,11 +40,10 @@ def token_limit(folder: Path, settings: TransformerSettings, spec: tokenizer_fil
     3. else ``tokenizer_config.json``'s ``model_max_length`` (where version 6 keeps it, and what a plain
        Hugging Face folder has), capped at config.json's ``max_position_embeddings``.
 
-    A limit beyond what the model's positions hold (``max_positions``; fewer than max_position_embeddings for
-    RoBERTa and MPNet) is cut there, with a warning for 1. and 2.: sentence-transformers would fail on such
-    inputs instead of cutting them.
+    A limit beyond what the model's positions hold (``capacity``, ``position_capacity``; fewer than
+    max_position_embeddings for RoBERTa and MPNet) is cut there, with a warning for 1. and 2.:
+    sentence-transformers would fail on such inputs instead of cutting them.
     """
-    capacity = position_capacity(folder, max_positions)
     if "model_max_length" in settings.tokenizer:  # (then sentence-transformers does not read max_seq_length)
         value = settings.tokenizer["model_max_length"]
         value = int(UNLIMITED) if value is None else value  # null: transformers' default, no limit
@@ -207,9 +206,9 @@ class Tokenizer:
         if spec.pad_token is None:
             raise ValueError(f"{where}: the tokenizer has no pad token (tokenizer_config.json names none), so it "
                              "cannot pad a batch")
-        if max_length is None:
-            max_length = token_limit(where, settings, spec, max_positions)
         capacity = position_capacity(where, max_positions)
+        if max_length is None:
+            max_length = token_limit(where, settings, spec, capacity)
         task_lengths = {task: checked_length(length, settings.path, f"{task}_length", capacity)
                         for task, length in settings.task_lengths.items()}
         return cls(backend, max_length, spec.pad_token, source=where, do_lower_case=settings.do_lower_case,
