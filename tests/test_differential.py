@@ -12,8 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from differential import campaign, report
+from minibert.paths.fast import FastEncoderBlock
+
+from differential import assert_matches, campaign, compare, folder_of, report
 
 pytest.importorskip("sentence_transformers", reason="sentence-transformers is the reference")
 pytest.importorskip("transformers", reason="transformers builds the folders")
@@ -31,3 +34,23 @@ def test_random_folders_give_the_reference_embeddings_or_a_named_refusal(tmp_pat
     kinds = [o.kind for o in outcomes]
     assert "differ" not in kinds and "crash" not in kinds, text
     assert kinds.count("match") > DRAWS / 2, text  # the draws mostly build folders both libraries run
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_path_that_loses_bits_differs(tmp_path, monkeypatch, dtype):
+    """The half-precision tolerance (four units in the last place, or twice sentence-transformers' own error over
+    more sentences) still fails a path three bits less precise than its dtype: the fast path's post-LN sums
+    truncated, as a lossy kernel would leave them."""
+    c, folder = folder_of(tmp_path, "bert", dtype=str(dtype).removeprefix("torch."))
+    assert_matches(c, folder)
+    exact = FastEncoderBlock.residual_sum
+    stored = {torch.bfloat16: 7, torch.float16: 10}[dtype]  # the mantissa bits the dtype keeps
+
+    def lossy(layer, h, x, dropout):
+        y = exact(layer, h, x, dropout)
+        cut = ~((1 << (23 - stored + 3)) - 1)  # float32's low bits: the dtype's last three among them
+        return (y.float().view(torch.int32) & cut).view(torch.float32).to(y.dtype)
+
+    monkeypatch.setattr(FastEncoderBlock, "residual_sum", staticmethod(lossy))
+    outcome = compare(c, folder)
+    assert outcome.kind == "differ" and outcome.detail.startswith("fast:"), outcome.detail
