@@ -112,7 +112,7 @@ def load_head(folder: Path, bert: BertModel, required: bool = True) -> MaskedLMH
 
 
 def fills(tokenizer: Tokenizer, ids: torch.Tensor, probs: torch.Tensor, mask_id: int, top_k: int,
-          target_ids: list[int] | None) -> list[list[dict]]:
+          target_ids: torch.Tensor | None) -> list[list[dict]]:
     """One text's fills (its ids (L,), its probabilities (L, V)): each mask's ``top_k`` tokens, as the pipeline
     writes them."""
     positions = (ids == mask_id).nonzero().flatten().tolist()
@@ -120,7 +120,7 @@ def fills(tokenizer: Tokenizer, ids: torch.Tensor, probs: torch.Tensor, mask_id:
     for p in positions:
         scores = probs[p] if target_ids is None else probs[p, target_ids]
         top = scores.topk(top_k)
-        tokens = top.indices.cpu() if target_ids is None else torch.tensor(target_ids)[top.indices.cpu()]
+        tokens = top.indices.cpu() if target_ids is None else target_ids[top.indices.cpu()]
         out.append([{"score": float(s), "token": int(t), "token_str": tokenizer.decode([int(t)]),
                      "sequence": filled(tokenizer, ids, p, int(t), len(positions) == 1)}
                     for s, t in zip(top.values, tokens, strict=True)])
@@ -204,7 +204,7 @@ class MaskedLanguageModel(nn.Module):
         if mask_id is None:
             raise ValueError("this model's tokenizer has no mask token")
         texts, single = inputs.texts(texts, "texts")
-        target_ids = None if targets is None else self.target_ids(targets)
+        target_ids = None if targets is None else torch.tensor(self.target_ids(targets))  # (made once)
         top_k = inputs.whole_number("top_k", top_k, 1, None if target_ids is not None else self.head.bias.numel())
         top_k = top_k if target_ids is None else min(top_k, len(target_ids))  # (the pipeline caps it so)
         batch_size = inputs.whole_number("batch_size", batch_size)

@@ -277,7 +277,7 @@ def test_written_out_attention_adds_a_float32_bias_in_float32_under_autocast(mon
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("masked", [False, True])
-def test_bf16_written_out_attention_is_as_accurate_as_sdpa(monkeypatch, masked, dtype):
+def test_half_precision_written_out_attention_is_as_accurate_as_sdpa(monkeypatch, masked, dtype):
     """Without a bias the reference's attention is SDPA, whose fused kernel keeps the scores in float32. The
     written-out products must be as close to exact attention: scores rounded to bf16 (up to 1/32 at 10, so a
     probability off by 3%) were 2.6x as far on average and 4.9x at most, and put a fast bf16 encode outside its
