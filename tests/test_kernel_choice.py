@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert.paths import attention_kernels, choices, kernels, onednn
+from minibert.paths import attention_kernels, choices, kernels, onednn, weight_forms
 
 
 def test_the_kernel_is_measured_once_and_the_default_wins_ties(monkeypatch):
@@ -96,7 +96,7 @@ def test_a_kernel_that_fails_while_measured_is_left_out_for_that_dtype_only(monk
     def bf16_refused(x, w, b, *args):
         if x.dtype == torch.bfloat16:
             raise RuntimeError("could not create a primitive descriptor")
-        return F.linear(x, w, b)
+        return F.linear(x, onednn.plain(w), b)  # (upcast's float32 weights come packed, as the real op takes them)
 
     monkeypatch.setattr(onednn, "ONEDNN_OP", bf16_refused)
     monkeypatch.setattr(onednn, "ONEDNN_FAILED", set())
@@ -181,3 +181,32 @@ def test_upcast_stays_float32_under_autocast(monkeypatch):
         got = kernels.upcast_linear(x, w, None)
     assert seen == [(torch.float32, torch.float32, False)] and got.dtype == torch.bfloat16
     torch.testing.assert_close(got, torch.nn.functional.linear(x.float(), w.float()).bfloat16(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("float32_kernel", ["blas", "onednn", "blocked"])
+def test_upcast_keeps_a_float32_copy_in_inference_that_follows_the_weight(monkeypatch, float32_kernel):
+    """In inference the bf16 weight's float32 copy is made once and kept (with float32's packed form where its
+    kernel keeps one), made again after an in-place change; a training step casts anew, so the gradient
+    reaches the bf16 weight."""
+    monkeypatch.setitem(kernels.CHOSEN, torch.float32, float32_kernel)
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(6, 400, generator=generator).bfloat16())
+    x = torch.randn(5, 400, generator=generator).bfloat16()
+
+    def in_float32() -> torch.Tensor:  # float32's kernel on a weight cast at this call
+        return kernels.cpu_linear(x.float(), weight.float(), None, keep=False).bfloat16()
+
+    weight_forms.KEPT.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(kernels.upcast_linear(x, weight, None), in_float32(), atol=0, rtol=0)
+        copy = weight_forms.KEPT[id(weight.untyped_storage())][1]
+        assert copy.dtype == torch.float32 and torch.equal(copy, weight.float())
+        kernels.upcast_linear(x, weight, None)
+        assert weight_forms.KEPT[id(weight.untyped_storage())][1] is copy  # kept, not made again
+        weight.mul_(-2)
+        torch.testing.assert_close(kernels.upcast_linear(x, weight, None), in_float32(), atol=0, rtol=0)
+    weight_forms.KEPT.clear()
+    y = kernels.upcast_linear(x, weight, None)
+    assert not weight_forms.KEPT
+    y.float().sum().backward()
+    torch.testing.assert_close(weight.grad, x.float().sum(0).expand(6, -1).bfloat16(), atol=0, rtol=0)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from minibert.paths import onednn
 from minibert.paths.onednn import KernelFallback, added, blas_linear, blocked_linear, onednn_linear, with_gelu
+from minibert.paths.weight_forms import kept
 
 CHOSEN: dict[torch.dtype, str] = {}  # dtype -> the kernel its CPU linears run: "blas", "onednn", "blocked", "upcast"
 # (torch.int8: the int8 path's products, "int_mm", "float32" or "onednn", int8_kernels.py)
@@ -51,10 +52,17 @@ MEASURING = threading.Lock()  # one measurement at a time: two at once would tim
 def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
     """A bfloat16 linear computed in float32 (by float32's kernel), rounded back to bfloat16: the same
     result as a bf16 kernel that accumulates in float32, which is what they all do. (Autocast would cast
-    the float32 product back to bf16: it is off in here.)"""
+    the float32 product back to bf16: it is off in here.) In inference the weight's float32 copy is made once
+    and kept (``weight_forms``), with its own packed form where float32's kernel keeps one: casting every
+    weight at every batch took a tenth of an encode. Training casts it anew, so that gradients reach it."""
     bias = None if bias is None else bias.float()
+    wide = None
+    if not (torch.is_grad_enabled() and weight.requires_grad):
+        wide = kept(weight, ("float32",), weight.float)
     with torch.autocast("cpu", enabled=False):
-        return cpu_linear(x.float(), weight.float(), bias, gelu, keep=False).to(x.dtype)  # (a new weight each call)
+        if wide is None:  # (training, or a weight made in inference mode: nothing kept)
+            return cpu_linear(x.float(), weight.float(), bias, gelu, keep=False).to(x.dtype)
+        return cpu_linear(x.float(), wide, bias, gelu).to(x.dtype)
 
 
 LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "blocked": blocked_linear,
