@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert import inputs, similarity
+from minibert.dense import Dense
 from minibert.embedding_precision import checked_precision, quantize_embeddings
 from minibert.encode_settings import EncodeSettings
 from minibert.families import load_model
 from minibert.hub import DEFAULT_MODEL, resolve_model
 from minibert.model import AttnImplementation, BertModel, eval_mode
 from minibert.paths import cast, check_path, convert, default_path
-from minibert.pipeline import Dense, plain_folder_pooling, read_pipeline
+from minibert.pipeline import plain_folder_pooling, read_pipeline
 from minibert.pooling import Pooling, PoolingConfig
 from minibert.tokenizer import Batch, Tokenizer, check_padding_side
 

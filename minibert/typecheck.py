@@ -1,4 +1,5 @@
-"""The declared types of a configuration dataclass, checked against what a JSON or TOML file gave.
+"""The declared types of a configuration dataclass, checked against what a JSON or TOML file gave, and the
+checks of its keys and values that every configuration shares (a choice among names, a number in a range).
 
 A config file can hold any JSON value where a number is expected; without a check, ``"0.1"`` as a
 dropout rate or ``"abc"`` as a list of labels travels on and fails far away (or worse, runs). Every
@@ -7,6 +8,7 @@ configuration dataclass (model, pooling, tasks, training) calls ``check_types`` 
 
 from __future__ import annotations
 
+import math
 import types
 from dataclasses import fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -46,3 +48,29 @@ def check_types(obj: Any, where: str = "", skip: tuple[str, ...] = ()) -> None:
         value = getattr(obj, f.name)
         if f.name not in skip and not type_ok(value, hints[f.name]):
             raise ValueError(f"{where}{f.name} must be {type_name(hints[f.name])}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def in_range(name: str, value: float | None, low: float, high: float = math.inf, low_open: bool = False,
+             high_open: bool = False) -> None:
+    """A finite number in [low, high] (open at an end where asked); None, a default left to the model, passes."""
+    if value is None:
+        return
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        bounds = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {bounds}, got {value!r}")
+
+
+def check_keys(raw: dict, cls: type, where: str) -> None:
+    """A table's keys are the fields of its dataclass: an unknown one (a typo) is an error naming it, not a
+    setting silently dropped."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")

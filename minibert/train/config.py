@@ -9,9 +9,8 @@ to its checkpoints as ``config.json``, so ``--config runs/x/config.json`` repeat
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from minibert.tasks import check_options
 from minibert.train.balance import BALANCES
 from minibert.train.distill import DISTILL_AT, check_teachable
 from minibert.train.recipe import TABLES
-from minibert.typecheck import check_types
+from minibert.typecheck import check_choice, check_keys, check_types, in_range
 
 SCHEDULES = ("linear", "cosine", "constant")
 SAMPLING = ("round_robin", "proportional", "temperature")
@@ -294,32 +293,8 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
-def check_choice(name: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-
-
-def in_range(name: str, value: float | None, low: float, high: float = math.inf, low_open: bool = False,
-             high_open: bool = False) -> None:
-    """A finite number in [low, high] (open at an end where asked); None, a default left to the model, passes."""
-    if value is None:
-        return
-    above = value > low if low_open else value >= low
-    below = value < high if high_open else value <= high
-    if not (math.isfinite(value) and above and below):
-        bounds = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {bounds}, got {value!r}")
-
-
 def task_from_dict(raw: dict) -> TaskConfig:
     if not isinstance(raw, dict):
         raise ValueError(f"a task must be a table of settings ([[tasks]]), got {raw!r:.80}")
     check_keys(raw, TaskConfig, f"task {raw.get('name')!r}")
     return TaskConfig(**raw)
-
-
-def check_keys(raw: dict, cls, where: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")

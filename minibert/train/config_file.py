@@ -8,8 +8,9 @@ import tomllib
 from pathlib import Path
 
 from minibert.files import read_json, read_text
-from minibert.train.config import TrainConfig, check_keys
+from minibert.train.config import TrainConfig
 from minibert.train.recipe import moved_note, old_keys
+from minibert.typecheck import check_keys
 
 
 def read_config_file(path: str | Path) -> dict:
