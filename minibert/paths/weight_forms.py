@@ -1,12 +1,13 @@
 """Forms of a weight that the fast path's CPU kernels run, made once in inference and kept.
 
 A kernel may want a weight in another form than the parameter's: oneDNN in its own packed layout, which spares
-it reordering the weight at every call, the blocked kernel in blocks of input channels, each packed
-(``kernels.py`` makes them). Making a form costs a pass over the weight, so in inference it is made once and
-kept, keyed by the weight's storage. It is made again when the weight changes in place (its version counter
-moves), gets a new ``.data`` (another storage) or layout, or any torch optimizer steps (a fused step moves no
-version counter), and dropped with the weight's storage. A write that goes round all of these (through
-``.data``, NumPy or a raw storage) is not seen: ``KEPT.clear()`` after one.
+it reordering the weight at every call, the blocked kernel in blocks of input channels, each packed, bf16's
+"upcast" kernel a float32 copy (``onednn.py`` and ``kernels.py`` make them). Making a form costs a pass over
+the weight, so in inference it is made once and kept, keyed by the weight's storage. It is made again when the
+weight changes in place (its version counter moves), gets a new ``.data`` (another storage) or layout, or any
+torch optimizer steps (a fused step moves no version counter), and dropped with the weight's storage. A write
+that goes round all of these (through ``.data``, NumPy or a raw storage) is not seen: ``KEPT.clear()`` after
+one.
 """
 
 from __future__ import annotations
