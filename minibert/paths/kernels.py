@@ -53,8 +53,8 @@ def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     """A bfloat16 linear computed in float32 (by float32's kernel), rounded back to bfloat16: the same
     result as a bf16 kernel that accumulates in float32, which is what they all do. (Autocast would cast
     the float32 product back to bf16: it is off in here.) In inference the weight's float32 copy is made once
-    and kept (``weight_forms``), with its own packed form where float32's kernel keeps one: casting every
-    weight at every batch took a tenth of an encode. Training casts it anew, so that gradients reach it."""
+    and kept (``weight_forms``), with its own packed form where float32's kernel keeps one, rather than cast
+    at every batch. Training casts it anew, so that gradients reach it."""
     bias = None if bias is None else bias.float()
     wide = None
     if not (torch.is_grad_enabled() and weight.requires_grad):
