@@ -210,3 +210,28 @@ def test_upcast_keeps_a_float32_copy_in_inference_that_follows_the_weight(monkey
     assert not weight_forms.KEPT
     y.float().sum().backward()
     torch.testing.assert_close(weight.grad, x.float().sum(0).expand(6, -1).bfloat16(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("float32_kernel", ["blas", "onednn"])
+def test_a_float32_copy_kept_in_inference_mode_serves_a_later_backward(monkeypatch, float32_kernel):
+    """encode runs in inference mode: the copy kept there is a plain tensor (with its own packed form where
+    float32's kernel keeps one), so a frozen bf16 layer whose input needs a gradient trains after it; a weight
+    cast at every call (``keep=False``, autocast's) is not kept."""
+    monkeypatch.setitem(kernels.CHOSEN, torch.float32, float32_kernel)
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(6, 400, generator=generator).bfloat16(), requires_grad=False)
+    x = torch.randn(5, 400, generator=generator).bfloat16()
+    weight_forms.KEPT.clear()
+    with torch.inference_mode():
+        kernels.upcast_linear(x, weight, None)
+    copy = weight_forms.KEPT[id(weight.untyped_storage())][1]
+    assert not copy.is_inference()
+    if float32_kernel == "onednn" and onednn.pack(copy) is not None:
+        assert weight_forms.KEPT[id(copy.untyped_storage())][0][-1] == ("packed",)
+    x.requires_grad_()
+    kernels.upcast_linear(x, weight, None).float().sum().backward()
+    torch.testing.assert_close(x.grad, weight.float().sum(0).expand(5, -1).bfloat16(), atol=0, rtol=0)
+    weight_forms.KEPT.clear()
+    with torch.no_grad():
+        kernels.upcast_linear(x, weight, None, keep=False)
+    assert not weight_forms.KEPT

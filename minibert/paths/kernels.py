@@ -49,15 +49,16 @@ LINEAR_DTYPES = (torch.float32, torch.bfloat16)  # the dtypes whose CPU linears 
 MEASURING = threading.Lock()  # one measurement at a time: two at once would time each other
 
 
-def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None):
+def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None = None,
+                  keep: bool = True):
     """A bfloat16 linear computed in float32 (by float32's kernel), rounded back to bfloat16: the same
     result as a bf16 kernel that accumulates in float32, which is what they all do. (Autocast would cast
     the float32 product back to bf16: it is off in here.) In inference the weight's float32 copy is made once
     and kept (``weight_forms``), with its own packed form where float32's kernel keeps one, rather than cast
-    at every batch. Training casts it anew, so that gradients reach it."""
+    at every batch (``keep``: the weight is worth keeping). Training casts it anew, so that gradients reach it."""
     bias = None if bias is None else bias.float()
     wide = None
-    if not (torch.is_grad_enabled() and weight.requires_grad):
+    if keep and not (torch.is_grad_enabled() and weight.requires_grad):
         wide = kept(weight, ("float32",), weight.float)
     with torch.autocast("cpu", enabled=False):
         if wide is None:  # (training, or a weight made in inference mode: nothing kept)
@@ -186,6 +187,8 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         if kernel == "onednn":  # inference, or a frozen layer: the packed form kept
             return LINEARS[kernel](x, weight, bias, gelu, keep, residual=residual)
         return added(residual, LINEARS[kernel](x, weight, bias, gelu, keep))
+    if kernel == "upcast":
+        return added(residual, upcast_linear(x, weight, bias, gelu, keep))
     return added(residual, LINEARS[kernel](x, weight, bias, gelu))
 
 

@@ -38,8 +38,8 @@ def kept(weight: torch.Tensor, form: tuple, make: Callable[[], object]) -> objec
     cached = KEPT.get(id(storage))
     if cached is not None and cached[0] == state:
         return cached[1]
-    with torch.no_grad():
-        made = make()
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor even inside inference mode (encode's): a
+        made = make()  # form made there could not be saved for a later backward, nor keep forms of its own
     if cached is None:  # dropped when the storage is freed: no other can take its id or address before
         weakref.finalize(storage, KEPT.pop, id(storage), None)
     KEPT[id(storage)] = state, made
