@@ -57,13 +57,11 @@ def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     and kept (``weight_forms``), with its own packed form where float32's kernel keeps one, rather than cast
     at every batch (``keep``: the weight is worth keeping). Training casts it anew, so that gradients reach it."""
     bias = None if bias is None else bias.float()
-    wide = None
-    if keep and not (torch.is_grad_enabled() and weight.requires_grad):
-        wide = kept(weight, ("float32",), weight.float)
+    training = torch.is_grad_enabled() and weight.requires_grad
+    wide = kept(weight, ("float32",), weight.float) if keep and not training else None
+    keep = wide is not None  # (None: training, keep off, or a weight made in inference mode: cast at this call)
     with torch.autocast("cpu", enabled=False):
-        if wide is None:  # (training, or a weight made in inference mode: nothing kept)
-            return cpu_linear(x.float(), weight.float(), bias, gelu, keep=False).to(x.dtype)
-        return cpu_linear(x.float(), wide, bias, gelu).to(x.dtype)
+        return cpu_linear(x.float(), wide if keep else weight.float(), bias, gelu, keep=keep).to(x.dtype)
 
 
 LINEARS: dict[str, Callable] = {"blas": blas_linear, "onednn": onednn_linear, "blocked": blocked_linear,
